@@ -1,0 +1,150 @@
+// Network<In, Root>: a complete model with its parameters in two contiguous buffers.
+#pragma once
+
+#include <cstdint>
+#include <iomanip>
+#include <ostream>
+#include <span>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ctnn/compose/sequential.hpp"
+
+namespace ctnn {
+
+// One entry of a network's state, in PyTorch's state_dict order.
+struct StateEntry {
+  enum class Kind { parameter, buffer, counter };
+  std::string name;
+  TensorShape shape;
+  Kind kind;
+  std::size_t offset = 0;  // parameters: position in parameters() / gradients()
+};
+
+// A model built from a root spec (usually a Sequential) for input sample shape In.
+//
+// The constructor lays out every parameter in one value buffer and one gradient buffer (in
+// state_dict order), then initialises them with PyTorch's defaults from `seed`. Optimizers
+// take the two spans; checkpoint code walks visit_state() by name.
+template <class In, class RootSpec>
+class Network {
+ public:
+  using Root = typename RootSpec::template bind<In>;
+  using in_shape = In;
+  using out_shape = typename Root::out_shape;
+  using Input = Batch<In>;
+  using Output = Batch<out_shape>;
+
+  explicit Network(std::uint64_t seed = 0) {
+    Layout layout;
+    root_.visit_state(layout, "");
+    entries_ = std::move(layout.entries);
+    values_.assign(layout.total, 0.0f);
+    grads_.assign(layout.total, 0.0f);
+    Bind bind{values_.data(), grads_.data()};
+    root_.visit_state(bind, "");
+    reset_parameters(seed);
+  }
+  Network(const Network&) = delete;  // layers hold pointers into this object's buffers
+  Network& operator=(const Network&) = delete;
+
+  // PyTorch's default initialisation of every layer, and fresh dropout seeds, from `seed`.
+  void reset_parameters(std::uint64_t seed) {
+    Rng rng(seed);
+    root_.reset_parameters(rng);
+    std::uint64_t index = 0;
+    for_each_layer([&](auto& layer, const std::string&) {
+      if constexpr (requires { layer.set_seed(std::uint64_t{}); }) layer.set_seed(mix64(seed ^ mix64(++index)));
+    });
+  }
+
+  const Output& forward(const Input& x) { return root_.forward(x); }
+  const Output& output() const { return root_.output(); }
+  // Adds d(loss)/d(parameters) into gradients() for the last forward's input x.
+  void backward(const Input& x, const Output& dy) { root_.backward(x, dy, nullptr); }
+  // The same, also giving the gradient with respect to the input.
+  void backward(const Input& x, const Output& dy, Input& dx) { root_.backward(x, dy, &dx); }
+
+  void train(bool on = true) {
+    training_ = on;
+    root_.set_training(on);
+  }
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+
+  void zero_grad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+  std::span<float> parameters() { return values_; }
+  std::span<const float> parameters() const { return values_; }
+  std::span<float> gradients() { return grads_; }
+  std::span<const float> gradients() const { return grads_; }
+  std::size_t num_parameters() const { return values_.size(); }
+
+  // Every parameter, buffer and counter, in PyTorch's state_dict order.
+  const std::vector<StateEntry>& state_entries() const { return entries_; }
+  void visit_state(StateVisitor& v) { root_.visit_state(v, ""); }
+  template <class F>
+  void for_each_layer(F&& f) { root_.for_each_layer(f, ""); }
+
+  Root& root() { return root_; }
+
+  // The layer table: name, type, output shape (per sample) and parameter count of every leaf.
+  void summary(std::ostream& os) {
+    os << std::left << std::setw(34) << "layer" << std::setw(56) << "type" << std::setw(16)
+       << "output" << std::right << std::setw(12) << "params" << "\n";
+    for_each_layer([&](auto& layer, const std::string& name) {
+      using L = std::decay_t<decltype(layer)>;
+      using S = typename L::out_shape;
+      Count count;
+      layer.visit_state(count, "");
+      std::ostringstream shape;
+      shape << S::channels << "x" << S::height << "x" << S::width;
+      os << std::left << std::setw(34) << name << std::setw(56) << L::type_name() << std::setw(16)
+         << shape.str() << std::right << std::setw(12) << count.n << "\n";
+    });
+    os << "trainable parameters: " << num_parameters() << "\n";
+  }
+
+ private:
+  struct Layout : StateVisitor {
+    std::vector<StateEntry> entries;
+    std::size_t total = 0;
+    void parameter(const std::string& name, const TensorShape& shape, Param&) override {
+      entries.push_back({name, shape, StateEntry::Kind::parameter, total});
+      total += numel(shape);
+    }
+    void buffer(const std::string& name, const TensorShape& shape, std::span<float>) override {
+      entries.push_back({name, shape, StateEntry::Kind::buffer});
+    }
+    void counter(const std::string& name, std::int64_t&) override {
+      entries.push_back({name, {}, StateEntry::Kind::counter});
+    }
+  };
+  struct Bind : StateVisitor {
+    float* values;
+    float* grads;
+    Bind(float* v, float* g) : values(v), grads(g) {}
+    void parameter(const std::string&, const TensorShape& shape, Param& p) override {
+      p.value = values;
+      p.grad = grads;
+      p.numel = numel(shape);
+      values += p.numel;
+      grads += p.numel;
+    }
+    void buffer(const std::string&, const TensorShape&, std::span<float>) override {}
+    void counter(const std::string&, std::int64_t&) override {}
+  };
+  struct Count : StateVisitor {
+    std::size_t n = 0;
+    void parameter(const std::string&, const TensorShape& shape, Param&) override { n += numel(shape); }
+    void buffer(const std::string&, const TensorShape&, std::span<float>) override {}
+    void counter(const std::string&, std::int64_t&) override {}
+  };
+
+  Root root_;
+  AlignedFloats values_, grads_;
+  std::vector<StateEntry> entries_;
+  bool training_ = true;
+};
+
+}  // namespace ctnn

@@ -1,0 +1,91 @@
+// Residual<Body, Shortcut>: body(x) + shortcut(x).
+#pragma once
+
+#include <string>
+
+#include "ctnn/compose/sequential.hpp"
+#include "ctnn/layers/flatten.hpp"  // Identity, the default shortcut
+
+namespace ctnn {
+
+template <class In, class BodySpec, class ShortcutSpec>
+class ResidualLayer {
+  using BodyT = typename BodySpec::template bind<In>;
+  using ShortT = typename ShortcutSpec::template bind<In>;
+  using BOut = typename BodyT::out_shape;
+  using SOut = typename ShortT::out_shape;
+  static_assert(detail::sizes_agree<BOut::channels, SOut::channels>::value,
+                "Residual: the body (first number) and the shortcut (second) give different channel counts");
+  static_assert(detail::sizes_agree<BOut::height, SOut::height>::value,
+                "Residual: the body (first number) and the shortcut (second) give different heights");
+  static_assert(detail::sizes_agree<BOut::width, SOut::width>::value,
+                "Residual: the body (first number) and the shortcut (second) give different widths");
+
+ public:
+  using in_shape = In;
+  using out_shape = BOut;
+
+  BodyT body;
+  ShortT shortcut;
+
+  static std::string type_name() { return "Residual"; }
+
+  const Batch<out_shape>& forward(const Batch<In>& x) {
+    const auto& a = body.forward(x);
+    const auto& b = shortcut.forward(x);
+    y_.resize(x.batch());
+    const std::size_t n = y_.size();
+    float* py = y_.data();
+#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
+    for (std::size_t i = 0; i < n; ++i) py[i] = a.data()[i] + b.data()[i];
+    return y_;
+  }
+  const Batch<out_shape>& output() const { return y_; }
+
+  void backward(const Batch<In>& x, const Batch<out_shape>& dy, Batch<In>* dx) {
+    body.backward(x, dy, dx);
+    if (!dx) {
+      shortcut.backward(x, dy, nullptr);
+      return;
+    }
+    tmp_.resize(x.batch());
+    shortcut.backward(x, dy, &tmp_);
+    const std::size_t n = dx->size();
+    float* pd = dx->data();
+    const float* pt = tmp_.data();
+#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
+    for (std::size_t i = 0; i < n; ++i) pd[i] += pt[i];
+  }
+
+  void set_training(bool on) {
+    body.set_training(on);
+    shortcut.set_training(on);
+  }
+  void visit_state(StateVisitor& v, const std::string& prefix) {
+    body.visit_state(v, join_key(prefix, detail::child_key<BodyT>(0)));
+    shortcut.visit_state(v, join_key(prefix, detail::child_key<ShortT>(1)));
+  }
+  void reset_parameters(Rng& rng) {
+    body.reset_parameters(rng);
+    shortcut.reset_parameters(rng);
+  }
+  template <class F>
+  void for_each_layer(F&& f, const std::string& prefix) {
+    body.for_each_layer(f, join_key(prefix, detail::child_key<BodyT>(0)));
+    shortcut.for_each_layer(f, join_key(prefix, detail::child_key<ShortT>(1)));
+  }
+
+ private:
+  Batch<out_shape> y_;
+  Batch<In> tmp_;
+};
+
+// Residual<Body, Shortcut>: the sum of two branches on the same input; no activation after
+// the sum. Use Named<> to give the branches PyTorch attribute names.
+template <class Body, class Shortcut = Identity>
+struct Residual {
+  template <class In>
+  using bind = ResidualLayer<In, Body, Shortcut>;
+};
+
+}  // namespace ctnn

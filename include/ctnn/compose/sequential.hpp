@@ -1,0 +1,141 @@
+// Sequential<L...> and Named<"key", L>: flat composition with the shape threaded through types.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+
+#include "ctnn/layers/layer.hpp"
+
+namespace ctnn {
+
+// A string usable as a template argument (C++20), for module names.
+template <std::size_t N>
+struct FixedString {
+  char text[N]{};
+  constexpr FixedString(const char (&s)[N]) { std::copy_n(s, N, text); }
+  constexpr std::string_view view() const { return {text, N - 1}; }
+};
+
+// Gives a child its PyTorch attribute name ("features", "layer", "downsize", ...) instead of its
+// index in the enclosing Sequential, so state_dict keys match the PyTorch module tree.
+template <FixedString Name, class Spec>
+struct Named {
+  template <class In>
+  struct bind : Spec::template bind<In> {
+    static constexpr std::string_view module_name = Name.view();
+  };
+};
+
+namespace detail {
+template <class In, class... Specs>
+struct BindChain {
+  using layers = std::tuple<>;
+  using out = In;
+};
+template <class In, class First, class... Rest>
+struct BindChain<In, First, Rest...> {
+  using first = typename First::template bind<In>;
+  using next = BindChain<typename first::out_shape, Rest...>;
+  using layers = decltype(std::tuple_cat(std::declval<std::tuple<first>>(),
+                                         std::declval<typename next::layers>()));
+  using out = typename next::out;
+};
+
+template <class T>
+std::string child_key(std::size_t index) {
+  if constexpr (requires { T::module_name; }) return std::string(T::module_name);
+  else return std::to_string(index);
+}
+}  // namespace detail
+
+template <class In, class... Specs>
+class SequentialLayer {
+  using chain = detail::BindChain<In, Specs...>;
+  using Layers = typename chain::layers;
+  static constexpr std::size_t count = sizeof...(Specs);
+
+ public:
+  using in_shape = In;
+  using out_shape = typename chain::out;
+
+  static std::string type_name() { return "Sequential"; }
+
+  template <std::size_t I>
+  auto& get() { return std::get<I>(layers_); }
+  template <std::size_t I>
+  const auto& get() const { return std::get<I>(layers_); }
+
+  const Batch<out_shape>& forward(const Batch<In>& x) { return forward_from<0>(x); }
+  const Batch<out_shape>& output() const { return std::get<count - 1>(layers_).output(); }
+
+  void backward(const Batch<In>& x, const Batch<out_shape>& dy, Batch<In>* dx) {
+    backward_at<count - 1>(x, dy, dx);
+  }
+
+  void set_training(bool on) {
+    std::apply([on](auto&... l) { (l.set_training(on), ...); }, layers_);
+  }
+  void visit_state(StateVisitor& v, const std::string& prefix) {
+    each([&](auto& l, std::size_t i) {
+      l.visit_state(v, join_key(prefix, detail::child_key<std::decay_t<decltype(l)>>(i)));
+    });
+  }
+  void reset_parameters(Rng& rng) {
+    std::apply([&rng](auto&... l) { (l.reset_parameters(rng), ...); }, layers_);
+  }
+  template <class F>
+  void for_each_layer(F&& f, const std::string& prefix) {
+    each([&](auto& l, std::size_t i) {
+      l.for_each_layer(f, join_key(prefix, detail::child_key<std::decay_t<decltype(l)>>(i)));
+    });
+  }
+
+ private:
+  template <class F>
+  void each(F&& f) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) { (f(std::get<I>(layers_), I), ...); }
+    (std::make_index_sequence<count>{});
+  }
+
+  template <std::size_t I, class X>
+  const Batch<out_shape>& forward_from(const X& x) {
+    const auto& y = std::get<I>(layers_).forward(x);
+    if constexpr (I + 1 < count) return forward_from<I + 1>(y);
+    else return y;
+  }
+
+  // Gradients of intermediate outputs live in two buffers used alternately (layer I writes the
+  // gradient of its input into buffer I % 2 while reading its output gradient from the other).
+  template <std::size_t I, class DY>
+  void backward_at(const Batch<In>& x, const DY& dy, Batch<In>* dx) {
+    auto& layer = std::get<I>(layers_);
+    if constexpr (I == 0) {
+      layer.backward(x, dy, dx);
+    } else {
+      using XS = typename std::tuple_element_t<I, Layers>::in_shape;
+      auto& buf = grad_[I % 2];
+      const int n = x.batch();
+      buf.resize(static_cast<std::size_t>(n) * XS::size);
+      auto g = Batch<XS>::view(buf.data(), n);
+      layer.backward(std::get<I - 1>(layers_).output(), dy, &g);
+      backward_at<I - 1>(x, g, dx);
+    }
+  }
+
+  Layers layers_;
+  AlignedFloats grad_[2];
+};
+
+// Sequential<L...>: the layers applied in order; children are keyed 0, 1, 2, ... (or by Named).
+template <class... Specs>
+struct Sequential {
+  static_assert(sizeof...(Specs) > 0, "Sequential: needs at least one layer");
+  template <class In>
+  using bind = SequentialLayer<In, Specs...>;
+};
+
+}  // namespace ctnn

@@ -1,0 +1,138 @@
+// Batch tensors: the layout every layer consumes and produces.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cassert>
+#include <cstddef>
+#include <stdexcept>
+#include <vector>
+
+#include "ctnn/core/shape.hpp"
+
+namespace ctnn {
+
+using AlignedFloats = std::vector<float, Eigen::aligned_allocator<float>>;
+
+// A batch of N samples of shape S, stored channel-major: (C, N, H, W), row-major.
+//
+// Why not PyTorch's NCHW: with all N samples of one channel contiguous,
+//  - a 1x1 stride-1 convolution of the whole batch is one GEMM on the activations as they
+//    lie ((N*H*W) x C, column-major), with no im2col copy;
+//  - a KxK convolution writes each batch chunk's GEMM result straight into place;
+//  - BatchNorm reduces over one contiguous run per channel;
+//  - with H = W = 1 the batch is an (N x F) column-major matrix, which is what Linear needs.
+// Use from_nchw()/to_nchw() to exchange data with PyTorch-ordered buffers.
+//
+// A Batch either owns its storage or views someone else's (see view()); resizing a view
+// is not allowed. Capacity is kept across resize() so a training step allocates nothing
+// once the first batch has been seen.
+template <class S>
+class Batch {
+ public:
+  using shape = S;
+
+  Batch() = default;
+  explicit Batch(int n) { resize(n); }
+
+  Batch(const Batch& o) : n_(o.n_), storage_(o.data(), o.data() + o.size()) { data_ = storage_.data(); }
+  Batch& operator=(const Batch& o) {
+    if (this != &o) {
+      resize(o.n_);
+      std::copy(o.data(), o.data() + o.size(), data_);
+    }
+    return *this;
+  }
+  Batch(Batch&& o) noexcept { *this = std::move(o); }
+  Batch& operator=(Batch&& o) noexcept {
+    n_ = o.n_;
+    owning_ = o.owning_;
+    storage_ = std::move(o.storage_);
+    data_ = owning_ ? storage_.data() : o.data_;
+    o.n_ = 0;
+    o.data_ = nullptr;
+    o.owning_ = true;
+    return *this;
+  }
+
+  // A non-owning batch over `n` samples at `data` (which must hold n * S::size floats).
+  static Batch view(float* data, int n) {
+    Batch b;
+    b.owning_ = false;
+    b.n_ = n;
+    b.data_ = data;
+    return b;
+  }
+
+  void resize(int n) {
+    if (n < 0) throw std::invalid_argument("ctnn::Batch: negative batch size");
+    if (!owning_) {
+      if (n != n_) throw std::logic_error("ctnn::Batch: cannot resize a view");
+      return;
+    }
+    n_ = n;
+    storage_.resize(static_cast<std::size_t>(n) * S::size);
+    data_ = storage_.data();
+  }
+
+  int batch() const { return n_; }
+  std::size_t size() const { return static_cast<std::size_t>(n_) * S::size; }
+  float* data() { return data_; }
+  const float* data() const { return data_; }
+
+  // The N*H*W values of channel c, all samples, contiguous.
+  std::size_t channel_stride() const { return static_cast<std::size_t>(n_) * S::plane; }
+  float* channel(int c) { return data_ + c * channel_stride(); }
+  const float* channel(int c) const { return data_ + c * channel_stride(); }
+
+  std::size_t index(int n, int c, int y, int x) const {
+    assert(n >= 0 && n < n_ && c >= 0 && c < S::channels && y >= 0 && y < S::height && x >= 0 &&
+           x < S::width);
+    return c * channel_stride() + static_cast<std::size_t>(n) * S::plane + y * S::width + x;
+  }
+  float& operator()(int n, int c, int y, int x) { return data_[index(n, c, y, x)]; }
+  float operator()(int n, int c, int y, int x) const { return data_[index(n, c, y, x)]; }
+
+  void fill(float v) { std::fill(data_, data_ + size(), v); }
+  void set_zero() { fill(0.0f); }
+
+  // Copy from / to a PyTorch-ordered (N, C, H, W) buffer.
+  void from_nchw(const float* src, int n) {
+    resize(n);
+    for (int i = 0; i < n; ++i)
+      for (int c = 0; c < S::channels; ++c)
+        std::copy(src + (static_cast<std::size_t>(i) * S::channels + c) * S::plane,
+                  src + (static_cast<std::size_t>(i) * S::channels + c + 1) * S::plane,
+                  channel(c) + static_cast<std::size_t>(i) * S::plane);
+  }
+  void to_nchw(float* dst) const {
+    for (int i = 0; i < n_; ++i)
+      for (int c = 0; c < S::channels; ++c)
+        std::copy(channel(c) + static_cast<std::size_t>(i) * S::plane,
+                  channel(c) + static_cast<std::size_t>(i + 1) * S::plane,
+                  dst + (static_cast<std::size_t>(i) * S::channels + c) * S::plane);
+  }
+  std::vector<float> to_nchw() const {
+    std::vector<float> out(size());
+    to_nchw(out.data());
+    return out;
+  }
+
+  // With H = W = 1: the batch as an (N x F) column-major matrix (sample n, feature f).
+  auto matrix() {
+    return Eigen::Map<Eigen::MatrixXf>(data_, static_cast<Eigen::Index>(n_) * S::plane, S::channels);
+  }
+  auto matrix() const {
+    return Eigen::Map<const Eigen::MatrixXf>(data_, static_cast<Eigen::Index>(n_) * S::plane,
+                                             S::channels);
+  }
+
+ private:
+  int n_ = 0;
+  bool owning_ = true;
+  float* data_ = nullptr;
+  AlignedFloats storage_;
+};
+
+}  // namespace ctnn

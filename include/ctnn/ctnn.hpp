@@ -1,0 +1,26 @@
+// ctnn: compile-time neural networks. The umbrella header.
+#pragma once
+
+#include "ctnn/core/random.hpp"
+#include "ctnn/core/shape.hpp"
+#include "ctnn/core/state.hpp"
+#include "ctnn/core/tensor.hpp"
+#include "ctnn/core/threading.hpp"
+
+#include "ctnn/layers/batchnorm.hpp"
+#include "ctnn/layers/conv2d.hpp"
+#include "ctnn/layers/dropout.hpp"
+#include "ctnn/layers/flatten.hpp"
+#include "ctnn/layers/linear.hpp"
+#include "ctnn/layers/pooling.hpp"
+#include "ctnn/layers/relu.hpp"
+
+#include "ctnn/compose/network.hpp"
+#include "ctnn/compose/residual.hpp"
+#include "ctnn/compose/sequential.hpp"
+
+#include "ctnn/models/resnet.hpp"
+#include "ctnn/models/vgg.hpp"
+
+#include "ctnn/train/loss.hpp"
+#include "ctnn/train/optim.hpp"

@@ -1,0 +1,71 @@
+// Dropout, as torch.nn.Dropout: in training, zero each value with probability p and scale the
+// kept ones by 1/(1-p); in evaluation, the identity.
+#pragma once
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+
+#include "ctnn/layers/layer.hpp"
+
+namespace ctnn {
+
+template <class In, double DefaultP>
+class DropoutLayer : public LeafLayer<DropoutLayer<In, DefaultP>, In, In> {
+ public:
+  // Probability of zeroing; settable at run time (0 makes training deterministic for parity tests).
+  double p = DefaultP;
+
+  static std::string type_name() {
+    std::ostringstream os;
+    os << "Dropout(p=" << DefaultP << ")";
+    return os.str();
+  }
+
+  // The Network gives every dropout layer its own seed derived from the network seed. Masks
+  // are counter-based (seed, forward count, element), so they do not depend on the thread count
+  // and a run can be resumed exactly by restoring `draws`.
+  void set_seed(std::uint64_t seed) { seed_ = seed; }
+  std::uint64_t draws = 0;  // training forwards so far
+
+  const Batch<In>& forward(const Batch<In>& x) {
+    auto& y = this->y_;
+    y.resize(x.batch());
+    const std::size_t n = x.size();
+    if (!this->training_ || p <= 0.0) {
+      std::copy(x.data(), x.data() + n, y.data());
+      mask_.assign(n, 1.0f);
+      return y;
+    }
+    mask_.resize(n);
+    const float scale = p >= 1.0 ? 0.0f : static_cast<float>(1.0 / (1.0 - p));
+    const std::uint64_t draw = draws++;
+    const float* px = x.data();
+    float* py = y.data();
+#pragma omp parallel for schedule(static) if (n > (1u << 15))
+    for (std::size_t i = 0; i < n; ++i) {
+      mask_[i] = counter_uniform(seed_, draw, i) < p ? 0.0f : scale;
+      py[i] = px[i] * mask_[i];
+    }
+    return y;
+  }
+
+  void backward(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx) {
+    if (!dx) return;
+    dx->resize(x.batch());
+    for (std::size_t i = 0; i < x.size(); ++i) dx->data()[i] = dy.data()[i] * mask_[i];
+  }
+
+ private:
+  std::uint64_t seed_ = 0;
+  AlignedFloats mask_;
+};
+
+template <double P = 0.5>
+struct Dropout {
+  static_assert(P >= 0.0 && P <= 1.0, "Dropout: p must be in [0, 1]");
+  template <class In>
+  using bind = DropoutLayer<In, P>;
+};
+
+}  // namespace ctnn

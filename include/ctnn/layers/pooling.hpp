@@ -1,0 +1,120 @@
+// MaxPool2d and AvgPool2d, as torch.nn's (floor output size, no ceil_mode).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ctnn/layers/layer.hpp"
+#include "ctnn/ops/pool.hpp"
+
+namespace ctnn {
+
+template <class In, int K, int S, int P>
+using PoolOut = Shape<In::channels, window_out(In::height, K, S, P), window_out(In::width, K, S, P)>;
+
+template <class In, int K, int S, int P>
+class MaxPool2dLayer : public LeafLayer<MaxPool2dLayer<In, K, S, P>, In, PoolOut<In, K, S, P>> {
+  static_assert(2 * P <= K, "MaxPool2d: padding must be at most half the kernel size (as in PyTorch)");
+  static_assert(In::height + 2 * P >= K && In::width + 2 * P >= K,
+                "MaxPool2d: the kernel is larger than the padded input");
+
+ public:
+  using out_shape = PoolOut<In, K, S, P>;
+  static std::string type_name() {
+    return "MaxPool2d(kernel_size=" + std::to_string(K) + ", stride=" + std::to_string(S) +
+           ", padding=" + std::to_string(P) + ")";
+  }
+
+  const Batch<out_shape>& forward(const Batch<In>& x) {
+    const int n = x.batch();
+    auto& y = this->y_;
+    y.resize(n);
+    arg_.resize(y.size());
+    const int planes = n * In::channels;
+    // Plane q is (channel q / n, sample q % n); planes are contiguous in the channel-major layout.
+#pragma omp parallel for schedule(static) if (x.size() > (1u << 15))
+    for (int q = 0; q < planes; ++q)
+      ops::max_pool_plane(x.data() + std::size_t(q) * In::plane, geometry(),
+                          y.data() + std::size_t(q) * out_shape::plane,
+                          arg_.data() + std::size_t(q) * out_shape::plane);
+    return y;
+  }
+
+  void backward(const Batch<In>& x, const Batch<out_shape>& dy, Batch<In>* dx) {
+    if (!dx) return;
+    const int n = x.batch();
+    dx->resize(n);
+    dx->set_zero();
+    const int planes = n * In::channels;
+#pragma omp parallel for schedule(static) if (x.size() > (1u << 15))
+    for (int q = 0; q < planes; ++q)
+      ops::max_pool_plane_backward(dy.data() + std::size_t(q) * out_shape::plane,
+                                   arg_.data() + std::size_t(q) * out_shape::plane, out_shape::plane,
+                                   dx->data() + std::size_t(q) * In::plane);
+  }
+
+ private:
+  static constexpr ops::PoolGeometry geometry() {
+    return {In::height, In::width, K, S, P, out_shape::height, out_shape::width};
+  }
+  std::vector<std::int32_t> arg_;
+};
+
+template <class In, int K, int S>
+class AvgPool2dLayer : public LeafLayer<AvgPool2dLayer<In, K, S>, In, PoolOut<In, K, S, 0>> {
+  static_assert(In::height >= K && In::width >= K, "AvgPool2d: the kernel is larger than the input");
+
+ public:
+  using out_shape = PoolOut<In, K, S, 0>;
+  static std::string type_name() {
+    return "AvgPool2d(kernel_size=" + std::to_string(K) + ", stride=" + std::to_string(S) + ")";
+  }
+
+  const Batch<out_shape>& forward(const Batch<In>& x) {
+    const int n = x.batch();
+    auto& y = this->y_;
+    y.resize(n);
+    const int planes = n * In::channels;
+#pragma omp parallel for schedule(static) if (x.size() > (1u << 15))
+    for (int q = 0; q < planes; ++q)
+      ops::avg_pool_plane(x.data() + std::size_t(q) * In::plane, geometry(),
+                          y.data() + std::size_t(q) * out_shape::plane);
+    return y;
+  }
+
+  void backward(const Batch<In>& x, const Batch<out_shape>& dy, Batch<In>* dx) {
+    if (!dx) return;
+    const int n = x.batch();
+    dx->resize(n);
+    dx->set_zero();
+    const int planes = n * In::channels;
+#pragma omp parallel for schedule(static) if (x.size() > (1u << 15))
+    for (int q = 0; q < planes; ++q)
+      ops::avg_pool_plane_backward(dy.data() + std::size_t(q) * out_shape::plane, geometry(),
+                                   dx->data() + std::size_t(q) * In::plane);
+  }
+
+ private:
+  static constexpr ops::PoolGeometry geometry() {
+    return {In::height, In::width, K, S, 0, out_shape::height, out_shape::width};
+  }
+};
+
+// MaxPool2d(kernel_size, stride = kernel_size, padding = 0).
+template <int K, int S = K, int P = 0>
+struct MaxPool2d {
+  static_assert(K > 0 && S > 0 && P >= 0, "MaxPool2d: invalid hyper-parameters");
+  template <class In>
+  using bind = MaxPool2dLayer<In, K, S, P>;
+};
+
+// AvgPool2d(kernel_size, stride = kernel_size), no padding.
+template <int K, int S = K>
+struct AvgPool2d {
+  static_assert(K > 0 && S > 0, "AvgPool2d: invalid hyper-parameters");
+  template <class In>
+  using bind = AvgPool2dLayer<In, K, S>;
+};
+
+}  // namespace ctnn

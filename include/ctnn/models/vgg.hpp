@@ -1,0 +1,93 @@
+// The assignment's VGG16 (vgg16_full.py): make_layers(cfg) + the dropout/BatchNorm1d classifier.
+#pragma once
+
+#include <cmath>
+#include <tuple>
+
+#include "ctnn/compose/network.hpp"
+#include "ctnn/layers/batchnorm.hpp"
+#include "ctnn/layers/conv2d.hpp"
+#include "ctnn/layers/dropout.hpp"
+#include "ctnn/layers/flatten.hpp"
+#include "ctnn/layers/linear.hpp"
+#include "ctnn/layers/pooling.hpp"
+#include "ctnn/layers/relu.hpp"
+
+namespace ctnn {
+
+// The max-pooling marker of a VGG configuration ('M' in PyTorch's cfg lists).
+inline constexpr int M = 0;
+
+namespace detail {
+template <class... Ts>
+using cat_t = decltype(std::tuple_cat(std::declval<Ts>()...));
+
+template <class Tuple>
+struct SequentialOf;
+template <class... Ls>
+struct SequentialOf<std::tuple<Ls...>> {
+  using type = Sequential<Ls...>;
+};
+
+// make_layers: walks the configuration, each number v giving Conv2d(in, v, 3, padding 1) then
+// (BatchNorm2d(v) if BatchNorm) ReLU, each M a MaxPool2d(2, 2).
+template <int InC, bool BatchNorm, int... Cfg>
+struct MakeLayers {
+  using type = std::tuple<>;
+};
+template <int InC, bool BatchNorm, int V, int... Rest>
+struct MakeLayers<InC, BatchNorm, V, Rest...> {
+  using here = std::conditional_t<V == M, std::tuple<MaxPool2d<2, 2>>,
+                                  std::conditional_t<BatchNorm,
+                                                     std::tuple<Conv2d<InC, V, 3, 1, 1>, BatchNorm2d<V>, ReLU>,
+                                                     std::tuple<Conv2d<InC, V, 3, 1, 1>, ReLU>>>;
+  using type = cat_t<here, typename MakeLayers<(V == M ? InC : V), BatchNorm, Rest...>::type>;
+};
+}  // namespace detail
+
+// make_layers(cfg, batch_norm) as a Sequential spec; M marks a max pooling.
+template <bool BatchNorm, int... Cfg>
+using MakeLayers = typename detail::SequentialOf<typename detail::MakeLayers<3, BatchNorm, Cfg...>::type>::type;
+
+// The assignment's configuration, as written in its report: 12 convolutions (its fourth
+// stage has two, not the textbook three).
+template <bool BatchNorm = false>
+using VGG16Features = MakeLayers<BatchNorm, 64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, M, 512, 512, 512, M>;
+
+using VGG16Classifier = Sequential<Dropout<0.5>, Linear<512, 512>, BatchNorm1d<512>, ReLU, Dropout<0.5>,
+                                   Linear<512, 10>>;
+
+template <class Features>
+using VGGRoot = Sequential<Named<"features", Features>, Flatten, Named<"classifier", VGG16Classifier>>;
+
+// VGG(features): PyTorch's defaults, then every Conv2d weight ~ Normal(0, sqrt(2 / (k*k*out)))
+// and its bias 0, as the assignment's constructor does.
+template <bool BatchNorm = false>
+class VGG : public Network<Shape<3, 32, 32>, VGGRoot<VGG16Features<BatchNorm>>> {
+  using Base = Network<Shape<3, 32, 32>, VGGRoot<VGG16Features<BatchNorm>>>;
+
+ public:
+  explicit VGG(std::uint64_t seed = 0) : Base(seed) { init(seed); }
+  void reset_parameters(std::uint64_t seed) {
+    Base::reset_parameters(seed);
+    init(seed);
+  }
+
+ private:
+  void init(std::uint64_t seed) {
+    Rng rng = Rng::stream(seed, 0x766767);
+    this->for_each_layer([&](auto& layer, const std::string&) {
+      using L = std::decay_t<decltype(layer)>;
+      if constexpr (requires { L::kernel_size; }) {
+        const double stddev = std::sqrt(2.0 / (L::kernel_size * L::kernel_size * L::out_channels));
+        for (auto& w : layer.weight.data()) w = static_cast<float>(rng.normal(0.0, stddev));
+        for (auto& b : layer.bias.data()) b = 0.0f;
+      }
+    });
+  }
+};
+
+// The assignment's vgg16(): make_layers(cfg) without batch norm.
+using VGG16 = VGG<false>;
+
+}  // namespace ctnn

@@ -1,0 +1,97 @@
+// Matrix products for the layers: one entry point, deterministic at any thread count.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cstddef>
+
+#include "ctnn/core/threading.hpp"
+
+namespace ctnn::ops {
+
+// A column-major matrix operand: `rows` x `cols` at `data` with leading dimension `ld`,
+// optionally used transposed.
+struct MatRef {
+  const float* data;
+  Eigen::Index rows, cols, ld;
+  bool transposed = false;
+  MatRef t() const { return {data, rows, cols, ld, !transposed}; }
+  Eigen::Index out_rows() const { return transposed ? cols : rows; }
+  Eigen::Index out_cols() const { return transposed ? rows : cols; }
+};
+
+struct MutMatRef {
+  float* data;
+  Eigen::Index rows, cols, ld;
+};
+
+namespace detail {
+
+using ConstMap = Eigen::Map<const Eigen::MatrixXf, 0, Eigen::OuterStride<>>;
+using MutMap = Eigen::Map<Eigen::MatrixXf, 0, Eigen::OuterStride<>>;
+
+inline ConstMap map(const MatRef& a) { return ConstMap(a.data, a.rows, a.cols, Eigen::OuterStride<>(a.ld)); }
+
+// A sub-block of an operand's logical (possibly transposed) rows [r0, r0+nr) or columns.
+inline MatRef logical_rows(const MatRef& a, Eigen::Index r0, Eigen::Index nr) {
+  // Logical row r of a^T is physical column r.
+  if (a.transposed) return {a.data + r0 * a.ld, a.rows, nr, a.ld, true};
+  return {a.data + r0, nr, a.cols, a.ld, false};
+}
+inline MatRef logical_cols(const MatRef& a, Eigen::Index c0, Eigen::Index nc) {
+  if (a.transposed) return {a.data + c0, nc, a.cols, a.ld, true};
+  return {a.data + c0 * a.ld, a.rows, nc, a.ld, false};
+}
+
+template <class Dst>
+inline void product_into(Dst&& c, const MatRef& a, const MatRef& b, bool accumulate) {
+  auto ma = map(a);
+  auto mb = map(b);
+  if (!a.transposed && !b.transposed) {
+    if (accumulate) c.noalias() += ma * mb; else c.noalias() = ma * mb;
+  } else if (a.transposed && !b.transposed) {
+    if (accumulate) c.noalias() += ma.transpose() * mb; else c.noalias() = ma.transpose() * mb;
+  } else if (!a.transposed && b.transposed) {
+    if (accumulate) c.noalias() += ma * mb.transpose(); else c.noalias() = ma * mb.transpose();
+  } else {
+    if (accumulate) c.noalias() += ma.transpose() * mb.transpose();
+    else c.noalias() = ma.transpose() * mb.transpose();
+  }
+}
+
+// Block length for splitting an extent: a function of the extent alone (never of the thread
+// count), so every output element is computed by the same code path whatever the threads.
+inline Eigen::Index block_length(Eigen::Index extent) {
+  const Eigen::Index target = (extent + 7) / 8;                 // about eight blocks
+  return std::max<Eigen::Index>(64, (target + 15) / 16 * 16);   // not tiny, a multiple of 16
+}
+
+}  // namespace detail
+
+// C = A * B, or C += A * B when `accumulate`. The larger output extent is cut into fixed blocks,
+// each a single-threaded Eigen product, shared out over ctnn's OpenMP threads.
+inline void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false) {
+  ctnn::detail::eigen_single_threaded();
+  const Eigen::Index m = a.out_rows(), n = b.out_cols();
+  eigen_assert(a.out_cols() == b.out_rows() && c.rows == m && c.cols == n);
+  if (m == 0 || n == 0) return;
+  const bool split_rows = m >= n;
+  const Eigen::Index extent = split_rows ? m : n;
+  const Eigen::Index len = detail::block_length(extent);
+  const Eigen::Index blocks = (extent + len - 1) / len;
+  const long work = static_cast<long>(m) * n * a.out_cols();
+#pragma omp parallel for schedule(static) if (blocks > 1 && work > (1L << 18))
+  for (Eigen::Index i = 0; i < blocks; ++i) {
+    const Eigen::Index s = i * len, l = std::min(len, extent - s);
+    if (split_rows) {
+      detail::MutMap cb(c.data + s, l, n, Eigen::OuterStride<>(c.ld));
+      detail::product_into(cb, detail::logical_rows(a, s, l), b, accumulate);
+    } else {
+      detail::MutMap cb(c.data + s * c.ld, m, l, Eigen::OuterStride<>(c.ld));
+      detail::product_into(cb, a, detail::logical_cols(b, s, l), accumulate);
+    }
+  }
+}
+
+}  // namespace ctnn::ops

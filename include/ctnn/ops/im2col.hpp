@@ -1,0 +1,94 @@
+// im2col / col2im for channel-major (C, N, H, W) batches.
+//
+// For a chunk of `nb` samples starting at sample n0, the patch matrix is column-major with
+// nb*Ho*Wo rows (sample, output y, output x) and Cin*K*K columns (channel, ky, kx): column j
+// is the input plane of one channel shifted by (ky, kx) for every sample of the chunk. Its
+// product with the weight viewed as (Cin*K*K x Cout) gives the chunk's output rows directly
+// in the output batch's layout. The column order matches PyTorch's weight layout
+// [Cout][Cin][K][K], so weights are used as stored.
+#pragma once
+
+#include <cstddef>
+
+namespace ctnn::ops {
+
+struct ConvGeometry {
+  int in_channels, height, width;   // input sample
+  int kernel, stride, padding;
+  int out_height, out_width;
+  int batch;                        // N of the whole batch (the channel stride is N*H*W)
+  std::size_t in_channel_stride() const { return static_cast<std::size_t>(batch) * height * width; }
+  int out_plane() const { return out_height * out_width; }
+  int patch() const { return in_channels * kernel * kernel; }
+};
+
+// col (ld = nb * out_plane) <- patches of samples [n0, n0 + nb) of `in`.
+inline void im2col(const float* in, const ConvGeometry& g, int n0, int nb, float* col) {
+  const std::size_t ld = static_cast<std::size_t>(nb) * g.out_plane();
+  const int kk = g.kernel * g.kernel;
+#pragma omp parallel for schedule(static) if (ld * g.patch() > (1u << 15))
+  for (int j = 0; j < g.patch(); ++j) {
+    const int c = j / kk, ky = (j % kk) / g.kernel, kx = j % g.kernel;
+    float* dst = col + j * ld;
+    for (int b = 0; b < nb; ++b) {
+      const float* plane = in + c * g.in_channel_stride() +
+                           static_cast<std::size_t>(n0 + b) * g.height * g.width;
+      for (int oy = 0; oy < g.out_height; ++oy) {
+        const int iy = oy * g.stride - g.padding + ky;
+        if (iy < 0 || iy >= g.height) {
+          for (int ox = 0; ox < g.out_width; ++ox) *dst++ = 0.0f;
+          continue;
+        }
+        const float* row = plane + iy * g.width;
+        if (g.stride == 1) {
+          // Contiguous run with zero margins: the common case, kept branch-free inside.
+          const int shift = kx - g.padding;
+          const int lo = shift < 0 ? (-shift < g.out_width ? -shift : g.out_width) : 0;
+          const int hi = g.width - shift < g.out_width ? g.width - shift : g.out_width;
+          int ox = 0;
+          for (; ox < lo; ++ox) *dst++ = 0.0f;
+          for (; ox < hi; ++ox) *dst++ = row[ox + shift];
+          for (; ox < g.out_width; ++ox) *dst++ = 0.0f;
+        } else {
+          for (int ox = 0; ox < g.out_width; ++ox) {
+            const int ix = ox * g.stride - g.padding + kx;
+            *dst++ = (ix >= 0 && ix < g.width) ? row[ix] : 0.0f;
+          }
+        }
+      }
+    }
+  }
+}
+
+// in += col2im(col): scatters the gradient of the patch matrix back onto the input samples
+// [n0, n0 + nb). Each thread owns whole input channels, and within a channel the patch
+// columns are added in a fixed order, so sums do not depend on the thread count.
+inline void col2im_add(const float* col, const ConvGeometry& g, int n0, int nb, float* in) {
+  const std::size_t ld = static_cast<std::size_t>(nb) * g.out_plane();
+  const int kk = g.kernel * g.kernel;
+#pragma omp parallel for schedule(static) if (ld * g.patch() > (1u << 15))
+  for (int c = 0; c < g.in_channels; ++c) {
+    for (int r = 0; r < kk; ++r) {
+      const int ky = r / g.kernel, kx = r % g.kernel;
+      const float* src = col + (static_cast<std::size_t>(c) * kk + r) * ld;
+      for (int b = 0; b < nb; ++b) {
+        float* plane = in + c * g.in_channel_stride() +
+                       static_cast<std::size_t>(n0 + b) * g.height * g.width;
+        for (int oy = 0; oy < g.out_height; ++oy) {
+          const int iy = oy * g.stride - g.padding + ky;
+          if (iy < 0 || iy >= g.height) {
+            src += g.out_width;
+            continue;
+          }
+          float* row = plane + iy * g.width;
+          for (int ox = 0; ox < g.out_width; ++ox, ++src) {
+            const int ix = ox * g.stride - g.padding + kx;
+            if (ix >= 0 && ix < g.width) row[ix] += *src;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace ctnn::ops
