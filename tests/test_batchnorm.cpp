@@ -1,0 +1,74 @@
+// BatchNorm2d / BatchNorm1d: PyTorch parity in training and evaluation (running statistics,
+// num_batches_tracked), and finite-difference gradients in both modes.
+#include "support/check.hpp"
+
+using namespace ctnn;
+using namespace ctnn::test;
+
+namespace {
+
+template <class In, class Spec>
+void bn_parity(const char* name) {
+  Golden g(name);
+  Network<In, Sequential<Spec>> net;
+  auto& bn = net.root().template get<0>();
+  set_values(bn.weight.data(), g.floats("weight"));
+  set_values(bn.bias.data(), g.floats("bias"));
+  set_values(bn.running_mean, g.floats("running_mean_before"));
+  set_values(bn.running_var, g.floats("running_var_before"));
+
+  net.train();
+  const auto x = batch_from<In>(g, "x");
+  expect_parity(net.forward(x).to_nchw(), g["y"].values, std::string(name) + " y");
+  Batch<In> dx;
+  net.zero_grad();
+  net.backward(x, batch_from<In>(g, "dy"), dx);
+  expect_parity(dx.to_nchw(), g["dx"].values, std::string(name) + " dx");
+  expect_parity(bn.weight.gradient(), g["dweight"].values, std::string(name) + " dweight");
+  expect_parity(bn.bias.gradient(), g["dbias"].values, std::string(name) + " dbias");
+  // running_var is updated with the unbiased variance: the biased one would miss by n/(n-1).
+  expect_parity(bn.running_mean, g["running_mean_after"].values, std::string(name) + " running_mean");
+  expect_parity(bn.running_var, g["running_var_after"].values, std::string(name) + " running_var");
+  CHECK(bn.num_batches_tracked == static_cast<std::int64_t>(g["num_batches_tracked_after"].values[0]));
+
+  net.eval();
+  expect_parity(net.forward(batch_from<In>(g, "x_eval")).to_nchw(), g["y_eval"].values, std::string(name) + " y_eval");
+  CHECK(bn.num_batches_tracked == 1);  // evaluation does not count
+}
+
+}  // namespace
+
+TEST_CASE("BatchNorm2d matches PyTorch in training and evaluation") {
+  bn_parity<Shape<3, 3, 3>, BatchNorm2d<3>>("batchnorm2d");
+}
+
+TEST_CASE("BatchNorm1d matches PyTorch in training and evaluation") {
+  bn_parity<Features<5>, BatchNorm1d<5>>("batchnorm1d");
+}
+
+TEST_CASE("BatchNorm gradients agree with finite differences") {
+  SUBCASE("2d, training (batch statistics)") {
+    Network<Shape<3, 4, 4>, Sequential<BatchNorm2d<3>>> net;
+    auto& bn = net.root().get<0>();
+    Rng rng(4);
+    for (auto& w : bn.weight.data()) w = static_cast<float>(rng.uniform(0.5, 1.5));
+    for (auto& b : bn.bias.data()) b = static_cast<float>(rng.uniform(-0.5, 0.5));
+    require_gradients_ok(gradient_check(net, random_batch<Shape<3, 4, 4>>(3, 6)));
+  }
+  SUBCASE("1d, evaluation (running statistics)") {
+    Network<Features<4>, Sequential<BatchNorm1d<4>>> net;
+    auto& bn = net.root().get<0>();
+    bn.running_mean = {0.1f, -0.2f, 0.3f, 0.0f};
+    bn.running_var = {0.5f, 1.5f, 2.0f, 0.8f};
+    net.eval();
+    require_gradients_ok(gradient_check(net, random_batch<Features<4>>(5, 7)));
+  }
+}
+
+TEST_CASE("BatchNorm refuses to train on a single value per channel") {
+  Network<Features<4>, Sequential<BatchNorm1d<4>>> net;
+  CHECK_THROWS_WITH_AS(net.forward(random_batch<Features<4>>(1, 1)),
+                       doctest::Contains("more than one value per channel"), std::invalid_argument);
+  net.eval();
+  CHECK_NOTHROW(net.forward(random_batch<Features<4>>(1, 1)));
+}

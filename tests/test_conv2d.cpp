@@ -1,0 +1,104 @@
+// Conv2d: PyTorch parity for every stride/padding/kernel variant the networks use, and
+// finite-difference gradients.
+#include "support/check.hpp"
+
+using namespace ctnn;
+using namespace ctnn::test;
+
+namespace {
+
+template <int Cin, int Cout, int K, int S, int P, int H>
+void conv_parity(const char* name) {
+  using In = Shape<Cin, H, H>;
+  using Net = Network<In, Sequential<Conv2d<Cin, Cout, K, S, P>>>;
+  using Out = typename Net::out_shape;
+  Golden g(name);
+  Net net;
+  auto& conv = net.root().template get<0>();
+  set_values(conv.weight.data(), g.floats("weight"));
+  set_values(conv.bias.data(), g.floats("bias"));
+  const auto x = batch_from<In>(g, "x");
+  expect_parity(net.forward(x).to_nchw(), g["y"].values, std::string(name) + " y");
+
+  const auto dy = batch_from<Out>(g, "dy");
+  Batch<In> dx;
+  net.zero_grad();
+  net.backward(x, dy, dx);
+  expect_parity(dx.to_nchw(), g["dx"].values, std::string(name) + " dx");
+  expect_parity(conv.weight.gradient(), g["dweight"].values, std::string(name) + " dweight");
+  expect_parity(conv.bias.gradient(), g["dbias"].values, std::string(name) + " dbias");
+}
+
+}  // namespace
+
+TEST_CASE("Conv2d matches PyTorch: forward, input, weight and bias gradients") {
+  conv_parity<3, 4, 3, 1, 1, 5>("conv2d_k3s1p1");
+  conv_parity<2, 3, 3, 2, 1, 7>("conv2d_k3s2p1");
+  conv_parity<4, 5, 1, 1, 0, 4>("conv2d_k1s1p0");   // the copy-free 1x1 path
+  conv_parity<3, 2, 1, 2, 0, 5>("conv2d_k1s2p0");   // ResNet's strided projection
+  conv_parity<3, 2, 7, 2, 3, 9>("conv2d_k7s2p3");   // ResNet's stem
+  conv_parity<2, 3, 3, 1, 0, 6>("conv2d_k3s1p0");
+}
+
+TEST_CASE("Conv2d output shapes follow PyTorch's floor arithmetic") {
+  using A = Conv2d<3, 64, 7, 2, 3>::bind<Shape<3, 32, 32>>;
+  static_assert(A::out_shape::height == 16 && A::out_shape::width == 16 && A::out_shape::channels == 64);
+  using B = Conv2d<8, 8, 1, 2, 0>::bind<Shape<8, 7, 7>>;
+  static_assert(B::out_shape::height == 4);
+  using C = Conv2d<8, 8, 3, 1, 1>::bind<Shape<8, 2, 2>>;
+  static_assert(C::out_shape::height == 2);
+  CHECK(A::type_name() == "Conv2d(3, 64, kernel_size=7, stride=2, padding=3)");
+}
+
+TEST_CASE("Conv2d gradients agree with finite differences") {
+  SUBCASE("3x3, padding 1") {
+    Network<Shape<3, 6, 6>, Sequential<Conv2d<3, 4, 3, 1, 1>>> net(7);
+    require_gradients_ok(gradient_check(net, random_batch<Shape<3, 6, 6>>(2, 11)));
+  }
+  SUBCASE("3x3, stride 2") {
+    Network<Shape<2, 7, 7>, Sequential<Conv2d<2, 3, 3, 2, 1>>> net(8);
+    require_gradients_ok(gradient_check(net, random_batch<Shape<2, 7, 7>>(3, 12)));
+  }
+  SUBCASE("1x1, stride 1 (no im2col)") {
+    Network<Shape<5, 3, 3>, Sequential<Conv2d<5, 4, 1>>> net(9);
+    require_gradients_ok(gradient_check(net, random_batch<Shape<5, 3, 3>>(2, 13)));
+  }
+  SUBCASE("7x7, stride 2, padding 3") {
+    Network<Shape<2, 8, 8>, Sequential<Conv2d<2, 2, 7, 2, 3>>> net(10);
+    require_gradients_ok(gradient_check(net, random_batch<Shape<2, 8, 8>>(2, 14)));
+  }
+}
+
+TEST_CASE("Conv2d splits large batches into chunks without changing the result") {
+  // 32x32 with 64 input channels: the patch matrix of one sample is 576 x 1024 floats, so a
+  // batch of 5 is processed in several chunks. Each sample alone must give the same output.
+  using In = Shape<64, 32, 32>;
+  using L = Conv2d<64, 8, 3, 1, 1>::bind<In>;
+  static_assert(L::col_budget / (1024 * 576) < 5, "the test must exercise chunking");
+  Network<In, Sequential<Conv2d<64, 8, 3, 1, 1>>> net(3);
+  const auto x = random_batch<In>(5, 21);
+  const auto y = net.forward(x);
+  for (int i = 0; i < 5; ++i) {
+    Batch<In> one(1);
+    for (int c = 0; c < 64; ++c)
+      std::copy(x.channel(c) + i * 1024, x.channel(c) + (i + 1) * 1024, one.channel(c));
+    const auto& yi = net.forward(one);
+    for (int c = 0; c < 8; ++c)
+      for (int p = 0; p < 1024; ++p) REQUIRE(yi.channel(c)[p] == doctest::Approx(y.channel(c)[i * 1024 + p]).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("Conv2d default initialisation is U(-1/sqrt(fan_in), 1/sqrt(fan_in))") {
+  Network<Shape<16, 4, 4>, Sequential<Conv2d<16, 32, 3>>> net(5);
+  auto& conv = net.root().get<0>();
+  const double bound = 1.0 / std::sqrt(16.0 * 9.0);
+  double mx = 0, sum = 0;
+  for (float w : conv.weight.data()) {
+    mx = std::max(mx, std::abs(static_cast<double>(w)));
+    sum += w;
+  }
+  CHECK(mx <= bound);
+  CHECK(mx > 0.95 * bound);
+  CHECK(std::abs(sum / conv.weight.numel) < 0.05 * bound);
+  for (float b : conv.bias.data()) CHECK(std::abs(b) <= bound);
+}

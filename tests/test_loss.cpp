@@ -1,0 +1,49 @@
+// CrossEntropyLoss: PyTorch parity, numerical stability and label validation.
+#include "support/check.hpp"
+
+using namespace ctnn;
+using namespace ctnn::test;
+
+TEST_CASE("CrossEntropyLoss matches PyTorch: loss and gradient of the mean") {
+  Golden g("cross_entropy");
+  const auto logits = batch_from<Features<10>>(g, "logits");
+  std::vector<int> labels;
+  for (double v : g["labels"].values) labels.push_back(static_cast<int>(v));
+  CrossEntropyLoss<10> loss;
+  CHECK(loss.forward(logits, labels) == doctest::Approx(g["loss"].values[0]).epsilon(1e-6));
+  expect_parity(loss.grad().to_nchw(), g["dlogits"].values, "dlogits");
+}
+
+TEST_CASE("CrossEntropyLoss is stable for huge logits") {
+  Batch<Features<3>> logits(1);
+  logits(0, 0, 0, 0) = 1000.0f;
+  logits(0, 1, 0, 0) = 0.0f;
+  logits(0, 2, 0, 0) = -1000.0f;
+  CrossEntropyLoss<3> loss;
+  const std::vector<int> right{0}, wrong{1};
+  CHECK(loss.forward(logits, right) == 0.0f);
+  CHECK(loss.forward(logits, wrong) == doctest::Approx(1000.0f));
+  CHECK(std::isfinite(loss.grad()(0, 0, 0, 0)));
+}
+
+TEST_CASE("CrossEntropyLoss rejects bad labels with a message naming the sample") {
+  Batch<Features<10>> logits(2);
+  logits.fill(0.0f);
+  CrossEntropyLoss<10> loss;
+  const std::vector<int> bad{3, 10};
+  CHECK_THROWS_WITH_AS(loss.forward(logits, bad), "CrossEntropyLoss: label 10 of sample 1 is outside [0, 10)",
+                       std::invalid_argument);
+  const std::vector<int> negative{-1, 0};
+  CHECK_THROWS_AS(loss.forward(logits, negative), std::invalid_argument);
+  const std::vector<int> short_labels{1};
+  CHECK_THROWS_WITH_AS(loss.forward(logits, short_labels), "CrossEntropyLoss: 1 labels for a batch of 2",
+                       std::invalid_argument);
+}
+
+TEST_CASE("argmax picks the largest logit, the first of a tie") {
+  Batch<Features<4>> logits(2);
+  logits.fill(0.0f);
+  logits(0, 2, 0, 0) = 5.0f;
+  CHECK(argmax(logits, 0) == 2);
+  CHECK(argmax(logits, 1) == 0);
+}

@@ -1,0 +1,89 @@
+// Adam and SGD: three training steps of a small network match PyTorch's parameters, buffers and
+// losses; plus the update rules on hand-checkable values.
+#include "support/check.hpp"
+
+using namespace ctnn;
+using namespace ctnn::test;
+
+namespace {
+
+// The fixture's torch.nn.Sequential: Conv2d(3,4,3,padding=1), BatchNorm2d(4), ReLU,
+// MaxPool2d(2,2), Flatten, Linear(16,10). Indices (and so state_dict keys) match PyTorch's.
+using SmallNet = Network<Shape<3, 4, 4>, Sequential<Conv2d<3, 4, 3, 1, 1>, BatchNorm2d<4>, ReLU, MaxPool2d<2, 2>,
+                                                    Flatten, Linear<16, 10>>>;
+
+template <class Opt, class Options>
+void three_steps(const char* name, Options options, const std::function<double(const std::string&)>& atol_for) {
+  Golden g(name);
+  SmallNet net;
+  GoldenStateLoader load(g, "init.");
+  net.visit_state(load);
+  Opt opt(net, options);
+  CrossEntropyLoss<10> criterion;
+  const auto x = batch_from<Shape<3, 4, 4>>(g, "x");
+  std::vector<int> labels;
+  for (double v : g["labels"].values) labels.push_back(static_cast<int>(v));
+  for (int step = 1; step <= 3; ++step) {
+    net.zero_grad();
+    const float loss = criterion.forward(net.forward(x), labels);
+    CHECK(loss == doctest::Approx(g["loss_step" + std::to_string(step)].values[0]).epsilon(1e-5));
+    net.backward(x, criterion.grad());
+    opt.step();
+    if (step == 1) {
+      GoldenStateComparer cmp(g, "after1.", atol_for);
+      net.visit_state(cmp);
+    }
+  }
+  GoldenStateComparer cmp(g, "after3.", atol_for);
+  net.visit_state(cmp);
+}
+
+}  // namespace
+
+TEST_CASE("Adam: three steps of a small network match PyTorch") {
+  // The conv bias (0.bias) feeds straight into BatchNorm, which cancels it: its exact gradient
+  // is 0 and the computed one is float rounding noise (1e-9..1e-8, in PyTorch and here alike).
+  // Adam divides by sqrt(v) ~ |g|, so any noise becomes a step of up to lr in a random
+  // direction: compare it only to 3 steps of lr. The BatchNorm running_mean averages that bias
+  // in, so it gets the same allowance scaled by the momentum. Every other tensor is compared at
+  // float parity.
+  three_steps<Adam>("adam_small_net", Adam::Options{.lr = 1e-3}, [](const std::string& key) {
+    if (key == "0.bias") return 3 * 1e-3;
+    if (key == "1.running_mean") return 3 * 1e-3 * 0.1 * 3;
+    return 0.0;
+  });
+}
+
+TEST_CASE("SGD with momentum and weight decay: three steps of a small network match PyTorch") {
+  three_steps<SGD>("sgd_small_net", SGD::Options{.lr = 0.1, .momentum = 0.9, .weight_decay = 5e-4}, {});
+}
+
+TEST_CASE("Adam's first step moves each parameter by about lr against its gradient") {
+  std::vector<float> p{1.0f, -2.0f, 0.5f}, g{0.3f, -4.0f, 0.0f};
+  Adam opt(p, g, {.lr = 0.01});
+  opt.step();
+  CHECK(p[0] == doctest::Approx(1.0 - 0.01).epsilon(1e-5));
+  CHECK(p[1] == doctest::Approx(-2.0 + 0.01).epsilon(1e-5));
+  CHECK(p[2] == 0.5f);  // zero gradient: m = 0, no move
+  CHECK(opt.steps() == 1);
+  opt.set_lr(0.0);
+  const std::vector<float> before = p;
+  opt.step();
+  CHECK(p == before);
+}
+
+TEST_CASE("SGD: plain, momentum and Nesterov updates") {
+  std::vector<float> p{1.0f}, g{0.5f};
+  SGD plain(p, g, {.lr = 0.1});
+  plain.step();
+  CHECK(p[0] == doctest::Approx(0.95));
+  SGD mom(p, g, {.lr = 0.1, .momentum = 0.9});
+  mom.step();  // buf = g
+  mom.step();  // buf = 0.9 g + g
+  CHECK(p[0] == doctest::Approx(0.95 - 0.05 - 0.1 * 0.95));
+  std::vector<float> q{1.0f};
+  SGD nest(q, g, {.lr = 0.1, .momentum = 0.9, .nesterov = true});
+  nest.step();  // d = g + 0.9 g
+  CHECK(q[0] == doctest::Approx(1.0 - 0.1 * 0.95));
+  CHECK_THROWS_AS(SGD(q, g, {.lr = 0.1, .nesterov = true}), std::invalid_argument);
+}

@@ -1,0 +1,65 @@
+// MaxPool2d and AvgPool2d: PyTorch parity (floor output sizes, padding) and gradients.
+#include "support/check.hpp"
+
+using namespace ctnn;
+using namespace ctnn::test;
+
+namespace {
+template <class In, class Spec>
+void pool_parity(const char* name) {
+  Golden g(name);
+  Network<In, Sequential<Spec>> net;
+  using Out = typename Network<In, Sequential<Spec>>::out_shape;
+  const auto x = batch_from<In>(g, "x");
+  REQUIRE(g["y"].shape[2] == Out::height);
+  expect_parity(net.forward(x).to_nchw(), g["y"].values, std::string(name) + " y");
+  Batch<In> dx;
+  net.backward(x, batch_from<Out>(g, "dy"), dx);
+  expect_parity(dx.to_nchw(), g["dx"].values, std::string(name) + " dx");
+}
+}  // namespace
+
+TEST_CASE("MaxPool2d matches PyTorch") {
+  pool_parity<Shape<3, 8, 8>, MaxPool2d<2, 2, 0>>("maxpool2d_k2s2p0");
+  pool_parity<Shape<2, 16, 16>, MaxPool2d<3, 2, 0>>("maxpool2d_k3s2p0");  // 16 -> 7, as ResNet's stem
+  pool_parity<Shape<2, 7, 7>, MaxPool2d<3, 2, 1>>("maxpool2d_k3s2p1");
+}
+
+TEST_CASE("AvgPool2d matches PyTorch") {
+  pool_parity<Shape<3, 2, 2>, AvgPool2d<2, 1>>("avgpool2d_k2s1");
+  pool_parity<Shape<2, 6, 6>, AvgPool2d<2, 2>>("avgpool2d_k2s2");
+}
+
+TEST_CASE("MaxPool2d takes the first maximum of a tie, as PyTorch does") {
+  Network<Shape<1, 2, 2>, Sequential<MaxPool2d<2>>> net;
+  Batch<Shape<1, 2, 2>> x(1);
+  x.fill(1.0f);
+  net.forward(x);
+  Batch<Shape<1, 1, 1>> dy(1);
+  dy.fill(1.0f);
+  Batch<Shape<1, 2, 2>> dx;
+  net.backward(x, dy, dx);
+  CHECK(dx(0, 0, 0, 0) == 1.0f);
+  CHECK(dx(0, 0, 0, 1) == 0.0f);
+  CHECK(dx(0, 0, 1, 0) == 0.0f);
+  CHECK(dx(0, 0, 1, 1) == 0.0f);
+}
+
+TEST_CASE("Pooling gradients agree with finite differences") {
+  SUBCASE("max, overlapping windows with padding") {
+    // Distinct values at least 0.1 apart, so a perturbation of h never changes a window's argmax.
+    using In = Shape<2, 5, 5>;
+    Batch<In> x(2);
+    Rng rng(3);
+    std::vector<int> order(x.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+    for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
+    for (std::size_t i = 0; i < x.size(); ++i) x.data()[i] = 0.1f * static_cast<float>(order[i]) - 5.0f;
+    Network<In, Sequential<MaxPool2d<3, 2, 1>>> net;
+    require_gradients_ok(gradient_check(net, x));
+  }
+  SUBCASE("average") {
+    Network<Shape<2, 4, 4>, Sequential<AvgPool2d<2, 1>>> net;
+    require_gradients_ok(gradient_check(net, random_batch<Shape<2, 4, 4>>(2, 4)));
+  }
+}
