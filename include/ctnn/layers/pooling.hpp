@@ -41,6 +41,10 @@ class MaxPool2dLayer : public LeafLayer<MaxPool2dLayer<In, K, S, P>, In, PoolOut
     return y;
   }
 
+  // For each output value of the last forward, the index within its input plane that it took
+  // (PyTorch's return_indices).
+  const std::vector<std::int32_t>& indices() const { return arg_; }
+
   void backward(const Batch<In>& x, const Batch<out_shape>& dy, Batch<In>* dx) {
     if (!dx) return;
     const int n = x.batch();
