@@ -13,7 +13,7 @@ import sys
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, '..', '..', 'python'))
+sys.path.insert(0, os.path.join(HERE, '..', 'pytorch'))
 from assignment_models import MODELS  # noqa: E402
 
 for name, build in MODELS.items():
