@@ -24,3 +24,5 @@
 
 #include "ctnn/train/loss.hpp"
 #include "ctnn/train/optim.hpp"
+
+#include "ctnn/data/all.hpp"

@@ -1,0 +1,97 @@
+// Composition: Sequential, Named, Residual, Flatten, Identity, and the Network around them.
+#include "support/check.hpp"
+
+#include <sstream>
+
+using namespace ctnn;
+using namespace ctnn::test;
+
+namespace {
+struct Names : StateVisitor {
+  std::vector<std::string> names;
+  void parameter(const std::string& n, const TensorShape&, Param&) override { names.push_back(n); }
+  void buffer(const std::string& n, const TensorShape&, std::span<float>) override { names.push_back(n); }
+  void counter(const std::string& n, std::int64_t&) override { names.push_back(n); }
+};
+}  // namespace
+
+TEST_CASE("Sequential threads the shape through its layers at compile time") {
+  using L = Sequential<Conv2d<3, 8, 3, 2, 1>, ReLU, MaxPool2d<2>, Flatten, Linear<32, 5>>::bind<Shape<3, 8, 8>>;
+  static_assert(std::is_same_v<L::out_shape, Features<5>>);
+  static_assert(std::is_same_v<std::decay_t<decltype(std::declval<L&>().get<2>())>::out_shape, Shape<8, 2, 2>>);
+}
+
+TEST_CASE("State names follow PyTorch's module tree: indices, Named children, nesting") {
+  using Net = Network<Shape<2, 4, 4>,
+                      Sequential<Named<"stem", Sequential<Conv2d<2, 3, 1>, BatchNorm2d<3>>>, ReLU,
+                                 Residual<Named<"layer", Sequential<Conv2d<3, 3, 3, 1, 1>>>,
+                                          Named<"shortcut", Conv2d<3, 3, 1>>>,
+                                 Flatten, Named<"fc", Linear<48, 2>>>>;
+  Net net;
+  Names v;
+  net.visit_state(v);
+  const std::vector<std::string> expected{
+      "stem.0.weight", "stem.0.bias", "stem.1.weight", "stem.1.bias", "stem.1.running_mean", "stem.1.running_var",
+      "stem.1.num_batches_tracked", "2.layer.0.weight", "2.layer.0.bias", "2.shortcut.weight", "2.shortcut.bias",
+      "fc.weight", "fc.bias"};
+  CHECK(v.names == expected);
+  // Parameters are laid out contiguously in that order.
+  const auto& e = net.state_entries();
+  CHECK(e[0].offset == 0);
+  CHECK(e[1].offset == 6);
+  CHECK(e[7].offset == 6 + 3 + 3 + 3);
+  CHECK(net.num_parameters() == 6 + 3 + 3 + 3 + 81 + 3 + 9 + 3 + 96 + 2);
+}
+
+TEST_CASE("Residual adds its branches; its input gradient is the sum of both branches'") {
+  using In = Shape<2, 3, 3>;
+  Network<In, Sequential<Residual<Sequential<Conv2d<2, 2, 3, 1, 1>>, Identity>>> res(1);
+  Network<In, Sequential<Conv2d<2, 2, 3, 1, 1>>> body(1);
+  // Same seed, same single conv: identical parameters.
+  REQUIRE(std::equal(res.parameters().begin(), res.parameters().end(), body.parameters().begin()));
+  const auto x = random_batch<In>(2, 3);
+  const auto y = res.forward(x);
+  const auto b = body.forward(x);
+  for (std::size_t i = 0; i < y.size(); ++i) CHECK(y.data()[i] == doctest::Approx(b.data()[i] + x.data()[i]));
+  const auto dy = random_batch<In>(2, 4);
+  Batch<In> dres, dbody;
+  res.backward(x, dy, dres);
+  body.backward(x, dy, dbody);
+  for (std::size_t i = 0; i < x.size(); ++i) CHECK(dres.data()[i] == doctest::Approx(dbody.data()[i] + dy.data()[i]));
+}
+
+TEST_CASE("Flatten orders features as PyTorch's view(N, -1): channel, then row, then column") {
+  using In = Shape<2, 2, 3>;
+  Network<In, Sequential<Flatten>> net;
+  Batch<In> x(2);
+  std::vector<float> nchw(x.size());
+  for (std::size_t i = 0; i < nchw.size(); ++i) nchw[i] = static_cast<float>(i);
+  x.from_nchw(nchw.data(), 2);
+  const auto& y = net.forward(x);
+  // The flattened (N, 12) tensor in row-major order is exactly the NCHW buffer.
+  CHECK(y.to_nchw() == nchw);
+  Batch<In> dx;
+  net.backward(x, y, dx);
+  CHECK(dx.to_nchw() == nchw);
+}
+
+TEST_CASE("Nested stacks pass finite-difference gradient checks (gradient buffers reused)") {
+  using Net = Network<Shape<2, 4, 4>, Sequential<Conv2d<2, 3, 3, 1, 1>, Sequential<Conv2d<3, 3, 1>, ReLU>,
+                                                 Residual<Conv2d<3, 3, 3, 1, 1>, Identity>, AvgPool2d<2>,
+                                                 Flatten, Linear<12, 4>>>;
+  Net net(8);
+  GradCheckOptions o;
+  o.h = 1e-3;
+  require_gradients_ok(gradient_check(net, random_batch<Shape<2, 4, 4>>(3, 9), o));
+}
+
+TEST_CASE("summary prints one row per layer with output shape and parameters, then the total") {
+  Network<Shape<1, 4, 4>, Sequential<Conv2d<1, 2, 3>, ReLU, Flatten, Linear<8, 3>>> net;
+  std::ostringstream os;
+  net.summary(os);
+  const std::string s = os.str();
+  CHECK(s.find("Conv2d(1, 2, kernel_size=3, stride=1, padding=0)") != std::string::npos);
+  CHECK(s.find("2x2x2") != std::string::npos);
+  CHECK(s.find("Linear(in_features=8, out_features=3)") != std::string::npos);
+  CHECK(s.find("trainable parameters: 47") != std::string::npos);
+}

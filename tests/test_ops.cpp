@@ -1,0 +1,97 @@
+// Kernels: the blocked GEMM against a naive product, im2col/col2im as adjoint linear maps,
+// pooling planes.
+#include "support/check.hpp"
+
+using namespace ctnn;
+using namespace ctnn::test;
+
+namespace {
+
+std::vector<float> random_vector(std::size_t n, std::uint64_t seed) {
+  Rng r(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = static_cast<float>(r.uniform(-1, 1));
+  return v;
+}
+
+// C = op(A) op(B) computed naively in double, column-major.
+std::vector<double> naive(const ops::MatRef& a, const ops::MatRef& b) {
+  const auto m = a.out_rows(), k = a.out_cols(), n = b.out_cols();
+  auto at = [](const ops::MatRef& x, Eigen::Index i, Eigen::Index j) {
+    return x.transposed ? x.data[i * x.ld + j] : x.data[j * x.ld + i];
+  };
+  std::vector<double> c(static_cast<std::size_t>(m * n), 0.0);
+  for (Eigen::Index j = 0; j < n; ++j)
+    for (Eigen::Index i = 0; i < m; ++i)
+      for (Eigen::Index p = 0; p < k; ++p) c[j * m + i] += static_cast<double>(at(a, i, p)) * at(b, p, j);
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("gemm equals the naive product for every transpose combination, split or not") {
+  // Sizes chosen so that both the row split (m >= n) and the column split are exercised and
+  // blocks have ragged ends.
+  for (auto [m, n, k] : {std::tuple{300, 70, 50}, std::tuple{40, 500, 33}, std::tuple{5, 3, 2}}) {
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) {
+        const auto av = random_vector(static_cast<std::size_t>(m * k), 1);
+        const auto bv = random_vector(static_cast<std::size_t>(k * n), 2);
+        const ops::MatRef a = ta ? ops::MatRef{av.data(), k, m, k, true} : ops::MatRef{av.data(), m, k, m, false};
+        const ops::MatRef b = tb ? ops::MatRef{bv.data(), n, k, n, true} : ops::MatRef{bv.data(), k, n, k, false};
+        std::vector<float> c(static_cast<std::size_t>(m * n), 1.0f);
+        ops::gemm(a, b, {c.data(), m, n, m});
+        const auto expected = naive(a, b);
+        expect_close(c, expected, 1e-5, 1e-5 * k, "gemm");
+        ops::gemm(a, b, {c.data(), m, n, m}, /*accumulate=*/true);
+        std::vector<double> twice(expected);
+        for (auto& v : twice) v *= 2;
+        expect_close(c, twice, 1e-5, 2e-5 * k, "gemm accumulate");
+      }
+  }
+}
+
+TEST_CASE("gemm writes only inside its leading-dimension window") {
+  const auto av = random_vector(6 * 4, 3), bv = random_vector(4 * 5, 4);
+  std::vector<float> c(10 * 5, -7.0f);  // ld 10, only the first 6 rows of each column are C
+  ops::gemm({av.data(), 6, 4, 6}, {bv.data(), 4, 5, 4}, {c.data(), 6, 5, 10});
+  for (int j = 0; j < 5; ++j)
+    for (int i = 6; i < 10; ++i) CHECK(c[j * 10 + i] == -7.0f);
+}
+
+TEST_CASE("col2im is the adjoint of im2col: <im2col(x), c> == <x, col2im(c)>") {
+  for (auto [k, s, p] : {std::tuple{3, 1, 1}, std::tuple{3, 2, 1}, std::tuple{1, 2, 0}, std::tuple{7, 2, 3}}) {
+    const int cin = 2, h = 9, w = 8, n = 3;
+    const int oh = window_out(h, k, s, p), ow = window_out(w, k, s, p);
+    const ops::ConvGeometry g{cin, h, w, k, s, p, oh, ow, n};
+    const auto x = random_vector(static_cast<std::size_t>(cin) * n * h * w, 5);
+    // Samples 1..2 of the batch, to exercise the chunk offset.
+    const int n0 = 1, nb = 2;
+    const std::size_t col_size = static_cast<std::size_t>(nb) * oh * ow * cin * k * k;
+    std::vector<float> col(col_size);
+    ops::im2col(x.data(), g, n0, nb, col.data());
+    const auto c = random_vector(col_size, 6);
+    std::vector<float> back(x.size(), 0.0f);
+    ops::col2im_add(c.data(), g, n0, nb, back.data());
+    double lhs = 0, rhs = 0;
+    for (std::size_t i = 0; i < col_size; ++i) lhs += static_cast<double>(col[i]) * c[i];
+    for (std::size_t i = 0; i < x.size(); ++i) rhs += static_cast<double>(x[i]) * back[i];
+    CHECK(lhs == doctest::Approx(rhs).epsilon(1e-5));
+    // Sample 0 is outside the chunk: untouched.
+    for (int ci = 0; ci < cin; ++ci)
+      for (int q = 0; q < h * w; ++q) CHECK(back[ci * g.in_channel_stride() + q] == 0.0f);
+  }
+}
+
+TEST_CASE("im2col puts zeros in the padding and the shifted plane elsewhere") {
+  // One channel, 3x3 input 1..9, kernel 3, padding 1: column (ky=0, kx=0) is the input
+  // shifted down-right with zeros entering from the top and left.
+  const std::vector<float> x{1, 2, 3, 4, 5, 6, 7, 8, 9};
+  const ops::ConvGeometry g{1, 3, 3, 3, 1, 1, 3, 3, 1};
+  std::vector<float> col(9 * 9);
+  ops::im2col(x.data(), g, 0, 1, col.data());
+  const std::vector<float> first(col.begin(), col.begin() + 9);
+  CHECK(first == std::vector<float>{0, 0, 0, 0, 1, 2, 0, 4, 5});
+  const std::vector<float> centre(col.begin() + 4 * 9, col.begin() + 5 * 9);
+  CHECK(centre == x);
+}
