@@ -1,0 +1,102 @@
+// A small command-line parser shared by the example programs: --name value flags, validated,
+// with one clear error line for anything wrong.
+#pragma once
+
+#include <charconv>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ctnn::cli {
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class Args {
+ public:
+  // `flags` are the accepted --names that take a value, `switches` those that do not.
+  Args(int argc, char** argv, std::vector<std::string> flags, std::vector<std::string> switches) {
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      if (a.rfind("--", 0) != 0) throw UsageError("unexpected argument '" + a + "'");
+      std::string name = a.substr(2), value;
+      const auto eq = name.find('=');
+      const bool inline_value = eq != std::string::npos;
+      if (inline_value) {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+      }
+      if (contains(switches, name)) {
+        if (inline_value) throw UsageError("--" + name + " takes no value");
+        switches_[name] = true;
+      } else if (contains(flags, name)) {
+        if (!inline_value) {
+          if (i + 1 >= argc) throw UsageError("--" + name + " needs a value");
+          value = argv[++i];
+        }
+        values_[name] = value;
+      } else {
+        throw UsageError("unknown option --" + name);
+      }
+    }
+  }
+
+  bool has(const std::string& name) const { return values_.count(name) || switches_.count(name); }
+  std::string get(const std::string& name, const std::string& fallback) const {
+    const auto it = values_.find(name);
+    return it == values_.end() ? fallback : it->second;
+  }
+  long integer(const std::string& name, long fallback, long min, long max) const {
+    const auto it = values_.find(name);
+    if (it == values_.end()) return fallback;
+    long v = 0;
+    const auto& s = it->second;
+    const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size())
+      throw UsageError("--" + name + " expects an integer, got '" + s + "'");
+    if (v < min || v > max)
+      throw UsageError("--" + name + " must be between " + std::to_string(min) + " and " + std::to_string(max) +
+                       ", got " + s);
+    return v;
+  }
+  double number(const std::string& name, double fallback, double min_exclusive) const {
+    const auto it = values_.find(name);
+    if (it == values_.end()) return fallback;
+    const auto& s = it->second;
+    std::size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(s, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != s.size() || s.empty()) throw UsageError("--" + name + " expects a number, got '" + s + "'");
+    if (!(v > min_exclusive)) throw UsageError("--" + name + " must be greater than " + std::to_string(min_exclusive));
+    return v;
+  }
+  bool flag(const std::string& name) const { return switches_.count(name) > 0; }
+
+ private:
+  static bool contains(const std::vector<std::string>& v, const std::string& s) {
+    for (const auto& x : v)
+      if (x == s) return true;
+    return false;
+  }
+  std::map<std::string, std::string> values_;
+  std::map<std::string, bool> switches_;
+};
+
+// The message for a missing CIFAR-10 directory: how to get the official binary version.
+inline std::string missing_data_help(const std::string& dir) {
+  return "CIFAR-10 not found at '" + dir +
+         "'. Get the official binary version and unpack it there, e.g.:\n"
+         "  mkdir -p data && cd data\n"
+         "  curl -LO https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz\n"
+         "  tar xzf cifar-10-binary.tar.gz      # creates cifar-10-batches-bin/\n"
+         "then pass --data data/cifar-10-batches-bin (or use --synthetic N for a smoke run without data).";
+}
+
+}  // namespace ctnn::cli
