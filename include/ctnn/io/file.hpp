@@ -1,0 +1,125 @@
+// Whole-file reads and atomic writes (POSIX).
+#pragma once
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ctnn/io/error.hpp"
+
+namespace ctnn::io {
+
+// The whole file, in one read.
+inline std::vector<std::uint8_t> read_file(const std::filesystem::path& path) {
+  const std::string name = path.string();
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(status)) throw CheckpointError(name, "no such file");
+  if (!std::filesystem::is_regular_file(status)) throw CheckpointError(name, "not a regular file");
+  const int fd = ::open(name.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw CheckpointError(name, std::string("cannot open: ") + std::strerror(errno));
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) throw CheckpointError(name, std::string("cannot stat: ") + std::strerror(errno));
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(st.st_size));
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw CheckpointError(name, std::string("read error: ") + std::strerror(errno));
+    if (n == 0) throw CheckpointError(name, "the file shrank while it was being read");
+    done += static_cast<std::size_t>(n);
+  }
+  return bytes;
+}
+
+// Receives the bytes of a file being written, in order.
+using ByteSink = std::function<void(const std::uint8_t*, std::size_t)>;
+
+// Writes `path` so that it is either left as it was or replaced by the complete new contents:
+// `produce` streams the bytes into a new file in the same directory, which is flushed to disk
+// and then renamed over `path`. If anything fails (including `produce` throwing), the
+// temporary file is removed and `path` is untouched.
+inline void write_file_atomically(const std::filesystem::path& path, const std::function<void(const ByteSink&)>& produce) {
+  const std::string name = path.string();
+  if (path.filename().empty()) throw CheckpointError(name, "cannot write: not a file name");
+  const std::filesystem::path dir = path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec))
+    throw CheckpointError(name, "cannot write: directory '" + dir.string() + "' does not exist");
+
+  // A fresh name next to the target: dot-prefixed, with the process id and a random tag.
+  static std::atomic<std::uint64_t> counter{0};
+  std::random_device rd;
+  std::string temp;
+  int fd = -1;
+  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+    // Built by appending: `"." + string` trips a false -Wrestrict in GCC 12.
+    std::string leaf(1, '.');
+    leaf += path.filename().string();
+    leaf += ".tmp-";
+    leaf += std::to_string(::getpid());
+    leaf += '-';
+    leaf += std::to_string(counter++);
+    leaf += '-';
+    leaf += std::to_string(rd());
+    temp = (dir / leaf).string();
+    fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST) break;
+  }
+  if (fd < 0) throw CheckpointError(name, std::string("cannot create a temporary file: ") + std::strerror(errno));
+
+  // Removes the temporary file and reports `what` (with errno's reason, if any).
+  auto abandon = [&](const std::string& what) {
+    const int saved = errno;
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+    ::unlink(temp.c_str());
+    throw CheckpointError(name, what + (saved ? std::string(": ") + std::strerror(saved) : std::string()));
+  };
+  const ByteSink sink = [&](const std::uint8_t* p, std::size_t n) {
+    while (n > 0) {
+      const ssize_t w = ::write(fd, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) abandon("write failed");
+      p += w;
+      n -= static_cast<std::size_t>(w);
+    }
+  };
+  try {
+    produce(sink);
+  } catch (...) {
+    if (fd >= 0) {  // not already cleaned up by abandon()
+      ::close(fd);
+      ::unlink(temp.c_str());
+    }
+    throw;
+  }
+  errno = 0;
+  if (::fsync(fd) != 0) abandon("cannot flush to disk");
+  const int closed = ::close(fd);
+  fd = -1;
+  if (closed != 0) abandon("cannot close");
+  if (::rename(temp.c_str(), name.c_str()) != 0) abandon("cannot rename the temporary file into place");
+  // Make the rename itself durable; a failure here leaves a complete file in place.
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+}  // namespace ctnn::io

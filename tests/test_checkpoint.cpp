@@ -1,0 +1,494 @@
+// PyTorch checkpoints without PyTorch: ctnn's writer and reader agree with each other and with
+// the format (zip layout, alignment, CRCs, key order, dtypes); every kind of bad file gives a
+// CheckpointError that names the file and the problem; writes are atomic. The bad files are
+// built here from checkpoints ctnn writes itself. (Agreement with PyTorch's own files is
+// test_parity's job.)
+#include "support/check.hpp"
+
+#include <filesystem>
+
+#include "ctnn/io/state_dict.hpp"
+
+using namespace ctnn;
+using namespace ctnn::io;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The small network of test_optim: Conv2d, BatchNorm2d, ReLU, MaxPool2d, Flatten, Linear.
+using SmallNet = Network<Shape<3, 4, 4>, Sequential<Conv2d<3, 4, 3, 1, 1>, BatchNorm2d<4>, ReLU, MaxPool2d<2, 2>,
+                                                    Flatten, Linear<16, 10>>>;
+
+// A fresh directory under the system's temporary directory, removed afterwards.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    static int counter = 0;
+    path = fs::temp_directory_path() /
+           ("ctnn_test_checkpoint_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  fs::path operator/(const std::string& name) const { return path / name; }
+  std::size_t entries() const { return static_cast<std::size_t>(std::distance(fs::directory_iterator(path), {})); }
+};
+
+std::vector<std::uint8_t> slurp(const fs::path& p) { return read_file(p); }
+
+// Gives every buffer and counter a recognisable value, so a round trip that lost them shows.
+template <class Net>
+void mark_buffers(Net& net) {
+  struct Marker : StateVisitor {
+    int n = 0;
+    void parameter(const std::string&, const TensorShape&, Param&) override {}
+    void buffer(const std::string&, const TensorShape&, std::span<float> data) override {
+      for (std::size_t i = 0; i < data.size(); ++i) data[i] = 0.25f + static_cast<float>((n * 7 + i) % 13) * 0.5f;
+      ++n;
+    }
+    void counter(const std::string&, std::int64_t& v) override { v = 1000 + n++; }
+  } marker;
+  net.visit_state(marker);
+}
+
+// Every parameter, buffer and counter of a network, flattened, for exact comparisons.
+template <class Net>
+std::pair<std::vector<float>, std::vector<std::int64_t>> everything(Net& net) {
+  std::pair<std::vector<float>, std::vector<std::int64_t>> out;
+  const auto slots = io::detail::slots_of(net);
+  std::size_t total = 0;
+  for (const auto& s : slots) total += s.values.size();
+  out.first.reserve(total);
+  for (const auto& s : slots) {
+    if (s.counter) out.second.push_back(*s.counter);
+    else out.first.insert(out.first.end(), s.values.begin(), s.values.end());
+  }
+  return out;
+}
+
+// Whether two networks of one type hold identical values, compared in place.
+template <class Net>
+bool same_state(Net& a, Net& b) {
+  const auto sa = io::detail::slots_of(a), sb = io::detail::slots_of(b);
+  for (std::size_t i = 0; i < sa.size(); ++i) {
+    if (sa[i].counter ? *sa[i].counter != *sb[i].counter
+                      : !std::equal(sa[i].values.begin(), sa[i].values.end(), sb[i].values.begin()))
+      return false;
+  }
+  return true;
+}
+
+// Network a -> checkpoint bytes -> network b, in memory (the file path is tested on a small net).
+template <class Net>
+void round_trip(std::uint64_t seed_a, std::uint64_t seed_b) {
+  Net a(seed_a);
+  mark_buffers(a);
+  auto bytes = std::make_shared<const std::vector<std::uint8_t>>(serialize_checkpoint(state_dict(a)));
+  Net b(seed_b);
+  REQUIRE(!same_state(a, b));
+  const StateDict sd = parse_checkpoint(bytes, "a.ckpt");
+  const LoadResult r = load_state_dict(b, sd);
+  CHECK(r.missing_keys.empty());
+  CHECK(r.unexpected_keys.empty());
+  CHECK(same_state(a, b));
+
+  // The file holds the network's entries in state_dict order, counters as 0-d int64.
+  const auto& entries = a.state_entries();
+  REQUIRE(sd.size() == entries.size());
+  std::size_t i = 0;
+  for (const auto& [key, t] : sd) {
+    INFO(key);
+    CHECK(key == entries[i].name);
+    CHECK(t.shape() == entries[i].shape);
+    CHECK(t.dtype() == (entries[i].kind == StateEntry::Kind::counter ? DType::int64 : DType::float32));
+    ++i;
+  }
+}
+
+// Rewrites an archive entry by entry through ctnn's zip writer; `edit` may change any record's
+// bytes (CRCs are recomputed, so only the intended damage remains).
+std::vector<std::uint8_t> rezip(const std::vector<std::uint8_t>& file,
+                                const std::function<void(const std::string&, std::vector<std::uint8_t>&)>& edit,
+                                const std::vector<std::pair<std::string, std::string>>& extra = {}) {
+  const ZipReader in(file, "in");
+  std::vector<std::uint8_t> out;
+  ZipWriter w([&](const std::uint8_t* p, std::size_t n) { out.insert(out.end(), p, p + n); }, "out");
+  for (const auto& e : in.entries()) {
+    const Bytes b = in.read(e);
+    std::vector<std::uint8_t> data(b.begin(), b.end());
+    edit(e.name, data);
+    w.add(e.name, data);
+  }
+  for (const auto& [name, text] : extra)
+    w.add(name, Bytes(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+  w.finish();
+  return out;
+}
+
+// A checkpoint whose data.pkl is `pkl`, with one float storage record "archive/data/0" of
+// `storage_bytes` bytes.
+std::vector<std::uint8_t> archive_with(const std::vector<std::uint8_t>& pkl, std::size_t storage_bytes) {
+  std::vector<std::uint8_t> out;
+  ZipWriter w([&](const std::uint8_t* p, std::size_t n) { out.insert(out.end(), p, p + n); }, "out");
+  w.add("archive/data.pkl", pkl);
+  w.add("archive/data/0", std::vector<std::uint8_t>(storage_bytes, 0));
+  const std::string version = "3\n";
+  w.add("archive/version", Bytes(reinterpret_cast<const std::uint8_t*>(version.data()), version.size()));
+  w.finish();
+  return out;
+}
+
+// data.pkl of {"t": _rebuild_tensor_v2(FloatStorage "0" of `numel`, offset, size, stride, ...)}.
+std::vector<std::uint8_t> one_tensor_pickle(std::int64_t numel, std::int64_t offset, const TensorShape& size,
+                                            const TensorShape& stride) {
+  pickle::Writer w;
+  auto ints = [&](const TensorShape& v) {
+    w.op('(');
+    for (auto x : v) w.integer(x);
+    w.op('t');
+  };
+  w.proto();
+  w.global("collections", "OrderedDict");
+  w.op(')');
+  w.op('R');
+  w.string("t");
+  w.global("torch._utils", "_rebuild_tensor_v2");
+  w.op('(');
+  w.op('(');
+  w.string("storage");
+  w.global("torch", "FloatStorage");
+  w.string("0");
+  w.string("cpu");
+  w.integer(numel);
+  w.op('t');
+  w.op('Q');
+  w.integer(offset);
+  ints(size);
+  ints(stride);
+  w.op(0x89);
+  w.op('}');
+  w.op('t');
+  w.op('R');
+  w.op('s');
+  w.op('.');
+  return w.bytes;
+}
+
+// Parsing `bytes` must fail with a CheckpointError naming `name` and saying `expected`.
+void expect_error(const std::vector<std::uint8_t>& bytes, const std::string& expected, const std::string& name = "bad.ckpt") {
+  try {
+    parse_checkpoint(bytes, name);
+    FAIL("no error; expected one saying \"" << expected << "\"");
+  } catch (const CheckpointError& e) {
+    const std::string what = e.what();
+    INFO(what);
+    CHECK(what.rfind(name + ": ", 0) == 0);
+    CHECK(what.find(expected) != std::string::npos);
+  }
+}
+
+std::vector<std::uint8_t> small_checkpoint() {
+  SmallNet net(3);
+  mark_buffers(net);
+  return serialize_checkpoint(state_dict(net));
+}
+
+}  // namespace
+
+TEST_CASE("VGG16 and ResNet50_layer4 round-trip through a checkpoint exactly, in state_dict order") {
+  SUBCASE("VGG16") { round_trip<VGG16>(1, 2); }
+  SUBCASE("ResNet50_layer4") { round_trip<ResNet50_layer4<10>>(1, 2); }
+}
+
+TEST_CASE("save_state_dict and load_state_dict by file name") {
+  TempDir dir;
+  SmallNet a(1), b(2);
+  mark_buffers(a);
+  save_state_dict(a, dir / "small.ckpt");
+  CHECK(dir.entries() == 1);  // no temporary file left behind
+  CHECK(slurp(dir / "small.ckpt") == serialize_checkpoint(state_dict(a)));
+  load_state_dict(b, dir / "small.ckpt");
+  CHECK(same_state(a, b));
+}
+
+TEST_CASE("The writer's zip is PyTorch's layout: records in order, 64-byte aligned, sizes and CRCs in both headers") {
+  SmallNet net;
+  const std::size_t tensors = net.state_entries().size();
+  const auto file = serialize_checkpoint(state_dict(net));
+  const ZipReader zip(file, "small.ckpt");
+  const auto& entries = zip.entries();
+  REQUIRE(entries.size() == tensors + 3);
+  CHECK(entries[0].name == "archive/data.pkl");
+  CHECK(entries[1].name == "archive/byteorder");
+  for (std::size_t i = 0; i < tensors; ++i) CHECK(entries[2 + i].name == "archive/data/" + std::to_string(i));
+  CHECK(entries.back().name == "archive/version");
+  for (const auto& e : entries) {
+    INFO(e.name);
+    CHECK(e.data_offset % 64 == 0);
+    CHECK_NOTHROW(zip.read(e, true));
+    // The local header repeats CRC and sizes (no data descriptor, flag bit 3 clear).
+    const std::uint8_t* h = file.data() + e.header_offset;
+    CHECK(io::detail::load_le(h + 6, 2) == 0);
+    CHECK(io::detail::load_le(h + 14, 4) == e.crc32);
+    CHECK(io::detail::load_le(h + 18, 4) == e.size);
+    CHECK(io::detail::load_le(h + 22, 4) == e.size);
+  }
+  const Bytes version = zip.read(entries.back());
+  CHECK(std::string(version.begin(), version.end()) == "3\n");
+  const Bytes pkl = zip.read(entries[0]);
+  CHECK(pkl[0] == 0x80);
+  CHECK(pkl[1] == 2);  // protocol 2
+  CHECK(pkl.back() == '.');
+  // Deterministic: the same network gives the same bytes.
+  CHECK(serialize_checkpoint(state_dict(net)) == file);
+}
+
+TEST_CASE("Strided, offset, 0-d and empty tensors are read element by element from their storage") {
+  auto storage = std::make_shared<Storage>();
+  storage->numel = 24;
+  auto bytes = std::make_shared<std::vector<std::uint8_t>>(24 * 4);
+  for (int i = 0; i < 24; ++i) {
+    const float v = static_cast<float>(i);
+    std::memcpy(bytes->data() + 4 * i, &v, 4);
+  }
+  storage->buffer = bytes;
+  // base = arange(24).reshape(4, 6)
+  CHECK(Tensor::view(storage, 0, {4, 6}, {6, 1}).floats()[23] == 23.0f);
+  CHECK(Tensor::view(storage, 6, {6}, {1}).floats() == std::vector<float>{6, 7, 8, 9, 10, 11});        // base[1]
+  CHECK(Tensor::view(storage, 2, {4}, {6}).floats() == std::vector<float>{2, 8, 14, 20});              // base[:, 2]
+  CHECK(Tensor::view(storage, 0, {6, 4}, {1, 6}).floats()[1] == 6.0f);                                // base.t()
+  CHECK(Tensor::view(storage, 8, {2, 3}, {6, 1}).floats() == std::vector<float>{8, 9, 10, 14, 15, 16});  // base[1:3, 2:5]
+  CHECK(Tensor::view(storage, 5, {}, {}).floats() == std::vector<float>{5});                           // 0-d
+  CHECK(Tensor::view(storage, 3, {3, 2}, {0, 1}).floats() == std::vector<float>{3, 4, 3, 4, 3, 4});    // expand
+  CHECK(Tensor::view(storage, 24, {0, 3}, {3, 1}).numel() == 0);
+  CHECK_FALSE(Tensor::view(storage, 8, {2, 3}, {6, 1}).is_contiguous());
+  // Views that leave the storage, and nonsense, are refused.
+  CHECK(!Tensor::check_view(*storage, 0, {4, 7}, {6, 1}).empty());
+  CHECK(!Tensor::check_view(*storage, 19, {6}, {1}).empty());
+  CHECK(!Tensor::check_view(*storage, -1, {1}, {1}).empty());
+  CHECK(!Tensor::check_view(*storage, 0, {2}, {-1}).empty());
+  CHECK(!Tensor::check_view(*storage, 0, {2, 2}, {1}).empty());
+  CHECK(!Tensor::check_view(*storage, 25, {0}, {1}).empty());
+  CHECK(!Tensor::check_view(*storage, 0, {1LL << 40, 1LL << 40}, {1, 1}).empty());
+  CHECK(!Tensor::check_view(*storage, 0, {2, 2}, {1LL << 62, 1}).empty());
+  CHECK_THROWS_AS(Tensor::view(storage, 0, {25}, {1}), std::invalid_argument);
+  // Reading with the wrong dtype or size is an error, not a reinterpretation.
+  std::vector<std::int64_t> wrong(24);
+  CHECK_THROWS_AS(Tensor::view(storage, 0, {24}, {1}).copy_to(std::span<std::int64_t>(wrong)), std::invalid_argument);
+  std::vector<float> short_dst(3);
+  CHECK_THROWS_AS(Tensor::view(storage, 0, {24}, {1}).copy_to(std::span<float>(short_dst)), std::invalid_argument);
+}
+
+TEST_CASE("Bad files each give a CheckpointError that names the file and the problem") {
+  const auto good = small_checkpoint();
+  REQUIRE_NOTHROW(parse_checkpoint(good, "good.ckpt"));
+
+  SUBCASE("empty and truncated files") {
+    expect_error({}, "empty file");
+    for (std::size_t keep : {good.size() - 1, good.size() - 22, good.size() / 2, std::size_t{100}, std::size_t{4}})
+      expect_error(std::vector<std::uint8_t>(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(keep)),
+                   "truncated");
+  }
+  SUBCASE("wrong magic") {
+    auto bad = good;
+    bad[0] = 'X';
+    expect_error(bad, "not a PyTorch checkpoint: it does not start with a zip signature");
+  }
+  SUBCASE("a pickle with an unknown opcode") {
+    const auto bad = rezip(good, [](const std::string& name, std::vector<std::uint8_t>& data) {
+      if (name == "archive/data.pkl") data[2] = 0xff;  // the first opcode after PROTO 2
+    });
+    expect_error(bad, "data.pkl, byte 2: unknown or unsupported pickle opcode 0xff");
+  }
+  SUBCASE("a truncated pickle") {
+    const auto bad = rezip(good, [](const std::string& name, std::vector<std::uint8_t>& data) {
+      if (name == "archive/data.pkl") data.resize(data.size() / 2);
+    });
+    expect_error(bad, "truncated");
+  }
+  SUBCASE("a storage record shorter than its storage") {
+    const auto bad = rezip(good, [](const std::string& name, std::vector<std::uint8_t>& data) {
+      if (name == "archive/data/0") data.resize(data.size() - 4);
+    });
+    expect_error(bad, "storage record 'archive/data/0' holds 428 bytes, fewer than the 108 float32 elements");
+  }
+  SUBCASE("a tensor reaching past the end of its storage") {
+    expect_error(archive_with(one_tensor_pickle(4, 0, {5}, {1}), 16), "tensor does not fit its storage");
+    expect_error(archive_with(one_tensor_pickle(6, 1, {2, 3}, {3, 1}), 24), "reaches element 6 of a storage of only 6");
+    expect_error(archive_with(one_tensor_pickle(6, 0, {2}, {-1}), 24), "negative size or stride");
+    // The same pickle with a storage that fits is read.
+    CHECK(parse_checkpoint(archive_with(one_tensor_pickle(6, 0, {2, 3}, {3, 1}), 24), "ok").at("t").numel() == 6);
+  }
+  SUBCASE("a corrupt storage (CRC-32 mismatch)") {
+    auto bad = good;
+    const ZipReader zip(good, "good");
+    bad[zip.find("archive/data/0")->data_offset] ^= 0x40;
+    expect_error(bad, "entry 'archive/data/0' is corrupt: its CRC-32 is");
+  }
+  SUBCASE("a legacy (pre-1.6) checkpoint and a TorchScript archive") {
+    std::vector<std::uint8_t> legacy = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, '.'};
+    expect_error(legacy, "a legacy PyTorch checkpoint");
+    const auto script = rezip(good, [](const std::string&, std::vector<std::uint8_t>&) {}, {{"archive/constants.pkl", "x"}});
+    expect_error(script, "a TorchScript archive (torch.jit.save), not a state_dict");
+  }
+  SUBCASE("a pickle that is not a state_dict of tensors") {
+    pickle::Writer w;
+    w.proto();
+    w.op('}');
+    w.string("epoch");
+    w.integer(5);
+    w.op('s');
+    w.op('.');
+    expect_error(archive_with(w.bytes, 0), "the value of 'epoch' is a int, not a tensor");
+    pickle::Writer g;
+    g.proto();
+    g.global("os", "system");
+    g.op('.');
+    expect_error(archive_with(g.bytes, 0), "refers to the Python object 'os.system'");
+  }
+  SUBCASE("a missing file") {
+    CHECK_THROWS_WITH_AS(read_checkpoint("/nonexistent/x.ckpt"), "/nonexistent/x.ckpt: no such file", CheckpointError);
+  }
+}
+
+TEST_CASE("A checkpoint of the other network is refused with every missing and unexpected key counted") {
+  ResNet50_layer4<10> resnet;
+  VGG16 vgg;
+  const StateDict resnet_sd = parse_checkpoint(serialize_checkpoint(state_dict(resnet)), "resnet.ckpt");
+  const auto before = everything(vgg);
+  try {
+    load_state_dict(vgg, resnet_sd, true, "resnet.ckpt");
+    FAIL("a ResNet checkpoint loaded into VGG16");
+  } catch (const StateDictMismatch& e) {
+    const std::string what = e.what();
+    INFO(what);
+    CHECK(what.rfind("resnet.ckpt: ", 0) == 0);
+    CHECK(e.missing_keys.size() == 33);
+    CHECK(e.unexpected_keys.size() == 373);
+    CHECK(what.find("missing keys (33): features.0.weight, features.0.bias") != std::string::npos);
+    CHECK(what.find("unexpected keys (373): layer1.0.weight") != std::string::npos);
+    CHECK(what.find("saved from a different model") != std::string::npos);
+  }
+  CHECK(everything(vgg) == before);  // nothing was loaded
+  CHECK_THROWS_WITH_AS(load_state_dict(resnet, state_dict(vgg)),
+                       doctest::Contains("missing keys (373)"), StateDictMismatch);
+}
+
+TEST_CASE("Size mismatches fail even when not strict; missing and unexpected keys only when strict") {
+  SmallNet net(1), other(2);
+  const StateDict good = state_dict(other);
+  const auto before = everything(net);
+
+  StateDict wrong_shape;
+  for (const auto& [key, t] : good) {
+    if (key == "5.weight") wrong_shape.insert_or_assign(key, Tensor::from_floats({10, 4, 4}, t.floats()));
+    else wrong_shape.insert_or_assign(key, t);
+  }
+  for (bool strict : {true, false}) {
+    try {
+      load_state_dict(net, wrong_shape, strict, "reshaped");
+      FAIL("a reshaped weight was accepted");
+    } catch (const StateDictMismatch& e) {
+      CHECK(e.mismatched_keys.size() == 1);
+      CHECK(std::string(e.what()).find("5.weight: checkpoint [10, 4, 4] float32, network [10, 16] float32") !=
+            std::string::npos);
+    }
+  }
+  StateDict partial;  // without 1.running_var, with one extra key
+  for (const auto& [key, t] : good)
+    if (key != "1.running_var") partial.insert_or_assign(key, t);
+  partial.insert_or_assign("extra.weight", Tensor::from_floats({1}, std::vector<float>{1.0f}));
+  StateDict counter_as_float = good;
+  counter_as_float.insert_or_assign("1.num_batches_tracked", Tensor::from_floats({}, std::vector<float>{0.0f}));
+  CHECK_THROWS_WITH_AS(load_state_dict(net, counter_as_float), doctest::Contains("checkpoint [] float32, network [] int64"),
+                       StateDictMismatch);
+  CHECK_THROWS_WITH_AS(load_state_dict(net, partial),
+                       doctest::Contains("missing keys (1): 1.running_var\n  unexpected keys (1): extra.weight"),
+                       StateDictMismatch);
+  CHECK(everything(net) == before);
+
+  const LoadResult r = load_state_dict(net, partial, false);
+  CHECK(r.missing_keys == std::vector<std::string>{"1.running_var"});
+  CHECK(r.unexpected_keys == std::vector<std::string>{"extra.weight"});
+  const StateDict after = state_dict(net);
+  CHECK(after.at("5.weight").floats() == good.at("5.weight").floats());    // loaded
+  CHECK(after.at("1.running_var").floats() == std::vector<float>(4, 1.0f));  // left as it was
+}
+
+TEST_CASE("Every truncation and single-byte corruption of a checkpoint is a CheckpointError, never a crash") {
+  // A deterministic sweep (the libFuzzer target in benchmarks/fuzz explores further): with CRC
+  // checks on, damage is caught at the zip level; with them off, it reaches the pickle and
+  // tensor checks. Either way the only acceptable outcomes are a StateDict or a CheckpointError.
+  const auto good = small_checkpoint();
+  std::size_t parsed = 0, refused = 0;
+  auto attempt = [&](const std::vector<std::uint8_t>& bytes, bool verify_crc) {
+    try {
+      const StateDict sd = parse_checkpoint(bytes, "fuzzed", {.verify_crc = verify_crc});
+      for (const auto& [key, t] : sd)
+        if (t.numel() <= 4096) (void)(t.dtype() == DType::float32 ? t.floats().size() : t.int64s().size());
+      ++parsed;
+    } catch (const CheckpointError&) {
+      ++refused;
+    }
+  };
+  for (std::size_t n = 0; n < good.size(); ++n) {
+    const std::vector<std::uint8_t> cut(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n));
+    CHECK_THROWS_AS(parse_checkpoint(cut, "cut"), CheckpointError);
+  }
+  for (std::size_t i = 0; i < good.size(); ++i)
+    for (std::uint8_t flip : {std::uint8_t{0x01}, std::uint8_t{0x80}, std::uint8_t{0xff}}) {
+      auto bad = good;
+      bad[i] ^= flip;
+      attempt(bad, true);
+      attempt(bad, false);
+    }
+  Rng rng(42);
+  for (int trial = 0; trial < 3000; ++trial) {
+    auto bad = good;
+    const int edits = 1 + static_cast<int>(rng.uniform(0.0, 8.0));
+    for (int k = 0; k < edits; ++k)
+      bad[static_cast<std::size_t>(rng.uniform(0.0, static_cast<double>(bad.size())))] =
+          static_cast<std::uint8_t>(rng.uniform(0.0, 256.0));
+    attempt(bad, false);
+  }
+  MESSAGE(parsed << " damaged files still parsed, " << refused << " refused");
+  CHECK(refused > 0);
+}
+
+TEST_CASE("Checkpoint writes are atomic: a failed or interrupted save leaves the old file and no temporary") {
+  TempDir dir;
+  SmallNet net(1);
+  const fs::path target = dir / "net.ckpt";
+  save_state_dict(net, target);
+  const auto original = slurp(target);
+  CHECK(dir.entries() == 1);
+
+  SUBCASE("the writer fails half-way") {
+    CHECK_THROWS_AS(write_file_atomically(target,
+                                          [&](const ByteSink& sink) {
+                                            sink(original.data(), original.size() / 2);
+                                            throw std::runtime_error("interrupted");
+                                          }),
+                    std::runtime_error);
+    CHECK(slurp(target) == original);
+    CHECK(dir.entries() == 1);
+  }
+  SUBCASE("a second save replaces the file completely") {
+    SmallNet other(2);
+    save_state_dict(other, target);
+    CHECK(slurp(target) == serialize_checkpoint(state_dict(other)));
+    CHECK(dir.entries() == 1);
+  }
+  SUBCASE("the directory does not exist") {
+    CHECK_THROWS_WITH_AS(save_state_dict(net, dir / "missing" / "net.ckpt"), doctest::Contains("does not exist"),
+                         CheckpointError);
+    CHECK(dir.entries() == 1);
+  }
+  SUBCASE("the target is a directory") {
+    fs::create_directory(dir / "sub");
+    CHECK_THROWS_WITH_AS(save_state_dict(net, dir / "sub"), doctest::Contains("cannot rename"), CheckpointError);
+    CHECK(fs::is_directory(dir / "sub"));
+    CHECK(dir.entries() == 2);
+  }
+}
