@@ -2,6 +2,8 @@
 // layout, class names, one test per malformed input, and the synthetic source.
 #include <doctest/doctest.h>
 
+#include "support/temp_dir.hpp"
+
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -21,25 +23,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory under the system temp directory, removed with everything in it.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<unsigned> counter{0};
-    std::random_device rd;
-    for (;;) {
-      const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-      path = fs::temp_directory_path() /
-             ("ctnn_test_cifar_" + std::to_string(rd()) + "_" + std::to_string(stamp) + "_" + std::to_string(counter++));
-      if (fs::create_directory(path)) break;
-    }
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
+struct TempDir : ctnn::test::TempDir {
+  TempDir() : ctnn::test::TempDir("ctnn_test_cifar") {}
 };
 
 using Image = std::array<std::uint8_t, kImageBytes>;

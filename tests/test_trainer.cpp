@@ -8,7 +8,7 @@
 #include <fstream>
 #include <sstream>
 
-#include <unistd.h>
+#include "support/temp_dir.hpp"
 
 using namespace ctnn;
 using namespace ctnn::test;
@@ -17,10 +17,6 @@ namespace {
 using SmallNet = Network<Shape<3, 32, 32>, Sequential<Conv2d<3, 8, 3, 1, 1>, BatchNorm2d<8>, ReLU, MaxPool2d<4>,
                                                       Conv2d<8, 16, 3, 1, 1>, ReLU, MaxPool2d<8>, Flatten,
                                                       Linear<16, 10>>>;
-
-std::filesystem::path temp_file(const std::string& name) {
-  return std::filesystem::temp_directory_path() / ("ctnn_test_trainer_" + std::to_string(::getpid()) + "_" + name);
-}
 }  // namespace
 
 TEST_CASE("Trainer: the loss goes down on a learnable task and the log reads like main.py's") {
@@ -32,7 +28,8 @@ TEST_CASE("Trainer: the loss goes down on a learnable task and the log reads lik
   o.batch_size = 50;
   o.lr = 3e-3;
   o.log_every = 4;
-  o.csv = temp_file("log.csv");
+  const TempDir tmp("ctnn_test_trainer");
+  o.csv = tmp.path / "log.csv";
   Trainer<SmallNet> trainer(net, o);
   std::vector<int> epochs_seen;
   trainer.on_epoch_end = [&](int e) { epochs_seen.push_back(e); };
@@ -57,7 +54,6 @@ TEST_CASE("Trainer: the loss goes down on a learnable task and the log reads lik
   const double last_loss = std::stod(last.substr(last.find(',', 2) + 1));
   INFO("loss " << first_loss << " -> " << last_loss);
   CHECK(last_loss < 0.5 * first_loss);
-  std::filesystem::remove(o.csv);
 
   const auto r = evaluate(net, test);
   CHECK(r.total == 200);

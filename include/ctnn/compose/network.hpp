@@ -22,12 +22,20 @@ struct StateEntry {
   std::size_t offset = 0;  // parameters: position in parameters() / gradients()
 };
 
+// Initialisation beyond every layer's PyTorch default: none.
+struct DefaultInit {
+  template <class Net>
+  static void apply(Net&, std::uint64_t) {}
+};
+
 // A model built from a root spec (usually a Sequential) for input sample shape In.
 //
 // The constructor lays out every parameter in one value buffer and one gradient buffer (in
-// state_dict order), then initialises them with PyTorch's defaults from `seed`. Optimizers
-// take the two spans; checkpoint code walks visit_state() by name.
-template <class In, class RootSpec>
+// state_dict order), then initialises them from `seed`: PyTorch's default for every layer, then
+// `Init::apply(net, seed)` for a model's own scheme (as a PyTorch model's constructor
+// re-initialises its modules). Optimizers take the two spans; checkpoint code walks
+// visit_state() by name.
+template <class In, class RootSpec, class Init = DefaultInit>
 class Network {
  public:
   using Root = typename RootSpec::template bind<In>;
@@ -49,7 +57,7 @@ class Network {
   Network(const Network&) = delete;  // layers hold pointers into this object's buffers
   Network& operator=(const Network&) = delete;
 
-  // PyTorch's default initialisation of every layer, and fresh dropout seeds, from `seed`.
+  // Initialises every parameter and gives every dropout layer a fresh seed, all from `seed`.
   void reset_parameters(std::uint64_t seed) {
     Rng rng(seed);
     root_.reset_parameters(rng);
@@ -57,6 +65,7 @@ class Network {
     for_each_layer([&](auto& layer, const std::string&) {
       if constexpr (requires { layer.set_seed(std::uint64_t{}); }) layer.set_seed(mix64(seed ^ mix64(++index)));
     });
+    Init::apply(*this, seed);
   }
 
   const Output& forward(const Input& x) { return root_.forward(x); }

@@ -13,6 +13,17 @@ namespace ctnn {
 template <class In, int K, int S, int P>
 using PoolOut = Shape<In::channels, window_out(In::height, K, S, P), window_out(In::width, K, S, P)>;
 
+namespace detail {
+// Runs f(q) for every (channel, sample) plane q of an n-sample batch of shape In. In the
+// channel-major layout plane q is (channel q / n, sample q % n), at q * In::plane.
+template <class In, class F>
+inline void for_each_plane(int n, F&& f) {
+  const int planes = n * In::channels;
+#pragma omp parallel for schedule(static) if (std::size_t(planes) * In::plane > (1u << 15))
+  for (int q = 0; q < planes; ++q) f(static_cast<std::size_t>(q));
+}
+}  // namespace detail
+
 template <class In, int K, int S, int P>
 class MaxPool2dLayer : public LeafLayer<MaxPool2dLayer<In, K, S, P>, In, PoolOut<In, K, S, P>> {
   static_assert(2 * P <= K, "MaxPool2d: padding must be at most half the kernel size (as in PyTorch)");
@@ -31,13 +42,10 @@ class MaxPool2dLayer : public LeafLayer<MaxPool2dLayer<In, K, S, P>, In, PoolOut
     auto& y = this->y_;
     y.resize(n);
     arg_.resize(y.size());
-    const int planes = n * In::channels;
-    // Plane q is (channel q / n, sample q % n); planes are contiguous in the channel-major layout.
-#pragma omp parallel for schedule(static) if (x.size() > (1u << 15))
-    for (int q = 0; q < planes; ++q)
-      ops::max_pool_plane(x.data() + std::size_t(q) * In::plane, geometry(),
-                          y.data() + std::size_t(q) * out_shape::plane,
-                          arg_.data() + std::size_t(q) * out_shape::plane);
+    detail::for_each_plane<In>(n, [&](std::size_t q) {
+      ops::max_pool_plane(x.data() + q * In::plane, geometry(), y.data() + q * out_shape::plane,
+                          arg_.data() + q * out_shape::plane);
+    });
     return y;
   }
 
@@ -50,12 +58,10 @@ class MaxPool2dLayer : public LeafLayer<MaxPool2dLayer<In, K, S, P>, In, PoolOut
     const int n = x.batch();
     dx->resize(n);
     dx->set_zero();
-    const int planes = n * In::channels;
-#pragma omp parallel for schedule(static) if (x.size() > (1u << 15))
-    for (int q = 0; q < planes; ++q)
-      ops::max_pool_plane_backward(dy.data() + std::size_t(q) * out_shape::plane,
-                                   arg_.data() + std::size_t(q) * out_shape::plane, out_shape::plane,
-                                   dx->data() + std::size_t(q) * In::plane);
+    detail::for_each_plane<In>(n, [&](std::size_t q) {
+      ops::max_pool_plane_backward(dy.data() + q * out_shape::plane, arg_.data() + q * out_shape::plane,
+                                   out_shape::plane, dx->data() + q * In::plane);
+    });
   }
 
  private:
@@ -79,11 +85,9 @@ class AvgPool2dLayer : public LeafLayer<AvgPool2dLayer<In, K, S>, In, PoolOut<In
     const int n = x.batch();
     auto& y = this->y_;
     y.resize(n);
-    const int planes = n * In::channels;
-#pragma omp parallel for schedule(static) if (x.size() > (1u << 15))
-    for (int q = 0; q < planes; ++q)
-      ops::avg_pool_plane(x.data() + std::size_t(q) * In::plane, geometry(),
-                          y.data() + std::size_t(q) * out_shape::plane);
+    detail::for_each_plane<In>(n, [&](std::size_t q) {
+      ops::avg_pool_plane(x.data() + q * In::plane, geometry(), y.data() + q * out_shape::plane);
+    });
     return y;
   }
 
@@ -92,11 +96,9 @@ class AvgPool2dLayer : public LeafLayer<AvgPool2dLayer<In, K, S>, In, PoolOut<In
     const int n = x.batch();
     dx->resize(n);
     dx->set_zero();
-    const int planes = n * In::channels;
-#pragma omp parallel for schedule(static) if (x.size() > (1u << 15))
-    for (int q = 0; q < planes; ++q)
-      ops::avg_pool_plane_backward(dy.data() + std::size_t(q) * out_shape::plane, geometry(),
-                                   dx->data() + std::size_t(q) * In::plane);
+    detail::for_each_plane<In>(n, [&](std::size_t q) {
+      ops::avg_pool_plane_backward(dy.data() + q * out_shape::plane, geometry(), dx->data() + q * In::plane);
+    });
   }
 
  private:

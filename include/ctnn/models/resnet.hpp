@@ -44,36 +44,31 @@ using ResNet50Layer4Root = Sequential<
                                ResidualBlock<1024, 256, 1024, false>, ResidualBlock<1024, 256, 1024, false>>>,
     Named<"avgpool", AvgPool2d<2, 1>>, Flatten, Named<"fc", Linear<1024, NumClasses>>>;
 
-// ResNet50_layer4(num_classes): PyTorch's defaults, then xavier_uniform_ on every Conv2d and
-// Linear weight (biases and BatchNorm keep their defaults), as the assignment's constructor does.
-template <int NumClasses = 10>
-class ResNet50_layer4 : public Network<Shape<3, 32, 32>, ResNet50Layer4Root<NumClasses>> {
-  using Base = Network<Shape<3, 32, 32>, ResNet50Layer4Root<NumClasses>>;
-
- public:
-  explicit ResNet50_layer4(std::uint64_t seed = 0) : Base(seed) { init(seed); }
-  void reset_parameters(std::uint64_t seed) {
-    Base::reset_parameters(seed);
-    init(seed);
-  }
-
- private:
-  void init(std::uint64_t seed) {
+// The assignment's ResNet constructor: xavier_uniform_ on every Conv2d and Linear weight;
+// biases and BatchNorm keep PyTorch's defaults.
+struct XavierInit {
+  template <class Net>
+  static void apply(Net& net, std::uint64_t seed) {
     Rng rng = Rng::stream(seed, 0x726573);
-    this->for_each_layer([&](auto& layer, const std::string&) {
+    net.for_each_layer([&](auto& layer, const std::string&) {
       using L = std::decay_t<decltype(layer)>;
       if constexpr (requires { L::kernel_size; }) {
-        xavier_uniform(layer.weight, L::in_channels * L::kernel_size * L::kernel_size,
-                       L::out_channels * L::kernel_size * L::kernel_size, rng);
+        constexpr int k2 = L::kernel_size * L::kernel_size;
+        xavier_uniform(layer.weight, L::in_channels * k2, L::out_channels * k2, rng);
       } else if constexpr (requires { L::in_features; }) {
         xavier_uniform(layer.weight, L::in_features, L::out_features, rng);
       }
     });
   }
+  // U(-a, a) with a = sqrt(6 / (fan_in + fan_out)).
   static void xavier_uniform(Param& w, int fan_in, int fan_out, Rng& rng) {
     const double a = std::sqrt(6.0 / (fan_in + fan_out));
     for (auto& v : w.data()) v = static_cast<float>(rng.uniform(-a, a));
   }
 };
+
+// ResNet50_layer4(num_classes) for 3x32x32 inputs.
+template <int NumClasses = 10>
+using ResNet50_layer4 = Network<Shape<3, 32, 32>, ResNet50Layer4Root<NumClasses>, XavierInit>;
 
 }  // namespace ctnn

@@ -60,23 +60,13 @@ using VGG16Classifier = Sequential<Dropout<0.5>, Linear<512, 512>, BatchNorm1d<5
 template <class Features>
 using VGGRoot = Sequential<Named<"features", Features>, Flatten, Named<"classifier", VGG16Classifier>>;
 
-// VGG(features): PyTorch's defaults, then every Conv2d weight ~ Normal(0, sqrt(2 / (k*k*out)))
-// and its bias 0, as the assignment's constructor does.
-template <bool BatchNorm = false>
-class VGG : public Network<Shape<3, 32, 32>, VGGRoot<VGG16Features<BatchNorm>>> {
-  using Base = Network<Shape<3, 32, 32>, VGGRoot<VGG16Features<BatchNorm>>>;
-
- public:
-  explicit VGG(std::uint64_t seed = 0) : Base(seed) { init(seed); }
-  void reset_parameters(std::uint64_t seed) {
-    Base::reset_parameters(seed);
-    init(seed);
-  }
-
- private:
-  void init(std::uint64_t seed) {
+// The assignment's VGG constructor: every Conv2d weight ~ Normal(0, sqrt(2 / (k*k*out))) and its
+// bias 0; Linear and BatchNorm1d keep PyTorch's defaults.
+struct VGGInit {
+  template <class Net>
+  static void apply(Net& net, std::uint64_t seed) {
     Rng rng = Rng::stream(seed, 0x766767);
-    this->for_each_layer([&](auto& layer, const std::string&) {
+    net.for_each_layer([&](auto& layer, const std::string&) {
       using L = std::decay_t<decltype(layer)>;
       if constexpr (requires { L::kernel_size; }) {
         const double stddev = std::sqrt(2.0 / (L::kernel_size * L::kernel_size * L::out_channels));
@@ -86,6 +76,10 @@ class VGG : public Network<Shape<3, 32, 32>, VGGRoot<VGG16Features<BatchNorm>>> 
     });
   }
 };
+
+// VGG(make_layers(cfg, BatchNorm)) for 3x32x32 inputs.
+template <bool BatchNorm = false>
+using VGG = Network<Shape<3, 32, 32>, VGGRoot<VGG16Features<BatchNorm>>, VGGInit>;
 
 // The assignment's vgg16(): make_layers(cfg) without batch norm.
 using VGG16 = VGG<false>;
