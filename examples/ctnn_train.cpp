@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -37,6 +38,8 @@ struct Config {
 template <class Net>
 int run(const Config& c) {
   namespace data = ctnn::data;
+  const auto start = std::chrono::steady_clock::now();
+  auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   data::Dataset train_set, test_set;
   if (c.synthetic > 0) {
     std::cout << "*** SYNTHETIC DATA: training on " << c.synthetic
@@ -54,8 +57,10 @@ int run(const Config& c) {
   Net net(c.train.seed);
   ctnn::Trainer<Net> trainer(net, o);
   trainer.fit(train_set, std::cout);
+  const double train_seconds = seconds();
   const auto r = ctnn::evaluate(net, test_set);
   std::cout << "Accuracy of the model on the test images: " << r.accuracy() << " %" << std::endl;
+  std::printf("wall time: train %.1f s, total %.1f s (%d threads)\n", train_seconds, seconds(), ctnn::num_threads());
   std::ofstream(o.csv, std::ios::app) << "# test accuracy," << r.accuracy() << "\n";
   return 0;
 }
