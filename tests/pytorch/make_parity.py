@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Write the PyTorch side of ctnn's whole-network parity tests (tests/test_parity.cpp).
+
+    /usr/bin/python3 tests/pytorch/make_parity.py OUT_DIR
+
+CTest runs this first (test `parity_generate`) with OUT_DIR in the build tree. For each of the
+assignment's networks (built by assignment_models.py exactly as the report defines them) it writes
+
+    OUT_DIR/<model>.ckpt           torch.save(model.state_dict()): the starting point
+    OUT_DIR/<model>_expected.pt    torch.save of a dict of tensors:
+        x, labels                  a fixed batch of N images (NCHW) and their labels (int64)
+        logits_eval                eval-mode logits of the checkpoint's network
+        logits_train, loss         train-mode logits and CrossEntropyLoss, dropout disabled (p = 0)
+        grad.<key>                 every parameter's gradient of that loss
+        after.<key>                every state_dict entry after one Adam(lr=1e-3) step (parameters,
+                                   and the running statistics that the training forward updated)
+    OUT_DIR/<model>_float64.pt     the training step's logits, loss and gradients computed in
+                                   float64 (stored as float32): how far float32 itself is from
+                                   exact arithmetic, which test_parity.cpp uses to state its
+                                   training-mode tolerances
+
+and, for the reader's format tests, a few small files in the forms PyTorch writes:
+
+    format_plain.ckpt, format_keep_vars.ckpt (Parameters: _rebuild_parameter),
+    format_protocol4.ckpt (pickle protocol 4), format_views.pt (tensors sharing one storage at
+    offsets and strides, 0-d, empty, int64, expanded), format_many.pt (1,500 entries: SETITEMS
+    batches and LONG_BINPUT), format_legacy.ckpt (_use_new_zipfile_serialization=False),
+    format_torchscript.pt (torch.jit.save).
+
+The checkpoint is not the bare initialisation: BatchNorm affine parameters, VGG's conv biases and
+the running statistics are moved off their initial values first, so that a reader or network that
+ignored any of them would give different logits.
+
+Everything is deterministic: fixed seeds, one thread. If PyTorch is missing, the script writes
+OUT_DIR/SKIPPED with the reason and exits with 77 (CTest's SKIP_RETURN_CODE for this test); old
+outputs are removed first in any case, so nothing stale is ever compared.
+"""
+
+import os
+import shutil
+import sys
+
+OUT_DIR = sys.argv[1] if len(sys.argv) > 1 else None
+BATCH = 4
+SKIP = 77
+
+
+def fresh_out_dir():
+    if os.path.isdir(OUT_DIR):
+        shutil.rmtree(OUT_DIR)
+    os.makedirs(OUT_DIR)
+
+
+def main():
+    if OUT_DIR is None:
+        sys.exit('usage: make_parity.py OUT_DIR')
+    fresh_out_dir()
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        with open(os.path.join(OUT_DIR, 'SKIPPED'), 'w') as f:
+            f.write('PyTorch is not installed for %s (%s): apt-get install python3-torch\n' % (sys.executable, e))
+        print('SKIPPED: PyTorch is not installed (apt-get install python3-torch)')
+        sys.exit(SKIP)
+    generate()
+
+
+def generate():
+    import collections
+
+    import torch
+    import torch.nn as nn
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from assignment_models import MODELS
+
+    torch.set_num_threads(1)
+
+    def out(name):
+        return os.path.join(OUT_DIR, name)
+
+    def perturb(model, seed):
+        """Moves every BatchNorm affine parameter, VGG's zero conv biases and the running
+        statistics off their initial values (two training-mode forwards on random data)."""
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                    m.bias.copy_((torch.rand(m.bias.shape, generator=g) - 0.5) * 0.4)
+                elif isinstance(m, nn.Conv2d) and not m.bias.abs().sum():
+                    m.bias.copy_((torch.rand(m.bias.shape, generator=g) - 0.5) * 0.1)
+            model.train()
+            for _ in range(2):
+                model(torch.randn(8, 3, 32, 32, generator=g))
+
+    for seed, name in enumerate(['vgg16', 'resnet50'], start=1):
+        torch.manual_seed(seed)
+        model = MODELS[name]()
+        perturb(model, 100 + seed)
+        torch.save(model.state_dict(), out(name + '.ckpt'))
+
+        g = torch.Generator().manual_seed(200 + seed)
+        x = torch.randn(BATCH, 3, 32, 32, generator=g)
+        labels = torch.randint(0, 10, (BATCH,), generator=g)
+        expected = collections.OrderedDict(x=x, labels=labels)
+
+        model.eval()
+        with torch.no_grad():
+            expected['logits_eval'] = model(x)
+
+        model.train()
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        optimizer.zero_grad()
+        logits = model(x)
+        loss = nn.CrossEntropyLoss()(logits, labels)
+        loss.backward()
+        expected['logits_train'] = logits.detach()
+        expected['loss'] = loss.detach()
+        for key, p in model.named_parameters():
+            expected['grad.' + key] = p.grad.detach().clone()
+        optimizer.step()
+        for key, t in model.state_dict().items():
+            expected['after.' + key] = t.detach().clone()
+        torch.save(expected, out(name + '_expected.pt'))
+
+        # The same training step in float64: how far float32 itself is from exact arithmetic.
+        model64 = MODELS[name]().double()
+        model64.load_state_dict(torch.load(out(name + '.ckpt')))
+        model64.train()
+        for m in model64.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        logits64 = model64(x.double())
+        loss64 = nn.CrossEntropyLoss()(logits64, labels)
+        loss64.backward()
+        reference = collections.OrderedDict(logits_train=logits64.detach().float(), loss=loss64.detach().float())
+        for key, p in model64.named_parameters():
+            reference['grad.' + key] = p.grad.detach().float()
+        torch.save(reference, out(name + '_float64.pt'))
+        print('%s: %d state_dict entries, loss %.6f -> %s' % (name, len(model.state_dict()), loss.item(), OUT_DIR))
+
+    # The forms of file the reader must accept (and two it must refuse with a clear message).
+    torch.manual_seed(7)
+    small = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    small[1].running_mean.uniform_()
+    small[1].num_batches_tracked.fill_(5)
+    torch.save(small.state_dict(), out('format_plain.ckpt'))
+    torch.save(small.state_dict(keep_vars=True), out('format_keep_vars.ckpt'))
+    torch.save(small.state_dict(), out('format_protocol4.ckpt'), pickle_protocol=4)
+    torch.save(small.state_dict(), out('format_legacy.ckpt'), _use_new_zipfile_serialization=False)
+    torch.jit.save(torch.jit.script(small), out('format_torchscript.pt'))
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    torch.save(collections.OrderedDict([
+        ('base', base), ('row', base[1]), ('column', base[:, 2]), ('transposed', base.t()),
+        ('block', base[1:3, 2:5]), ('scalar', torch.tensor(3.5)), ('int64', torch.arange(-2, 3)),
+        ('empty', torch.zeros(0, 3)), ('expanded', torch.tensor([1.0, 2.0]).expand(3, 2)),
+    ]), out('format_views.pt'))
+    torch.save(collections.OrderedDict(('t%d' % i, torch.full((2,), float(i))) for i in range(1500)),
+               out('format_many.pt'))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,383 @@
+// Whole-network parity with PyTorch, through PyTorch's own checkpoint files.
+//
+// tests/pytorch/make_parity.py (CTest test `parity_generate`) writes, for both assignment
+// networks, a checkpoint and PyTorch 1.13's results on a fixed batch of 4 images (in float32,
+// and in float64 to measure how far float32 itself is from exact arithmetic). This test loads
+// the checkpoint into the ctnn network, repeats the evaluation and one training step (dropout
+// off, Adam lr 1e-3) and compares everything. It then writes what ctnn did for the two scripts
+// that run after it:
+//   <model>_ctnn_step.pt    ctnn's activation pattern (every ReLU mask and max-pool choice),
+//                           logits, loss, gradients and post-step state of the training step:
+//                           tests/pytorch/check_train_step.py (test `parity_train_step`) repeats
+//                           the step in PyTorch on exactly that pattern, which allows a tight
+//                           gradient comparison (see "Gradients" below);
+//   <model>_ctnn.ckpt,      ctnn's checkpoint of the stepped network and its eval-mode logits:
+//   <model>_ctnn_logits.pt  tests/pytorch/check_roundtrip.py (test `parity_roundtrip`) loads the
+//                           checkpoint with weights_only=True and strict=True and compares.
+//
+// The data directory is CTNN_PARITY_DIR (set by tests/CMakeLists.txt, or in the environment).
+// When PyTorch is not installed, the generator leaves a SKIPPED marker there and every test case
+// prints "CTNN_PARITY_SKIPPED", which CTest reports as a skip.
+#include "support/check.hpp"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+
+#include "ctnn/io/state_dict.hpp"
+
+using namespace ctnn;
+using namespace ctnn::io;
+namespace fs = std::filesystem;
+
+#ifndef CTNN_PARITY_DIR
+#define CTNN_PARITY_DIR ""
+#endif
+
+namespace {
+
+constexpr int kBatch = 4;
+constexpr double kLr = 1e-3, kAdamEps = 1e-8;
+
+fs::path parity_dir() {
+  if (const char* env = std::getenv("CTNN_PARITY_DIR"); env && *env) return env;
+  return CTNN_PARITY_DIR;
+}
+
+// True (after saying so) when the generator found no PyTorch; fails when there is no data at all.
+bool skipped() {
+  const fs::path dir = parity_dir();
+  if (fs::exists(dir / "SKIPPED")) {
+    std::ifstream in(dir / "SKIPPED");
+    std::string reason;
+    std::getline(in, reason);
+    std::cout << "CTNN_PARITY_SKIPPED: " << reason << std::endl;
+    return true;
+  }
+  REQUIRE_MESSAGE(fs::exists(dir / "vgg16_expected.pt"),
+                  "no parity data in '" << dir.string() << "': run the tests with ctest, whose parity_generate "
+                                        << "test writes it, or set CTNN_PARITY_DIR");
+  return false;
+}
+
+double max_abs(std::span<const float> v) {
+  double m = 0.0;
+  for (float x : v) m = std::max(m, std::abs(static_cast<double>(x)));
+  return m;
+}
+
+// max |a - b| over max |b|: the error measure for logits, losses and statistics.
+double scaled_error(std::span<const float> a, std::span<const float> b) {
+  double err = 0.0;
+  for (std::size_t i = 0; i < b.size(); ++i) err = std::max(err, std::abs(static_cast<double>(a[i]) - b[i]));
+  const double scale = max_abs(b);
+  return scale > 0.0 ? err / scale : err;
+}
+
+// ||a - b|| / ||b|| (Euclidean): the error measure for whole gradient tensors.
+double l2_error(std::span<const float> a, std::span<const float> b) {
+  double num = 0.0, den = 0.0;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    const double d = static_cast<double>(a[i]) - b[i];
+    num += d * d;
+    den += static_cast<double>(b[i]) * b[i];
+  }
+  return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+// The worst value of an error measure over a group of tensors, and where it was.
+struct Worst {
+  double value = 0.0;
+  std::string key;
+  void add(double e, const std::string& k) {
+    if (e > value) value = e, key = k;
+  }
+};
+
+template <class Net>
+void disable_dropout(Net& net) {
+  net.for_each_layer([](auto& layer, const std::string&) {
+    if constexpr (requires { layer.p; }) layer.p = 0.0;
+  });
+}
+
+// The biases whose gradient is exactly 0 in exact arithmetic: those of a convolution or linear
+// layer directly followed by BatchNorm, which subtracts the per-channel batch mean and so
+// cancels any constant added before it (every convolution of ResNet50_layer4; VGG16's
+// classifier.1). What both libraries compute for them is rounding noise.
+template <class Net>
+std::set<std::string> biases_cancelled_by_batchnorm(Net& net) {
+  std::vector<std::string> names;
+  std::vector<bool> is_bn, has_bias;
+  net.for_each_layer([&](auto& layer, const std::string& name) {
+    using L = std::decay_t<decltype(layer)>;
+    const bool bn = requires { L::num_features; };
+    names.push_back(name);
+    is_bn.push_back(bn);
+    has_bias.push_back(!bn && requires { layer.bias; });
+  });
+  std::set<std::string> out;
+  for (std::size_t i = 0; i + 1 < names.size(); ++i)
+    if (has_bias[i] && is_bn[i + 1]) out.insert(names[i] + ".bias");
+  return out;
+}
+
+// Every parameter's value and gradient, every buffer and counter, by state_dict key.
+struct NamedState : StateVisitor {
+  std::map<std::string, std::span<float>> values, gradients, buffers;
+  std::map<std::string, std::int64_t*> counters;
+  std::vector<std::string> parameter_keys;
+  void parameter(const std::string& name, const TensorShape&, Param& p) override {
+    values[name] = p.data();
+    gradients[name] = p.gradient();
+    parameter_keys.push_back(name);
+  }
+  void buffer(const std::string& name, const TensorShape&, std::span<float> data) override { buffers[name] = data; }
+  void counter(const std::string& name, std::int64_t& v) override { counters[name] = &v; }
+};
+
+// Adam's first step moves a parameter by lr * g / (|g| + eps) (m^ = g, v^ = g^2 at t = 1).
+double adam_first_move(double g) { return kLr * g / (std::abs(g) + kAdamEps); }
+
+// ctnn's activation pattern of the last forward, in PyTorch's layouts: "relu.<layer>" the
+// float mask (1 where the ReLU's output is > 0, i.e. where it passes gradients), NCHW;
+// "maxpool.<layer>" the int64 index within each input plane that each output took, NCHW.
+template <class Net>
+void add_activation_pattern(Net& net, StateDict& out) {
+  net.for_each_layer([&](auto& layer, const std::string& name) {
+    using L = std::decay_t<decltype(layer)>;
+    using S = typename L::out_shape;
+    const int n = layer.output().batch();
+    const TensorShape shape{n, S::channels, S::height, S::width};
+    if constexpr (ctnn::test::is_relu<L>::value) {
+      std::vector<float> mask = layer.output().to_nchw();
+      for (float& v : mask) v = v > 0.0f ? 1.0f : 0.0f;
+      out.insert_or_assign("relu." + name, Tensor::from_floats(shape, mask));
+    } else if constexpr (requires { layer.indices(); }) {
+      // ctnn keeps planes channel-major (plane q = c * N + i); PyTorch's order is (i, c).
+      const auto& arg = layer.indices();
+      std::vector<std::int64_t> nchw(arg.size());
+      for (int c = 0; c < S::channels; ++c)
+        for (int i = 0; i < n; ++i)
+          for (int p = 0; p < S::plane; ++p)
+            nchw[(static_cast<std::size_t>(i) * S::channels + c) * S::plane + p] =
+                arg[(static_cast<std::size_t>(c) * n + i) * S::plane + p];
+      out.insert_or_assign("maxpool." + name, Tensor::from_int64(shape, nchw));
+    }
+  });
+}
+
+template <class Net>
+void parity(const std::string& model) {
+  if (skipped()) return;
+  const fs::path dir = parity_dir();
+  const StateDict expected = read_checkpoint(dir / (model + "_expected.pt"));
+  const StateDict exact = read_checkpoint(dir / (model + "_float64.pt"));  // float64 results, rounded to float
+  const StateDict initial = read_checkpoint(dir / (model + ".ckpt"));
+  auto net = std::make_unique<Net>(12345);  // every value is then overwritten by the checkpoint
+  load_state_dict(*net, initial, true, (dir / (model + ".ckpt")).string());
+  NamedState state;
+  net->visit_state(state);
+
+  const std::vector<float> x_nchw = expected.at("x").floats();
+  REQUIRE(expected.at("x").shape() == TensorShape{kBatch, 3, 32, 32});
+  typename Net::Input x;
+  x.from_nchw(x_nchw.data(), kBatch);
+  std::vector<int> labels;
+  for (std::int64_t l : expected.at("labels").int64s()) labels.push_back(static_cast<int>(l));
+
+  // Logits in evaluation mode: float32 sums of up to 4,608 products per value through 14 (VGG)
+  // or 54 (ResNet) weight layers, in another order than PyTorch's. Rounding leaves ~1e-6 of the
+  // logits' scale; 1e-4 leaves room and still catches any wrong weight, statistic or layer.
+  net->eval();
+  const double e_eval = scaled_error(net->forward(x).to_nchw(), expected.at("logits_eval").floats());
+  CHECK_MESSAGE(e_eval <= 1e-4, "logits_eval: " << e_eval);
+
+  // Training mode: BatchNorm normalises with batch statistics, which amplifies rounding (in
+  // ResNet's layer4 each channel has only 4 x 2 x 2 = 16 values), so here the tolerance is
+  // 1e-4 or three times PyTorch's own float32 error (against its float64 run), whichever is
+  // larger. The same holds for the running statistics this forward updates.
+  net->train();
+  disable_dropout(*net);
+  net->zero_grad();
+  Adam adam(*net, {.lr = kLr});
+  CrossEntropyLoss<10> criterion;
+  const auto& logits = net->forward(x);
+  const std::vector<float> logits_train = logits.to_nchw();
+  const double torch_train_error =
+      scaled_error(expected.at("logits_train").floats(), exact.at("logits_train").floats());
+  const double rtol_train = std::max(1e-4, 3 * torch_train_error);
+  const double e_train = scaled_error(logits_train, expected.at("logits_train").floats());
+  CHECK_MESSAGE(e_train <= rtol_train, "logits_train: " << e_train << " (allowed " << rtol_train << ")");
+  const float loss = criterion.forward(logits, labels);
+  const double e_loss = std::abs(loss - expected.at("loss").floats()[0]) / std::abs(expected.at("loss").floats()[0]);
+  CHECK_MESSAGE(e_loss <= rtol_train, "loss: " << loss << " vs " << expected.at("loss").floats()[0]);
+  net->backward(x, criterion.grad());
+
+  // Gradients. ReLU and max pooling switch where a value crosses 0 or a tie: a value within
+  // rounding of such a kink may switch differently in two float32 computations, and the whole
+  // gradient behind it changes by that unit's share. In VGG16 (eval-like arithmetic, rounding
+  // ~1e-6) that does not happen; in ResNet's training step the float32 noise of layer4 flips a
+  // few units and PyTorch's own float32 gradients differ from its float64 ones by ~2% (L2). So
+  // this test bounds each gradient tensor's L2 error by 1e-4 or three times the worst such
+  // error of PyTorch itself, whichever is larger, which catches any structural mistake; the
+  // tight comparison is check_train_step.py's, which repeats the step in PyTorch on ctnn's
+  // activation pattern (there all gradients agree to ~1e-3 of their tensor's largest value).
+  // The BatchNorm-cancelled biases are checked to be noise: below 1e-3 of the largest gradient
+  // of their layer's weight, in both libraries.
+  const auto cancelled = biases_cancelled_by_batchnorm(*net);
+  CHECK(!cancelled.empty());
+  double torch_grad_error = 0.0;
+  for (const auto& key : state.parameter_keys)
+    if (!cancelled.count(key))
+      torch_grad_error = std::max(torch_grad_error, l2_error(expected.at("grad." + key).floats(),
+                                                              exact.at("grad." + key).floats()));
+  const double rtol_grad = std::max(1e-4, 3 * torch_grad_error);
+  Worst w_grad;
+  StateDict step;
+  add_activation_pattern(*net, step);
+  step.insert_or_assign("logits_train", Tensor::from_floats({kBatch, 10}, logits_train));
+  step.insert_or_assign("loss", Tensor::from_floats({}, std::vector<float>{loss}));
+  for (const auto& key : state.parameter_keys) {
+    const std::span<const float> g = state.gradients[key];
+    const std::vector<float> g_torch = expected.at("grad." + key).floats();
+    step.insert_or_assign("grad." + key, Tensor::from_floats(expected.at("grad." + key).shape(), g));
+    if (cancelled.count(key)) {
+      const double weight_scale = max_abs(expected.at("grad." + key.substr(0, key.size() - 4) + "weight").floats());
+      CHECK_MESSAGE(max_abs(g) <= 1e-3 * weight_scale, key << ": ctnn's gradient " << max_abs(g) << " is not noise");
+      CHECK_MESSAGE(max_abs(g_torch) <= 1e-3 * weight_scale, key << ": PyTorch's gradient is not noise");
+      continue;
+    }
+    const double e = l2_error(g, g_torch);
+    w_grad.add(e, key);
+    CHECK_MESSAGE(e <= rtol_grad, "grad." << key << ": L2 error " << e << " (allowed " << rtol_grad << ")");
+  }
+
+  // After one Adam step. The parameters started equal (the same checkpoint), and each moves by
+  // lr * g / (|g| + eps), computed from its own library's gradient. So a parameter may differ by
+  // exactly the difference of those two moves, plus the rounding of p - move (1e-6 |p|, 8 ulp,
+  // and 1e-9 for the move's own rounding). This holds for every parameter, including those
+  // whose gradient is near 0 or noise (where the moves may have opposite signs). Buffers are
+  // the running statistics of the training forward (tolerance as for its logits); counters
+  // are exact.
+  for (const auto& key : state.parameter_keys) {
+    const std::span<const float> p = state.values[key];
+    CHECK_MESSAGE(std::vector<float>(p.begin(), p.end()) == initial.at(key).floats(), key << " is not as loaded");
+  }
+  adam.step();
+  Worst w_param, w_buffer;
+  std::size_t moved_apart = 0, parameters = 0;
+  for (const auto& key : state.parameter_keys) {
+    const std::span<const float> p = state.values[key], g = state.gradients[key];
+    const std::vector<float> want = expected.at("after." + key).floats(), g_torch = expected.at("grad." + key).floats();
+    std::size_t worst = 0;
+    double worst_excess = -1.0;
+    for (std::size_t i = 0; i < p.size(); ++i) {
+      const double difference = std::abs(adam_first_move(g[i]) - adam_first_move(g_torch[i]));
+      if (difference > 1e-3 * kLr) ++moved_apart;
+      const double allowed = difference + 1e-6 * std::abs(double{want[i]}) + 1e-9;
+      const double excess = std::abs(double{p[i]} - want[i]) - allowed;
+      if (excess > worst_excess) worst_excess = excess, worst = i;
+    }
+    parameters += p.size();
+    w_param.add(worst_excess, key);
+    CHECK_MESSAGE(worst_excess <= 0.0, "after." << key << "[" << worst << "]: ctnn " << p[worst] << ", PyTorch "
+                                                << want[worst] << ", gradients " << g[worst] << " / " << g_torch[worst]);
+    step.insert_or_assign("after." + key, Tensor::from_floats(initial.at(key).shape(), p));
+  }
+  for (const auto& [key, data] : state.buffers) {
+    const double e = scaled_error(data, expected.at("after." + key).floats());
+    w_buffer.add(e, key);
+    CHECK_MESSAGE(e <= rtol_train, "after." << key << ": " << e << " (allowed " << rtol_train << ")");
+  }
+  for (const auto& [key, value] : state.counters)
+    CHECK_MESSAGE(*value == expected.at("after." + key).int64s().at(0), "after." << key);
+
+  MESSAGE(model << " vs PyTorch: logits eval " << e_eval << ", train " << e_train << ", loss " << e_loss
+                << " (PyTorch float32 vs float64: " << torch_train_error << "); gradients L2 " << w_grad.value << " ("
+                << w_grad.key << "; PyTorch float32 vs float64: " << torch_grad_error << "); running statistics "
+                << w_buffer.value << " (" << w_buffer.key << "); after the Adam step every parameter within its "
+                << "allowance, " << moved_apart << " of " << parameters
+                << " moved differently by more than 1e-3 lr because their gradients differ");
+
+  // For check_train_step.py and check_roundtrip.py.
+  net->eval();
+  const std::vector<float> logits_after = net->forward(x).to_nchw();
+  write_checkpoint(dir / (model + "_ctnn_step.pt"), step);
+  save_state_dict(*net, dir / (model + "_ctnn.ckpt"));
+  StateDict out;
+  out.insert_or_assign("logits_eval", Tensor::from_floats({kBatch, 10}, logits_after));
+  write_checkpoint(dir / (model + "_ctnn_logits.pt"), out);
+}
+
+// The small network of make_parity.py's format files: Conv2d(3,4,3), BatchNorm2d(4), Flatten,
+// Linear(4,2) on 3x3 inputs.
+using FormatNet = Network<Shape<3, 3, 3>, Sequential<Conv2d<3, 4, 3, 1, 0>, BatchNorm2d<4>, Flatten, Linear<4, 2>>>;
+
+void expect_same(const StateDict& a, const StateDict& b) {
+  REQUIRE(a.keys() == b.keys());
+  for (const auto& [key, t] : a) {
+    INFO(key);
+    CHECK(t.shape() == b.at(key).shape());
+    CHECK(t.dtype() == b.at(key).dtype());
+    if (t.dtype() == DType::float32) CHECK(t.floats() == b.at(key).floats());
+    else CHECK(t.int64s() == b.at(key).int64s());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("VGG16 matches PyTorch: logits, loss, gradients and one Adam step, from PyTorch's checkpoint") {
+  parity<VGG16>("vgg16");
+}
+
+TEST_CASE("ResNet50_layer4 matches PyTorch: logits, loss, gradients and one Adam step, from PyTorch's checkpoint") {
+  parity<ResNet50_layer4<10>>("resnet50");
+}
+
+TEST_CASE("Every form of file PyTorch writes is read; legacy and TorchScript files are refused by name") {
+  if (skipped()) return;
+  const fs::path dir = parity_dir();
+  const StateDict plain = read_checkpoint(dir / "format_plain.ckpt");
+  CHECK(plain.size() == 9);
+  expect_same(plain, read_checkpoint(dir / "format_keep_vars.ckpt"));  // _rebuild_parameter
+  expect_same(plain, read_checkpoint(dir / "format_protocol4.ckpt"));  // FRAME, MEMOIZE, STACK_GLOBAL, ...
+  CHECK(plain.at("1.num_batches_tracked").int64s() == std::vector<std::int64_t>{5});
+  FormatNet net;
+  load_state_dict(net, dir / "format_plain.ckpt");
+  expect_same(plain, state_dict(net));
+
+  // Views of one storage: offsets, strides, 0-d, empty, int64, expanded (stride 0).
+  const StateDict views = read_checkpoint(dir / "format_views.pt");
+  CHECK(views.at("base").storage().numel == 24);
+  CHECK(&views.at("row").storage() == &views.at("base").storage());
+  CHECK(views.at("row").floats() == std::vector<float>{6, 7, 8, 9, 10, 11});
+  CHECK(views.at("column").floats() == std::vector<float>{2, 8, 14, 20});
+  const auto t = views.at("transposed").floats();
+  for (int i = 0; i < 6; ++i)
+    for (int j = 0; j < 4; ++j) CHECK(t[static_cast<std::size_t>(i * 4 + j)] == static_cast<float>(j * 6 + i));
+  CHECK(views.at("block").floats() == std::vector<float>{8, 9, 10, 14, 15, 16});
+  CHECK(views.at("scalar").shape().empty());
+  CHECK(views.at("scalar").floats() == std::vector<float>{3.5f});
+  CHECK(views.at("int64").int64s() == std::vector<std::int64_t>{-2, -1, 0, 1, 2});
+  CHECK(views.at("empty").shape() == TensorShape{0, 3});
+  CHECK(views.at("expanded").floats() == std::vector<float>{1, 2, 1, 2, 1, 2});
+
+  // 1,500 entries: two SETITEMS batches, memo indices past 255.
+  const StateDict many = read_checkpoint(dir / "format_many.pt");
+  REQUIRE(many.size() == 1500);
+  std::size_t i = 0;
+  for (const auto& [key, v] : many) {
+    CHECK(key == "t" + std::to_string(i));
+    CHECK(v.floats() == std::vector<float>(2, static_cast<float>(i)));
+    ++i;
+  }
+
+  CHECK_THROWS_WITH_AS(read_checkpoint(dir / "format_legacy.ckpt"), doctest::Contains("a legacy PyTorch checkpoint"),
+                       CheckpointError);
+  CHECK_THROWS_WITH_AS(read_checkpoint(dir / "format_torchscript.pt"), doctest::Contains("a TorchScript archive"),
+                       CheckpointError);
+}
