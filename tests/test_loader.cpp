@@ -382,3 +382,27 @@ TEST_CASE("BackgroundWorker runs jobs off the caller's thread and rethrows their
     w.submit([] {});
   }
 }
+
+TEST_CASE("Starting an epoch at batch k yields exactly that epoch's batches from k on") {
+  const Dataset data = make_synthetic_cifar(300, 5);
+  const LoaderOptions opts = LoaderOptions::train(3, 40);
+  DataLoader full(data, opts), resumed(data, opts);
+  LoaderBatch a, b;
+  full.start_epoch(2);
+  for (int k = 0; k < 3; ++k) REQUIRE(full.next(a));
+  resumed.start_epoch(2, 3);
+  int rest = 0;
+  while (full.next(a)) {
+    REQUIRE(resumed.next(b));
+    CHECK(a.indices == b.indices);
+    CHECK(a.index == b.index);
+    CHECK(std::memcmp(a.images.data(), b.images.data(), a.images.size() * sizeof(float)) == 0);
+    ++rest;
+  }
+  CHECK(rest == 5);  // batches 3..7 of 8
+  CHECK(!resumed.next(b));
+  resumed.start_epoch(0, resumed.num_batches());  // an epoch already finished: nothing left
+  CHECK(!resumed.next(b));
+  CHECK_THROWS_AS(resumed.start_epoch(0, resumed.num_batches() + 1), std::invalid_argument);
+  CHECK_THROWS_AS(resumed.start_epoch(0, -1), std::invalid_argument);
+}

@@ -195,15 +195,19 @@ class DataLoader {
   // running job touches is still alive.
   ~DataLoader() = default;
 
-  // Begins epoch `epoch` (any order of epochs is allowed; the batches depend only on the
-  // number). Abandons the rest of the current epoch.
-  void start_epoch(int epoch) {
+  // Begins epoch `epoch` at batch `first_batch` (any order of epochs is allowed; the batches
+  // depend only on the numbers, so a resumed run sees exactly the batches it would have seen).
+  // Abandons the rest of the current epoch.
+  void start_epoch(int epoch, int first_batch = 0) {
+    if (first_batch < 0 || first_batch > num_batches_)
+      throw std::invalid_argument("ctnn::data::DataLoader: batch " + std::to_string(first_batch) +
+                                  " is outside an epoch of " + std::to_string(num_batches_) + " batches");
     finish_in_flight();
     epoch_ = epoch;
     order_ = order(epoch);
-    next_batch_ = 0;
+    next_batch_ = first_batch;
     started_ = true;
-    if (options_.prefetch && num_batches_ > 0) request(0);
+    if (options_.prefetch && first_batch < num_batches_) request(first_batch);
   }
 
   // The next batch of the epoch into `out` (whose buffers are reused); false once the epoch is
