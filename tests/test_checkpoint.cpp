@@ -126,6 +126,84 @@ std::vector<std::uint8_t> rezip(const std::vector<std::uint8_t>& file,
   return out;
 }
 
+struct Record {
+  std::string name;
+  std::vector<std::uint8_t> data;
+};
+
+// The records of an archive, in order.
+std::vector<Record> records_of(const std::vector<std::uint8_t>& file) {
+  const ZipReader zip(file, "in");
+  std::vector<Record> out;
+  for (const auto& e : zip.entries()) {
+    const Bytes b = zip.read(e);
+    out.push_back({e.name, {b.begin(), b.end()}});
+  }
+  return out;
+}
+
+// A zip laid out the way PyTorch's writer (miniz) does it: flag bit 3 with zero CRC and sizes in
+// the local header and a data descriptor after the data, 64-byte alignment by an "FB" extra
+// field, and ZIP64 end records before the classic one. With `force_zip64` the 32-bit fields of
+// the central directory and end record hold 0xffffffff (as for a file beyond 4 GiB), so only
+// the ZIP64 values are right. `comment` follows the end record.
+std::vector<std::uint8_t> pytorch_style_zip(const std::vector<Record>& records, bool force_zip64,
+                                            const std::string& comment = "") {
+  std::vector<std::uint8_t> out;
+  auto le = [&](std::uint64_t v, int n) { io::detail::store_le(out, v, n); };
+  auto bytes = [&](const std::string& s) { out.insert(out.end(), s.begin(), s.end()); };
+  struct Central {
+    std::string name;
+    std::uint64_t offset, size;
+    std::uint32_t crc;
+  };
+  std::vector<Central> central;
+  for (const Record& r : records) {
+    const std::uint64_t offset = out.size();
+    const std::uint64_t pad = (64 - (offset + 30 + r.name.size() + 4) % 64) % 64;
+    le(0x04034b50, 4); le(45, 2); le(8, 2); le(0, 2); le(0, 2); le(0x21, 2); le(0, 4); le(0, 4); le(0, 4);
+    le(r.name.size(), 2); le(4 + pad, 2);
+    bytes(r.name);
+    bytes("FB"); le(pad, 2); bytes(std::string(pad, 'Z'));
+    out.insert(out.end(), r.data.begin(), r.data.end());
+    const std::uint32_t crc = crc32(r.data);
+    le(0x08074b50, 4); le(crc, 4); le(r.data.size(), 4); le(r.data.size(), 4);
+    central.push_back({r.name, offset, r.data.size(), crc});
+  }
+  const std::uint64_t cd_offset = out.size();
+  for (const Central& c : central) {
+    const std::uint64_t wide = force_zip64 ? 0xffffffff : 0;
+    le(0x02014b50, 4); le(45, 2); le(45, 2); le(8, 2); le(0, 2); le(0, 2); le(0x21, 2); le(c.crc, 4);
+    le(wide ? wide : c.size, 4); le(wide ? wide : c.size, 4); le(c.name.size(), 2); le(force_zip64 ? 28 : 0, 2);
+    le(0, 2); le(0, 2); le(0, 2); le(0, 4); le(wide ? wide : c.offset, 4);
+    bytes(c.name);
+    if (force_zip64) {
+      le(1, 2); le(24, 2); le(c.size, 8); le(c.size, 8); le(c.offset, 8);
+    }
+  }
+  const std::uint64_t cd_size = out.size() - cd_offset, end64 = out.size();
+  le(0x06064b50, 4); le(44, 8); le(45, 2); le(45, 2); le(0, 4); le(0, 4);
+  le(central.size(), 8); le(central.size(), 8); le(cd_size, 8); le(cd_offset, 8);
+  le(0x07064b50, 4); le(0, 4); le(end64, 8); le(1, 4);
+  le(0x06054b50, 4); le(0, 2); le(0, 2);
+  le(force_zip64 ? 0xffff : central.size(), 2); le(force_zip64 ? 0xffff : central.size(), 2);
+  le(force_zip64 ? 0xffffffff : cd_size, 4); le(force_zip64 ? 0xffffffff : cd_offset, 4);
+  le(comment.size(), 2);
+  bytes(comment);
+  return out;
+}
+
+void expect_same(const StateDict& a, const StateDict& b) {
+  REQUIRE(a.keys() == b.keys());
+  for (const auto& [key, t] : a) {
+    INFO(key);
+    CHECK(t.shape() == b.at(key).shape());
+    REQUIRE(t.dtype() == b.at(key).dtype());
+    if (t.dtype() == DType::float32) CHECK(t.floats() == b.at(key).floats());
+    else CHECK(t.int64s() == b.at(key).int64s());
+  }
+}
+
 // A checkpoint whose data.pkl is `pkl`, with one float storage record "archive/data/0" of
 // `storage_bytes` bytes.
 std::vector<std::uint8_t> archive_with(const std::vector<std::uint8_t>& pkl, std::size_t storage_bytes) {
@@ -280,6 +358,37 @@ TEST_CASE("Strided, offset, 0-d and empty tensors are read element by element fr
   CHECK_THROWS_AS(Tensor::view(storage, 0, {24}, {1}).copy_to(std::span<float>(short_dst)), std::invalid_argument);
 }
 
+TEST_CASE("Files laid out as PyTorch 1.6 to 2.x write them are read, whatever the archive prefix") {
+  SmallNet net(5);
+  mark_buffers(net);
+  const StateDict original = state_dict(net);
+  std::vector<Record> records = records_of(serialize_checkpoint(original));
+  for (Record& r : records) r.name.replace(0, std::string("archive").size(), "resnet50_epoch285");
+
+  SUBCASE("PyTorch's zip layout, extra records of newer versions, another order, a comment") {
+    std::vector<Record> v2 = {{"resnet50_epoch285/.format_version", {'1'}},
+                              {"resnet50_epoch285/.storage_alignment", {'6', '4'}}};
+    for (auto it = records.rbegin(); it != records.rend(); ++it) v2.push_back(*it);  // version first
+    v2.push_back({"resnet50_epoch285/.data/serialization_id", {'4', '2'}});
+    for (bool zip64 : {false, true}) {
+      CAPTURE(zip64);
+      const StateDict read = parse_checkpoint(pytorch_style_zip(v2, zip64, zip64 ? "a comment" : ""), "v2.ckpt");
+      expect_same(original, read);
+    }
+  }
+  SUBCASE("big-endian storages, as a byteorder record announces them") {
+    std::size_t index = 0;
+    for (const auto& [key, t] : original) {
+      auto& data = records[2 + index++].data;  // data.pkl, byteorder, then data/0, data/1, ...
+      const std::size_t es = element_size(t.dtype());
+      for (std::size_t i = 0; i < data.size(); i += es) std::reverse(data.begin() + i, data.begin() + i + es);
+    }
+    REQUIRE(records[1].name == "resnet50_epoch285/byteorder");
+    records[1].data = {'b', 'i', 'g'};
+    expect_same(original, parse_checkpoint(pytorch_style_zip(records, false), "big.ckpt"));
+  }
+}
+
 TEST_CASE("Bad files each give a CheckpointError that names the file and the problem") {
   const auto good = small_checkpoint();
   REQUIRE_NOTHROW(parse_checkpoint(good, "good.ckpt"));
@@ -417,10 +526,10 @@ TEST_CASE("Size mismatches fail even when not strict; missing and unexpected key
 }
 
 TEST_CASE("Every truncation and single-byte corruption of a checkpoint is a CheckpointError, never a crash") {
-  // A deterministic sweep (the libFuzzer target in benchmarks/fuzz explores further): with CRC
-  // checks on, damage is caught at the zip level; with them off, it reaches the pickle and
-  // tensor checks. Either way the only acceptable outcomes are a StateDict or a CheckpointError.
-  const auto good = small_checkpoint();
+  // A deterministic sweep (the libFuzzer target in benchmarks/fuzz explores further), over
+  // ctnn's own layout and PyTorch's (data descriptors, ZIP64 records): with CRC checks on,
+  // damage is caught at the zip level; with them off, it reaches the pickle and tensor checks.
+  // Either way the only acceptable outcomes are a StateDict or a CheckpointError.
   std::size_t parsed = 0, refused = 0;
   auto attempt = [&](const std::vector<std::uint8_t>& bytes, bool verify_crc) {
     try {
@@ -432,25 +541,28 @@ TEST_CASE("Every truncation and single-byte corruption of a checkpoint is a Chec
       ++refused;
     }
   };
-  for (std::size_t n = 0; n < good.size(); ++n) {
-    const std::vector<std::uint8_t> cut(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n));
-    CHECK_THROWS_AS(parse_checkpoint(cut, "cut"), CheckpointError);
-  }
-  for (std::size_t i = 0; i < good.size(); ++i)
-    for (std::uint8_t flip : {std::uint8_t{0x01}, std::uint8_t{0x80}, std::uint8_t{0xff}}) {
+  const auto ours = small_checkpoint();
+  for (const auto& good : {ours, pytorch_style_zip(records_of(ours), true)}) {
+    for (std::size_t n = 0; n < good.size(); ++n) {
+      const std::vector<std::uint8_t> cut(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n));
+      CHECK_THROWS_AS(parse_checkpoint(cut, "cut"), CheckpointError);
+    }
+    for (std::size_t i = 0; i < good.size(); ++i)
+      for (std::uint8_t flip : {std::uint8_t{0x01}, std::uint8_t{0x80}, std::uint8_t{0xff}}) {
+        auto bad = good;
+        bad[i] ^= flip;
+        attempt(bad, true);
+        attempt(bad, false);
+      }
+    Rng rng(42);
+    for (int trial = 0; trial < 3000; ++trial) {
       auto bad = good;
-      bad[i] ^= flip;
-      attempt(bad, true);
+      const int edits = 1 + static_cast<int>(rng.uniform(0.0, 8.0));
+      for (int k = 0; k < edits; ++k)
+        bad[static_cast<std::size_t>(rng.uniform(0.0, static_cast<double>(bad.size())))] =
+            static_cast<std::uint8_t>(rng.uniform(0.0, 256.0));
       attempt(bad, false);
     }
-  Rng rng(42);
-  for (int trial = 0; trial < 3000; ++trial) {
-    auto bad = good;
-    const int edits = 1 + static_cast<int>(rng.uniform(0.0, 8.0));
-    for (int k = 0; k < edits; ++k)
-      bad[static_cast<std::size_t>(rng.uniform(0.0, static_cast<double>(bad.size())))] =
-          static_cast<std::uint8_t>(rng.uniform(0.0, 256.0));
-    attempt(bad, false);
   }
   MESSAGE(parsed << " damaged files still parsed, " << refused << " refused");
   CHECK(refused > 0);
