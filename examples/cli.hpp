@@ -9,6 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "ctnn/data/cifar.hpp"
+#include "ctnn/data/synthetic.hpp"
+
 namespace ctnn::cli {
 
 struct UsageError : std::runtime_error {
@@ -97,6 +100,13 @@ inline std::string missing_data_help(const std::string& dir) {
          "  curl -LO https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz\n"
          "  tar xzf cifar-10-binary.tar.gz      # creates cifar-10-batches-bin/\n"
          "then pass --data data/cifar-10-batches-bin (or use --synthetic N for a smoke run without data).";
+}
+
+// The SYNTHETIC stand-in for CIFAR-10 that --synthetic N selects in every example: N training
+// images and N/5 test images, from the run's seed, so ctnn-train and ctnn-eval see the same sets.
+inline data::Dataset synthetic_split(long n, std::uint64_t seed, data::Split split) {
+  return split == data::Split::train ? data::make_synthetic_cifar(static_cast<int>(n), seed + 1)
+                                     : data::make_synthetic_cifar(static_cast<int>(n > 5 ? n / 5 : 1), seed + 2);
 }
 
 }  // namespace ctnn::cli

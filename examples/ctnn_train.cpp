@@ -22,7 +22,10 @@ const char* kUsage =
     "  --lr X                  Adam learning rate (default 0.001)\n"
     "  --lr-decay-every N      epochs between learning-rate decays (default 20)\n"
     "  --lr-decay-factor X     divide the learning rate by X (default 3)\n"
-    "  --out DIR               where the loss log goes (default .)\n"
+    "  --out DIR               checkpoints and the loss log (default .)\n"
+    "  --load CKPT             start from a checkpoint (PyTorch's or ctnn's state_dict file)\n"
+    "  --resume                continue the interrupted run in --out from <model>_resume.ckpt\n"
+    "  --checkpoint-every N    steps between resume snapshots (default 100)\n"
     "  --seed N                seed of every random choice (default 0)\n"
     "  --threads N             worker threads (default: all cores)\n"
     "  --max-steps N           stop after N steps (smoke runs)\n"
@@ -30,7 +33,7 @@ const char* kUsage =
     "  --help\n";
 
 struct Config {
-  std::string model, data_dir, out_dir;
+  std::string model, data_dir, out_dir, load;
   ctnn::TrainerOptions train;
   long synthetic = 0;
 };
@@ -44,24 +47,28 @@ int run(const Config& c) {
   if (c.synthetic > 0) {
     std::cout << "*** SYNTHETIC DATA: training on " << c.synthetic
               << " generated images, not CIFAR-10; accuracy says nothing about the real task ***\n";
-    train_set = data::make_synthetic_cifar(static_cast<int>(c.synthetic), c.train.seed + 1);
-    test_set = data::make_synthetic_cifar(static_cast<int>(std::max(1L, c.synthetic / 5)), c.train.seed + 2);
+    train_set = ctnn::cli::synthetic_split(c.synthetic, c.train.seed, data::Split::train);
+    test_set = ctnn::cli::synthetic_split(c.synthetic, c.train.seed, data::Split::test);
   } else {
     if (!std::filesystem::is_directory(c.data_dir)) throw ctnn::cli::UsageError(ctnn::cli::missing_data_help(c.data_dir));
     train_set = data::load_cifar10(c.data_dir, data::Split::train);
     test_set = data::load_cifar10(c.data_dir, data::Split::test);
   }
-  std::filesystem::create_directories(c.out_dir);
   ctnn::TrainerOptions o = c.train;
-  o.csv = std::filesystem::path(c.out_dir) / (c.model + "_train_log.csv");
+  o.out_dir = c.out_dir;
+  o.model_name = c.model;
   Net net(c.train.seed);
+  if (!c.load.empty()) {
+    ctnn::io::load_state_dict(net, c.load);
+    std::cout << "Loaded " << c.load << "\n";
+  }
   ctnn::Trainer<Net> trainer(net, o);
   trainer.fit(train_set, std::cout);
   const double train_seconds = seconds();
   const auto r = ctnn::evaluate(net, test_set);
   std::cout << "Accuracy of the model on the test images: " << r.accuracy() << " %" << std::endl;
   std::printf("wall time: train %.1f s, total %.1f s (%d threads)\n", train_seconds, seconds(), ctnn::num_threads());
-  std::ofstream(o.csv, std::ios::app) << "# test accuracy," << r.accuracy() << "\n";
+  std::ofstream(trainer.csv_path(), std::ios::app) << "# test accuracy," << r.accuracy() << "\n";
   return 0;
 }
 
@@ -71,8 +78,8 @@ int main(int argc, char** argv) {
   try {
     const ctnn::cli::Args args(argc, argv,
                                {"model", "data", "epochs", "batch-size", "lr", "lr-decay-every", "lr-decay-factor",
-                                "out", "seed", "threads", "max-steps", "synthetic"},
-                               {"help"});
+                                "out", "seed", "threads", "max-steps", "synthetic", "load", "checkpoint-every"},
+                               {"help", "resume"});
     if (args.flag("help")) {
       std::cout << kUsage;
       return 0;
@@ -82,6 +89,9 @@ int main(int argc, char** argv) {
     if (c.model.empty()) throw ctnn::cli::UsageError("--model is required (vgg16 or resnet50)");
     c.data_dir = args.get("data", "data/cifar-10-batches-bin");
     c.out_dir = args.get("out", ".");
+    c.load = args.get("load", "");
+    c.train.resume = args.flag("resume");
+    c.train.checkpoint_every = args.integer("checkpoint-every", 100, 0, 1L << 40);
     c.train.epochs = static_cast<int>(args.integer("epochs", 1, 1, 100000));
     c.train.batch_size = static_cast<int>(args.integer("batch-size", 100, 1, 50000));
     c.train.lr = args.number("lr", 1e-3, 0.0);

@@ -10,6 +10,8 @@
 
 #include "support/temp_dir.hpp"
 
+#include <cstring>
+
 using namespace ctnn;
 using namespace ctnn::test;
 
@@ -29,7 +31,8 @@ TEST_CASE("Trainer: the loss goes down on a learnable task and the log reads lik
   o.lr = 3e-3;
   o.log_every = 4;
   const TempDir tmp("ctnn_test_trainer");
-  o.csv = tmp.path / "log.csv";
+  o.out_dir = tmp.path;
+  o.model_name = "small";
   Trainer<SmallNet> trainer(net, o);
   std::vector<int> epochs_seen;
   trainer.on_epoch_end = [&](int e) { epochs_seen.push_back(e); };
@@ -39,7 +42,7 @@ TEST_CASE("Trainer: the loss goes down on a learnable task and the log reads lik
   CHECK(log.str().find("Epoch [1/2], Step [4/20] Loss: ") != std::string::npos);
   CHECK(log.str().find("Epoch [2/2], Step [20/20] Loss: ") != std::string::npos);
 
-  std::ifstream csv(o.csv);
+  std::ifstream csv(trainer.csv_path());
   std::string header, line, last;
   std::getline(csv, header);
   CHECK(header == "epoch,step,loss,running_loss,lr");
@@ -96,4 +99,68 @@ TEST_CASE("Trainer rejects impossible options") {
   o.epochs = 1;
   o.batch_size = 0;
   CHECK_THROWS_AS(Trainer<SmallNet>(net, o), std::invalid_argument);
+}
+
+namespace {
+using DropNet = Network<Shape<3, 32, 32>, Sequential<Conv2d<3, 8, 3, 1, 1>, BatchNorm2d<8>, ReLU, MaxPool2d<4>,
+                                                     Conv2d<8, 16, 3, 1, 1>, ReLU, MaxPool2d<8>, Flatten,
+                                                     Dropout<0.5>, Linear<16, 10>>>;
+
+std::string read_text(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+TEST_CASE("Trainer writes main.py's checkpoints, and --resume after a stop gives bit-identical weights") {
+  const auto train = data::make_synthetic_cifar(200, 7);
+  TrainerOptions o;
+  o.epochs = 3;
+  o.batch_size = 20;  // 10 steps per epoch
+  o.lr_decay_every = 2;
+  o.checkpoint_every = 4;
+  o.model_name = "drop";
+  std::ostringstream log;
+
+  const TempDir whole("ctnn_test_trainer_whole");
+  o.out_dir = whole.path;
+  DropNet a(1);
+  Trainer<DropNet>(a, o).fit(train, log);
+  CHECK(std::filesystem::exists(whole.path / "drop_epoch2.ckpt"));
+  CHECK(!std::filesystem::exists(whole.path / "drop_epoch1.ckpt"));
+  CHECK(std::filesystem::exists(whole.path / "drop_final.ckpt"));
+  // The final checkpoint is a PyTorch state_dict of the trained network.
+  DropNet reloaded(99);
+  io::load_state_dict(reloaded, whole.path / "drop_final.ckpt");
+  CHECK(std::equal(a.parameters().begin(), a.parameters().end(), reloaded.parameters().begin()));
+
+  const TempDir parts("ctnn_test_trainer_parts");
+  o.out_dir = parts.path;
+  {
+    DropNet b(1);
+    TrainerOptions first = o;
+    first.max_steps = 13;  // stops in the middle of epoch 2
+    Trainer<DropNet>(b, first).fit(train, log);
+    CHECK(!std::filesystem::exists(parts.path / "drop_final.ckpt"));
+  }
+  DropNet c(12345);  // a different initialisation: everything must come from the snapshot
+  TrainerOptions rest = o;
+  rest.resume = true;
+  std::ostringstream resumed_log;
+  Trainer<DropNet> resumed(c, rest);
+  resumed.fit(train, resumed_log);
+  CHECK(resumed_log.str().find("Resuming from") != std::string::npos);
+  CHECK(resumed.optimizer().steps() == 30);
+  CHECK(std::memcmp(a.parameters().data(), c.parameters().data(), a.num_parameters() * sizeof(float)) == 0);
+  CHECK(read_text(whole.path / "drop_train_log.csv") == read_text(parts.path / "drop_train_log.csv"));
+  CHECK(read_text(whole.path / "drop_final.ckpt") == read_text(parts.path / "drop_final.ckpt"));
+
+  // A snapshot from another configuration is refused with a clear message.
+  DropNet d(1);
+  TrainerOptions other = rest;
+  other.seed = 5;
+  Trainer<DropNet> wrong(d, other);
+  CHECK_THROWS_WITH(wrong.fit(train, log), doctest::Contains("resume with the same --seed and --batch-size"));
 }

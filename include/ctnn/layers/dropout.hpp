@@ -26,6 +26,7 @@ class DropoutLayer : public LeafLayer<DropoutLayer<In, DefaultP>, In, In> {
   // are counter-based (seed, forward count, element), so they do not depend on the thread count
   // and a run can be resumed exactly by restoring `draws`.
   void set_seed(std::uint64_t seed) { seed_ = seed; }
+  std::uint64_t seed() const { return seed_; }
   std::uint64_t draws = 0;  // training forwards so far
 
   const Batch<In>& forward(const Batch<In>& x) {

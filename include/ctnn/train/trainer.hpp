@@ -1,8 +1,10 @@
 // The assignment's training loop (main.py) as a library piece: Adam, step-decayed learning
-// rate, running-mean loss lines every 100 steps, and test accuracy in evaluation mode.
+// rate, running-mean loss lines every 100 steps, checkpoints named as main.py names them, exact
+// resumption of an interrupted run, and test accuracy in evaluation mode.
 #pragma once
 
 #include <array>
+#include <bit>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -10,10 +12,13 @@
 #include <fstream>
 #include <functional>
 #include <ostream>
+#include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "ctnn/data/loader.hpp"
+#include "ctnn/io/state_dict.hpp"
 #include "ctnn/train/loss.hpp"
 #include "ctnn/train/optim.hpp"
 
@@ -24,12 +29,17 @@ struct TrainerOptions {
   int batch_size = 100;
   double lr = 1e-3;
   int lr_decay_every = 20;       // epochs; main.py: every 20 epochs ...
-  double lr_decay_factor = 3.0;  // ... lr /= 3
-  std::uint64_t seed = 0;
+  double lr_decay_factor = 3.0;  // ... lr /= 3 and a checkpoint <model>_epoch<e>.ckpt
+  std::uint64_t seed = 0;        // the loader's shuffles, crops and flips
   long max_steps = -1;           // stop after this many steps in total (smoke runs); -1 = all
   int log_every = 100;
-  bool progress = false;         // a live progress line (for terminals)
-  std::filesystem::path csv;     // per-step loss and per-epoch accuracy; empty = none
+  bool progress = false;         // a live progress line on stderr (for terminals)
+
+  // Where checkpoints and the loss log go; empty = nowhere (nothing is written).
+  std::filesystem::path out_dir;
+  std::string model_name = "model";
+  long checkpoint_every = 100;  // steps between resume snapshots (and at every epoch end); 0 = epoch ends only
+  bool resume = false;          // continue from <model>_resume.ckpt in out_dir if it exists
 };
 
 // Accuracy and confusion matrix of a classifier over a data set, in evaluation mode.
@@ -67,13 +77,17 @@ auto evaluate(Net& net, const data::Dataset& test, int batch_size = 100) {
   return r;
 }
 
-// Trains `net` on `train` as main.py does. Callbacks let a program save checkpoints.
+// Trains `net` as main.py does. With an out_dir it writes, like main.py, <model>_epoch<e>.ckpt
+// at each learning-rate decay and <model>_final.ckpt at the end (PyTorch state_dict files), a
+// CSV of the loss, and <model>_resume.ckpt: everything an interrupted run needs to continue
+// exactly as if it had not stopped (weights, BatchNorm statistics, Adam's moments and step,
+// learning rate, position in the epoch, dropout draw counters, running loss).
 template <class Net>
 class Trainer {
  public:
   static constexpr int classes = Net::out_shape::channels;
 
-  // Called after every epoch (1-based) with the current learning rate, before it decays.
+  // Called after every epoch (1-based), after the learning rate decays and checkpoints are saved.
   std::function<void(int epoch)> on_epoch_end;
 
   Trainer(Net& net, TrainerOptions o) : net_(net), o_(std::move(o)), opt_(net, {.lr = o_.lr}) {
@@ -82,69 +96,193 @@ class Trainer {
   }
 
   Adam& optimizer() { return opt_; }
+  std::filesystem::path checkpoint_path(const std::string& what) const {
+    return o_.out_dir / (o_.model_name + "_" + what + ".ckpt");
+  }
+  std::filesystem::path csv_path() const { return o_.out_dir / (o_.model_name + "_train_log.csv"); }
 
-  // Returns the mean loss of the last epoch.
+  // Returns the mean loss of the last epoch trained. When resuming a run that had finished,
+  // trains nothing.
   double fit(const data::Dataset& train, std::ostream& log) {
     data::DataLoader loader(train, data::LoaderOptions::train(o_.seed, o_.batch_size));
     const int steps_per_epoch = loader.num_batches();
-    std::ofstream csv;
-    if (!o_.csv.empty()) {
-      csv.open(o_.csv);
-      if (!csv) throw std::runtime_error("cannot write " + o_.csv.string());
-      csv << "epoch,step,loss,running_loss,lr\n";
+    Position at;
+    if (o_.resume && !o_.out_dir.empty() && std::filesystem::exists(checkpoint_path("resume"))) {
+      at = restore(checkpoint_path("resume"));
+      log << "Resuming from " << checkpoint_path("resume").string() << ": epoch " << at.epoch << ", step "
+          << at.batch << ", " << at.total_steps << " steps done" << std::endl;
     }
+    open_csv(at);
     CrossEntropyLoss<classes> criterion;
     data::LoaderBatch batch;
-    long total_steps = 0;
-    double mean = 0.0;
+    double mean = at.batch ? at.loss_sum / at.batch : 0.0;
     const auto t0 = std::chrono::steady_clock::now();
+    long images_timed = 0;
     net_.train();
-    for (int epoch = 1; epoch <= o_.epochs; ++epoch) {
-      loader.start_epoch(epoch - 1);
-      double sum = 0.0;
-      long images = 0;
-      for (int step = 1; loader.next(batch); ++step) {
+    for (; at.epoch <= o_.epochs && !stop(at); ++at.epoch, at.batch = 0, at.loss_sum = 0.0) {
+      loader.start_epoch(at.epoch - 1, std::min(at.batch, steps_per_epoch));
+      while (!stop(at) && loader.next(batch)) {
         net_.zero_grad();
         const float loss = criterion.forward(net_.forward(batch.images), batch.labels);
         net_.backward(batch.images, criterion.grad());
         opt_.step();
-        sum += loss;
-        images += batch.size();
-        mean = sum / step;
-        ++total_steps;
-        if (csv) csv << epoch << ',' << step << ',' << loss << ',' << mean << ',' << opt_.lr() << '\n';
-        if (o_.progress) progress_line(epoch, step, steps_per_epoch, mean, images, t0);
-        if (step % o_.log_every == 0) {
+        ++at.batch;
+        ++at.total_steps;
+        at.loss_sum += loss;
+        mean = at.loss_sum / at.batch;
+        images_timed += batch.size();
+        if (csv_) csv_ << at.epoch << ',' << at.batch << ',' << loss << ',' << mean << ',' << opt_.lr() << '\n';
+        if (o_.progress) progress_line(at, steps_per_epoch, mean, images_timed, t0);
+        if (at.batch % o_.log_every == 0) {
           if (o_.progress) std::fprintf(stderr, "\r\033[K");
           char line[128];
-          std::snprintf(line, sizeof line, "Epoch [%d/%d], Step [%d/%d] Loss: %.4f", epoch, o_.epochs, step,
+          std::snprintf(line, sizeof line, "Epoch [%d/%d], Step [%d/%d] Loss: %.4f", at.epoch, o_.epochs, at.batch,
                         steps_per_epoch, mean);
           log << line << std::endl;
         }
-        if (o_.max_steps >= 0 && total_steps >= o_.max_steps) break;
+        if (o_.checkpoint_every > 0 && at.total_steps % o_.checkpoint_every == 0 && at.batch < steps_per_epoch)
+          snapshot(at);
       }
       if (o_.progress) std::fprintf(stderr, "\r\033[K");
-      if (on_epoch_end) on_epoch_end(epoch);
-      if (o_.lr_decay_every > 0 && epoch % o_.lr_decay_every == 0) opt_.set_lr(opt_.lr() / o_.lr_decay_factor);
-      if (o_.max_steps >= 0 && total_steps >= o_.max_steps) break;
+      if (at.batch < steps_per_epoch) {  // stopped early (max_steps): keep the place for --resume
+        snapshot(at);
+        break;
+      }
+      if (o_.lr_decay_every > 0 && at.epoch % o_.lr_decay_every == 0) {
+        opt_.set_lr(opt_.lr() / o_.lr_decay_factor);
+        if (!o_.out_dir.empty()) io::save_state_dict(net_, checkpoint_path("epoch" + std::to_string(at.epoch)));
+      }
+      // The epoch is complete: the next position is the start of the next one.
+      Position next = at;
+      ++next.epoch;
+      next.batch = 0;
+      next.loss_sum = 0.0;
+      snapshot(next);
+      if (on_epoch_end) on_epoch_end(at.epoch);
     }
+    if (csv_) csv_.flush();
+    if (!o_.out_dir.empty() && at.epoch > o_.epochs) io::save_state_dict(net_, checkpoint_path("final"));
     return mean;
   }
 
  private:
-  void progress_line(int epoch, int step, int steps, double mean, long images,
+  struct Position {
+    int epoch = 1;           // 1-based epoch in progress
+    int batch = 0;           // batches of it done
+    long total_steps = 0;
+    double loss_sum = 0.0;   // sum of this epoch's losses so far (the running mean's numerator)
+  };
+
+  bool stop(const Position& at) const { return o_.max_steps >= 0 && at.total_steps >= o_.max_steps; }
+
+  // The resume snapshot: a PyTorch-format file (so it is as robust and inspectable as any
+  // checkpoint) holding model.*, optimizer.* and trainer.* entries. Doubles travel as their
+  // int64 bit patterns so that nothing is rounded.
+  void snapshot(const Position& at) {
+    if (o_.out_dir.empty()) return;
+    if (csv_) csv_.flush();
+    io::StateDict sd;
+    for (const auto& [key, t] : io::state_dict(net_)) sd.insert_or_assign("model." + key, t);
+    const TensorShape flat{static_cast<std::int64_t>(opt_.exp_avg().size())};
+    sd.insert_or_assign("optimizer.exp_avg", io::Tensor::from_floats(flat, opt_.exp_avg()));
+    sd.insert_or_assign("optimizer.exp_avg_sq", io::Tensor::from_floats(flat, opt_.exp_avg_sq()));
+    sd.insert_or_assign("optimizer.step", io::Tensor::scalar_int64(opt_.steps()));
+    sd.insert_or_assign("optimizer.lr_bits", io::Tensor::scalar_int64(std::bit_cast<std::int64_t>(opt_.lr())));
+    sd.insert_or_assign("trainer.seed", io::Tensor::scalar_int64(static_cast<std::int64_t>(o_.seed)));
+    sd.insert_or_assign("trainer.batch_size", io::Tensor::scalar_int64(o_.batch_size));
+    sd.insert_or_assign("trainer.epoch", io::Tensor::scalar_int64(at.epoch));
+    sd.insert_or_assign("trainer.batch", io::Tensor::scalar_int64(at.batch));
+    sd.insert_or_assign("trainer.total_steps", io::Tensor::scalar_int64(at.total_steps));
+    sd.insert_or_assign("trainer.loss_sum_bits", io::Tensor::scalar_int64(std::bit_cast<std::int64_t>(at.loss_sum)));
+    net_.for_each_layer([&](auto& layer, const std::string& name) {
+      if constexpr (requires { layer.draws; }) {
+        sd.insert_or_assign("dropout." + name + ".seed", io::Tensor::scalar_int64(static_cast<std::int64_t>(layer.seed())));
+        sd.insert_or_assign("dropout." + name + ".draws", io::Tensor::scalar_int64(static_cast<std::int64_t>(layer.draws)));
+      }
+    });
+    io::write_checkpoint(checkpoint_path("resume"), sd);
+  }
+
+  Position restore(const std::filesystem::path& file) {
+    const io::StateDict sd = io::read_checkpoint(file);
+    auto int64 = [&](const std::string& key) {
+      const io::Tensor* t = sd.find(key);
+      if (!t || t->dtype() != io::DType::int64 || t->numel() != 1)
+        throw io::CheckpointError(file.string(), "not a ctnn resume checkpoint: no int64 entry '" + key + "'");
+      return t->int64s().front();
+    };
+    if (static_cast<std::uint64_t>(int64("trainer.seed")) != o_.seed || int64("trainer.batch_size") != o_.batch_size)
+      throw io::CheckpointError(file.string(), "was written by a run with seed " + std::to_string(int64("trainer.seed")) +
+                                                   " and batch size " + std::to_string(int64("trainer.batch_size")) +
+                                                   "; resume with the same --seed and --batch-size");
+    io::StateDict model;
+    for (const auto& [key, t] : sd)
+      if (key.rfind("model.", 0) == 0) model.insert_or_assign(key.substr(6), t);
+    io::load_state_dict(net_, model, /*strict=*/true, file.string());
+    auto floats = [&](const std::string& key, std::span<float> dst) {
+      const io::Tensor* t = sd.find(key);
+      if (!t || t->dtype() != io::DType::float32 || t->numel() != dst.size())
+        throw io::CheckpointError(file.string(), "entry '" + key + "' is missing or does not fit this network's " +
+                                                     std::to_string(dst.size()) + " parameters");
+      t->copy_to(dst);
+    };
+    floats("optimizer.exp_avg", opt_.exp_avg());
+    floats("optimizer.exp_avg_sq", opt_.exp_avg_sq());
+    opt_.set_steps(int64("optimizer.step"));
+    opt_.set_lr(std::bit_cast<double>(int64("optimizer.lr_bits")));
+    net_.for_each_layer([&](auto& layer, const std::string& name) {
+      if constexpr (requires { layer.draws; }) {
+        layer.set_seed(static_cast<std::uint64_t>(int64("dropout." + name + ".seed")));
+        layer.draws = static_cast<std::uint64_t>(int64("dropout." + name + ".draws"));
+      }
+    });
+    Position at;
+    at.epoch = static_cast<int>(int64("trainer.epoch"));
+    at.batch = static_cast<int>(int64("trainer.batch"));
+    at.total_steps = int64("trainer.total_steps");
+    at.loss_sum = std::bit_cast<double>(int64("trainer.loss_sum_bits"));
+    return at;
+  }
+
+  // A fresh log, or on resumption the old one cut back to the rows before the snapshot (a run
+  // killed after its last snapshot logged steps that are now trained again).
+  void open_csv(const Position& at) {
+    if (o_.out_dir.empty()) return;
+    std::filesystem::create_directories(o_.out_dir);
+    const auto path = csv_path();
+    std::vector<std::string> kept;
+    if (at.total_steps > 0) {
+      std::ifstream old(path);
+      std::string line;
+      std::getline(old, line);  // header
+      while (std::getline(old, line)) {
+        std::istringstream ss(line);
+        int e = 0, b = 0;
+        char comma = 0;
+        if (!(ss >> e >> comma >> b)) continue;
+        if (e < at.epoch || (e == at.epoch && b <= at.batch)) kept.push_back(line);
+      }
+    }
+    csv_.open(path, std::ios::trunc);
+    if (!csv_) throw std::runtime_error("cannot write " + path.string());
+    csv_ << "epoch,step,loss,running_loss,lr\n";
+    for (const auto& line : kept) csv_ << line << '\n';
+  }
+
+  void progress_line(const Position& at, int steps, double mean, long images,
                      std::chrono::steady_clock::time_point t0) const {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double rate = secs > 0 ? static_cast<double>(images) / secs : 0.0;
-    const double eta = step > 0 ? secs / step * (steps - step) : 0.0;
-    std::fprintf(stderr, "\r\033[Kepoch %d/%d  step %d/%d  loss %.4f  %.1f img/s  ETA %.0f s", epoch, o_.epochs, step,
-                 steps, mean, rate, eta);
+    const double eta = rate > 0 ? (static_cast<double>(steps - at.batch) * o_.batch_size) / rate : 0.0;
+    std::fprintf(stderr, "\r\033[Kepoch %d/%d  step %d/%d  loss %.4f  %.1f img/s  ETA %.0f s", at.epoch, o_.epochs,
+                 at.batch, steps, mean, rate, eta);
     std::fflush(stderr);
   }
 
   Net& net_;
   TrainerOptions o_;
   Adam opt_;
+  std::ofstream csv_;
 };
 
 }  // namespace ctnn

@@ -1,0 +1,84 @@
+// ctnn-eval: the test accuracy of a VGG16 or ResNet50_layer4 checkpoint (PyTorch's or ctnn's),
+// with per-class accuracy and the confusion matrix.
+#include <ctnn/ctnn.hpp>
+#include <ctnn/io/state_dict.hpp>
+#include <ctnn/train/trainer.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "cli.hpp"
+
+namespace {
+
+const char* kUsage =
+    "usage: ctnn-eval --model vgg16|resnet50 --checkpoint CKPT [options]\n"
+    "  --data DIR        cifar-10-batches-bin folder (default data/cifar-10-batches-bin)\n"
+    "  --batch-size N    (default 100)\n"
+    "  --threads N       worker threads (default: all cores)\n"
+    "  --synthetic N     evaluate on the SYNTHETIC test set that ctnn-train --synthetic N --seed S used\n"
+    "  --seed S          (with --synthetic; default 0)\n"
+    "  --help\n";
+
+template <class Net>
+int run(const std::string& checkpoint, const ctnn::data::Dataset& test, int batch_size) {
+  Net net;
+  ctnn::io::load_state_dict(net, checkpoint);
+  const auto r = ctnn::evaluate(net, test, batch_size);
+  std::cout << "Accuracy of the model on the test images: " << r.accuracy() << " %\n\nper class:\n";
+  constexpr int K = Net::out_shape::channels;
+  for (int c = 0; c < K; ++c) {
+    const std::string name = c < static_cast<int>(test.class_names.size()) ? test.class_names[c] : std::to_string(c);
+    std::printf("  %-12s %6.2f %%\n", name.c_str(), r.class_accuracy(c));
+  }
+  std::printf("\nconfusion matrix (rows: true class, columns: predicted):\n     ");
+  for (int c = 0; c < K; ++c) std::printf("%6d", c);
+  std::printf("\n");
+  for (int t = 0; t < K; ++t) {
+    std::printf("%4d ", t);
+    for (int p = 0; p < K; ++p) std::printf("%6ld", r.confusion[t][p]);
+    std::printf("\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const ctnn::cli::Args args(argc, argv, {"model", "checkpoint", "data", "batch-size", "threads", "synthetic", "seed"},
+                               {"help"});
+    if (args.flag("help")) {
+      std::cout << kUsage;
+      return 0;
+    }
+    const std::string model = args.get("model", "");
+    if (model.empty()) throw ctnn::cli::UsageError("--model is required (vgg16 or resnet50)");
+    if (model != "vgg16" && model != "resnet50")
+      throw ctnn::cli::UsageError("--model must be vgg16 or resnet50, got '" + model + "'");
+    const std::string checkpoint = args.get("checkpoint", "");
+    if (checkpoint.empty()) throw ctnn::cli::UsageError("--checkpoint is required");
+    const int batch_size = static_cast<int>(args.integer("batch-size", 100, 1, 50000));
+    const long synthetic = args.integer("synthetic", 0, 1, 1000000);
+    const auto seed = static_cast<std::uint64_t>(args.integer("seed", 0, 0, 1L << 62));
+    ctnn::set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
+    ctnn::data::Dataset test;
+    if (synthetic > 0) {
+      std::cout << "*** SYNTHETIC DATA: evaluating on generated images, not CIFAR-10 ***\n";
+      test = ctnn::cli::synthetic_split(synthetic, seed, ctnn::data::Split::test);
+    } else {
+      const std::string dir = args.get("data", "data/cifar-10-batches-bin");
+      if (!std::filesystem::is_directory(dir)) throw ctnn::cli::UsageError(ctnn::cli::missing_data_help(dir));
+      test = ctnn::data::load_cifar10(dir, ctnn::data::Split::test);
+    }
+    return model == "vgg16" ? run<ctnn::VGG16>(checkpoint, test, batch_size)
+                            : run<ctnn::ResNet50_layer4<10>>(checkpoint, test, batch_size);
+  } catch (const ctnn::cli::UsageError& e) {
+    std::cerr << "ctnn-eval: " << e.what() << "\n(run ctnn-eval --help for the options)\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "ctnn-eval: " << e.what() << "\n";
+    return 1;
+  }
+}
