@@ -449,7 +449,7 @@ TEST_CASE("Bad files each give a CheckpointError that names the file and the pro
     w.integer(5);
     w.op('s');
     w.op('.');
-    expect_error(archive_with(w.bytes, 0), "the value of 'epoch' is a int, not a tensor");
+    expect_error(archive_with(w.bytes, 0), "the value of 'epoch' is an int, not a tensor");
     pickle::Writer g;
     g.proto();
     g.global("os", "system");

@@ -46,6 +46,12 @@ inline const char* kind_name(Value::Kind k) {
   return "?";
 }
 
+// "a dict", "an int": for messages.
+inline std::string a_kind(Value::Kind k) {
+  const std::string name = kind_name(k);
+  return (name == "int" || name == "object" ? "an " : "a ") + name;
+}
+
 class Unpickler;
 
 // What GLOBAL, BINPERSID and REDUCE mean. Each may throw (through Unpickler::fail) to reject.
@@ -177,7 +183,7 @@ class Unpickler {
         case 'R': {  // REDUCE
           const Ref args = pop(), callable = pop();
           if (at(callable).kind != Value::Kind::global)
-            fail(std::string("REDUCE on a ") + kind_name(at(callable).kind) + ", not a global");
+            fail("REDUCE on " + a_kind(at(callable).kind) + ", not a global");
           if (at(args).kind != Value::Kind::tuple) fail("REDUCE arguments are not a tuple");
           push(hooks_.reduce(*this, callable, args));
           break;
@@ -250,7 +256,7 @@ class Unpickler {
   Value& target(Value::Kind kind, const char* op) {
     Value& v = values_[top()];
     if (v.kind != kind)
-      fail(std::string(op) + " on a " + kind_name(v.kind) + ", expected a " + kind_name(kind));
+      fail(std::string(op) + " on " + a_kind(v.kind) + ", expected " + a_kind(kind));
     return v;
   }
   void memo_put(std::uint32_t index) { memo_[index] = top(); }

@@ -445,17 +445,15 @@ inline StateDict parse_checkpoint(std::shared_ptr<const std::vector<std::uint8_t
   pickle::Unpickler u(zip.read(*pkl, options.verify_crc), file, "data.pkl", hooks);
   const pickle::Value& root = u.at(u.run());
   if (root.kind != pickle::Value::Kind::dict)
-    throw CheckpointError(file, std::string("data.pkl holds a ") + pickle::kind_name(root.kind) +
-                                    ", not a state_dict (a dict of tensors)");
+    throw CheckpointError(file, "data.pkl holds " + pickle::a_kind(root.kind) + ", not a state_dict (a dict of tensors)");
   StateDict sd;
   for (std::size_t i = 0; i + 1 < root.items.size(); i += 2) {
     const pickle::Value& key = u.at(root.items[i]);
     const pickle::Value& value = u.at(root.items[i + 1]);
     if (key.kind != pickle::Value::Kind::string)
-      throw CheckpointError(file, std::string("data.pkl: a state_dict key is a ") + pickle::kind_name(key.kind) +
-                                      ", not a str");
+      throw CheckpointError(file, "data.pkl: a state_dict key is " + pickle::a_kind(key.kind) + ", not a str");
     if (!hooks.is_tensor(value))
-      throw CheckpointError(file, "data.pkl: the value of '" + key.text + "' is a " + pickle::kind_name(value.kind) +
+      throw CheckpointError(file, "data.pkl: the value of '" + key.text + "' is " + pickle::a_kind(value.kind) +
                                       ", not a tensor: ctnn reads state_dicts (torch.save(model.state_dict(), path))");
     sd.insert_or_assign(key.text, hooks.tensor(value));
   }

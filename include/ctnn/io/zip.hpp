@@ -85,6 +85,10 @@ inline void store_le(std::vector<std::uint8_t>& out, std::uint64_t v, int n) {
 
 }  // namespace detail
 
+// Record signatures.
+inline constexpr std::uint32_t kZipLocalSig = 0x04034b50, kZipCentralSig = 0x02014b50, kZipEndSig = 0x06054b50,
+                               kZipEnd64LocatorSig = 0x07064b50, kZipEnd64Sig = 0x06064b50;
+
 struct ZipEntry {
   std::string name;
   std::uint64_t header_offset = 0;  // of the local header
@@ -125,9 +129,6 @@ class ZipReader {
   const std::string& file() const { return file_; }
 
  private:
-  static constexpr std::uint32_t kLocalSig = 0x04034b50, kCentralSig = 0x02014b50, kEndSig = 0x06054b50,
-                                 kEnd64LocatorSig = 0x07064b50, kEnd64Sig = 0x06064b50;
-
   [[noreturn]] void fail(const std::string& what) const { throw CheckpointError(file_, what); }
   static std::string hex(std::uint32_t v) {
     static const char* digits = "0123456789abcdef";
@@ -149,7 +150,7 @@ class ZipReader {
     std::uint64_t end = size;  // "not found"
     const std::uint64_t lowest = size - 22 > 65535 ? size - 22 - 65535 : 0;
     for (std::uint64_t p = size - 22;; --p) {
-      if (u(p, 4) == kEndSig && u(p + 20, 2) == size - p - 22) {
+      if (u(p, 4) == kZipEndSig && u(p + 20, 2) == size - p - 22) {
         end = p;
         break;
       }
@@ -160,9 +161,9 @@ class ZipReader {
     std::uint64_t disk = u(end + 4, 2), cd_disk = u(end + 6, 2), count = u(end + 10, 2);
     std::uint64_t cd_size = u(end + 12, 4), cd_offset = u(end + 16, 4);
     if (count == 0xffff || cd_size == 0xffffffff || cd_offset == 0xffffffff) {
-      if (end < 20 || u(end - 20, 4) != kEnd64LocatorSig) fail("ZIP64 end-of-central-directory locator missing");
+      if (end < 20 || u(end - 20, 4) != kZipEnd64LocatorSig) fail("ZIP64 end-of-central-directory locator missing");
       const std::uint64_t end64 = u(end - 20 + 8, 8);
-      if (!fits(end64, 56, end - 20) || u(end64, 4) != kEnd64Sig)
+      if (!fits(end64, 56, end - 20) || u(end64, 4) != kZipEnd64Sig)
         fail("ZIP64 end-of-central-directory record missing or out of place");
       disk = u(end64 + 16, 4);
       cd_disk = u(end64 + 20, 4);
@@ -183,7 +184,7 @@ class ZipReader {
     entries_.reserve(static_cast<std::size_t>(count));
     for (std::uint64_t i = 0; i < count; ++i) {
       const std::string where = "central directory entry " + std::to_string(i);
-      if (!fits(p, 46, cd_end) || u(p, 4) != kCentralSig) fail(where + ": bad signature or truncated");
+      if (!fits(p, 46, cd_end) || u(p, 4) != kZipCentralSig) fail(where + ": bad signature or truncated");
       const std::uint64_t flags = u(p + 8, 2), method = u(p + 10, 2), name_len = u(p + 28, 2),
                           extra_len = u(p + 30, 2), comment_len = u(p + 32, 2);
       std::uint64_t compressed = u(p + 20, 4), uncompressed = u(p + 24, 4), offset = u(p + 42, 4);
@@ -219,7 +220,7 @@ class ZipReader {
         fail(what + ": stored size " + std::to_string(compressed) + " differs from its size " +
              std::to_string(uncompressed));
       // The local header: its own name and extra lengths give where the data starts.
-      if (!fits(offset, 30, size) || u(offset, 4) != kLocalSig)
+      if (!fits(offset, 30, size) || u(offset, 4) != kZipLocalSig)
         fail(what + ": no local header at offset " + std::to_string(offset) + " (truncated or corrupt)");
       const std::uint64_t local_name = u(offset + 26, 2), local_extra = u(offset + 28, 2);
       if (!fits(offset + 30, local_name + local_extra, size))
@@ -268,7 +269,7 @@ class ZipWriter {
     check_limit(offset_ + 30 + name.size() + pad + data.size());
     std::vector<std::uint8_t> h;
     h.reserve(30 + name.size() + pad);
-    detail::store_le(h, 0x04034b50, 4);
+    detail::store_le(h, kZipLocalSig, 4);
     common_fields(h, c, pad);
     h.insert(h.end(), name.begin(), name.end());
     if (pad > 0) {
@@ -289,7 +290,7 @@ class ZipWriter {
     std::vector<std::uint8_t> d;
     for (const Central& c : central_) {
       d.clear();
-      detail::store_le(d, 0x02014b50, 4);
+      detail::store_le(d, kZipCentralSig, 4);
       detail::store_le(d, 20, 2);  // version made by: 2.0, MS-DOS attributes
       common_fields(d, c, 0);
       detail::store_le(d, 0, 2);  // comment length
@@ -303,7 +304,7 @@ class ZipWriter {
     const std::uint64_t cd_size = offset_ - cd_offset;
     check_limit(offset_ + 22);
     d.clear();
-    detail::store_le(d, 0x06054b50, 4);
+    detail::store_le(d, kZipEndSig, 4);
     detail::store_le(d, 0, 2);
     detail::store_le(d, 0, 2);
     detail::store_le(d, central_.size(), 2);
