@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "ctnn/io/state_dict.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace ctnn;
 using namespace ctnn::io;
@@ -20,20 +21,11 @@ namespace fs = std::filesystem;
 using SmallNet = Network<Shape<3, 4, 4>, Sequential<Conv2d<3, 4, 3, 1, 1>, BatchNorm2d<4>, ReLU, MaxPool2d<2, 2>,
                                                     Flatten, Linear<16, 10>>>;
 
-// A fresh directory under the system's temporary directory, removed afterwards.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("ctnn_test_checkpoint_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  fs::path operator/(const std::string& name) const { return path / name; }
-  std::size_t entries() const { return static_cast<std::size_t>(std::distance(fs::directory_iterator(path), {})); }
-};
+using test::TempDir;
+
+std::size_t entries_in(const fs::path& dir) {
+  return static_cast<std::size_t>(std::distance(fs::directory_iterator(dir), {}));
+}
 
 std::vector<std::uint8_t> slurp(const fs::path& p) { return read_file(p); }
 
@@ -283,10 +275,10 @@ TEST_CASE("save_state_dict and load_state_dict by file name") {
   TempDir dir;
   SmallNet a(1), b(2);
   mark_buffers(a);
-  save_state_dict(a, dir / "small.ckpt");
-  CHECK(dir.entries() == 1);  // no temporary file left behind
-  CHECK(slurp(dir / "small.ckpt") == serialize_checkpoint(state_dict(a)));
-  load_state_dict(b, dir / "small.ckpt");
+  save_state_dict(a, dir.path / "small.ckpt");
+  CHECK(entries_in(dir.path) == 1);  // no temporary file left behind
+  CHECK(slurp(dir.path / "small.ckpt") == serialize_checkpoint(state_dict(a)));
+  load_state_dict(b, dir.path / "small.ckpt");
   CHECK(same_state(a, b));
 }
 
@@ -571,10 +563,10 @@ TEST_CASE("Every truncation and single-byte corruption of a checkpoint is a Chec
 TEST_CASE("Checkpoint writes are atomic: a failed or interrupted save leaves the old file and no temporary") {
   TempDir dir;
   SmallNet net(1);
-  const fs::path target = dir / "net.ckpt";
+  const fs::path target = dir.path / "net.ckpt";
   save_state_dict(net, target);
   const auto original = slurp(target);
-  CHECK(dir.entries() == 1);
+  CHECK(entries_in(dir.path) == 1);
 
   SUBCASE("the writer fails half-way") {
     CHECK_THROWS_AS(write_file_atomically(target,
@@ -584,23 +576,23 @@ TEST_CASE("Checkpoint writes are atomic: a failed or interrupted save leaves the
                                           }),
                     std::runtime_error);
     CHECK(slurp(target) == original);
-    CHECK(dir.entries() == 1);
+    CHECK(entries_in(dir.path) == 1);
   }
   SUBCASE("a second save replaces the file completely") {
     SmallNet other(2);
     save_state_dict(other, target);
     CHECK(slurp(target) == serialize_checkpoint(state_dict(other)));
-    CHECK(dir.entries() == 1);
+    CHECK(entries_in(dir.path) == 1);
   }
   SUBCASE("the directory does not exist") {
-    CHECK_THROWS_WITH_AS(save_state_dict(net, dir / "missing" / "net.ckpt"), doctest::Contains("does not exist"),
+    CHECK_THROWS_WITH_AS(save_state_dict(net, dir.path / "missing" / "net.ckpt"), doctest::Contains("does not exist"),
                          CheckpointError);
-    CHECK(dir.entries() == 1);
+    CHECK(entries_in(dir.path) == 1);
   }
   SUBCASE("the target is a directory") {
-    fs::create_directory(dir / "sub");
-    CHECK_THROWS_WITH_AS(save_state_dict(net, dir / "sub"), doctest::Contains("cannot rename"), CheckpointError);
-    CHECK(fs::is_directory(dir / "sub"));
-    CHECK(dir.entries() == 2);
+    fs::create_directory(dir.path / "sub");
+    CHECK_THROWS_WITH_AS(save_state_dict(net, dir.path / "sub"), doctest::Contains("cannot rename"), CheckpointError);
+    CHECK(fs::is_directory(dir.path / "sub"));
+    CHECK(entries_in(dir.path) == 2);
   }
 }
