@@ -6,6 +6,7 @@
 #include "support/check.hpp"
 
 #include <filesystem>
+#include <limits>
 
 #include "ctnn/io/state_dict.hpp"
 #include "support/temp_dir.hpp"
@@ -185,15 +186,10 @@ std::vector<std::uint8_t> pytorch_style_zip(const std::vector<Record>& records, 
   return out;
 }
 
+// The same keys in the same order, with identical tensors.
 void expect_same(const StateDict& a, const StateDict& b) {
   REQUIRE(a.keys() == b.keys());
-  for (const auto& [key, t] : a) {
-    INFO(key);
-    CHECK(t.shape() == b.at(key).shape());
-    REQUIRE(t.dtype() == b.at(key).dtype());
-    if (t.dtype() == DType::float32) CHECK(t.floats() == b.at(key).floats());
-    else CHECK(t.int64s() == b.at(key).int64s());
-  }
+  for (const auto& [key, t] : a) CHECK_MESSAGE(identical(t, b.at(key)), key);
 }
 
 // A checkpoint whose data.pkl is `pkl`, with one float storage record "archive/data/0" of
@@ -333,6 +329,12 @@ TEST_CASE("Strided, offset, 0-d and empty tensors are read element by element fr
   CHECK(Tensor::view(storage, 3, {3, 2}, {0, 1}).floats() == std::vector<float>{3, 4, 3, 4, 3, 4});    // expand
   CHECK(Tensor::view(storage, 24, {0, 3}, {3, 1}).numel() == 0);
   CHECK_FALSE(Tensor::view(storage, 8, {2, 3}, {6, 1}).is_contiguous());
+  CHECK(identical(Tensor::view(storage, 8, {2, 3}, {6, 1}),
+                  Tensor::from_floats({2, 3}, std::vector<float>{8, 9, 10, 14, 15, 16})));
+  CHECK_FALSE(identical(Tensor::view(storage, 8, {2, 3}, {6, 1}), Tensor::view(storage, 8, {3, 2}, {6, 1})));
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  CHECK(identical(Tensor::from_floats({1}, std::vector<float>{nan}), Tensor::from_floats({1}, std::vector<float>{nan})));
+  CHECK(contiguous_strides({2, 3, 4}) == TensorShape{12, 4, 1});
   // Views that leave the storage, and nonsense, are refused.
   CHECK(!Tensor::check_view(*storage, 0, {4, 7}, {6, 1}).empty());
   CHECK(!Tensor::check_view(*storage, 19, {6}, {1}).empty());

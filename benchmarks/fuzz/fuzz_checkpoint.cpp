@@ -16,7 +16,6 @@
 //     -dict=benchmarks/fuzz/checkpoint.dict corpus seeds
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 
 #include "ctnn/io/state_dict.hpp"
 
@@ -39,15 +38,6 @@ struct TinyNet {
     v.counter("1.num_batches_tracked", count);
   }
 };
-
-bool same_bytes(const Tensor& a, const Tensor& b) {
-  if (a.dtype() != b.dtype() || a.shape() != b.shape()) return false;
-  if (a.dtype() == DType::float32) {
-    const auto x = a.floats(), y = b.floats();
-    return x.size() == y.size() && (x.empty() || std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0);
-  }
-  return a.int64s() == b.int64s();
-}
 
 }  // namespace
 
@@ -74,7 +64,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const StateDict again = parse_checkpoint(serialize_checkpoint(sd), "rewritten");
   if (again.keys() != sd.keys()) std::abort();
   for (const auto& [key, t] : sd)
-    if (!same_bytes(t, again.at(key))) std::abort();
+    if (!identical(t, again.at(key))) std::abort();
   try {
     parse_checkpoint(bytes, "fuzz");  // with CRC checks
   } catch (const CheckpointError&) {

@@ -54,6 +54,17 @@ inline std::string shape_string(const TensorShape& s) {
   return out + "]";
 }
 
+// The strides of a row-major (C-contiguous) tensor of this shape, in elements.
+inline TensorShape contiguous_strides(const TensorShape& shape) {
+  TensorShape stride(shape.size());
+  std::int64_t step = 1;
+  for (std::size_t d = shape.size(); d-- > 0;) {
+    stride[d] = step;
+    step *= shape[d];
+  }
+  return stride;
+}
+
 // A strided view of a storage, as PyTorch describes a tensor.
 class Tensor {
  public:
@@ -119,12 +130,7 @@ class Tensor {
     auto buffer = std::make_shared<std::vector<std::uint8_t>>(values.size() * sizeof(T));
     if (!values.empty()) std::memcpy(buffer->data(), values.data(), buffer->size());
     s->buffer = std::move(buffer);
-    TensorShape stride(shape.size());
-    std::int64_t step = 1;
-    for (std::size_t d = shape.size(); d-- > 0;) {
-      stride[d] = step;
-      step *= shape[d];
-    }
+    TensorShape stride = contiguous_strides(shape);
     return view(std::move(s), 0, std::move(shape), std::move(stride));
   }
   static Tensor from_floats(TensorShape shape, std::span<const float> values) {
@@ -212,6 +218,15 @@ class Tensor {
   std::int64_t offset_ = 0;
   TensorShape shape_, stride_;
 };
+
+// Same dtype, shape and values, bit for bit (a NaN equals the same NaN): what a round trip
+// through a checkpoint must preserve.
+inline bool identical(const Tensor& a, const Tensor& b) {
+  if (a.dtype() != b.dtype() || a.shape() != b.shape()) return false;
+  if (a.dtype() == DType::int64) return a.int64s() == b.int64s();
+  const std::vector<float> x = a.floats(), y = b.floats();
+  return x.empty() || std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+}
 
 // Key -> tensor, in insertion order (PyTorch's OrderedDict). Assigning an existing key replaces
 // its tensor and keeps its position, as a Python dict does.
@@ -518,13 +533,7 @@ inline void write_checkpoint(const StateDict& sd, const ByteSink& sink, const st
       w.op('Q');
       w.integer(0);
       int_tuple(t.shape());
-      TensorShape stride(t.shape().size());
-      std::int64_t step = 1;
-      for (std::size_t d = stride.size(); d-- > 0;) {
-        stride[d] = step;
-        step *= t.shape()[d];
-      }
-      int_tuple(stride);
+      int_tuple(contiguous_strides(t.shape()));
       w.op(0x89);  // requires_grad = False
       empty_ordered_dict();  // backward_hooks
       w.op('t');
