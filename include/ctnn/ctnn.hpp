@@ -26,3 +26,7 @@
 #include "ctnn/train/optim.hpp"
 
 #include "ctnn/data/all.hpp"
+
+#include "ctnn/io/state_dict.hpp"
+
+#include "ctnn/train/trainer.hpp"
