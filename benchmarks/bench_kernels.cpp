@@ -124,7 +124,8 @@ void bm_gemm(benchmark::State& state, ConvCase c, Pass pass, Variant variant) {
   auto y = random_floats(std::size_t(rows_all) * cout);
   const ctnn::ops::MatRef wt{w.data(), patch, cout, patch};
   double flop = 0.0;
-  for (auto _ : state) {
+  // The first pass is a warm-up (first touch of the buffers, the allocator settling), not timed.
+  for (bool warm = true; warm || state.KeepRunning(); warm = false) {
     flop = 0.0;
     for (int n0 = 0; n0 < n; n0 += nb) {
       const long rows = std::min(nb, n - n0) * plane;
@@ -159,7 +160,7 @@ void bm_im2col(benchmark::State& state, ConvCase c) {
   const std::size_t in_size = std::size_t(c.g.in_channels) * c.g.in_channel_stride();
   auto in = random_floats(in_size);
   std::vector<float> col(std::size_t(nb) * c.g.out_plane() * c.g.patch());
-  for (auto _ : state) {
+  for (bool warm = true; warm || state.KeepRunning(); warm = false) {  // first pass: untimed warm-up
     for (int n0 = 0; n0 < n; n0 += nb) ctnn::ops::im2col(in.data(), c.g, n0, std::min(nb, n - n0), col.data());
     benchmark::ClobberMemory();
   }
@@ -175,7 +176,7 @@ void bm_col2im(benchmark::State& state, ConvCase c) {
   const std::size_t in_size = std::size_t(c.g.in_channels) * c.g.in_channel_stride();
   std::vector<float> dx(in_size, 0.0f);
   auto col = random_floats(std::size_t(nb) * c.g.out_plane() * c.g.patch());
-  for (auto _ : state) {
+  for (bool warm = true; warm || state.KeepRunning(); warm = false) {  // first pass: untimed warm-up
     for (int n0 = 0; n0 < n; n0 += nb) ctnn::ops::col2im_add(col.data(), c.g, n0, std::min(nb, n - n0), dx.data());
     benchmark::ClobberMemory();
   }

@@ -90,7 +90,10 @@ void bm_layer(benchmark::State& state, bool backward, int uses) {
   ctnn::Batch<Out> dy(kBatch);
   fill_uniform(x, 1);
   fill_uniform(dy, 2);
-  s->layer.forward(x);  // backward needs the state of a forward on x
+  // Untimed warm-up (first touch of every buffer); backward also needs the state of a forward on x.
+  s->layer.forward(x);
+  s->layer.forward(x);
+  if (backward) s->layer.backward(x, dy, &dx);
   for (auto _ : state) {
     if (backward) {
       s->layer.backward(x, dy, &dx);

@@ -11,6 +11,10 @@ resident memory; every PyTorch measurement runs in its own subprocess, so each s
 own. Then times every distinct convolution of both networks (forward, and backward with the input
 gradient) against torch.nn.functional.conv2d, again alternating, and prints a table.
 
+On a machine shared with other programs every figure swings; by default (--stat best) the
+comparison uses each side's fastest step or call, which other programs can only slow down, so
+the ratio of the two is the steadiest figure. --stat median reports typical throughput instead.
+
     /usr/bin/python3 benchmarks/compare_pytorch.py --threads 2 --batch-size 100 --rounds 3 \\
         --ctnn-bench build/bin/ctnn-bench
 
@@ -97,6 +101,8 @@ def worker_model(model_name, mode, batch, threads, steps, warmup):
     print(json.dumps({
         'images_per_s': batch * steps / total,
         'step_ms_median': 1e3 * statistics.median(times),
+        'step_ms_min': 1e3 * min(times),
+        'images_per_s_best': batch / min(times),
         'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         'import_rss_mib': baseline,
         'threads': torch.get_num_threads(),
@@ -152,7 +158,8 @@ def worker_convs(batch, threads, reps, warmup):
                 fwd.append(t1 - t0)
                 bwd.append(t3 - t2)
         results.append({'conv': f'{cin},{cout},{k},{s},{p},{h}', 'uses': uses,
-                        'fwd_ms': 1e3 * statistics.median(fwd), 'bwd_ms': 1e3 * statistics.median(bwd)})
+                        'fwd_ms': 1e3 * statistics.median(fwd), 'bwd_ms': 1e3 * statistics.median(bwd),
+                        'fwd_ms_min': 1e3 * min(fwd), 'bwd_ms_min': 1e3 * min(bwd)})
     print(json.dumps(results))
 
 
@@ -194,22 +201,30 @@ def compare_models(args):
                                   str(args.batch_size), '--threads', str(args.threads), '--steps', str(steps),
                                   '--warmup', str(args.warmup)]).strip().splitlines()[-1])
                 ctnn_runs.append(c)
-                print(f'  round {rnd + 1}: {model:8s} {mode:5s} torch {t["images_per_s"]:7.1f} img/s   '
-                      f'ctnn {float(c["images_per_s"]):7.1f} img/s', flush=True)
+                print(f'  round {rnd + 1}: {model:8s} {mode:5s} images/s mean (best step): '
+                      f'torch {t["images_per_s"]:6.1f} ({t["images_per_s_best"]:6.1f})   '
+                      f'ctnn {float(c["images_per_s"]):6.1f} ({float(c["images_per_s_best"]):6.1f})', flush=True)
             results[(model, mode)] = (torch_runs, ctnn_runs)
     return results, info
 
 
 def print_model_table(results, args):
-    print(f'\nWhole networks: batch {args.batch_size}, {args.threads} thread(s), median of {args.rounds} '
-          'alternating rounds; ratio = ctnn / PyTorch images/s (above 1: ctnn faster)')
+    what = ('the fastest step of all rounds' if args.stat == 'best'
+            else f'the median over {args.rounds} rounds of each round\'s mean throughput')
+    print(f'\nWhole networks: batch {args.batch_size}, {args.threads} thread(s), {args.rounds} alternating rounds; '
+          f'images/s from {what}; ratio = ctnn / PyTorch (above 1: ctnn faster); per-round: range of the '
+          'ratio of each round\'s mean throughputs')
     print(f'{"model":9s}{"mode":6s}{"torch img/s":>12s}{"ctnn img/s":>12s}{"ratio":>8s}{"per-round":>18s}'
           f'{"ctnn GFLOP/s":>14s}{"torch peak MiB":>16s}{"(import)":>10s}{"ctnn peak MiB":>15s}')
     for (model, mode), (tr, cr) in results.items():
-        t = statistics.median(r['images_per_s'] for r in tr)
-        c = statistics.median(float(r['images_per_s']) for r in cr)
+        if args.stat == 'best':
+            t = max(r['images_per_s_best'] for r in tr)
+            c = max(float(r['images_per_s_best']) for r in cr)
+        else:
+            t = statistics.median(r['images_per_s'] for r in tr)
+            c = statistics.median(float(r['images_per_s']) for r in cr)
         per_round = [float(b['images_per_s']) / a['images_per_s'] for a, b in zip(tr, cr)]
-        gflops = statistics.median(float(r['gflops']) for r in cr)
+        gflops = c * float(cr[0]['gflop_per_image'])
         tpeak = max(r['peak_rss_mib'] for r in tr)
         timport = statistics.median(r['import_rss_mib'] for r in tr)
         cpeak = max(float(r['peak_rss_mib']) for r in cr)
@@ -234,13 +249,14 @@ def compare_convs(args):
                   env=torch_env(args.threads))
         rows = json.loads(out.strip().splitlines()[-1])
         torch_uses = {r['conv']: r['uses'] for r in rows}
+        suffix = '_min' if args.stat == 'best' else ''
         for r in rows:
-            torch_ms.setdefault(r['conv'], []).append((r['fwd_ms'], r['bwd_ms']))
+            torch_ms.setdefault(r['conv'], []).append((r['fwd_ms' + suffix], r['bwd_ms' + suffix]))
         out = run([args.ctnn_bench, '--conv', 'all', '--batch-size', str(args.batch_size), '--threads',
                    str(args.threads), '--steps', str(args.conv_reps), '--warmup', '1'])
         for line in out.splitlines():
             kv = parse_kv(line)
-            ctnn_ms.setdefault(kv['conv'], []).append((float(kv['fwd_ms']), float(kv['bwd_ms'])))
+            ctnn_ms.setdefault(kv['conv'], []).append((float(kv['fwd_ms' + suffix]), float(kv['bwd_ms' + suffix])))
         print(f'  round {rnd + 1}: convolutions timed on both sides', flush=True)
     if torch_uses != ctnn_uses:
         print('WARNING: the convolutions of the PyTorch models and of ctnn differ:\n'
@@ -251,19 +267,21 @@ def compare_convs(args):
 
 
 def print_conv_table(torch_ms, ctnn_ms, uses, args):
-    print(f'\nConvolutions: batch {args.batch_size}, {args.threads} thread(s), ms per call, median over '
+    what = 'fastest' if args.stat == 'best' else 'median'
+    print(f'\nConvolutions: batch {args.batch_size}, {args.threads} thread(s), ms per call, {what} of '
           f'{args.rounds} rounds x {args.conv_reps} reps; backward includes the input gradient; '
           'ratio = PyTorch ms / ctnn ms (above 1: ctnn faster)')
+    pick = min if args.stat == 'best' else statistics.median
     print(f'{"Cin,Cout,K,S,P,H":20s}{"uses V/R":>9s}{"torch fwd":>10s}{"ctnn fwd":>10s}{"ratio":>7s}'
           f'{"torch bwd":>11s}{"ctnn bwd":>10s}{"ratio":>7s}{"ctnn GFLOP/s f/b":>18s}')
     totals = {m: [0.0, 0.0, 0.0, 0.0] for m in ('vgg16', 'resnet50')}  # torch f, b, ctnn f, b
     for shape in uses:
         if shape not in ctnn_ms:
             continue
-        tf = statistics.median(f for f, _ in torch_ms[shape])
-        tb = statistics.median(b for _, b in torch_ms[shape])
-        cf = statistics.median(f for f, _ in ctnn_ms[shape])
-        cb = statistics.median(b for _, b in ctnn_ms[shape])
+        tf = pick(f for f, _ in torch_ms[shape])
+        tb = pick(b for _, b in torch_ms[shape])
+        cf = pick(f for f, _ in ctnn_ms[shape])
+        cb = pick(b for _, b in ctnn_ms[shape])
         cin, cout, k, s, p, h = map(int, shape.split(','))
         ho = (h + 2 * p - k) // s + 1
         flop = 2.0 * args.batch_size * cout * ho * ho * cin * k * k
@@ -291,6 +309,9 @@ def main():
     ap.add_argument('--eval-steps', type=int, default=10, help='timed eval batches per round (default 10)')
     ap.add_argument('--warmup', type=int, default=2, help='untimed steps before timing (default 2)')
     ap.add_argument('--conv-reps', type=int, default=3, help='timed calls per convolution per round (default 3)')
+    ap.add_argument('--stat', choices=['best', 'median'], default='best',
+                    help='best (default): fastest step / call, least disturbed by other programs; '
+                         'median: typical throughput')
     ap.add_argument('--no-convs', action='store_true', help='skip the per-convolution table')
     ap.add_argument('--no-models', action='store_true', help='skip the whole-network comparison')
     # Internal: the PyTorch side, run in a subprocess.
@@ -321,7 +342,8 @@ def main():
                  'or pass --ctnn-bench PATH')
 
     print(f'compare_pytorch.py: threads={args.threads} batch={args.batch_size} rounds={args.rounds} '
-          f'ctnn-bench={args.ctnn_bench}')
+          f'stat={args.stat} ctnn-bench={args.ctnn_bench}')
+    print('  load average at start: %.2f %.2f %.2f (%d cores)' % (*os.getloadavg(), os.cpu_count()))
     for var in ('OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE'):
         state = f'set to {os.environ[var]!r}' if var in os.environ else 'unset'
         print(f'  {var} {state}')
@@ -337,16 +359,19 @@ def main():
     if not args.no_convs:
         torch_ms, ctnn_ms, uses = compare_convs(args)
         conv_totals = print_conv_table(torch_ms, ctnn_ms, uses, args)
+        pick_step = min if args.stat == 'best' else statistics.median
         if not args.no_models and 'train' in args.modes:
-            print('\nConvolutions (weighted sums above) within a whole training step (median step times above):')
+            print('\nConvolutions (weighted sums above) within a whole training step:')
+            key = 'step_ms_min' if args.stat == 'best' else 'step_ms_median'
             for (model, mode), (tr, cr) in results.items():
                 if mode != 'train':
                     continue
-                t_step = statistics.median(r['step_ms_median'] for r in tr)
-                c_step = statistics.median(float(r['step_ms_median']) for r in cr)
+                t_step = pick_step(r[key] for r in tr)
+                c_step = pick_step(float(r[key]) for r in cr)
                 tf, tb, cf, cb = conv_totals[model]
                 print(f'  {model:9s} torch: convolutions {tf + tb:.0f} of a {t_step:.0f} ms step ({(tf + tb) / t_step:.0%}); '
                       f'ctnn: convolutions {cf + cb:.0f} of a {c_step:.0f} ms step ({(cf + cb) / c_step:.0%})')
+    print('load average at the end: %.2f %.2f %.2f' % os.getloadavg())
 
 
 if __name__ == '__main__':
