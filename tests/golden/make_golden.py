@@ -103,50 +103,39 @@ def randomize_(param, scale):
 # --------------------------------------------------------------------------- cases
 
 
-def case_conv2d(name, seed, n, cin, cout, k, stride, pad, hw):
-    start(seed)
-    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=pad, bias=True)
-    fan_in = cin * k * k
-    randomize_(conv.weight, 1.0 / math.sqrt(fan_in))
-    randomize_(conv.bias, 0.5)
-    x = torch.randn(n, cin, hw, hw, requires_grad=True)
-    y = conv(x)
+def affine_case(name, layer, x_shape, fan_in):
+    """Forward and backward of a Conv2d or Linear with random weights (scale 1/sqrt(fan_in))
+    and biases (scale 0.5), so every gradient term matters."""
+    randomize_(layer.weight, 1.0 / math.sqrt(fan_in))
+    randomize_(layer.bias, 0.5)
+    x = torch.randn(*x_shape, requires_grad=True)
+    y = layer(x)
     dy = torch.randn(y.shape)
     y.backward(dy)
 
     fx = Fixture(name)
     fx.add("x", x)
-    fx.add("weight", conv.weight)
-    fx.add("bias", conv.bias)
+    fx.add("weight", layer.weight)
+    fx.add("bias", layer.bias)
     fx.add("dy", dy)
     fx.add("y", y)
     fx.add("dx", x.grad)
-    fx.add("dweight", conv.weight.grad)
-    fx.add("dbias", conv.bias.grad)
+    fx.add("dweight", layer.weight.grad)
+    fx.add("dbias", layer.bias.grad)
     return fx
+
+
+def case_conv2d(name, seed, n, cin, cout, k, stride, pad, hw):
+    start(seed)
+    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=pad, bias=True)
+    return affine_case(name, conv, (n, cin, hw, hw), cin * k * k)
 
 
 def case_linear(name, seed):
     start(seed)
     n, fin, fout = 3, 6, 4
     lin = nn.Linear(fin, fout)
-    randomize_(lin.weight, 1.0 / math.sqrt(fin))
-    randomize_(lin.bias, 0.5)
-    x = torch.randn(n, fin, requires_grad=True)
-    y = lin(x)
-    dy = torch.randn(y.shape)
-    y.backward(dy)
-
-    fx = Fixture(name)
-    fx.add("x", x)
-    fx.add("weight", lin.weight)
-    fx.add("bias", lin.bias)
-    fx.add("dy", dy)
-    fx.add("y", y)
-    fx.add("dx", x.grad)
-    fx.add("dweight", lin.weight.grad)
-    fx.add("dbias", lin.bias.grad)
-    return fx
+    return affine_case(name, lin, (n, fin), fin)
 
 
 def case_batchnorm(name, seed, module_cls, x_shape):
