@@ -18,31 +18,15 @@ Exits 77 (skipped) when PyTorch is not installed, 1 on any failure.
 
 import os
 import struct
-import sys
 import zipfile
 
-SKIP = 77
+from parity_common import Checks, start
+
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit('usage: check_roundtrip.py DIR')
-    out_dir = sys.argv[1]
-    try:
-        import torch
-    except ImportError:
-        print('SKIPPED: PyTorch is not installed (apt-get install python3-torch)')
-        sys.exit(SKIP)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from assignment_models import MODELS
-
-    torch.set_num_threads(1)
-    failures = []
-
-    def check(ok, what):
-        if not ok:
-            failures.append(what)
-            print('FAIL: ' + what)
+    out_dir, torch, MODELS = start('check_roundtrip.py')
+    check = Checks()
 
     for name in ['vgg16', 'resnet50']:
         path = os.path.join(out_dir, name + '_ctnn.ckpt')
@@ -75,8 +59,7 @@ def main():
               'their largest value' % (name, err))
         check(err <= 1e-4, '%s: logits differ by %.3g (allowed 1e-4)' % (name, err))
 
-    if failures:
-        sys.exit(1)
+    check.finish()
 
 
 if __name__ == '__main__':

@@ -33,32 +33,16 @@ Exits 77 (skipped) when PyTorch is not installed, 1 on any failure.
 """
 
 import os
-import sys
 
-SKIP = 77
+from parity_common import Checks, start
+
 LR, EPS = 1e-3, 1e-8
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit('usage: check_train_step.py DIR')
-    out_dir = sys.argv[1]
-    try:
-        import torch
-        import torch.nn as nn
-    except ImportError:
-        print('SKIPPED: PyTorch is not installed (apt-get install python3-torch)')
-        sys.exit(SKIP)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from assignment_models import MODELS
-
-    torch.set_num_threads(1)
-    failures = []
-
-    def check(ok, what):
-        if not ok:
-            failures.append(what)
-            print('FAIL: ' + what)
+    out_dir, torch, MODELS = start('check_train_step.py')
+    import torch.nn as nn
+    check = Checks()
 
     def scaled(a, b):
         return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
@@ -184,8 +168,7 @@ def main():
               'loss %.2g, gradients %.2g of their tensor\'s largest value (%s); after Adam within allowance '
               '(worst margin %.3g)' % (name, flips, worst_flip, e_logits, e_loss, worst_grad, worst_key, worst_excess))
 
-    if failures:
-        sys.exit(1)
+    check.finish()
 
 
 if __name__ == '__main__':
