@@ -20,13 +20,13 @@ import os
 import struct
 import zipfile
 
-from parity_common import Checks, start
+import parity_common
 
 
 
 def main():
-    out_dir, torch, MODELS = start('check_roundtrip.py')
-    check = Checks()
+    out_dir, torch, MODELS = parity_common.start('check_roundtrip.py')
+    check = parity_common.Checks()
 
     for name in ['vgg16', 'resnet50']:
         path = os.path.join(out_dir, name + '_ctnn.ckpt')

@@ -34,15 +34,15 @@ Exits 77 (skipped) when PyTorch is not installed, 1 on any failure.
 
 import os
 
-from parity_common import Checks, start
+import parity_common
 
 LR, EPS = 1e-3, 1e-8
 
 
 def main():
-    out_dir, torch, MODELS = start('check_train_step.py')
+    out_dir, torch, MODELS = parity_common.start('check_train_step.py')
     import torch.nn as nn
-    check = Checks()
+    check = parity_common.Checks()
 
     def scaled(a, b):
         return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
