@@ -21,6 +21,8 @@
 
 #include <ctnn/ctnn.hpp>
 
+#include "bench_common.hpp"
+
 #include <algorithm>
 #include <cstdlib>
 #include <functional>
@@ -31,10 +33,7 @@
 
 namespace {
 
-int bench_threads() {
-  const char* env = std::getenv("CTNN_BENCH_THREADS");
-  return env ? std::atoi(env) : 0;
-}
+using ctnn::bench::bench_threads;
 
 // One convolution's sizes as its layer sees them.
 struct ConvCase {
@@ -186,19 +185,9 @@ void bm_col2im(benchmark::State& state, ConvCase c) {
   state.counters["chunk"] = nb;
 }
 
-// glibc serves large blocks with mmap until the first such block is freed, then raises its mmap
-// and trim thresholds. Until then, Eigen's per-product packing buffers are mapped, faulted in and
-// unmapped on every call, which made whichever benchmark ran first up to ten times slower. A
-// training run is past this after its first step; this puts the benchmarks there too.
-void settle_allocator() {
-  void* volatile block = std::malloc(std::size_t{8} << 20);
-  std::free(block);
-}
-
 const bool registered = [] {
-  settle_allocator();
-  benchmark::AddCustomContext("ctnn_threads", std::getenv("CTNN_BENCH_THREADS") ? std::getenv("CTNN_BENCH_THREADS")
-                                                                                 : "all cores (CTNN_BENCH_THREADS unset)");
+  ctnn::bench::settle_allocator();
+  ctnn::bench::add_thread_context();
   const std::pair<Pass, const char*> passes[] = {{Pass::fwd, "fwd"}, {Pass::dW, "dW"}, {Pass::dX, "dX"}};
   const std::pair<Variant, const char*> variants[] = {
       {Variant::ctnn, "ctnn"}, {Variant::eigen_mt, "eigen_mt"}, {Variant::whole, "whole"}};

@@ -15,6 +15,8 @@
 
 #include <ctnn/ctnn.hpp>
 
+#include "bench_common.hpp"
+
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -24,10 +26,7 @@
 
 namespace {
 
-int bench_threads() {
-  const char* env = std::getenv("CTNN_BENCH_THREADS");
-  return env ? std::atoi(env) : 0;
-}
+using ctnn::bench::bench_threads;
 
 constexpr int kBatch = 100;
 
@@ -167,19 +166,9 @@ void register_layers(Net& net, const std::string& net_name, std::map<std::string
   });
 }
 
-// glibc serves large blocks with mmap until the first such block is freed, then raises its mmap
-// and trim thresholds. Until then, Eigen's per-product packing buffers are mapped, faulted in and
-// unmapped on every call, which made whichever benchmark ran first up to ten times slower. A
-// training run is past this after its first step; this puts the benchmarks there too.
-void settle_allocator() {
-  void* volatile block = std::malloc(std::size_t{8} << 20);
-  std::free(block);
-}
-
 const bool registered = [] {
-  settle_allocator();
-  benchmark::AddCustomContext("ctnn_threads", std::getenv("CTNN_BENCH_THREADS") ? std::getenv("CTNN_BENCH_THREADS")
-                                                                                 : "all cores (CTNN_BENCH_THREADS unset)");
+  ctnn::bench::settle_allocator();
+  ctnn::bench::add_thread_context();
   benchmark::AddCustomContext("batch", std::to_string(kBatch));
   std::map<std::string, bool> done;
   register_layers(*std::make_unique<ctnn::VGG16>(0), "vgg16", done);

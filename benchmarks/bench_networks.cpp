@@ -10,6 +10,8 @@
 
 #include <ctnn/ctnn.hpp>
 
+#include "bench_common.hpp"
+
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -17,10 +19,7 @@
 
 namespace {
 
-int bench_threads() {
-  const char* env = std::getenv("CTNN_BENCH_THREADS");
-  return env ? std::atoi(env) : 0;
-}
+using ctnn::bench::bench_threads;
 
 constexpr int kBatch = 100;
 
@@ -68,8 +67,7 @@ void bm_network(benchmark::State& state, bool train) {
 }
 
 const bool registered = [] {
-  benchmark::AddCustomContext("ctnn_threads", std::getenv("CTNN_BENCH_THREADS") ? std::getenv("CTNN_BENCH_THREADS")
-                                                                                 : "all cores (CTNN_BENCH_THREADS unset)");
+  ctnn::bench::add_thread_context();
   benchmark::AddCustomContext("batch", std::to_string(kBatch));
   for (bool train : {true, false}) {
     const std::string mode = train ? "train" : "eval";
