@@ -314,6 +314,36 @@ TEST_CASE("Reading the full-size layout: 10,000-record files split correctly") {
   CHECK(d.image(n - 1)[3071] == static_cast<std::uint8_t>((n - 1 + 3071) & 0xFF));
 }
 
+TEST_CASE("parse_cifar_batch reads a batch in memory exactly as read_cifar_batch reads the file") {
+  TempDir tmp;
+  const fs::path file = tmp.path / "data_batch_1.bin";
+  write_records(file, {{7, patterned(0)}, {0, patterned(1)}, {9, patterned(2)}});
+  std::vector<std::uint8_t> bytes(3 * 3073);
+  {
+    std::ifstream in(file, std::ios::binary);
+    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  }
+  const Dataset from_file = read_cifar_batch(file);
+  const Dataset in_memory = parse_cifar_batch(bytes, file.string());
+  CHECK(in_memory.labels == from_file.labels);
+  CHECK(in_memory.pixels == from_file.pixels);
+  CHECK(in_memory.class_names == cifar10_class_names());
+  CHECK(in_memory.description == from_file.description);
+  CHECK(serialize_cifar_batch(in_memory) == bytes);
+
+  // The same checks and messages as for files.
+  CHECK(error_of([&] { parse_cifar_batch({}, "empty.bin"); }) ==
+        "CIFAR-10: file 'empty.bin' is empty (expected records of 3073 bytes)");
+  CHECK(contains(error_of([&] { parse_cifar_batch(std::span(bytes).first(3072), "short.bin"); }),
+                 "'short.bin' is truncated or not a CIFAR-10 batch: 3072 bytes is not a multiple"));
+  bytes[3073] = 10;
+  const std::string label_error = error_of([&] { parse_cifar_batch(bytes, file.string()); });
+  CHECK(contains(label_error, "record 1 (byte offset 3073): label byte 10 is above 9"));
+  std::ofstream(file, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  CHECK(error_of([&] { read_cifar_batch(file); }) == label_error);
+}
+
 TEST_CASE("The synthetic source is labelled synthetic, reproducible and learnable") {
   const Dataset a = make_synthetic_cifar(1000, 42);
   CHECK(a.synthetic);

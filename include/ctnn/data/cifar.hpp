@@ -8,7 +8,8 @@
 // as 1,024 red, 1,024 green and 1,024 blue bytes, rows top to bottom. Each file is read with a
 // single read into memory and then split into labels and pixels, so the whole data set loads in
 // a fraction of a second. Every size and label is checked; problems raise DataError with the
-// file, the record and what is wrong.
+// file, the record and what is wrong. parse_cifar_batch / serialize_cifar_batch do the same in
+// memory (the file reader's decoding is theirs; tests/fuzz/fuzz_cifar.cpp fuzzes both).
 #pragma once
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <span>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -45,6 +47,23 @@ inline std::string quoted(const std::filesystem::path& p) {
   return s;
 }
 
+// Number of records in a batch of `bytes` bytes, after checking that it is not empty and holds a
+// whole number of records. `quoted_name` names the file (or buffer) in the message.
+inline std::size_t cifar_records_in(std::uint64_t bytes, const std::string& quoted_name) {
+  if (bytes == 0)
+    throw DataError("CIFAR-10: file " + quoted_name + " is empty (expected records of " +
+                    std::to_string(kRecordBytes) + " bytes)");
+  if (bytes % kRecordBytes != 0) {
+    const auto whole = bytes / kRecordBytes;
+    throw DataError("CIFAR-10: file " + quoted_name + " is truncated or not a CIFAR-10 batch: " +
+                    std::to_string(bytes) + " bytes is not a multiple of the " +
+                    std::to_string(kRecordBytes) + "-byte record (" + std::to_string(whole) +
+                    " whole records, then " + std::to_string(bytes % kRecordBytes) +
+                    " bytes of record " + std::to_string(whole) + ")");
+  }
+  return static_cast<std::size_t>(bytes / kRecordBytes);
+}
+
 // Number of records in `file`, after checking that it exists, is a regular file, is not empty
 // and holds a whole number of records.
 inline std::size_t cifar_record_count(const std::filesystem::path& file) {
@@ -56,26 +75,32 @@ inline std::size_t cifar_record_count(const std::filesystem::path& file) {
     throw DataError("CIFAR-10: " + quoted(file) + " is not a regular file");
   const auto bytes = std::filesystem::file_size(file, ec);
   if (ec) throw DataError("CIFAR-10: cannot get the size of " + quoted(file) + ": " + ec.message());
-  if (bytes == 0)
-    throw DataError("CIFAR-10: file " + quoted(file) + " is empty (expected records of " +
-                    std::to_string(kRecordBytes) + " bytes)");
-  if (bytes % kRecordBytes != 0) {
-    const auto whole = bytes / kRecordBytes;
-    throw DataError("CIFAR-10: file " + quoted(file) + " is truncated or not a CIFAR-10 batch: " +
-                    std::to_string(bytes) + " bytes is not a multiple of the " +
-                    std::to_string(kRecordBytes) + "-byte record (" + std::to_string(whole) +
-                    " whole records, then " + std::to_string(bytes % kRecordBytes) +
-                    " bytes of record " + std::to_string(whole) + ")");
+  return cifar_records_in(bytes, quoted(file));
+}
+
+// Decodes `records` records that lie, as in the file, at image `first` of d.pixels: checks every
+// label and stores it in d.labels[first + r], then compacts the pixels in place: record r's 3,072
+// pixel bytes move from byte r * 3073 + 1 to r * 3072 of that region, a move towards the front
+// that never overwrites a record not yet moved. So d.pixels must reach `records` bytes past the
+// end of the last image it receives. The file reader and parse_cifar_batch share this code.
+inline void decode_cifar_records(std::size_t records, const std::string& quoted_name, Dataset& d, std::size_t first) {
+  std::uint8_t* base = d.pixels.data() + first * kImageBytes;
+  for (std::size_t r = 0; r < records; ++r) {
+    const std::uint8_t label = base[r * kRecordBytes];
+    if (label >= kNumClasses)
+      throw DataError("CIFAR-10: file " + quoted_name + ", record " + std::to_string(r) + " (byte offset " +
+                      std::to_string(r * kRecordBytes) + "): label byte " + std::to_string(label) + " is above " +
+                      std::to_string(kNumClasses - 1));
+    d.labels[first + r] = label;
   }
-  return static_cast<std::size_t>(bytes / kRecordBytes);
+  for (std::size_t r = 0; r < records; ++r)
+    std::memmove(base + r * kImageBytes, base + r * kRecordBytes + 1, kImageBytes);
 }
 
 // Reads the `records` records of `file` (already checked by cifar_record_count) into images
-// first .. first + records - 1 of `d`. The file is read in one piece straight into d.pixels at
-// image `first`, then compacted in place: record r's 3,072 pixel bytes move from byte
-// r * 3073 + 1 to r * 3072 of that region, a move towards the front that never overwrites a
-// record not yet moved. So d.pixels must reach `records` bytes past the end of the last image
-// it receives, and no second buffer the size of the file is needed.
+// first .. first + records - 1 of `d`: the file is read in one piece straight into d.pixels at
+// image `first` and decoded there (decode_cifar_records), so no second buffer the size of the
+// file is needed.
 inline void read_cifar_records(const std::filesystem::path& file, std::size_t records, Dataset& d, std::size_t first) {
   const std::size_t bytes = records * kRecordBytes;
   std::uint8_t* base = d.pixels.data() + first * kImageBytes;
@@ -86,17 +111,7 @@ inline void read_cifar_records(const std::filesystem::path& file, std::size_t re
   if (got != bytes)  // the file shrank between the size check and the read
     throw DataError("CIFAR-10: file " + quoted(file) + ": read " + std::to_string(got) + " of " +
                     std::to_string(bytes) + " bytes (file changed while reading?)");
-
-  for (std::size_t r = 0; r < records; ++r) {
-    const std::uint8_t label = base[r * kRecordBytes];
-    if (label >= kNumClasses)
-      throw DataError("CIFAR-10: file " + quoted(file) + ", record " + std::to_string(r) +
-                      " (byte offset " + std::to_string(r * kRecordBytes) + "): label byte " +
-                      std::to_string(label) + " is above " + std::to_string(kNumClasses - 1));
-    d.labels[first + r] = label;
-  }
-  for (std::size_t r = 0; r < records; ++r)
-    std::memmove(base + r * kImageBytes, base + r * kRecordBytes + 1, kImageBytes);
+  decode_cifar_records(records, quoted(file), d, first);
 }
 
 // Reads whole files into one Dataset (pixels and labels only).
@@ -150,6 +165,22 @@ inline Dataset read_cifar_batch(const std::filesystem::path& file) {
   return d;
 }
 
+// Parses one batch file already in memory (`bytes`: its whole contents), with the checks and
+// messages of read_cifar_batch; `name` stands for the file in them.
+inline Dataset parse_cifar_batch(std::span<const std::uint8_t> bytes, const std::string& name) {
+  const std::string quoted_name = detail::quoted(name);
+  const std::size_t records = detail::cifar_records_in(bytes.size(), quoted_name);
+  Dataset d;
+  detail::allocate_bytes(d.pixels, bytes.size());  // records * kImageBytes + `records` bytes of slack
+  std::memcpy(d.pixels.data(), bytes.data(), bytes.size());
+  d.labels.assign(records, 0);
+  detail::decode_cifar_records(records, quoted_name, d, 0);
+  d.pixels.resize(records * kImageBytes);
+  d.class_names = cifar10_class_names();
+  d.description = "CIFAR-10 batch file " + name + " (" + std::to_string(d.size()) + " images)";
+  return d;
+}
+
 // The cifar-10-batches-bin directory given either that directory or the one holding it (where
 // the official archive extracts to).
 inline std::filesystem::path cifar10_batches_dir(const std::filesystem::path& dir) {
@@ -189,16 +220,22 @@ inline Dataset load_cifar10(const std::filesystem::path& dir, Split split) {
   return d;
 }
 
-// Writes `d` as one CIFAR-10 batch file (for tests, and to save synthetic data in the format
-// every CIFAR tool reads).
-inline void write_cifar_batch(const std::filesystem::path& file, const Dataset& d) {
-  d.validate("CIFAR-10: data to write to " + detail::quoted(file));
+// The bytes of `d` as one CIFAR-10 batch file; `what` names the data in errors.
+inline std::vector<std::uint8_t> serialize_cifar_batch(const Dataset& d, const std::string& what = "CIFAR-10: data") {
+  d.validate(what);
   std::vector<std::uint8_t> raw(static_cast<std::size_t>(d.size()) * kRecordBytes);
   for (int i = 0; i < d.size(); ++i) {
     std::uint8_t* rec = raw.data() + static_cast<std::size_t>(i) * kRecordBytes;
     rec[0] = d.labels[static_cast<std::size_t>(i)];
     std::memcpy(rec + 1, d.image(i), kImageBytes);
   }
+  return raw;
+}
+
+// Writes `d` as one CIFAR-10 batch file (for tests, and to save synthetic data in the format
+// every CIFAR tool reads).
+inline void write_cifar_batch(const std::filesystem::path& file, const Dataset& d) {
+  const std::vector<std::uint8_t> raw = serialize_cifar_batch(d, "CIFAR-10: data to write to " + detail::quoted(file));
   std::ofstream out(file, std::ios::binary | std::ios::trunc);
   if (!out) throw DataError("CIFAR-10: cannot open " + detail::quoted(file) + " for writing");
   out.write(reinterpret_cast<const char*>(raw.data()), static_cast<std::streamsize>(raw.size()));
