@@ -10,6 +10,7 @@
 
 #include "ctnn/io/state_dict.hpp"
 #include "support/temp_dir.hpp"
+#include "support/zip_layouts.hpp"
 
 using namespace ctnn;
 using namespace ctnn::io;
@@ -22,6 +23,9 @@ namespace fs = std::filesystem;
 using SmallNet = Network<Shape<3, 4, 4>, Sequential<Conv2d<3, 4, 3, 1, 1>, BatchNorm2d<4>, ReLU, MaxPool2d<2, 2>,
                                                     Flatten, Linear<16, 10>>>;
 
+using test::pytorch_style_zip;
+using test::Record;
+using test::records_of;
 using test::TempDir;
 
 std::size_t entries_in(const fs::path& dir) {
@@ -116,73 +120,6 @@ std::vector<std::uint8_t> rezip(const std::vector<std::uint8_t>& file,
   for (const auto& [name, text] : extra)
     w.add(name, Bytes(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
   w.finish();
-  return out;
-}
-
-struct Record {
-  std::string name;
-  std::vector<std::uint8_t> data;
-};
-
-// The records of an archive, in order.
-std::vector<Record> records_of(const std::vector<std::uint8_t>& file) {
-  const ZipReader zip(file, "in");
-  std::vector<Record> out;
-  for (const auto& e : zip.entries()) {
-    const Bytes b = zip.read(e);
-    out.push_back({e.name, {b.begin(), b.end()}});
-  }
-  return out;
-}
-
-// A zip laid out the way PyTorch's writer (miniz) does it: flag bit 3 with zero CRC and sizes in
-// the local header and a data descriptor after the data, 64-byte alignment by an "FB" extra
-// field, and ZIP64 end records before the classic one. With `force_zip64` the 32-bit fields of
-// the central directory and end record hold 0xffffffff (as for a file beyond 4 GiB), so only
-// the ZIP64 values are right. `comment` follows the end record.
-std::vector<std::uint8_t> pytorch_style_zip(const std::vector<Record>& records, bool force_zip64,
-                                            const std::string& comment = "") {
-  std::vector<std::uint8_t> out;
-  auto le = [&](std::uint64_t v, int n) { io::detail::store_le(out, v, n); };
-  auto bytes = [&](const std::string& s) { out.insert(out.end(), s.begin(), s.end()); };
-  struct Central {
-    std::string name;
-    std::uint64_t offset, size;
-    std::uint32_t crc;
-  };
-  std::vector<Central> central;
-  for (const Record& r : records) {
-    const std::uint64_t offset = out.size();
-    const std::uint64_t pad = (64 - (offset + 30 + r.name.size() + 4) % 64) % 64;
-    le(0x04034b50, 4); le(45, 2); le(8, 2); le(0, 2); le(0, 2); le(0x21, 2); le(0, 4); le(0, 4); le(0, 4);
-    le(r.name.size(), 2); le(4 + pad, 2);
-    bytes(r.name);
-    bytes("FB"); le(pad, 2); bytes(std::string(pad, 'Z'));
-    out.insert(out.end(), r.data.begin(), r.data.end());
-    const std::uint32_t crc = crc32(r.data);
-    le(0x08074b50, 4); le(crc, 4); le(r.data.size(), 4); le(r.data.size(), 4);
-    central.push_back({r.name, offset, r.data.size(), crc});
-  }
-  const std::uint64_t cd_offset = out.size();
-  for (const Central& c : central) {
-    const std::uint64_t wide = force_zip64 ? 0xffffffff : 0;
-    le(0x02014b50, 4); le(45, 2); le(45, 2); le(8, 2); le(0, 2); le(0, 2); le(0x21, 2); le(c.crc, 4);
-    le(wide ? wide : c.size, 4); le(wide ? wide : c.size, 4); le(c.name.size(), 2); le(force_zip64 ? 28 : 0, 2);
-    le(0, 2); le(0, 2); le(0, 2); le(0, 4); le(wide ? wide : c.offset, 4);
-    bytes(c.name);
-    if (force_zip64) {
-      le(1, 2); le(24, 2); le(c.size, 8); le(c.size, 8); le(c.offset, 8);
-    }
-  }
-  const std::uint64_t cd_size = out.size() - cd_offset, end64 = out.size();
-  le(0x06064b50, 4); le(44, 8); le(45, 2); le(45, 2); le(0, 4); le(0, 4);
-  le(central.size(), 8); le(central.size(), 8); le(cd_size, 8); le(cd_offset, 8);
-  le(0x07064b50, 4); le(0, 4); le(end64, 8); le(1, 4);
-  le(0x06054b50, 4); le(0, 2); le(0, 2);
-  le(force_zip64 ? 0xffff : central.size(), 2); le(force_zip64 ? 0xffff : central.size(), 2);
-  le(force_zip64 ? 0xffffffff : cd_size, 4); le(force_zip64 ? 0xffffffff : cd_offset, 4);
-  le(comment.size(), 2);
-  bytes(comment);
   return out;
 }
 
@@ -520,7 +457,7 @@ TEST_CASE("Size mismatches fail even when not strict; missing and unexpected key
 }
 
 TEST_CASE("Every truncation and single-byte corruption of a checkpoint is a CheckpointError, never a crash") {
-  // A deterministic sweep (the libFuzzer target in benchmarks/fuzz explores further), over
+  // A deterministic sweep (the libFuzzer targets in tests/fuzz explore further), over
   // ctnn's own layout and PyTorch's (data descriptors, ZIP64 records): with CRC checks on,
   // damage is caught at the zip level; with them off, it reaches the pickle and tensor checks.
   // Either way the only acceptable outcomes are a StateDict or a CheckpointError.
