@@ -1,21 +1,30 @@
-// libFuzzer target for ctnn's PyTorch checkpoint reader (zip container, restricted pickle, tensor
-// views) and the load path into a network.
+// libFuzzer target for the whole PyTorch checkpoint loader: zip container, restricted pickle,
+// tensor views (include/ctnn/io/torch_checkpoint.hpp) and load_state_dict's validation against a
+// network's state (include/ctnn/io/state_dict.hpp).
 //
-// Every input must end in a StateDict or a CheckpointError: any other exception, a sanitizer
-// report, a hang or an out-of-memory is a finding. Inputs that parse are also written back with
-// ctnn's writer and read again, and must come back identical.
-//
-// Build (plain command, from the repository root; or configure with -DCTNN_BUILD_FUZZERS=ON and
-// CMAKE_CXX_COMPILER=clang++, see CMakeLists.txt here):
-//   clang++-14 -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-//     -Iinclude benchmarks/fuzz/fuzz_checkpoint.cpp -o fuzz_checkpoint
-// Seed corpus of real files (Debian's python3-torch):
-//   /usr/bin/python3 benchmarks/fuzz/make_seed_corpus.py seeds
-// Run (10 minutes, one core):
-//   mkdir -p corpus && ./fuzz_checkpoint -max_total_time=600 -workers=1 -jobs=1 -rss_limit_mb=2048 \
-//     -dict=benchmarks/fuzz/checkpoint.dict corpus seeds
+// Each input is a checkpoint file. Without CRC checks (so that mutations reach the pickle and the
+// tensors) it must give a StateDict or a CheckpointError naming the file; read_checkpoint on the
+// same bytes as a file (a memfd) must give the same. A StateDict must:
+//   - hold tensors whose every element can be read (their views were checked), and write back
+//     with serialize_checkpoint to a file that reads back identically;
+//   - read identically with CRC checks on, when those pass;
+//   - load into a small network exactly as load_state_dict promises: strict or not, either all
+//     its keys fit (then the network holds the checkpoint's values, and the missing and
+//     unexpected keys are exactly the differences of the two key sets) or it throws
+//     StateDictMismatch with consistent lists and leaves the network untouched.
+// Any other exception, a sanitizer report, a hang or an out-of-memory is a finding. Build and
+// run: tests/fuzz/CMakeLists.txt.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "ctnn/io/state_dict.hpp"
 
@@ -24,12 +33,18 @@ namespace {
 using namespace ctnn;
 using namespace ctnn::io;
 
-// A network-shaped object without Eigen: a "0" layer with weight [2, 2] and bias [2], and a
-// BatchNorm-like "1" with running_mean [2] and num_batches_tracked.
+[[noreturn]] void fail(const char* what, const std::string& detail = "") {
+  std::fprintf(stderr, "fuzz_checkpoint: invariant violated: %s\n%s\n", what, detail.c_str());
+  std::abort();
+}
+
+// A network-shaped object without Eigen (the layer headers need a newer clang): a "0" layer with
+// weight [2, 2] and bias [2], a BatchNorm-like "1" with running_mean [2] and
+// num_batches_tracked. Its state is what save_state_dict writes for the seed `tiny.ckpt`.
 struct TinyNet {
-  std::vector<float> weight = std::vector<float>(4), bias = std::vector<float>(2), grad = std::vector<float>(6),
-                     mean = std::vector<float>(2);
-  std::int64_t count = 0;
+  std::vector<float> weight = std::vector<float>(4, 0.5f), bias = std::vector<float>(2, -1.0f),
+                     grad = std::vector<float>(6), mean = std::vector<float>(2, 0.25f);
+  std::int64_t count = 7;
   Param w{weight.data(), grad.data(), 4}, b{bias.data(), grad.data() + 4, 2};
   void visit_state(StateVisitor& v) {
     v.parameter("0.weight", {2, 2}, w);
@@ -39,35 +54,106 @@ struct TinyNet {
   }
 };
 
+bool same_dicts(const StateDict& a, const StateDict& b) {
+  if (a.keys() != b.keys()) return false;
+  for (const auto& [key, t] : a)
+    if (!identical(t, b.at(key))) return false;
+  return true;
+}
+
+struct MemFile {
+  int fd = -1;
+  std::string path;
+  MemFile() {
+    fd = memfd_create("fuzz_checkpoint", 0);
+    if (fd < 0) fail("memfd_create failed");
+    path = "/proc/self/fd/" + std::to_string(fd);
+  }
+  void assign(const std::uint8_t* data, std::size_t size) {
+    if (ftruncate(fd, 0) != 0) fail("ftruncate failed");
+    for (std::size_t done = 0; done < size;) {
+      const ssize_t n = pwrite(fd, data + done, size - done, static_cast<off_t>(done));
+      if (n <= 0) fail("pwrite failed");
+      done += static_cast<std::size_t>(n);
+    }
+  }
+};
+
+void check_load(const StateDict& sd, bool strict) {
+  TinyNet net;
+  const StateDict before = state_dict(net);
+  std::set<std::string> net_keys, sd_keys;
+  for (const auto& [key, t] : before) net_keys.insert(key);
+  for (const auto& [key, t] : sd) sd_keys.insert(key);
+  std::vector<std::string> missing, unexpected;
+  std::set_difference(net_keys.begin(), net_keys.end(), sd_keys.begin(), sd_keys.end(), std::back_inserter(missing));
+  std::set_difference(sd_keys.begin(), sd_keys.end(), net_keys.begin(), net_keys.end(), std::back_inserter(unexpected));
+  bool shapes_fit = true;
+  for (const auto& [key, t] : before)
+    if (const Tensor* c = sd.find(key)) shapes_fit = shapes_fit && c->shape() == t.shape() && c->dtype() == t.dtype();
+  const bool should_load = shapes_fit && (!strict || (missing.empty() && unexpected.empty()));
+
+  try {
+    LoadResult r = load_state_dict(net, sd, strict, "fuzz");
+    if (!should_load) fail("load_state_dict accepted a state_dict that does not fit");
+    std::sort(r.missing_keys.begin(), r.missing_keys.end());
+    std::sort(r.unexpected_keys.begin(), r.unexpected_keys.end());
+    if (r.missing_keys != missing || r.unexpected_keys != unexpected) fail("wrong missing or unexpected keys");
+    const StateDict after = state_dict(net);
+    for (const auto& [key, t] : after) {
+      const Tensor* c = sd.find(key);
+      if (!identical(t, c ? *c : before.at(key))) fail("the network does not hold what was loaded", key);
+    }
+  } catch (const StateDictMismatch& e) {
+    if (should_load) fail("load_state_dict refused a state_dict that fits", e.what());
+    if (std::string(e.what()).rfind("fuzz: ", 0) != 0) fail("the message does not name the source", e.what());
+    auto m = e.missing_keys, u = e.unexpected_keys;
+    std::sort(m.begin(), m.end());
+    std::sort(u.begin(), u.end());
+    if (m != missing || u != unexpected) fail("StateDictMismatch lists the wrong keys", e.what());
+    if (e.mismatched_keys.empty() == !shapes_fit) fail("StateDictMismatch lists the wrong mismatches", e.what());
+    if (!same_dicts(state_dict(net), before)) fail("a refused load changed the network");
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  static MemFile file;
+  file.assign(data, size);
   const Bytes bytes(data, size);
   StateDict sd;
+  std::string error;
   try {
-    // Without CRC checks, so that mutations reach the pickle and tensor code.
-    sd = parse_checkpoint(bytes, "fuzz", {.verify_crc = false});
-  } catch (const CheckpointError&) {
-    return 0;
+    sd = parse_checkpoint(bytes, file.path, {.verify_crc = false});
+  } catch (const CheckpointError& e) {
+    error = e.what();
+    if (error.rfind(file.path + ": ", 0) != 0) fail("the message does not name the file", error);
   }
+  try {
+    const StateDict from_file = read_checkpoint(file.path, {.verify_crc = false});
+    if (!error.empty()) fail("read_checkpoint accepted what parse_checkpoint refused", error);
+    if (!same_dicts(sd, from_file)) fail("read_checkpoint and parse_checkpoint disagree");
+  } catch (const CheckpointError& e) {
+    if (e.what() != error) fail("read_checkpoint and parse_checkpoint give different errors", error + "\n" + e.what());
+  }
+  if (!error.empty()) return 0;
+
   std::size_t total = 0;
-  for (const auto& [key, t] : sd) total += t.numel();
+  for (const auto& [key, t] : sd) {
+    if (t.dtype() != DType::float32 && t.dtype() != DType::int64) fail("a tensor of another dtype");
+    if (t.shape().size() != t.stride().size()) fail("size and stride of different lengths", key);
+    total += t.numel();
+  }
   if (total > (1u << 20)) return 0;  // views may repeat elements (stride 0): do not materialise huge ones
 
-  TinyNet net;
-  for (bool strict : {true, false}) {
-    try {
-      load_state_dict(net, sd, strict, "fuzz");
-    } catch (const CheckpointError&) {
-    }
-  }
-  const StateDict again = parse_checkpoint(serialize_checkpoint(sd), "rewritten");
-  if (again.keys() != sd.keys()) std::abort();
-  for (const auto& [key, t] : sd)
-    if (!identical(t, again.at(key))) std::abort();
+  const StateDict again = parse_checkpoint(serialize_checkpoint(sd), "rewritten");  // errors are findings
+  if (!same_dicts(sd, again)) fail("a checkpoint changed in a round trip through the writer");
   try {
-    parse_checkpoint(bytes, "fuzz");  // with CRC checks
+    if (!same_dicts(sd, parse_checkpoint(bytes, "fuzz", {.verify_crc = true})))
+      fail("CRC checks changed what was read");
   } catch (const CheckpointError&) {
   }
+  for (bool strict : {true, false}) check_load(sd, strict);
   return 0;
 }
