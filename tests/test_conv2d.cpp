@@ -40,6 +40,14 @@ TEST_CASE("Conv2d matches PyTorch: forward, input, weight and bias gradients") {
   conv_parity<2, 3, 3, 1, 0, 6>("conv2d_k3s1p0");
 }
 
+TEST_CASE("Conv2d's image-parallel schedule matches PyTorch over several chunks and groups") {
+  static_assert(Conv2d<3, 4, 3, 1, 1>::bind<Shape<3, 8, 8>>::image_parallel &&
+                Conv2d<2, 3, 7, 2, 3>::bind<Shape<2, 16, 16>>::image_parallel,
+                "these cases must take the image-parallel schedule");
+  conv_parity<3, 4, 3, 1, 1, 8>("conv2d_k3s1p1_chunked");   // batch 10: 5 chunks of 2
+  conv_parity<2, 3, 7, 2, 3, 16>("conv2d_k7s2p3_chunked");  // batch 9: 5 chunks, last of 1
+}
+
 TEST_CASE("Conv2d output shapes follow PyTorch's floor arithmetic") {
   using A = Conv2d<3, 64, 7, 2, 3>::bind<Shape<3, 32, 32>>;
   static_assert(A::out_shape::height == 16 && A::out_shape::width == 16 && A::out_shape::channels == 64);

@@ -184,27 +184,32 @@ TEST_CASE("Training-mode gradients of the networks' building blocks agree with f
   }
 }
 
-TEST_CASE("Results are bit-identical at 1 and 2 threads") {
-  auto run = [](int threads) {
-    set_num_threads(threads);
-    ResNet50_layer4<> net(5);
-    CrossEntropyLoss<10> loss;
-    const auto x = random_batch<Shape<3, 32, 32>>(8, 6);
-    const std::vector<int> labels{0, 1, 2, 3, 4, 5, 6, 7};
-    Adam opt(net);
-    std::vector<float> out;
-    for (int step = 0; step < 2; ++step) {
-      net.zero_grad();
-      out.push_back(loss.forward(net.forward(x), labels));
-      net.backward(x, loss.grad());
-      opt.step();
-    }
-    out.insert(out.end(), net.parameters().begin(), net.parameters().end());
-    return out;
-  };
-  const auto one = run(1);
-  const auto two = run(2);
+namespace {
+// Two Adam steps on a fixed batch: losses and final parameters, for comparing thread counts.
+template <class Net>
+std::vector<float> two_steps(int threads) {
+  set_num_threads(threads);
+  Net net(5);
+  CrossEntropyLoss<10> loss;
+  const auto x = random_batch<Shape<3, 32, 32>>(8, 6);
+  const std::vector<int> labels{0, 1, 2, 3, 4, 5, 6, 7};
+  Adam opt(net);
+  std::vector<float> out;
+  for (int step = 0; step < 2; ++step) {
+    net.zero_grad();
+    out.push_back(loss.forward(net.forward(x), labels));
+    net.backward(x, loss.grad());
+    opt.step();
+  }
+  out.insert(out.end(), net.parameters().begin(), net.parameters().end());
   set_num_threads(0);
+  return out;
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE("Results are bit-identical at 1 and 2 threads", Net, ResNet50_layer4<>, VGG16) {
+  const auto one = two_steps<Net>(1);
+  const auto two = two_steps<Net>(2);
   REQUIRE(one.size() == two.size());
   CHECK(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0);
 }

@@ -282,6 +282,10 @@ CONV_CONFIGS = [
     ("conv2d_k1s2p0", 2, 3, 2, 1, 2, 0, 5),
     ("conv2d_k7s2p3", 2, 3, 2, 7, 2, 3, 9),
     ("conv2d_k3s1p0", 2, 2, 3, 3, 1, 0, 6),
+    # Output planes of 64+ pixels take Conv2d's image-parallel schedule: several chunks and
+    # weight-gradient groups.
+    ("conv2d_k3s1p1_chunked", 10, 3, 4, 3, 1, 1, 8),
+    ("conv2d_k7s2p3_chunked", 9, 2, 3, 7, 2, 3, 16),
 ]
 
 MAXPOOL_CONFIGS = [

@@ -22,11 +22,13 @@ struct ConvGeometry {
   int patch() const { return in_channels * kernel * kernel; }
 };
 
-// col (ld = nb * out_plane) <- patches of samples [n0, n0 + nb) of `in`.
-inline void im2col(const float* in, const ConvGeometry& g, int n0, int nb, float* col) {
+// col (ld = nb * out_plane) <- patches of samples [n0, n0 + nb) of `in`. `threaded` = false
+// when the caller is itself one iteration of a parallel loop.
+inline void im2col(const float* in, const ConvGeometry& g, int n0, int nb, float* col,
+                   bool threaded = true) {
   const std::size_t ld = static_cast<std::size_t>(nb) * g.out_plane();
   const int kk = g.kernel * g.kernel;
-#pragma omp parallel for schedule(static) if (ld * g.patch() > (1u << 15))
+#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > (1u << 15))
   for (int j = 0; j < g.patch(); ++j) {
     const int c = j / kk, ky = (j % kk) / g.kernel, kx = j % g.kernel;
     float* dst = col + j * ld;
@@ -63,10 +65,11 @@ inline void im2col(const float* in, const ConvGeometry& g, int n0, int nb, float
 // in += col2im(col): scatters the gradient of the patch matrix back onto the input samples
 // [n0, n0 + nb). Each thread owns whole input channels, and within a channel the patch
 // columns are added in a fixed order, so sums do not depend on the thread count.
-inline void col2im_add(const float* col, const ConvGeometry& g, int n0, int nb, float* in) {
+inline void col2im_add(const float* col, const ConvGeometry& g, int n0, int nb, float* in,
+                       bool threaded = true) {
   const std::size_t ld = static_cast<std::size_t>(nb) * g.out_plane();
   const int kk = g.kernel * g.kernel;
-#pragma omp parallel for schedule(static) if (ld * g.patch() > (1u << 15))
+#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > (1u << 15))
   for (int c = 0; c < g.in_channels; ++c) {
     for (int r = 0; r < kk; ++r) {
       const int ky = r / g.kernel, kx = r % g.kernel;
