@@ -2,6 +2,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,10 +12,14 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 #include <random>
+#include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "ctnn/core/fault.hpp"
 #include "ctnn/io/error.hpp"
 
 namespace ctnn::io {
@@ -46,6 +51,39 @@ inline std::vector<std::uint8_t> read_file(const std::filesystem::path& path) {
   return bytes;
 }
 
+// write_file_atomically's temporary files are named `.<target>.tmp-<pid>-<counter>-<random>`.
+inline constexpr std::string_view kTempTag = ".tmp-";
+
+namespace detail {
+// The temporary files this process is writing right now (a restarted container can give a new
+// process the id of the one that was killed, so the id alone does not tell ours from theirs).
+struct LiveTemps {
+  std::mutex mutex;
+  std::set<std::string> names;
+  bool contains(const std::string& name) {
+    std::lock_guard lock(mutex);
+    return names.count(name) > 0;
+  }
+};
+inline LiveTemps& live_temps() {
+  static LiveTemps t;
+  return t;
+}
+struct LiveTemp {
+  std::string name;
+  explicit LiveTemp(std::string n) : name(std::move(n)) {
+    std::lock_guard lock(live_temps().mutex);
+    live_temps().names.insert(name);
+  }
+  ~LiveTemp() {
+    std::lock_guard lock(live_temps().mutex);
+    live_temps().names.erase(name);
+  }
+  LiveTemp(const LiveTemp&) = delete;
+  LiveTemp& operator=(const LiveTemp&) = delete;
+};
+}  // namespace detail
+
 // Receives the bytes of a file being written, in order.
 using ByteSink = std::function<void(const std::uint8_t*, std::size_t)>;
 
@@ -61,6 +99,11 @@ inline void write_file_atomically(const std::filesystem::path& path, const std::
   if (!std::filesystem::is_directory(dir, ec))
     throw CheckpointError(name, "cannot write: directory '" + dir.string() + "' does not exist");
 
+  // Fault injection for crash tests (ctnn/core/fault.hpp); both are 0 unless requested.
+  const long kill_while_writing = fault::begin_file("write");
+  const long kill_before_rename = fault::begin_file("rename");
+  std::uint64_t bytes_written = 0;
+
   // A fresh name next to the target: dot-prefixed, with the process id and a random tag.
   static std::atomic<std::uint64_t> counter{0};
   std::random_device rd;
@@ -70,7 +113,7 @@ inline void write_file_atomically(const std::filesystem::path& path, const std::
     // Built by appending: `"." + string` trips a false -Wrestrict in GCC 12.
     std::string leaf(1, '.');
     leaf += path.filename().string();
-    leaf += ".tmp-";
+    leaf += kTempTag;
     leaf += std::to_string(::getpid());
     leaf += '-';
     leaf += std::to_string(counter++);
@@ -81,6 +124,7 @@ inline void write_file_atomically(const std::filesystem::path& path, const std::
     if (fd < 0 && errno != EEXIST) break;
   }
   if (fd < 0) throw CheckpointError(name, std::string("cannot create a temporary file: ") + std::strerror(errno));
+  const detail::LiveTemp live(std::filesystem::path(temp).filename().string());
 
   // Removes the temporary file and reports `what` (with errno's reason, if any).
   auto abandon = [&](const std::string& what) {
@@ -97,10 +141,13 @@ inline void write_file_atomically(const std::filesystem::path& path, const std::
       if (w <= 0) abandon("write failed");
       p += w;
       n -= static_cast<std::size_t>(w);
+      bytes_written += static_cast<std::uint64_t>(w);
     }
+    if (kill_while_writing) fault::written(kill_while_writing, bytes_written, false);
   };
   try {
     produce(sink);
+    if (kill_while_writing) fault::written(kill_while_writing, bytes_written, true);
   } catch (...) {
     if (fd >= 0) {  // not already cleaned up by abandon()
       ::close(fd);
@@ -113,6 +160,7 @@ inline void write_file_atomically(const std::filesystem::path& path, const std::
   const int closed = ::close(fd);
   fd = -1;
   if (closed != 0) abandon("cannot close");
+  if (kill_before_rename) fault::detail::die();
   if (::rename(temp.c_str(), name.c_str()) != 0) abandon("cannot rename the temporary file into place");
   // Make the rename itself durable; a failure here leaves a complete file in place.
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -120,6 +168,35 @@ inline void write_file_atomically(const std::filesystem::path& path, const std::
     ::fsync(dfd);
     ::close(dfd);
   }
+}
+
+// The temporary files that writes to `dir/<prefix>...` left behind when their process died
+// before the rename (SIGKILL, a crash, power loss): named as write_file_atomically names them,
+// by a process id that no longer exists, or by this process's own id but not being written by
+// it (a restarted container often reuses the id). Files of any other live process are never
+// listed, so removing these cannot disturb a write in progress on this machine.
+inline std::vector<std::filesystem::path> abandoned_temp_files(const std::filesystem::path& dir,
+                                                                const std::string& prefix) {
+  std::vector<std::filesystem::path> found;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string leaf = it->path().filename().string();
+    if (leaf.size() < 1 + prefix.size() || leaf[0] != '.' || leaf.compare(1, prefix.size(), prefix) != 0) continue;
+    const auto tag = leaf.rfind(kTempTag);
+    if (tag == std::string::npos || tag < 1 + prefix.size()) continue;
+    const auto dash = leaf.find('-', tag + kTempTag.size());
+    if (dash == std::string::npos) continue;
+    const std::string pid_text = leaf.substr(tag + kTempTag.size(), dash - tag - kTempTag.size());
+    if (pid_text.empty() || pid_text.size() > 9 ||
+        pid_text.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    const long pid = std::stol(pid_text);
+    if (pid <= 0) continue;
+    const bool dead = pid == ::getpid() ? !detail::live_temps().contains(leaf)
+                                         : ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+    if (dead) found.push_back(it->path());
+  }
+  return found;
 }
 
 }  // namespace ctnn::io
