@@ -10,6 +10,10 @@
 
 #include "support/temp_dir.hpp"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstring>
 
 using namespace ctnn;
@@ -145,6 +149,9 @@ TEST_CASE("Trainer writes main.py's checkpoints, and --resume after a stop gives
     Trainer<DropNet>(b, first).fit(train, log);
     CHECK(!std::filesystem::exists(parts.path / "drop_final.ckpt"));
   }
+  // As a run killed after its snapshot leaves the log: rows of steps it trained afterwards,
+  // and a last row cut short that reads like an earlier one ("2,1" of "2,14,...").
+  std::ofstream(parts.path / "drop_train_log.csv", std::ios::app) << "2,4,9.9,9.9,0.001\n2,5,9.9,9.9,0.001\n2,1";
   DropNet c(12345);  // a different initialisation: everything must come from the snapshot
   TrainerOptions rest = o;
   rest.resume = true;
@@ -164,3 +171,30 @@ TEST_CASE("Trainer writes main.py's checkpoints, and --resume after a stop gives
   Trainer<DropNet> wrong(d, other);
   CHECK_THROWS_WITH(wrong.fit(train, log), doctest::Contains("resume with the same --seed and --batch-size"));
 }
+
+TEST_CASE("Trainer removes the temporary files of saves killed half-way, and only those") {
+  const TempDir dir("ctnn_test_trainer_temps");
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  waitpid(child, nullptr, 0);  // now a process id that no longer exists
+  const std::string dead = std::to_string(child), self = std::to_string(getpid());
+  auto touch = [&](const std::string& name) { std::ofstream(dir.path / name) << "partial"; };
+  touch(".m_resume.ckpt.tmp-" + dead + "-0-123");   // a killed save
+  touch(".m_final.ckpt.tmp-" + self + "-7-456");    // this process id, but no write of ours
+  touch(".m_resume.ckpt.tmp-1-0-789");              // pid 1 is alive: may be writing
+  touch(".other_resume.ckpt.tmp-" + dead + "-0-1"); // another model's
+  TrainerOptions o;
+  o.out_dir = dir.path;
+  o.model_name = "m";
+  o.batch_size = 20;
+  o.max_steps = 1;
+  SmallNet net(0);
+  std::ostringstream log;
+  Trainer<SmallNet>(net, o).fit(data::make_synthetic_cifar(40, 1), log);
+  CHECK(log.str().find(".m_resume.ckpt.tmp-" + dead + "-0-123 (left by an interrupted save)") != std::string::npos);
+  CHECK(!std::filesystem::exists(dir.path / (".m_resume.ckpt.tmp-" + dead + "-0-123")));
+  CHECK(!std::filesystem::exists(dir.path / (".m_final.ckpt.tmp-" + self + "-7-456")));
+  CHECK(std::filesystem::exists(dir.path / ".m_resume.ckpt.tmp-1-0-789"));
+  CHECK(std::filesystem::exists(dir.path / (".other_resume.ckpt.tmp-" + dead + "-0-1")));
+}
+

@@ -1,8 +1,10 @@
 // The assignment's training loop (main.py) as a library piece: Adam, step-decayed learning
 // rate, running-mean loss lines every 100 steps, checkpoints named as main.py names them, exact
-// resumption of an interrupted run, and test accuracy in evaluation mode.
+// resumption of an interrupted run (also after SIGKILL at any point), and test accuracy in
+// evaluation mode.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <chrono>
@@ -17,7 +19,9 @@
 #include <string>
 #include <vector>
 
+#include "ctnn/core/fault.hpp"
 #include "ctnn/data/loader.hpp"
+#include "ctnn/io/file.hpp"
 #include "ctnn/io/state_dict.hpp"
 #include "ctnn/train/loss.hpp"
 #include "ctnn/train/optim.hpp"
@@ -82,6 +86,11 @@ auto evaluate(Net& net, const data::Dataset& test, int batch_size = 100) {
 // CSV of the loss, and <model>_resume.ckpt: everything an interrupted run needs to continue
 // exactly as if it had not stopped (weights, BatchNorm statistics, Adam's moments and step,
 // learning rate, position in the epoch, dropout draw counters, running loss).
+//
+// Crash safety: every file is replaced atomically (io::write_file_atomically), the loss log
+// is cut back to the snapshot on resumption, and temporary files of writes killed half-way are
+// removed, so a run killed at any instant (SIGKILL, power loss before the next snapshot)
+// continues with --resume to the same bytes as a run never interrupted.
 template <class Net>
 class Trainer {
  public:
@@ -107,6 +116,14 @@ class Trainer {
     data::DataLoader loader(train, data::LoaderOptions::train(o_.seed, o_.batch_size));
     const int steps_per_epoch = loader.num_batches();
     Position at;
+    if (!o_.out_dir.empty() && std::filesystem::is_directory(o_.out_dir)) {
+      // Leftovers of saves that were killed half-way; never taken for checkpoints, but large.
+      for (const auto& temp : io::abandoned_temp_files(o_.out_dir, o_.model_name + "_")) {
+        std::error_code ec;
+        if (std::filesystem::remove(temp, ec))
+          log << "Removed " << temp.string() << " (left by an interrupted save)" << std::endl;
+      }
+    }
     if (o_.resume && !o_.out_dir.empty() && std::filesystem::exists(checkpoint_path("resume"))) {
       at = restore(checkpoint_path("resume"));
       log << "Resuming from " << checkpoint_path("resume").string() << ": epoch " << at.epoch << ", step "
@@ -125,6 +142,7 @@ class Trainer {
         net_.zero_grad();
         const float loss = criterion.forward(net_.forward(batch.images), batch.labels);
         net_.backward(batch.images, criterion.grad());
+        fault::point("step");
         opt_.step();
         ++at.batch;
         ++at.total_steps;
@@ -244,29 +262,55 @@ class Trainer {
     return at;
   }
 
-  // A fresh log, or on resumption the old one cut back to the rows before the snapshot (a run
-  // killed after its last snapshot logged steps that are now trained again).
+  // A fresh log, or on resumption the old one cut back to the rows up to the snapshot (a run
+  // killed after its last snapshot logged steps that are now trained again, and its last row
+  // may be cut short). The cut log replaces the old one atomically, so a kill during the
+  // rewrite cannot lose the rows already logged; new rows are appended.
   void open_csv(const Position& at) {
     if (o_.out_dir.empty()) return;
     std::filesystem::create_directories(o_.out_dir);
     const auto path = csv_path();
-    std::vector<std::string> kept;
+    std::string text = "epoch,step,loss,running_loss,lr\n";
     if (at.total_steps > 0) {
       std::ifstream old(path);
       std::string line;
       std::getline(old, line);  // header
+      int last_e = 0, last_b = 0;
+      // Rows were flushed before the snapshot was written, so the rows up to it are complete
+      // and in order; a row cut short after it can look like an earlier position ("1,1" of
+      // "1,12"), which the order test rejects.
       while (std::getline(old, line)) {
-        std::istringstream ss(line);
         int e = 0, b = 0;
-        char comma = 0;
-        if (!(ss >> e >> comma >> b)) continue;
-        if (e < at.epoch || (e == at.epoch && b <= at.batch)) kept.push_back(line);
+        if (!parse_row(line, e, b)) break;
+        if (e > at.epoch || (e == at.epoch && b > at.batch)) break;
+        if (e < last_e || (e == last_e && b <= last_b)) break;
+        last_e = e;
+        last_b = b;
+        text += line;
+        text += '\n';
       }
     }
-    csv_.open(path, std::ios::trunc);
+    io::write_file_atomically(path, [&](const io::ByteSink& sink) {
+      sink(reinterpret_cast<const std::uint8_t*>(text.data()), text.size());
+    });
+    csv_.open(path, std::ios::app);
     if (!csv_) throw std::runtime_error("cannot write " + path.string());
-    csv_ << "epoch,step,loss,running_loss,lr\n";
-    for (const auto& line : kept) csv_ << line << '\n';
+  }
+  // epoch,step,loss,running_loss,lr with two integers first and five fields in all.
+  static bool parse_row(const std::string& line, int& e, int& b) {
+    if (std::count(line.begin(), line.end(), ',') != 4) return false;
+    std::istringstream ss(line);
+    char c1 = 0, c2 = 0;
+    if (!(ss >> e >> c1 >> b >> c2) || c1 != ',' || c2 != ',') return false;
+    // The last field must be complete: a number running to the end of the line.
+    const auto last = line.rfind(',');
+    std::size_t used = 0;
+    try {
+      std::stod(line.substr(last + 1), &used);
+    } catch (const std::exception&) {
+      return false;
+    }
+    return used > 0 && last + 1 + used == line.size();
   }
 
   void progress_line(const Position& at, int steps, double mean, long images,
