@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 using namespace ctnn;
 using namespace ctnn::test;
@@ -172,6 +173,184 @@ TEST_CASE("Trainer writes main.py's checkpoints, and --resume after a stop gives
   CHECK_THROWS_WITH(wrong.fit(train, log), doctest::Contains("resume with the same --seed and --batch-size"));
 }
 
+// Numerical faults. Poison is the identity, except that it puts a NaN into its output at one
+// chosen forward call, or into its input gradient at one chosen backward call (1-based; 0 never).
+namespace {
+int poison_forward_at = 0, poison_backward_at = 0;
+
+template <class In>
+class PoisonLayer : public LeafLayer<PoisonLayer<In>, In, In> {
+ public:
+  static std::string type_name() { return "Poison()"; }
+  const Batch<In>& forward(const Batch<In>& x) {
+    this->y_ = x;
+    if (++forwards_ == poison_forward_at) this->y_.data()[x.size() / 2] = std::numeric_limits<float>::quiet_NaN();
+    return this->y_;
+  }
+  void backward(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx) {
+    if (!dx) return;
+    dx->resize(x.batch());
+    std::copy(dy.data(), dy.data() + dy.size(), dx->data());
+    if (++backwards_ == poison_backward_at) dx->data()[0] = std::numeric_limits<float>::infinity();
+  }
+
+ private:
+  int forwards_ = 0, backwards_ = 0;
+};
+struct Poison {
+  template <class In>
+  using bind = PoisonLayer<In>;
+};
+
+// Keys: 0 conv, 1 bn, 2 relu, 3 pool, 4 conv, 5 relu, 6 pool, 7 flatten, 8 poison, 9 linear.
+using PoisonNet = Network<Shape<3, 32, 32>, Sequential<Conv2d<3, 8, 3, 1, 1>, BatchNorm2d<8>, ReLU, MaxPool2d<4>,
+                                                       Conv2d<8, 16, 3, 1, 1>, ReLU, MaxPool2d<8>, Flatten, Poison,
+                                                       Linear<16, 10>>>;
+
+struct PoisonRun {
+  TempDir dir{"ctnn_test_trainer_nan"};
+  TrainerOptions o;
+  PoisonRun() {
+    o.batch_size = 20;  // 10 steps per epoch
+    o.checkpoint_every = 3;
+    o.model_name = "p";
+    o.out_dir = dir.path;
+  }
+  std::filesystem::path resume() const { return dir.path / "p_resume.ckpt"; }
+  std::vector<std::string> files() const {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(dir.path)) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+};
+
+// The resume snapshot an unpoisoned run leaves after `steps` steps.
+std::string clean_snapshot(const data::Dataset& train, long steps) {
+  poison_forward_at = poison_backward_at = 0;
+  PoisonRun clean;
+  clean.o.max_steps = steps;
+  PoisonNet net(3);
+  std::ostringstream log;
+  Trainer<PoisonNet>(net, clean.o).fit(train, log);
+  return read_text(clean.resume());
+}
+}  // namespace
+
+TEST_CASE("Trainer: a NaN loss stops training, naming the step and the layer; the last good checkpoint stays") {
+  const auto train = data::make_synthetic_cifar(200, 7);
+  const std::string good = clean_snapshot(train, 6);
+
+  PoisonRun run;
+  PoisonNet net(3);
+  poison_forward_at = 7;  // step 7: after the snapshots of steps 3 and 6
+  std::ostringstream log;
+  Trainer<PoisonNet> trainer(net, run.o);
+  try {
+    trainer.fit(train, log);
+    FAIL("no NumericalError");
+  } catch (const NumericalError& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    CHECK(e.step == 7);
+    CHECK(e.layer == "8");
+    CHECK(msg.find("step 7 (epoch 1, batch 7 of 10): loss is NaN; first non-finite value (NaN) in the output of 8 "
+                   "(Poison); stopped before the optimizer step: the last good checkpoint is ") == 0);
+    CHECK(msg.find("p_resume.ckpt (after step 6)") != std::string::npos);
+  }
+  poison_forward_at = 0;
+  CHECK(trainer.optimizer().steps() == 6);  // the optimizer never saw step 7
+  CHECK(read_text(run.resume()) == good);   // byte for byte the snapshot of step 6
+  CHECK(run.files() == std::vector<std::string>{"p_resume.ckpt", "p_train_log.csv"});
+}
+
+TEST_CASE("Trainer: a non-finite gradient stops training before the optimizer step, naming the layer") {
+  const auto train = data::make_synthetic_cifar(200, 7);
+  const std::string good = clean_snapshot(train, 3);
+
+  PoisonRun run;
+  PoisonNet net(3);
+  poison_backward_at = 5;
+  std::ostringstream log;
+  Trainer<PoisonNet> trainer(net, run.o);
+  try {
+    trainer.fit(train, log);
+    FAIL("no NumericalError");
+  } catch (const NumericalError& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    CHECK(e.step == 5);
+    // The infinity enters at 8's input gradient; 7 and 6 have no parameters, 4 is the first
+    // layer whose gradient shows it (the Linear after the poison, 9, is clean).
+    CHECK(e.layer == "4");
+    CHECK(msg.find("step 5 (epoch 1, batch 5 of 10): gradient is ") == 0);
+    CHECK(msg.find("(the loss, ") != std::string::npos);
+    CHECK(msg.find("first non-finite gradient going back from the loss in 4 (Conv2d): the gradient of its weight "
+                   "holds") != std::string::npos);
+    CHECK(msg.find("the last good checkpoint is ") != std::string::npos);
+  }
+  poison_backward_at = 0;
+  CHECK(trainer.optimizer().steps() == 4);
+  CHECK(all_finite(net.parameters()));  // no update from the bad gradient
+  CHECK(read_text(run.resume()) == good);
+}
+
+TEST_CASE("Trainer: a poisoned weight is named with its layer by its state_dict key (VGG16)") {
+  const auto train = data::make_synthetic_cifar(4, 7);
+  VGG16 net(0);
+  const auto& entries = net.state_entries();
+  const auto it =
+      std::find_if(entries.begin(), entries.end(), [](const StateEntry& e) { return e.name == "features.7.weight"; });
+  REQUIRE(it != entries.end());
+  net.parameters()[it->offset + 5] = std::numeric_limits<float>::infinity();
+  TrainerOptions o;
+  o.batch_size = 2;
+  std::ostringstream log;
+  Trainer<VGG16> trainer(net, o);
+  try {
+    trainer.fit(train, log);
+    FAIL("no NumericalError");
+  } catch (const NumericalError& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    CHECK(e.layer == "features.7");
+    CHECK(msg.find("step 1 (epoch 1, batch 1 of 2): loss is NaN; first non-finite value (") == 0);
+    CHECK(msg.find(") in the output of features.7 (Conv2d); its weight holds inf already; stopped before the optimizer "
+                   "step") != std::string::npos);
+  }
+}
+
+TEST_CASE("Trainer: a learning rate that blows the weights up stops with a NumericalError, checkpoints intact") {
+  const auto train = data::make_synthetic_cifar(200, 7);
+  PoisonRun run;
+  run.o.lr = 1e36;
+  run.o.checkpoint_every = 1;
+  poison_forward_at = poison_backward_at = 0;
+  PoisonNet net(3);
+  std::ostringstream log;
+  Trainer<PoisonNet> trainer(net, run.o);
+  std::string msg;
+  long step = 0;
+  try {
+    trainer.fit(train, log);
+  } catch (const NumericalError& e) {
+    msg = e.what();
+    step = e.step;
+  }
+  INFO(msg);
+  REQUIRE(!msg.empty());
+  CHECK(step >= 1);
+  // Whatever was saved holds finite weights only and loads.
+  if (std::filesystem::exists(run.resume())) {
+    PoisonNet reloaded(9);
+    io::StateDict model;
+    for (const auto& [key, t] : io::read_checkpoint(run.resume()))
+      if (key.rfind("model.", 0) == 0) model.insert_or_assign(key.substr(6), t);
+    io::load_state_dict(reloaded, model);
+    CHECK(all_finite(reloaded.parameters()));
+  }
+}
+
 TEST_CASE("Trainer removes the temporary files of saves killed half-way, and only those") {
   const TempDir dir("ctnn_test_trainer_temps");
   const pid_t child = fork();
@@ -198,3 +377,17 @@ TEST_CASE("Trainer removes the temporary files of saves killed half-way, and onl
   CHECK(std::filesystem::exists(dir.path / (".other_resume.ckpt.tmp-" + dead + "-0-1")));
 }
 
+TEST_CASE("all_finite sees every NaN and infinity, at any position") {
+  std::vector<float> v(1u << 19, 1.0f);
+  CHECK(all_finite(v));
+  for (std::size_t at : {std::size_t{0}, std::size_t{12345}, v.size() - 1}) {
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                      -std::numeric_limits<float>::infinity()}) {
+      v[at] = bad;
+      CHECK(!all_finite(v));
+      CHECK(!all_finite(std::span<const float>(v).subspan(at, 1)));
+    }
+    v[at] = std::numeric_limits<float>::max();
+    CHECK(all_finite(v));
+  }
+}

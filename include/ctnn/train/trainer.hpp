@@ -1,6 +1,7 @@
 // The assignment's training loop (main.py) as a library piece: Adam, step-decayed learning
 // rate, running-mean loss lines every 100 steps, checkpoints named as main.py names them, exact
-// resumption of an interrupted run (also after SIGKILL at any point), and test accuracy in
+// resumption of an interrupted run (also after SIGKILL at any point), a stop with the step and
+// the layer named when the loss or a gradient turns NaN or infinite, and test accuracy in
 // evaluation mode.
 #pragma once
 
@@ -24,6 +25,7 @@
 #include "ctnn/io/file.hpp"
 #include "ctnn/io/state_dict.hpp"
 #include "ctnn/train/loss.hpp"
+#include "ctnn/train/numerics.hpp"
 #include "ctnn/train/optim.hpp"
 
 namespace ctnn {
@@ -91,6 +93,12 @@ auto evaluate(Net& net, const data::Dataset& test, int batch_size = 100) {
 // is cut back to the snapshot on resumption, and temporary files of writes killed half-way are
 // removed, so a run killed at any instant (SIGKILL, power loss before the next snapshot)
 // continues with --resume to the same bytes as a run never interrupted.
+//
+// Numerical safety: every step checks the loss, then all gradients (one pass over the
+// contiguous gradient buffer, before the optimizer touches a weight), and every checkpoint
+// checks the weights and buffers it is about to save. A NaN or an infinity throws
+// NumericalError naming the step and the first layer where it appeared, and nothing computed
+// from it is saved: the last checkpoint on disk stays the last good one.
 template <class Net>
 class Trainer {
  public:
@@ -126,6 +134,7 @@ class Trainer {
     }
     if (o_.resume && !o_.out_dir.empty() && std::filesystem::exists(checkpoint_path("resume"))) {
       at = restore(checkpoint_path("resume"));
+      last_saved_step_ = at.total_steps;
       log << "Resuming from " << checkpoint_path("resume").string() << ": epoch " << at.epoch << ", step "
           << at.batch << ", " << at.total_steps << " steps done" << std::endl;
     }
@@ -141,8 +150,12 @@ class Trainer {
       while (!stop(at) && loader.next(batch)) {
         net_.zero_grad();
         const float loss = criterion.forward(net_.forward(batch.images), batch.labels);
+        if (!std::isfinite(loss)) [[unlikely]]
+          forward_fault(at, steps_per_epoch, loss, batch);
         net_.backward(batch.images, criterion.grad());
         fault::point("step");
+        if (!all_finite(net_.gradients())) [[unlikely]]
+          gradient_fault(at, steps_per_epoch, loss);
         opt_.step();
         ++at.batch;
         ++at.total_steps;
@@ -168,7 +181,7 @@ class Trainer {
       }
       if (o_.lr_decay_every > 0 && at.epoch % o_.lr_decay_every == 0) {
         opt_.set_lr(opt_.lr() / o_.lr_decay_factor);
-        if (!o_.out_dir.empty()) io::save_state_dict(net_, checkpoint_path("epoch" + std::to_string(at.epoch)));
+        if (!o_.out_dir.empty()) save_weights(at, checkpoint_path("epoch" + std::to_string(at.epoch)));
       }
       // The epoch is complete: the next position is the start of the next one.
       Position next = at;
@@ -179,7 +192,7 @@ class Trainer {
       if (on_epoch_end) on_epoch_end(at.epoch);
     }
     if (csv_) csv_.flush();
-    if (!o_.out_dir.empty() && at.epoch > o_.epochs) io::save_state_dict(net_, checkpoint_path("final"));
+    if (!o_.out_dir.empty() && at.epoch > o_.epochs) save_weights(at, checkpoint_path("final"));
     return mean;
   }
 
@@ -193,11 +206,59 @@ class Trainer {
 
   bool stop(const Position& at) const { return o_.max_steps >= 0 && at.total_steps >= o_.max_steps; }
 
+  // "step 37 (epoch 1, batch 37 of 500)" for the step being trained at `at`.
+  static std::string step_name(const Position& at, int steps_per_epoch) {
+    return "step " + std::to_string(at.total_steps + 1) + " (epoch " + std::to_string(at.epoch) + ", batch " +
+           std::to_string(at.batch + 1) + " of " + std::to_string(steps_per_epoch) + ")";
+  }
+  std::string last_good() const {
+    if (o_.out_dir.empty()) return "";
+    if (last_saved_step_ < 0) return "; no checkpoint was saved by this run";
+    return ": the last good checkpoint is " + checkpoint_path("resume").string() + " (after step " +
+           std::to_string(last_saved_step_) + ")";
+  }
+
+  [[noreturn]] void forward_fault(const Position& at, int steps_per_epoch, float loss, const data::LoaderBatch& batch) {
+    std::string layer;
+    const auto& x = batch.images;
+    const std::string where = locate_forward_fault(net_, std::span<const float>(x.data(), x.size()), layer);
+    throw NumericalError(step_name(at, steps_per_epoch) + ": loss is " + first_non_finite(std::span(&loss, 1)) + "; " +
+                             where + "; stopped before the optimizer step" + last_good(),
+                         at.total_steps + 1, layer);
+  }
+  [[noreturn]] void gradient_fault(const Position& at, int steps_per_epoch, float loss) {
+    std::string layer;
+    const std::string where = locate_gradient_fault(net_, layer);
+    char loss_text[32];
+    std::snprintf(loss_text, sizeof loss_text, "%.4f", static_cast<double>(loss));
+    throw NumericalError(step_name(at, steps_per_epoch) + ": gradient is " + first_non_finite(net_.gradients()) +
+                             " (the loss, " + loss_text + ", is finite); " + where +
+                             "; stopped before the optimizer step" + last_good(),
+                         at.total_steps + 1, layer);
+  }
+  // Before any file is written: the weights and buffers about to be saved must be finite (the
+  // optimizer step can overflow even from finite gradients).
+  void check_state(const Position& at, const std::filesystem::path& file) {
+    std::string layer;
+    const std::string where = locate_bad_state(net_, layer);  // parameters and buffers, layer by layer
+    if (where.empty()) [[likely]]
+      return;
+    throw NumericalError("after step " + std::to_string(at.total_steps) +
+                             ": non-finite parameters or statistics, first in " + where + "; stopped without saving " +
+                             file.string() + last_good(),
+                         at.total_steps, layer);
+  }
+  void save_weights(const Position& at, const std::filesystem::path& file) {
+    check_state(at, file);
+    io::save_state_dict(net_, file);
+  }
+
   // The resume snapshot: a PyTorch-format file (so it is as robust and inspectable as any
   // checkpoint) holding model.*, optimizer.* and trainer.* entries. Doubles travel as their
   // int64 bit patterns so that nothing is rounded.
   void snapshot(const Position& at) {
     if (o_.out_dir.empty()) return;
+    check_state(at, checkpoint_path("resume"));
     if (csv_) csv_.flush();
     io::StateDict sd;
     for (const auto& [key, t] : io::state_dict(net_)) sd.insert_or_assign("model." + key, t);
@@ -219,6 +280,7 @@ class Trainer {
       }
     });
     io::write_checkpoint(checkpoint_path("resume"), sd);
+    last_saved_step_ = at.total_steps;
   }
 
   Position restore(const std::filesystem::path& file) {
@@ -327,6 +389,7 @@ class Trainer {
   TrainerOptions o_;
   Adam opt_;
   std::ofstream csv_;
+  long last_saved_step_ = -1;  // the position of the resume snapshot on disk, if this run wrote or read one
 };
 
 }  // namespace ctnn
