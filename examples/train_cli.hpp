@@ -1,0 +1,129 @@
+// ctnn-train's whole program for any set of models: the options, the data, the Trainer, the
+// accuracy line and the exit codes. examples/ctnn_train.cpp instantiates it for the assignment's
+// two networks; tests/fault builds the same program around a small network, so the crash and
+// resume tests kill exactly this code in seconds.
+#pragma once
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctnn/train/trainer.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "cli.hpp"
+
+namespace ctnn::cli {
+
+struct TrainConfig {
+  std::string model, data_dir, out_dir, load;
+  TrainerOptions train;
+  long synthetic = 0;
+};
+
+// One --model choice: its name and the program run for it (train_run<Net>).
+struct TrainModel {
+  std::string name;
+  int (*run)(const TrainConfig&);
+};
+
+template <class Net>
+int train_run(const TrainConfig& c) {
+  const auto start = std::chrono::steady_clock::now();
+  auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  data::Dataset train_set, test_set;
+  if (c.synthetic > 0) {
+    std::cout << "*** SYNTHETIC DATA: training on " << c.synthetic
+              << " generated images, not CIFAR-10; accuracy says nothing about the real task ***\n";
+    train_set = synthetic_split(c.synthetic, c.train.seed, data::Split::train);
+    test_set = synthetic_split(c.synthetic, c.train.seed, data::Split::test);
+  } else {
+    if (!std::filesystem::is_directory(c.data_dir)) throw UsageError(missing_data_help(c.data_dir));
+    train_set = data::load_cifar10(c.data_dir, data::Split::train);
+    test_set = data::load_cifar10(c.data_dir, data::Split::test);
+  }
+  TrainerOptions o = c.train;
+  o.out_dir = c.out_dir;
+  o.model_name = c.model;
+  Net net(c.train.seed);
+  if (!c.load.empty()) {
+    io::load_state_dict(net, c.load);
+    std::cout << "Loaded " << c.load << "\n";
+  }
+  Trainer<Net> trainer(net, o);
+  trainer.fit(train_set, std::cout);
+  const double train_seconds = seconds();
+  const auto r = evaluate(net, test_set);
+  std::cout << "Accuracy of the model on the test images: " << r.accuracy() << " %" << std::endl;
+  std::printf("wall time: train %.1f s, total %.1f s (%d threads)\n", train_seconds, seconds(), num_threads());
+  std::ofstream(trainer.csv_path(), std::ios::app) << "# test accuracy," << r.accuracy() << "\n";
+  return 0;
+}
+
+// main(): exit 0 on success, 2 for bad options (one line, then a pointer to --help), 1 for any
+// other failure (missing or malformed data, an unreadable or mismatched checkpoint, a NaN).
+inline int train_main(int argc, char** argv, const std::string& program, const std::vector<TrainModel>& models) {
+  std::string names, choices;  // "vgg16 or resnet50", "vgg16|resnet50"
+  for (std::size_t i = 0; i < models.size(); ++i) {
+    names += (i == 0 ? "" : i + 1 == models.size() ? " or " : ", ") + models[i].name;
+    choices += (i == 0 ? "" : "|") + models[i].name;
+  }
+  try {
+    const Args args(argc, argv,
+                    {"model", "data", "epochs", "batch-size", "lr", "lr-decay-every", "lr-decay-factor", "out", "seed",
+                     "threads", "max-steps", "synthetic", "load", "checkpoint-every"},
+                    {"help", "resume"});
+    if (args.flag("help")) {
+      std::cout << "usage: " << program << " --model " << choices << " [options]\n"
+                << "  --data DIR              cifar-10-batches-bin folder (default data/cifar-10-batches-bin)\n"
+                   "  --epochs N              (default 1)\n"
+                   "  --batch-size N          (default 100)\n"
+                   "  --lr X                  Adam learning rate (default 0.001)\n"
+                   "  --lr-decay-every N      epochs between learning-rate decays (default 20)\n"
+                   "  --lr-decay-factor X     divide the learning rate by X (default 3)\n"
+                   "  --out DIR               checkpoints and the loss log (default .)\n"
+                   "  --load CKPT             start from a checkpoint (PyTorch's or ctnn's state_dict file)\n"
+                   "  --resume                continue the interrupted run in --out from <model>_resume.ckpt\n"
+                   "  --checkpoint-every N    steps between resume snapshots (default 100)\n"
+                   "  --seed N                seed of every random choice (default 0)\n"
+                   "  --threads N             worker threads (default: all cores)\n"
+                   "  --max-steps N           stop after N steps (smoke runs)\n"
+                   "  --synthetic N           train and test on N generated SYNTHETIC images instead of CIFAR-10\n"
+                   "  --help\n";
+      return 0;
+    }
+    TrainConfig c;
+    c.model = args.get("model", "");
+    if (c.model.empty()) throw UsageError("--model is required (" + names + ")");
+    c.data_dir = args.get("data", "data/cifar-10-batches-bin");
+    c.out_dir = args.get("out", ".");
+    c.load = args.get("load", "");
+    c.train.resume = args.flag("resume");
+    c.train.checkpoint_every = args.integer("checkpoint-every", 100, 0, 1L << 40);
+    c.train.epochs = static_cast<int>(args.integer("epochs", 1, 1, 100000));
+    c.train.batch_size = static_cast<int>(args.integer("batch-size", 100, 1, 50000));
+    c.train.lr = args.number("lr", 1e-3, 0.0);
+    c.train.lr_decay_every = static_cast<int>(args.integer("lr-decay-every", 20, 0, 100000));
+    c.train.lr_decay_factor = args.number("lr-decay-factor", 3.0, 0.0);
+    c.train.seed = static_cast<std::uint64_t>(args.integer("seed", 0, 0, 1L << 62));
+    c.train.max_steps = args.integer("max-steps", -1, 1, 1L << 40);
+    c.train.progress = isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
+    c.synthetic = args.integer("synthetic", 0, 1, 1000000);
+    set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
+    for (const auto& m : models)
+      if (c.model == m.name) return m.run(c);
+    throw UsageError("--model must be " + names + ", got '" + c.model + "'");
+  } catch (const UsageError& e) {
+    std::cerr << program << ": " << e.what() << "\n(run " << program << " --help for the options)\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << program << ": " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace ctnn::cli
