@@ -66,9 +66,11 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
       float mean, invstd;
       if (batch_stats) {
         double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
         for (std::size_t i = 0; i < m; ++i) sum += px[i];
         const double mean_d = sum / static_cast<double>(m);
         double var_sum_d = 0.0;
+#pragma omp simd reduction(+ : var_sum_d)
         for (std::size_t i = 0; i < m; ++i) {
           const double d = px[i] - mean_d;
           var_sum_d += d * d;
@@ -102,6 +104,7 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
       const float* pg = dy.channel(c);
       const float mean = save_mean_[c], invstd = save_invstd_[c];
       double sum = 0.0, dotp = 0.0;
+#pragma omp simd reduction(+ : sum, dotp)
       for (std::size_t i = 0; i < m; ++i) {
         sum += pg[i];
         dotp += static_cast<double>(px[i] - mean) * pg[i];

@@ -31,6 +31,7 @@ inline void add_channel_sums(const Batch<S>& b, float* out) {
   for (int c = 0; c < S::channels; ++c) {
     const float* p = b.channel(c);
     double s = 0.0;
+#pragma omp simd reduction(+ : s)
     for (std::size_t i = 0; i < b.channel_stride(); ++i) s += p[i];
     out[c] += static_cast<float>(s);
   }

@@ -123,7 +123,9 @@ inline void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accu
   const Eigen::Index len = detail::block_length(extent);
   const Eigen::Index blocks = (extent + len - 1) / len;
   const long work = static_cast<long>(m) * n * a.out_cols();
-#pragma omp parallel for schedule(static) if (blocks > 1 && work > (1L << 18))
+// Dynamic hand-out: a thread that another process slows down takes fewer blocks, and which
+// thread computes a block never changes its result.
+#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1 && work > (1L << 18))
   for (Eigen::Index i = 0; i < blocks; ++i) {
     const Eigen::Index s = i * len, l = std::min(len, extent - s);
     if (split_rows) {

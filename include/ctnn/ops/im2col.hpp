@@ -22,12 +22,48 @@ struct ConvGeometry {
   int patch() const { return in_channels * kernel * kernel; }
 };
 
+namespace detail {
+// Small output planes (ResNet's 7x7, 4x4 and 2x2 layers): rows of 2-7 pixels are too short for
+// the run-copy loops below, so each kernel offset gets a table of source pixels (-1 where it
+// falls in the padding) and every plane becomes one gather or scatter.
+inline constexpr int small_plane_max = 64, small_kernel_area_max = 9;
+inline bool small_plane(const ConvGeometry& g) {
+  return g.out_plane() <= small_plane_max && g.kernel * g.kernel <= small_kernel_area_max;
+}
+// table[r * out_plane + p]: offset in the input plane read by output pixel p at kernel offset r.
+inline void small_plane_table(const ConvGeometry& g, int* table) {
+  for (int r = 0; r < g.kernel * g.kernel; ++r) {
+    const int ky = r / g.kernel, kx = r % g.kernel;
+    for (int oy = 0; oy < g.out_height; ++oy)
+      for (int ox = 0; ox < g.out_width; ++ox) {
+        const int iy = oy * g.stride - g.padding + ky, ix = ox * g.stride - g.padding + kx;
+        const bool inside = iy >= 0 && iy < g.height && ix >= 0 && ix < g.width;
+        *table++ = inside ? iy * g.width + ix : -1;
+      }
+  }
+}
+}  // namespace detail
+
 // col (ld = nb * out_plane) <- patches of samples [n0, n0 + nb) of `in`. `threaded` = false
 // when the caller is itself one iteration of a parallel loop.
 inline void im2col(const float* in, const ConvGeometry& g, int n0, int nb, float* col,
                    bool threaded = true) {
   const std::size_t ld = static_cast<std::size_t>(nb) * g.out_plane();
   const int kk = g.kernel * g.kernel;
+  if (detail::small_plane(g)) {
+    int table[detail::small_plane_max * detail::small_kernel_area_max];
+    detail::small_plane_table(g, table);
+    const int plane = g.out_plane(), in_plane = g.height * g.width;
+#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > (1u << 15))
+    for (int j = 0; j < g.patch(); ++j) {
+      const int* t = table + (j % kk) * plane;
+      const float* src = in + (j / kk) * g.in_channel_stride() + static_cast<std::size_t>(n0) * in_plane;
+      float* dst = col + j * ld;
+      for (int b = 0; b < nb; ++b, src += in_plane, dst += plane)
+        for (int p = 0; p < plane; ++p) dst[p] = t[p] >= 0 ? src[t[p]] : 0.0f;
+    }
+    return;
+  }
 #pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > (1u << 15))
   for (int j = 0; j < g.patch(); ++j) {
     const int c = j / kk, ky = (j % kk) / g.kernel, kx = j % g.kernel;
@@ -69,6 +105,23 @@ inline void col2im_add(const float* col, const ConvGeometry& g, int n0, int nb, 
                        bool threaded = true) {
   const std::size_t ld = static_cast<std::size_t>(nb) * g.out_plane();
   const int kk = g.kernel * g.kernel;
+  if (detail::small_plane(g)) {  // same order of additions as the general loop below
+    int table[detail::small_plane_max * detail::small_kernel_area_max];
+    detail::small_plane_table(g, table);
+    const int plane = g.out_plane(), in_plane = g.height * g.width;
+#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > (1u << 15))
+    for (int c = 0; c < g.in_channels; ++c) {
+      for (int r = 0; r < kk; ++r) {
+        const int* t = table + r * plane;
+        const float* src = col + (static_cast<std::size_t>(c) * kk + r) * ld;
+        float* dst = in + c * g.in_channel_stride() + static_cast<std::size_t>(n0) * in_plane;
+        for (int b = 0; b < nb; ++b, src += plane, dst += in_plane)
+          for (int p = 0; p < plane; ++p)
+            if (t[p] >= 0) dst[t[p]] += src[p];
+      }
+    }
+    return;
+  }
 #pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > (1u << 15))
   for (int c = 0; c < g.in_channels; ++c) {
     for (int r = 0; r < kk; ++r) {
