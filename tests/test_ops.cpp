@@ -31,8 +31,9 @@ std::vector<double> naive(const ops::MatRef& a, const ops::MatRef& b) {
 
 TEST_CASE("gemm equals the naive product for every transpose combination, split or not") {
   // Sizes chosen so that both the row split (m >= n) and the column split are exercised and
-  // blocks have ragged ends.
-  for (auto [m, n, k] : {std::tuple{300, 70, 50}, std::tuple{40, 500, 33}, std::tuple{5, 3, 2}}) {
+  // blocks have ragged ends (a product is split only above 2^25 multiply-adds).
+  static_assert((1010L * 150 * 300) >> 24 == 2 && (130L * 1500 * 260) >> 24 == 3);
+  for (auto [m, n, k] : {std::tuple{1010, 150, 300}, std::tuple{130, 1500, 260}, std::tuple{5, 3, 2}}) {
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb) {
         const auto av = random_vector(static_cast<std::size_t>(m * k), 1);

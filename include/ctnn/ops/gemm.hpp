@@ -93,11 +93,14 @@ inline void product_into(Dst&& c, const MatRef& a, const MatRef& b, bool accumul
   }
 }
 
-// Block length for splitting an extent: a function of the extent alone (never of the thread
-// count), so every output element is computed by the same code path whatever the threads.
-inline Eigen::Index block_length(Eigen::Index extent) {
-  const Eigen::Index target = (extent + 7) / 8;                 // about eight blocks
-  return std::max<Eigen::Index>(64, (target + 15) / 16 * 16);   // not tiny, a multiple of 16
+// Block length for splitting an extent of a product with `work` multiply-adds: a function of
+// the problem alone (never of the thread count), so every output element is computed by the
+// same code path whatever the threads. At most eight blocks, and none under ~16M multiply-adds:
+// every block re-packs the operand it shares with the others, so small products stay whole.
+inline Eigen::Index block_length(Eigen::Index extent, long work) {
+  const long blocks = std::clamp<long>(work >> 24, 1, 8);
+  const Eigen::Index target = (extent + blocks - 1) / blocks;
+  return std::max<Eigen::Index>(16, (target + 15) / 16 * 16);   // a multiple of 16
 }
 
 }  // namespace detail
@@ -120,12 +123,12 @@ inline void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accu
   if (m == 0 || n == 0) return;
   const bool split_rows = m >= n;
   const Eigen::Index extent = split_rows ? m : n;
-  const Eigen::Index len = detail::block_length(extent);
-  const Eigen::Index blocks = (extent + len - 1) / len;
   const long work = static_cast<long>(m) * n * a.out_cols();
+  const Eigen::Index len = detail::block_length(extent, work);
+  const Eigen::Index blocks = (extent + len - 1) / len;
 // Dynamic hand-out: a thread that another process slows down takes fewer blocks, and which
 // thread computes a block never changes its result.
-#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1 && work > (1L << 18))
+#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
   for (Eigen::Index i = 0; i < blocks; ++i) {
     const Eigen::Index s = i * len, l = std::min(len, extent - s);
     if (split_rows) {
