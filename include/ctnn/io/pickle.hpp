@@ -64,6 +64,9 @@ struct Hooks {
 
 class Unpickler {
  public:
+  // Module and class names of GLOBAL and STACK_GLOBAL are at most this long (Python's are short).
+  static constexpr std::size_t kMaxGlobalName = 255;
+
   // `file` and `record` name the data in errors ("x.ckpt: data.pkl, byte 12: ...").
   Unpickler(Bytes data, std::string file, std::string record, Hooks& hooks)
       : data_(data), file_(std::move(file)), record_(std::move(record)), hooks_(hooks) {}
@@ -91,6 +94,10 @@ class Unpickler {
           const Ref name = pop(), module = pop();
           if (at(name).kind != Value::Kind::string || at(module).kind != Value::Kind::string)
             fail("STACK_GLOBAL needs two strings");
+          // The strings may be one memoized string fetched again and again: without this bound
+          // each 5-byte STACK_GLOBAL would copy it twice (memory quadratic in the input).
+          if (at(module).text.size() > kMaxGlobalName || at(name).text.size() > kMaxGlobalName)
+            fail("STACK_GLOBAL name longer than " + std::to_string(kMaxGlobalName) + " bytes");
           push(make_global(at(module).text, at(name).text));
           break;
         }
@@ -223,7 +230,7 @@ class Unpickler {
   std::uint64_t le(int n) { return detail::load_le(take(static_cast<std::uint64_t>(n)), n); }
   std::string line() {
     const std::size_t start = pos_;
-    const std::size_t limit = std::min(data_.size(), start + 256);  // module and class names are short
+    const std::size_t limit = std::min(data_.size(), start + kMaxGlobalName + 1);  // the name and its '\n'
     for (std::size_t i = start; i < limit; ++i)
       if (data_[i] == '\n') {
         pos_ = i + 1;
