@@ -5,13 +5,14 @@
 // the local headers and appends data descriptors); ZIP64 end records and ZIP64 extra fields are
 // followed when the 32-bit fields say so. Every offset and length is checked against the buffer
 // before it is used, so a corrupt or truncated file gives a CheckpointError, never a read out of
-// bounds.
+// bounds; entries may not overlap, so reading all of them costs at most the file's size.
 //
 // Writer: STORED entries with the CRC-32 and sizes in both headers (no data descriptors), each
 // entry's data starting at a multiple of 64 bytes, padded like PyTorch with an extra field of id
 // "FB" filled with 'Z'. Archives stay below 4 GiB (no ZIP64).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -238,6 +239,22 @@ class ZipReader {
       if (!index_.emplace(e.name, entries_.size()).second) fail("duplicate " + what);
       entries_.push_back(std::move(e));
       p += 46 + name_len + extra_len + comment_len;
+    }
+
+    // No entry may lie inside another: each byte of the file belongs to at most one entry, so
+    // reading (and checking the CRC of) every entry costs at most the file's size. Entries that
+    // overlap could make that cost quadratic (k entries sharing one large region).
+    std::vector<const ZipEntry*> by_offset;
+    by_offset.reserve(entries_.size());
+    for (const ZipEntry& e : entries_) by_offset.push_back(&e);
+    std::sort(by_offset.begin(), by_offset.end(),
+              [](const ZipEntry* a, const ZipEntry* b) { return a->header_offset < b->header_offset; });
+    for (std::size_t i = 1; i < by_offset.size(); ++i) {
+      const ZipEntry &a = *by_offset[i - 1], &b = *by_offset[i];
+      if (a.data_offset + a.stored_size > b.header_offset)
+        fail("entries '" + a.name + "' (bytes " + std::to_string(a.header_offset) + " to " +
+             std::to_string(a.data_offset + a.stored_size) + ") and '" + b.name + "' (from byte " +
+             std::to_string(b.header_offset) + ") overlap: corrupt or crafted");
     }
   }
 
