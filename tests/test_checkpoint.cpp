@@ -499,6 +499,86 @@ TEST_CASE("Every truncation and single-byte corruption of a checkpoint is a Chec
   CHECK(refused > 0);
 }
 
+TEST_CASE("A state_dict key that appears twice is refused: a memoized key repeated cannot make reading quadratic") {
+  // Review finding, while fuzzing: a key memoized once could be set again for 5 bytes of pickle
+  // each time ("BINGET key, BINGET tensor, SETITEM"), and every time the reader hashed the whole
+  // key: a crafted 1 MB checkpoint took 3 s to read, a 4 MB one 98 s. A state_dict pickles each
+  // key once, so a repeated key is now refused instead of overwriting the first.
+  auto checkpoint = [](const std::vector<std::uint8_t>& pkl) {
+    std::vector<std::uint8_t> out;
+    ZipWriter w([&](const std::uint8_t* p, std::size_t n) { out.insert(out.end(), p, p + n); }, "out");
+    w.add("archive/data.pkl", pkl);
+    w.add("archive/data/0", std::vector<std::uint8_t>(4, 0));
+    const std::string version = "3\n";
+    w.add("archive/version", Bytes(reinterpret_cast<const std::uint8_t*>(version.data()), version.size()));
+    w.finish();
+    return out;
+  };
+  // Pushes OrderedDict().
+  auto start = [](pickle::Writer& w) {
+    w.proto();
+    w.global("collections", "OrderedDict");
+    w.op(')');
+    w.op('R');
+  };
+  // Pushes a one-element float32 tensor on storage "0" and memoizes it as 1.
+  auto tensor = [](pickle::Writer& w) {
+    w.global("torch._utils", "_rebuild_tensor_v2");
+    w.op('(');
+    w.op('(');
+    w.string("storage");
+    w.global("torch", "FloatStorage");
+    w.string("0");
+    w.string("cpu");
+    w.integer(1);
+    w.op('t');
+    w.op('Q');
+    w.integer(0);
+    w.integer(1);
+    w.tuple_end(1);
+    w.integer(1);
+    w.tuple_end(1);
+    w.op(0x89);
+    w.op('}');
+    w.op('t');
+    w.op('R');
+    w.put(1);
+  };
+
+  pickle::Writer once;
+  start(once);
+  once.string("weight");
+  tensor(once);
+  once.op('s');
+  once.op('.');
+  CHECK(parse_checkpoint(checkpoint(once.bytes), "once.ckpt").keys() == std::vector<std::string>{"weight"});
+
+  pickle::Writer twice;
+  start(twice);
+  for (int i = 0; i < 2; ++i) {
+    twice.string("weight");
+    tensor(twice);
+    twice.op('s');
+  }
+  twice.op('.');
+  expect_error(checkpoint(twice.bytes), "data.pkl: the state_dict key 'weight' appears twice: corrupt");
+
+  // The crafted form: a 64 KiB key memoized as 2, then set 100,000 times.
+  pickle::Writer crafted;
+  start(crafted);
+  crafted.string(std::string(65536, 'x'));
+  crafted.put(2);
+  tensor(crafted);
+  crafted.op('s');
+  for (int i = 0; i < 100000; ++i) {
+    crafted.get(2);
+    crafted.get(1);
+    crafted.op('s');
+  }
+  crafted.op('.');
+  expect_error(checkpoint(crafted.bytes), "' appears twice: corrupt");
+}
+
 TEST_CASE("Checkpoint writes are atomic: a failed or interrupted save leaves the old file and no temporary") {
   TempDir dir;
   SmallNet net(1);

@@ -470,6 +470,11 @@ inline StateDict parse_checkpoint(std::shared_ptr<const std::vector<std::uint8_t
     if (!hooks.is_tensor(value))
       throw CheckpointError(file, "data.pkl: the value of '" + key.text + "' is " + pickle::a_kind(value.kind) +
                                       ", not a tensor: ctnn reads state_dicts (torch.save(model.state_dict(), path))");
+    // A state_dict pickles each key once. A repeated one is refused rather than overwritten: one
+    // memoized key set again for every 5 bytes of pickle would cost a hash of the whole key each
+    // time (time quadratic in the input).
+    if (sd.contains(key.text))
+      throw CheckpointError(file, "data.pkl: the state_dict key '" + key.text + "' appears twice: corrupt");
     sd.insert_or_assign(key.text, hooks.tensor(value));
   }
   return sd;
