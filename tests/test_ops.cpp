@@ -101,7 +101,8 @@ TEST_CASE("im2col and col2im match a direct definition on large and small planes
   // Planes of at most 64 outputs with kernels up to 3x3 take the table-driven path; the rest
   // the run-copy loops. Both must equal the definition, and col2im's sums must be bit-exact.
   for (auto [k, s, p, h] : {std::tuple{3, 1, 1, 9}, std::tuple{3, 1, 1, 7}, std::tuple{3, 1, 1, 2},
-                            std::tuple{1, 2, 0, 7}, std::tuple{3, 2, 1, 8}, std::tuple{7, 2, 3, 9}}) {
+                            std::tuple{1, 2, 0, 7}, std::tuple{3, 2, 1, 8}, std::tuple{7, 2, 3, 9},
+                            std::tuple{3, 2, 1, 20}, std::tuple{1, 2, 0, 19}, std::tuple{7, 2, 3, 32}}) {
     INFO("kernel ", k, " stride ", s, " padding ", p, " input ", h);
     const int cin = 3, w = h, n = 4, n0 = 1, nb = 3;
     const int oh = window_out(h, k, s, p), ow = window_out(w, k, s, p);

@@ -8,6 +8,7 @@
 // [Cout][Cin][K][K], so weights are used as stored.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 
 namespace ctnn::ops {
@@ -88,10 +89,16 @@ inline void im2col(const float* in, const ConvGeometry& g, int n0, int nb, float
           for (; ox < hi; ++ox) *dst++ = row[ox + shift];
           for (; ox < g.out_width; ++ox) *dst++ = 0.0f;
         } else {
-          for (int ox = 0; ox < g.out_width; ++ox) {
-            const int ix = ox * g.stride - g.padding + kx;
-            *dst++ = (ix >= 0 && ix < g.width) ? row[ix] : 0.0f;
-          }
+          // Strided: the outputs whose input column ox * stride + shift lies inside the row
+          // form one range [lo, hi); zeros on either side.
+          const int shift = kx - g.padding;
+          const int lo = std::min(shift >= 0 ? 0 : (g.stride - 1 - shift) / g.stride, g.out_width);
+          const int hi = std::max(lo, std::min(g.width - 1 - shift >= 0 ? (g.width - 1 - shift) / g.stride + 1 : 0,
+                                               g.out_width));
+          int ox = 0;
+          for (; ox < lo; ++ox) *dst++ = 0.0f;
+          for (; ox < hi; ++ox) *dst++ = row[ox * g.stride + shift];
+          for (; ox < g.out_width; ++ox) *dst++ = 0.0f;
         }
       }
     }
