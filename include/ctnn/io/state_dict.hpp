@@ -45,7 +45,7 @@ class StateDictMismatch : public CheckpointError {
       if (items.empty()) return;
       s += "\n  " + std::string(title) + " (" + std::to_string(items.size()) + "): ";
       const std::size_t shown = std::min<std::size_t>(items.size(), 25);
-      for (std::size_t i = 0; i < shown; ++i) s += (i ? sep : "") + items[i];
+      for (std::size_t i = 0; i < shown; ++i) s += (i ? sep : "") + printable(items[i]);
       if (shown < items.size()) s += std::string(sep) + "... and " + std::to_string(items.size() - shown) + " more";
     };
     list("missing keys", missing, ", ");

@@ -246,7 +246,7 @@ class StateDict {
   bool contains(const std::string& key) const { return index_.count(key) != 0; }
   const Tensor& at(const std::string& key) const {
     if (const Tensor* t = find(key)) return *t;
-    throw std::out_of_range("ctnn::io::StateDict: no key '" + key + "'");
+    throw std::out_of_range("ctnn::io::StateDict: no key '" + printable(key) + "'");
   }
   std::size_t size() const { return items_.size(); }
   bool empty() const { return items_.empty(); }
@@ -293,7 +293,7 @@ class TorchHooks : public pickle::Hooks {
         (name == "_rebuild_tensor_v2" || name == "_rebuild_parameter" || name == "_rebuild_parameter_with_state"))
       return;
     if (module == "torch" && name.size() > 7 && name.compare(name.size() - 7, 7, "Storage") == 0) return;
-    u.fail("refers to the Python object '" + module + "." + name +
+    u.fail("refers to the Python object '" + printable(module + "." + name) +
            "', which a state_dict of tensors does not contain: ctnn reads files saved with "
            "torch.save(model.state_dict(), path), not pickled models or other objects");
   }
@@ -312,21 +312,21 @@ class TorchHooks : public pickle::Hooks {
     DType dtype;
     if (type.text == "torch.FloatStorage") dtype = DType::float32;
     else if (type.text == "torch.LongStorage") dtype = DType::int64;
-    else u.fail("storage '" + key + "' has type " + type.text + ": ctnn reads float32 and int64 tensors only");
+    else u.fail("storage '" + printable(key) + "' has type " + printable(type.text) + ": ctnn reads float32 and int64 tensors only");
     const auto numel = static_cast<std::uint64_t>(count.integer);
 
     auto cached = storage_index_.find(key);
     if (cached != storage_index_.end()) {
       const Storage& s = *storages_[cached->second];
-      if (s.dtype != dtype || s.numel != numel) u.fail("storage '" + key + "' is declared twice, differently");
+      if (s.dtype != dtype || s.numel != numel) u.fail("storage '" + printable(key) + "' is declared twice, differently");
       return object(u, cached->second, kStorageTag);
     }
     const std::string record = prefix_ + "/data/" + key;
     const ZipEntry* entry = zip_.find(record);
-    if (!entry) u.fail("storage record '" + record + "' is missing from the archive");
+    if (!entry) u.fail("storage record '" + printable(record) + "' is missing from the archive");
     const std::size_t es = element_size(dtype);
     if (numel > entry->size / es)
-      u.fail("storage record '" + record + "' holds " + std::to_string(entry->size) + " bytes, fewer than the " +
+      u.fail("storage record '" + printable(record) + "' holds " + std::to_string(entry->size) + " bytes, fewer than the " +
              std::to_string(numel) + " " + dtype_name(dtype) + " elements the pickle declares: truncated or corrupt");
     zip_.read(*entry, verify_crc_);
     auto s = std::make_shared<Storage>();
@@ -352,7 +352,7 @@ class TorchHooks : public pickle::Hooks {
     }
     if (f == "torch._utils._rebuild_parameter" || f == "torch._utils._rebuild_parameter_with_state") {
       if (args.size() != (f == "torch._utils._rebuild_parameter" ? 3u : 4u) || !is_tensor(u.at(args[0])))
-        u.fail(f + " with unexpected arguments");
+        u.fail(printable(f) + " with unexpected arguments");
       return args[0];
     }
     if (f == "torch._utils._rebuild_tensor_v2") {
@@ -369,7 +369,7 @@ class TorchHooks : public pickle::Hooks {
       tensors_.push_back(Tensor::view(storage, offset.integer, shape, stride));
       return object(u, tensors_.size() - 1, kTensorTag);
     }
-    u.fail("calling '" + f + "' is not part of a state_dict");
+    u.fail("calling '" + printable(f) + "' is not part of a state_dict");
   }
 
  private:
@@ -434,7 +434,7 @@ inline StateDict parse_checkpoint(std::shared_ptr<const std::vector<std::uint8_t
   const std::string& first = zip.entries().front().name;
   const auto slash = first.find('/');
   if (slash == std::string::npos || slash == 0)
-    throw CheckpointError(file, "zip entry '" + first + "' is not inside an archive directory: not a PyTorch checkpoint");
+    throw CheckpointError(file, "zip entry '" + printable(first) + "' is not inside an archive directory: not a PyTorch checkpoint");
   const std::string prefix = first.substr(0, slash);
 
   if (zip.find(prefix + "/constants.pkl"))
@@ -442,19 +442,19 @@ inline StateDict parse_checkpoint(std::shared_ptr<const std::vector<std::uint8_t
                           "a TorchScript archive (torch.jit.save), not a state_dict: in Python, save "
                           "torch.jit.load(path).state_dict() with torch.save and read that");
   const ZipEntry* version = zip.find(prefix + "/version");
-  if (!version) throw CheckpointError(file, "no '" + prefix + "/version' record: not a PyTorch checkpoint");
+  if (!version) throw CheckpointError(file, "no '" + printable(prefix + "/version") + "' record: not a PyTorch checkpoint");
   const std::string v = detail::trimmed(detail::text_of(zip.read(*version, options.verify_crc)));
   if (v.empty() || v.size() > 2 || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
       std::stoi(v) < 1 || std::stoi(v) > 10)
-    throw CheckpointError(file, "unsupported archive version '" + v + "' (1 to 10 are read)");
+    throw CheckpointError(file, "unsupported archive version '" + printable(v) + "' (1 to 10 are read)");
   bool little_endian = true;
   if (const ZipEntry* order = zip.find(prefix + "/byteorder")) {
     const std::string o = detail::trimmed(detail::text_of(zip.read(*order, options.verify_crc)));
-    if (o != "little" && o != "big") throw CheckpointError(file, "byteorder record says '" + o + "'");
+    if (o != "little" && o != "big") throw CheckpointError(file, "byteorder record says '" + printable(o) + "'");
     little_endian = o == "little";
   }
   const ZipEntry* pkl = zip.find(prefix + "/data.pkl");
-  if (!pkl) throw CheckpointError(file, "no '" + prefix + "/data.pkl' record: not a PyTorch checkpoint");
+  if (!pkl) throw CheckpointError(file, "no '" + printable(prefix + "/data.pkl") + "' record: not a PyTorch checkpoint");
 
   detail::TorchHooks hooks(zip, prefix, buffer, little_endian, options.verify_crc);
   pickle::Unpickler u(zip.read(*pkl, options.verify_crc), file, "data.pkl", hooks);
@@ -468,13 +468,13 @@ inline StateDict parse_checkpoint(std::shared_ptr<const std::vector<std::uint8_t
     if (key.kind != pickle::Value::Kind::string)
       throw CheckpointError(file, "data.pkl: a state_dict key is " + pickle::a_kind(key.kind) + ", not a str");
     if (!hooks.is_tensor(value))
-      throw CheckpointError(file, "data.pkl: the value of '" + key.text + "' is " + pickle::a_kind(value.kind) +
+      throw CheckpointError(file, "data.pkl: the value of '" + printable(key.text) + "' is " + pickle::a_kind(value.kind) +
                                       ", not a tensor: ctnn reads state_dicts (torch.save(model.state_dict(), path))");
     // A state_dict pickles each key once. A repeated one is refused rather than overwritten: one
     // memoized key set again for every 5 bytes of pickle would cost a hash of the whole key each
     // time (time quadratic in the input).
     if (sd.contains(key.text))
-      throw CheckpointError(file, "data.pkl: the state_dict key '" + key.text + "' appears twice: corrupt");
+      throw CheckpointError(file, "data.pkl: the state_dict key '" + printable(key.text) + "' appears twice: corrupt");
     sd.insert_or_assign(key.text, hooks.tensor(value));
   }
   return sd;

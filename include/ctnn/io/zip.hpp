@@ -114,14 +114,14 @@ class ZipReader {
   // The bytes of an entry, optionally checked against its CRC-32.
   Bytes read(const ZipEntry& e, bool verify_crc = true) const {
     if (e.method != 0)
-      fail("entry '" + e.name + "' is compressed (method " + std::to_string(e.method) +
+      fail("entry '" + printable(e.name) + "' is compressed (method " + std::to_string(e.method) +
            "); PyTorch checkpoints store their entries uncompressed");
-    if (!fits(e.data_offset, e.size, bytes_.size())) fail("entry '" + e.name + "' lies outside the archive");
+    if (!fits(e.data_offset, e.size, bytes_.size())) fail("entry '" + printable(e.name) + "' lies outside the archive");
     const Bytes data = bytes_.subspan(static_cast<std::size_t>(e.data_offset), static_cast<std::size_t>(e.size));
     if (verify_crc) {
       const std::uint32_t actual = crc32(data);
       if (actual != e.crc32)
-        fail("entry '" + e.name + "' is corrupt: its CRC-32 is " + hex(actual) + ", the central directory says " +
+        fail("entry '" + printable(e.name) + "' is corrupt: its CRC-32 is " + hex(actual) + ", the central directory says " +
              hex(e.crc32));
     }
     return data;
@@ -193,7 +193,7 @@ class ZipReader {
       ZipEntry e;
       e.name.assign(reinterpret_cast<const char*>(bytes_.data() + p + 46), static_cast<std::size_t>(name_len));
       e.crc32 = static_cast<std::uint32_t>(u(p + 16, 4));
-      const std::string what = "entry '" + e.name + "'";
+      const std::string what = "entry '" + printable(e.name) + "'";
       // ZIP64 extra field: 64-bit values for exactly those fields that hold 0xffffffff, in order.
       if (uncompressed == 0xffffffff || compressed == 0xffffffff || offset == 0xffffffff) {
         std::uint64_t q = p + 46 + name_len;
@@ -252,8 +252,8 @@ class ZipReader {
     for (std::size_t i = 1; i < by_offset.size(); ++i) {
       const ZipEntry &a = *by_offset[i - 1], &b = *by_offset[i];
       if (a.data_offset + a.stored_size > b.header_offset)
-        fail("entries '" + a.name + "' (bytes " + std::to_string(a.header_offset) + " to " +
-             std::to_string(a.data_offset + a.stored_size) + ") and '" + b.name + "' (from byte " +
+        fail("entries '" + printable(a.name) + "' (bytes " + std::to_string(a.header_offset) + " to " +
+             std::to_string(a.data_offset + a.stored_size) + ") and '" + printable(b.name) + "' (from byte " +
              std::to_string(b.header_offset) + ") overlap: corrupt or crafted");
     }
   }
@@ -274,7 +274,7 @@ class ZipWriter {
 
   void add(const std::string& name, Bytes data) {
     if (finished_) throw CheckpointError(file_, "zip writer: add() after finish()");
-    if (name.size() > 0xffff) throw CheckpointError(file_, "zip entry name too long: " + name);
+    if (name.size() > 0xffff) throw CheckpointError(file_, "zip entry name too long: " + printable(name));
     Central c{name, offset_, static_cast<std::uint32_t>(crc32(data)), data.size()};
     // Pad the local header's extra field so that the data starts at a multiple of 64.
     const std::uint64_t bare = offset_ + 30 + name.size();
