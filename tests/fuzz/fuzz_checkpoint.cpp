@@ -3,7 +3,8 @@
 // network's state (include/ctnn/io/state_dict.hpp).
 //
 // Each input is a checkpoint file. Without CRC checks (so that mutations reach the pickle and the
-// tensors) it must give a StateDict or a CheckpointError naming the file; read_checkpoint on the
+// tensors) it must give a StateDict or a CheckpointError naming the file (and passing
+// fuzz_common.hpp's check_message); read_checkpoint on the
 // same bytes as a file (a memfd) must give the same. A StateDict must:
 //   - hold tensors whose every element can be read (their views were checked), and write back
 //     with serialize_checkpoint to a file that reads back identically;
@@ -14,9 +15,6 @@
 //     StateDictMismatch with consistent lists and leaves the network untouched.
 // Any other exception, a sanitizer report, a hang or an out-of-memory is a finding. Build and
 // run: tests/fuzz/CMakeLists.txt.
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -27,16 +25,13 @@
 #include <vector>
 
 #include "ctnn/io/state_dict.hpp"
+#include "fuzz_common.hpp"
 
 namespace {
 
 using namespace ctnn;
 using namespace ctnn::io;
-
-[[noreturn]] void fail(const char* what, const std::string& detail = "") {
-  std::fprintf(stderr, "fuzz_checkpoint: invariant violated: %s\n%s\n", what, detail.c_str());
-  std::abort();
-}
+using ctnn::fuzz::fail;
 
 // A network-shaped object without Eigen (the layer headers need a newer clang): a "0" layer with
 // weight [2, 2] and bias [2], a BatchNorm-like "1" with running_mean [2] and
@@ -60,24 +55,6 @@ bool same_dicts(const StateDict& a, const StateDict& b) {
     if (!identical(t, b.at(key))) return false;
   return true;
 }
-
-struct MemFile {
-  int fd = -1;
-  std::string path;
-  MemFile() {
-    fd = memfd_create("fuzz_checkpoint", 0);
-    if (fd < 0) fail("memfd_create failed");
-    path = "/proc/self/fd/" + std::to_string(fd);
-  }
-  void assign(const std::uint8_t* data, std::size_t size) {
-    if (ftruncate(fd, 0) != 0) fail("ftruncate failed");
-    for (std::size_t done = 0; done < size;) {
-      const ssize_t n = pwrite(fd, data + done, size - done, static_cast<off_t>(done));
-      if (n <= 0) fail("pwrite failed");
-      done += static_cast<std::size_t>(n);
-    }
-  }
-};
 
 void check_load(const StateDict& sd, bool strict) {
   TinyNet net;
@@ -106,7 +83,7 @@ void check_load(const StateDict& sd, bool strict) {
     }
   } catch (const StateDictMismatch& e) {
     if (should_load) fail("load_state_dict refused a state_dict that fits", e.what());
-    if (std::string(e.what()).rfind("fuzz: ", 0) != 0) fail("the message does not name the source", e.what());
+    ctnn::fuzz::check_message(e.what(), "fuzz: ", /*multiline=*/true);
     auto m = e.missing_keys, u = e.unexpected_keys;
     std::sort(m.begin(), m.end());
     std::sort(u.begin(), u.end());
@@ -119,7 +96,7 @@ void check_load(const StateDict& sd, bool strict) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  static MemFile file;
+  static ctnn::fuzz::MemFile file;
   file.assign(data, size);
   const Bytes bytes(data, size);
   StateDict sd;
@@ -128,7 +105,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     sd = parse_checkpoint(bytes, file.path, {.verify_crc = false});
   } catch (const CheckpointError& e) {
     error = e.what();
-    if (error.rfind(file.path + ": ", 0) != 0) fail("the message does not name the file", error);
+    ctnn::fuzz::check_message(error, file.path + ": ");
   }
   try {
     const StateDict from_file = read_checkpoint(file.path, {.verify_crc = false});

@@ -10,48 +10,20 @@
 //     (empty, not a multiple of the record size, or the first bad label and its record).
 // The two readers must give the same Dataset or the same message. Any other exception, a
 // sanitizer report, a hang or an out-of-memory is a finding. Build and run: tests/fuzz/CMakeLists.txt.
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <span>
 #include <string>
 
 #include "ctnn/data/cifar.hpp"
+#include "fuzz_common.hpp"
 
 namespace {
 
 using namespace ctnn::data;
-
-[[noreturn]] void fail(const char* what, const std::string& detail = "") {
-  std::fprintf(stderr, "fuzz_cifar: invariant violated: %s\n%s\n", what, detail.c_str());
-  std::abort();
-}
+using ctnn::fuzz::fail;
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-// A memfd standing for the batch file: its /proc path is a regular file for every API.
-struct MemFile {
-  int fd = -1;
-  std::string path;
-  MemFile() {
-    fd = memfd_create("fuzz_cifar", 0);
-    if (fd < 0) fail("memfd_create failed");
-    path = "/proc/self/fd/" + std::to_string(fd);
-  }
-  void assign(const std::uint8_t* data, std::size_t size) {
-    if (ftruncate(fd, 0) != 0) fail("ftruncate failed");
-    std::size_t done = 0;
-    while (done < size) {
-      const ssize_t n = pwrite(fd, data + done, size - done, static_cast<off_t>(done));
-      if (n <= 0) fail("pwrite failed");
-      done += static_cast<std::size_t>(n);
-    }
-  }
-};
 
 struct Outcome {
   bool ok = false;
@@ -74,7 +46,7 @@ Outcome run(F&& f) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  static MemFile file;
+  static ctnn::fuzz::MemFile file;
   file.assign(data, size);
   const std::span<const std::uint8_t> bytes(data, size);
 
@@ -98,7 +70,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (const Outcome* o : {&memory, &disk}) {
     if (o->ok != expected.empty()) fail(o->ok ? "an invalid batch was accepted" : "a valid batch was refused", o->error);
     if (!o->ok) {
-      if (!contains(o->error, "'" + file.path + "'")) fail("the message does not name the file", o->error);
+      ctnn::fuzz::check_message(o->error, "CIFAR-10: file '" + file.path + "'");
       if (!contains(o->error, expected)) fail("the message does not say what is wrong", o->error + "\nexpected: " + expected);
       continue;
     }
