@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "ctnn/io/zip.hpp"
@@ -81,7 +82,12 @@ TEST_CASE("Zip entries may not overlap: reading every entry costs at most the fi
   Blob side_by_side;
   local(side_by_side, "a", {'x'});
   local(side_by_side, "b", {'y', 'z'});
-  const ZipReader ok(with_directory(side_by_side, {{"a", 0, {'x'}}, {"b", 32, {'y', 'z'}}}), "ok.zip");
+  // The reader keeps a view of the bytes, which must outlive it. This test once passed a
+  // temporary (ASan: heap-use-after-free in read()); ZipReader now refuses one at compile time.
+  static_assert(!std::is_constructible_v<ZipReader, Blob&&, std::string>);
+  static_assert(std::is_constructible_v<ZipReader, const Blob&, std::string>);
+  const Blob ok_archive = with_directory(side_by_side, {{"a", 0, {'x'}}, {"b", 32, {'y', 'z'}}});
+  const ZipReader ok(ok_archive, "ok.zip");
   REQUIRE(ok.entries().size() == 2);
   CHECK(ok.read(ok.entries()[1]).size() == 2);
 }

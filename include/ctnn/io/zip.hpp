@@ -104,6 +104,9 @@ class ZipReader {
  public:
   // Parses the archive in `bytes` (which must outlive the reader); `file` names it in errors.
   ZipReader(Bytes bytes, std::string file) : bytes_(bytes), file_(std::move(file)) { parse(); }
+  // Not from a temporary vector: it would be freed at the end of the statement, leaving the
+  // reader's view dangling (ASan found a test doing so).
+  ZipReader(std::vector<std::uint8_t>&&, std::string) = delete;
 
   const std::vector<ZipEntry>& entries() const { return entries_; }
   const ZipEntry* find(std::string_view name) const {
