@@ -26,6 +26,7 @@
 
 #include "ctnn/io/state_dict.hpp"
 #include "fuzz_common.hpp"
+#include "tiny_net.hpp"
 
 namespace {
 
@@ -33,21 +34,7 @@ using namespace ctnn;
 using namespace ctnn::io;
 using ctnn::fuzz::fail;
 
-// A network-shaped object without Eigen (the layer headers need a newer clang): a "0" layer with
-// weight [2, 2] and bias [2], a BatchNorm-like "1" with running_mean [2] and
-// num_batches_tracked. Its state is what save_state_dict writes for the seed `tiny.ckpt`.
-struct TinyNet {
-  std::vector<float> weight = std::vector<float>(4, 0.5f), bias = std::vector<float>(2, -1.0f),
-                     grad = std::vector<float>(6), mean = std::vector<float>(2, 0.25f);
-  std::int64_t count = 7;
-  Param w{weight.data(), grad.data(), 4}, b{bias.data(), grad.data() + 4, 2};
-  void visit_state(StateVisitor& v) {
-    v.parameter("0.weight", {2, 2}, w);
-    v.parameter("0.bias", {2}, b);
-    v.buffer("1.running_mean", {2}, mean);
-    v.counter("1.num_batches_tracked", count);
-  }
-};
+using ctnn::fuzz::TinyNet;
 
 bool same_dicts(const StateDict& a, const StateDict& b) {
   if (a.keys() != b.keys()) return false;

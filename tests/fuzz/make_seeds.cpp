@@ -27,6 +27,7 @@
 #include "ctnn/data/cifar.hpp"
 #include "ctnn/io/state_dict.hpp"
 #include "support/zip_layouts.hpp"
+#include "tiny_net.hpp"
 
 namespace fs = std::filesystem;
 using namespace ctnn;
@@ -35,19 +36,7 @@ using Blob = std::vector<std::uint8_t>;
 
 namespace {
 
-// The same state as fuzz_checkpoint's TinyNet (which cannot include the layer headers).
-struct TinyNet {
-  std::vector<float> weight = {0.5f, -0.25f, 1.5f, 2.0f}, bias = {-1.0f, 3.0f}, grad = std::vector<float>(6),
-                     mean = {0.25f, -0.75f};
-  std::int64_t count = 7;
-  Param w{weight.data(), grad.data(), 4}, b{bias.data(), grad.data() + 4, 2};
-  void visit_state(StateVisitor& v) {
-    v.parameter("0.weight", {2, 2}, w);
-    v.parameter("0.bias", {2}, b);
-    v.buffer("1.running_mean", {2}, mean);
-    v.counter("1.num_batches_tracked", count);
-  }
-};
+using ctnn::fuzz::TinyNet;
 
 using SmallNet = Network<Shape<3, 4, 4>, Sequential<Conv2d<3, 4, 3, 1, 1>, BatchNorm2d<4>, ReLU, MaxPool2d<2, 2>,
                                                     Flatten, Linear<16, 10>>>;
