@@ -144,10 +144,12 @@ void run_model(const Options& o) {
   const double flop_per_image = 2.0 * forward_macs(*net) * (train ? 3.0 : 1.0);
   std::printf(
       "model=%s mode=%s batch=%d threads=%d steps=%d images_per_s=%.1f gflops=%.1f step_ms_mean=%.1f "
-      "step_ms_median=%.1f step_ms_min=%.1f images_per_s_best=%.1f gflop_per_image=%.4f peak_rss_mib=%.0f\n",
+      "step_ms_median=%.1f step_ms_min=%.1f images_per_s_best=%.1f gflop_per_image=%.4f peak_rss_mib=%.0f "
+      "gemm=%s isa=%s\n",
       o.model.c_str(), o.mode.c_str(), o.batch, ctnn::num_threads(), o.steps, images_per_s,
       images_per_s * flop_per_image * 1e-9, 1e3 * total / o.steps, 1e3 * median(times), 1e3 * best,
-      o.batch / best, flop_per_image * 1e-9, peak_rss_mib());
+      o.batch / best, flop_per_image * 1e-9, peak_rss_mib(), ctnn::ops::backend_name(ctnn::ops::gemm_backend()),
+      ctnn::ops::isa_name(ctnn::ops::cpu_isa()));
 }
 
 // ---- single convolutions ----------------------------------------------------------------------
@@ -275,6 +277,7 @@ int main(int argc, char** argv) {
     if (o.mode != "train" && o.mode != "eval")
       throw ctnn::cli::UsageError("--mode must be train or eval, got '" + o.mode + "'");
     ctnn::set_num_threads(o.threads);
+    std::fprintf(stderr, "ctnn-bench: %s\n", ctnn::ops::gemm_backend_summary().c_str());
 
     if (convs) return run_convs(o, args.flag("list-convs"));
     if (o.model == "vgg16") {

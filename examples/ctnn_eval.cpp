@@ -63,6 +63,7 @@ int main(int argc, char** argv) {
     const long synthetic = args.integer("synthetic", 0, 1, 1000000);
     const auto seed = static_cast<std::uint64_t>(args.integer("seed", 0, 0, 1L << 62));
     ctnn::set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
+    std::cout << ctnn::ops::gemm_backend_summary() << "\n";
     ctnn::data::Dataset test;
     if (synthetic > 0) {
       std::cout << "*** SYNTHETIC DATA: evaluating on generated images, not CIFAR-10 ***\n";

@@ -35,6 +35,7 @@ template <class Net>
 int train_run(const TrainConfig& c) {
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  std::cout << ops::gemm_backend_summary() << "\n";
   data::Dataset train_set, test_set;
   if (c.synthetic > 0) {
     std::cout << "*** SYNTHETIC DATA: training on " << c.synthetic
