@@ -55,6 +55,7 @@ const char* kUsage =
     "                     as listed by --list-convs, or `all`\n"
     "  --list-convs       print the distinct convolutions of both networks and exit\n"
     "  --seed N           seed of the network and the synthetic data (default 1)\n"
+    "  --gemm BACKEND     auto (default: chosen by the CPU's instruction set), eigen or openblas\n"
     "  --help\n";
 
 using Clock = std::chrono::steady_clock;
@@ -255,7 +256,7 @@ int run_convs(const Options& o, bool list_only) {
 
 int main(int argc, char** argv) {
   try {
-    const ctnn::cli::Args args(argc, argv, {"model", "mode", "batch-size", "threads", "steps", "warmup", "conv", "seed"},
+    const ctnn::cli::Args args(argc, argv, {"model", "mode", "batch-size", "threads", "steps", "warmup", "conv", "seed", "gemm"},
                                {"list-convs", "help"});
     if (args.flag("help")) {
       std::cout << kUsage;
@@ -277,6 +278,16 @@ int main(int argc, char** argv) {
     if (o.mode != "train" && o.mode != "eval")
       throw ctnn::cli::UsageError("--mode must be train or eval, got '" + o.mode + "'");
     ctnn::set_num_threads(o.threads);
+    const std::string gemm = args.get("gemm", "auto");
+    if (gemm == "eigen" || gemm == "openblas") {
+      try {
+        ctnn::ops::set_gemm_backend(gemm == "eigen" ? ctnn::ops::GemmBackend::eigen : ctnn::ops::GemmBackend::openblas);
+      } catch (const std::invalid_argument& e) {
+        throw ctnn::cli::UsageError(std::string("--gemm openblas: ") + e.what());
+      }
+    } else if (gemm != "auto") {
+      throw ctnn::cli::UsageError("--gemm must be auto, eigen or openblas, got '" + gemm + "'");
+    }
     std::fprintf(stderr, "ctnn-bench: %s\n", ctnn::ops::gemm_backend_summary().c_str());
 
     if (convs) return run_convs(o, args.flag("list-convs"));
