@@ -70,6 +70,7 @@ auto evaluate(Net& net, const data::Dataset& test, int batch_size = 100) {
   data::DataLoader loader(test, data::LoaderOptions::test(batch_size));
   data::LoaderBatch batch;
   loader.start_epoch(0);
+  const NoGrad no_grad;  // as the assignment's `with torch.no_grad():`
   while (loader.next(batch)) {
     const auto& logits = net.forward(batch.images);
     for (int i = 0; i < batch.size(); ++i) {
