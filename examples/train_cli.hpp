@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <ctnn/ops/gemm.hpp>
 #include <ctnn/train/trainer.hpp>
 #include <filesystem>
 #include <fstream>
