@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "ctnn/core/grad_mode.hpp"
 #include "ctnn/core/fault.hpp"
 #include "ctnn/data/loader.hpp"
 #include "ctnn/io/file.hpp"
