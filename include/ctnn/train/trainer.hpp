@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "ctnn/core/grad_mode.hpp"
 #include "ctnn/core/fault.hpp"
+#include "ctnn/core/grad_mode.hpp"
 #include "ctnn/data/loader.hpp"
 #include "ctnn/io/file.hpp"
 #include "ctnn/io/state_dict.hpp"
