@@ -901,3 +901,135 @@ TEST_CASE("float16, bfloat16 and float64 tensors load converted to float32, int3
   expect_same(all, parse_checkpoint(serialize_checkpoint(all), "all.ckpt"));
   CHECK(parse_checkpoint(serialize_checkpoint(all), "all.ckpt").at("bfloat16").dtype() == DType::bfloat16);
 }
+
+TEST_CASE("The plain data of torch.load(weights_only=True) is read as data; other objects are refused by name") {
+  // {'sd': OrderedDict(w=_rebuild_from_type_v2(_rebuild_tensor_v2, torch.Tensor, (...), {})),
+  //  'shape': torch.Size((2, 3)), 'device': torch.device('cuda', 0), 'counts': Counter({'a': 1}),
+  //  'blob': _codecs.encode('\u00e9x', 'latin1'), 'dtype': torch.float16, 'tags': set([1, 2]),
+  //  'old': _rebuild_tensor(storage, 0, (1,), (1,))}
+  auto build = [](const std::string& tensor_type, const std::string& extra_global) {
+    pickle::Writer w;
+    auto tensor_args = [&](std::int64_t numel) {
+      w.op('(');
+      w.op('(');
+      w.string("storage");
+      w.global("torch", "FloatStorage");
+      w.string("0");
+      w.string("cuda:0");
+      w.integer(numel);
+      w.op('t');
+      w.op('Q');
+      w.integer(0);
+      w.integer(numel);
+      w.tuple_end(1);
+      w.integer(1);
+      w.tuple_end(1);
+    };
+    w.proto();
+    w.op('}');
+    w.op('(');
+    w.string("sd");
+    w.global("collections", "OrderedDict");
+    w.op(')');
+    w.op('R');
+    w.string("w");
+    w.global("torch._tensor", "_rebuild_from_type_v2");
+    w.op('(');
+    w.global("torch._utils", "_rebuild_tensor_v2");
+    w.global(tensor_type.substr(0, tensor_type.rfind('.')), tensor_type.substr(tensor_type.rfind('.') + 1));
+    tensor_args(2);
+    w.op(0x89);
+    w.global("collections", "OrderedDict");
+    w.op(')');
+    w.op('R');
+    w.op('t');
+    w.op('}');
+    w.op('t');
+    w.op('R');
+    w.op('s');
+    w.string("shape");
+    w.global("torch", "Size");
+    w.integer(2);
+    w.integer(3);
+    w.tuple_end(2);
+    w.tuple_end(1);
+    w.op('R');
+    w.string("device");
+    w.global("torch", "device");
+    w.string("cuda");
+    w.integer(0);
+    w.tuple_end(2);
+    w.op('R');
+    w.string("counts");
+    w.global("collections", "Counter");
+    w.op('}');
+    w.string("a");
+    w.integer(1);
+    w.op('s');
+    w.tuple_end(1);
+    w.op('R');
+    w.string("blob");
+    w.global("_codecs", "encode");
+    w.string("\xc3\xa9x");
+    w.string("latin1");
+    w.tuple_end(2);
+    w.op('R');
+    w.string("dtype");
+    w.global("torch", "float16");
+    w.string("tags");
+    w.global("__builtin__", "set");
+    w.op(']');
+    w.op('(');
+    w.integer(1);
+    w.integer(2);
+    w.op('e');
+    w.tuple_end(1);
+    w.op('R');
+    w.string("old");
+    w.global("torch._utils", "_rebuild_tensor");
+    w.op('(');
+    w.op('(');
+    w.string("storage");
+    w.global("torch", "FloatStorage");
+    w.string("0");
+    w.string("cpu");
+    w.integer(2);
+    w.op('t');
+    w.op('Q');
+    w.integer(1);
+    w.integer(1);
+    w.tuple_end(1);
+    w.integer(1);
+    w.tuple_end(1);
+    w.op('t');
+    w.op('R');
+    if (!extra_global.empty()) {
+      w.string("extra");
+      w.global(extra_global.substr(0, extra_global.rfind('.')), extra_global.substr(extra_global.rfind('.') + 1));
+    }
+    w.op('u');
+    w.op('.');
+    return archive_with(w.bytes, 8);
+  };
+  const CheckpointContents c = parse_checkpoint_contents(build("torch.Tensor", ""), "extras.ckpt");
+  REQUIRE(c.state_dicts.size() == 1);
+  CHECK(c.state_dicts[0].key == "sd");
+  CHECK(c.state_dicts[0].tensors.at("w").shape() == TensorShape{2});
+  const std::vector<std::pair<std::string, std::string>> top = {
+      {"sd", "dict of 1 entries, 1 tensors"}, {"shape", "tuple"}, {"device", "str"}, {"counts", "dict"},
+      {"blob", "bytes"}, {"dtype", "global"}, {"tags", "set"}, {"old", "tensor"}};
+  CHECK(c.top_level == top);
+  CHECK_NOTHROW(parse_checkpoint_contents(build("torch.nn.parameter.Parameter", ""), "p.ckpt"));
+
+  auto refused = [&](const std::vector<std::uint8_t>& file, const std::string& expected) {
+    try {
+      parse_checkpoint_contents(file, "bad.ckpt");
+      FAIL("accepted");
+    } catch (const CheckpointError& e) {
+      CHECK(std::string(e.what()).find(expected) != std::string::npos);
+    }
+  };
+  refused(build("torch.nn.Linear", ""), "refers to the Python object 'torch.nn.Linear'");
+  refused(build("torch.Tensor", "torch._utils._rebuild_qtensor"), "refers to the Python object 'torch._utils._rebuild_qtensor'");
+  refused(build("torch.Tensor", "__main__.Net"), "not pickled models or other objects");
+}
