@@ -55,10 +55,11 @@ class StateDictMismatch : public CheckpointError {
     list("missing keys", missing, ", ");
     list("unexpected keys", unexpected, ", ");
     list("size or dtype mismatches", mismatched, "; ");
-    if (network_keys > 0 && missing.size() == network_keys)
+    // Keys under a wrapper's prefix are not another model's: say what to do instead.
+    const std::string prefix = wrapper_prefix(unexpected);
+    if (network_keys > 0 && missing.size() == network_keys && prefix.empty())
       s += "\n  none of the network's " + std::to_string(network_keys) +
            " keys is in the checkpoint: it was saved from a different model";
-    const std::string prefix = wrapper_prefix(unexpected);
     if (!prefix.empty())
       s += "\n  the checkpoint's keys start with '" + prefix + "' (saved from " + wrapper_names(prefix) +
            "): strip that prefix on load (--strip-prefix " + prefix + ", or LoadOptions::strip_prefix)";

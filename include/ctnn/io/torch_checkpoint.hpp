@@ -720,20 +720,26 @@ inline CheckpointContents collect_contents(const pickle::Unpickler& u, pickle::R
   };
   std::vector<Frame> stack{{root_ref, "", 0}};
   std::unordered_set<pickle::Ref> seen;
+  std::unordered_map<pickle::Ref, bool> all_tensors;
   while (!stack.empty()) {
     Frame f = std::move(stack.back());
     stack.pop_back();
     const pickle::Value& v = u.at(f.ref);
-    if (!seen.insert(f.ref).second) continue;
+    // A dictionary of tensors holds no containers, so it is recorded under every path that
+    // reaches it ({'model': sd, 'ema': sd} pickles one dict twice); other containers are walked
+    // once, which also ends cycles.
     if (v.kind == K::dict) {
-      bool tensors = true;
-      for (std::size_t i = 0; i + 1 < v.items.size() && tensors; i += 2)
-        tensors = u.at(v.items[i]).kind == K::string && hooks.is_tensor(u.at(v.items[i + 1]));
-      if (tensors && (!v.items.empty() || (f.depth == 0 && c.plain))) {
+      // Whether it holds only str -> tensor, looked at once per dict (a big dict reached by
+      // many references must not be scanned again for each).
+      auto [known, fresh] = all_tensors.try_emplace(f.ref, true);
+      for (std::size_t i = 0; fresh && i + 1 < v.items.size() && known->second; i += 2)
+        known->second = u.at(v.items[i]).kind == K::string && hooks.is_tensor(u.at(v.items[i + 1]));
+      if (known->second && (!v.items.empty() || (f.depth == 0 && c.plain))) {
         NestedStateDict d{f.path, {}};
         for (std::size_t i = 0; i + 1 < v.items.size(); i += 2) {
           const std::string& key = u.at(v.items[i]).text;
-          spend(key.size());
+          const Tensor& t = hooks.tensor(u.at(v.items[i + 1]));
+          spend(key.size() + 32 + 16 * t.shape().size());  // the key and the tensor's handle copied
           // A state_dict pickles each key once. A repeated one is refused rather than
           // overwritten: one memoized key set again for every 5 bytes of pickle would cost a hash
           // of the whole key each time (time quadratic in the input).
@@ -741,13 +747,13 @@ inline CheckpointContents collect_contents(const pickle::Unpickler& u, pickle::R
             throw CheckpointError(file, f.depth == 0 ? "data.pkl: the state_dict key '" + printable(key) + "' appears twice: corrupt"
                                                      : "data.pkl: the key '" + printable(key) + "' appears twice in '" +
                                                            printable(f.path) + "': corrupt");
-          d.tensors.insert_or_assign(key, hooks.tensor(u.at(v.items[i + 1])));
+          d.tensors.insert_or_assign(key, t);
         }
         c.state_dicts.push_back(std::move(d));
         continue;
       }
     }
-    if (f.depth >= kMaxNesting) continue;
+    if (!seen.insert(f.ref).second || f.depth >= kMaxNesting) continue;
     // The children that are containers, pushed last first so that they come out in file order.
     const bool is_dict = v.kind == K::dict;
     if (!is_dict && v.kind != K::list && v.kind != K::tuple) continue;  // sets hold no dicts (unhashable)
