@@ -1077,3 +1077,49 @@ TEST_CASE("One state_dict object saved under two keys is found under both") {
   CHECK(c.state_dicts[1].key == "ema");
   CHECK(identical(c.state_dicts[0].tensors.at("w"), c.state_dicts[1].tensors.at("w")));
 }
+
+TEST_CASE("One long memoized key in many nested dictionaries is refused: the contents walk stays linear") {
+  // Each dictionary of tensors found is copied out (keys included), and a memoized key costs two
+  // bytes to use again: a 64 KiB key in 200,000 five-byte dictionaries would copy 13 GB. The
+  // walk refuses once the keys copied pass 16 bytes per byte of pickle.
+  auto build = [](int dicts) {
+    pickle::Writer w;
+    w.proto();
+    w.op(']');
+    w.op('(');
+    w.op('}');
+    w.string(std::string(65536, 'k'));
+    w.put(0);
+    w.global("torch._utils", "_rebuild_tensor_v2");
+    w.op('(');
+    w.op('(');
+    w.string("storage");
+    w.global("torch", "FloatStorage");
+    w.string("0");
+    w.string("cpu");
+    w.integer(1);
+    w.op('t');
+    w.op('Q');
+    w.integer(0);
+    w.op(')');
+    w.op(')');
+    w.op(0x89);
+    w.op('}');
+    w.op('t');
+    w.op('R');
+    w.put(1);
+    w.op('s');
+    for (int i = 0; i < dicts; ++i) {
+      w.op('}');
+      w.get(0);
+      w.get(1);
+      w.op('s');
+    }
+    w.op('e');
+    w.op('.');
+    return archive_with(w.bytes, 4);
+  };
+  // A few copies are fine (as an optimizer's per-parameter dicts share 'exp_avg').
+  CHECK(parse_checkpoint_contents(build(10), "few.ckpt").state_dicts.size() == 11);
+  expect_error(build(200000), "data.pkl: its containers repeat the same keys over and over");
+}
