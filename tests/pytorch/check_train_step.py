@@ -20,7 +20,10 @@ nn.MaxPool2d by one that applies ctnn's recorded pattern, disables dropout, runs
 (CrossEntropyLoss, backward, Adam lr=1e-3) and checks:
 
   - the pattern is PyTorch's own up to kinks: wherever PyTorch's values would have chosen
-    differently, the value is within 1e-4 of its layer's largest value of the kink;
+    differently, the value is within 1e-4 of its layer's largest value of the kink, or within
+    three times PyTorch's own float32 rounding error at that layer if that is larger (measured
+    against PyTorch in float64 on the same pattern: after layer4's BatchNorm it is ~1e-4, and
+    how much of it a CPU's kernels show varies with their summation order);
   - logits and loss within 1e-4 of the logits' largest value, or three times PyTorch's own
     float32 error if that is larger (as in test_parity.cpp);
   - every gradient within 1e-3 of its tensor's largest value (on one pattern, PyTorch's float32
@@ -32,6 +35,7 @@ nn.MaxPool2d by one that applies ctnn's recorded pattern, disables dropout, runs
 Exits 77 (skipped) when PyTorch is not installed, 1 on any failure.
 """
 
+import copy
 import os
 
 import parity_common
@@ -56,6 +60,7 @@ def main():
             self.flips, self.worst = 0, 0.0
 
         def forward(self, v):
+            self.input = v.detach()
             mask = self.mask.view(v.shape)
             own = (v > 0).to(v.dtype)
             differ = own != mask
@@ -73,6 +78,7 @@ def main():
             self.flips, self.worst = 0, 0.0
 
         def forward(self, v):
+            self.input = v.detach()
             best, own = nn.functional.max_pool2d(v, self.pool.kernel_size, self.pool.stride, self.pool.padding,
                                                  return_indices=True)
             taken = v.flatten(2).gather(2, self.index.flatten(2)).view(best.shape)
@@ -122,10 +128,23 @@ def main():
         loss = nn.CrossEntropyLoss()(logits, expected['labels'])
         loss.backward()
 
+        # PyTorch's own float32 rounding at each kink: the same forward in float64 on the same
+        # pattern (a copy taken before any weight changes), compared at every layer's input.
+        model64 = copy.deepcopy(model).double()
+        with torch.no_grad():
+            model64(expected['x'].double())
+        modules64 = dict(model64.named_modules())
         flips = sum(m.flips for _, m in patterned if not isinstance(m, nn.Dropout))
-        worst_flip = max([m.worst for _, m in patterned if not isinstance(m, nn.Dropout)] + [0.0])
-        check(worst_flip <= 1e-4, '%s: ctnn chose differently at a value %.3g of its layer\'s scale from the kink'
-              % (name, worst_flip))
+        worst_flip, worst_margin = 0.0, 0.0
+        for full, m in patterned:
+            if isinstance(m, nn.Dropout) or not m.flips:
+                continue
+            noise = scaled(m.input.double(), modules64[full].input)
+            allowed = max(1e-4, 3 * noise)
+            worst_flip = max(worst_flip, m.worst)
+            worst_margin = max(worst_margin, m.worst / allowed)
+            check(m.worst <= allowed, '%s: ctnn chose differently at a value %.3g of %s\'s scale from the kink '
+                  '(allowed %.3g: PyTorch\'s own float32 error there is %.3g)' % (name, m.worst, full, allowed, noise))
         # As in test_parity.cpp: 1e-4, or three times PyTorch's own float32 error (against its
         # float64 run of make_parity.py) if that is larger: training-mode BatchNorm amplifies
         # rounding, up to ~1e-4 of the logits in ResNet.
@@ -164,9 +183,10 @@ def main():
             check(excess <= 0, '%s: after.%s differs beyond the moves\' difference by %.3g' % (name, key, excess))
 
         print('%s: ctnn\'s step repeated in PyTorch on ctnn\'s activation pattern (%d units where PyTorch\'s own '
-              'values would choose differently, all within %.2g of the layer\'s scale from the kink): logits %.2g, '
+              'values would choose differently, all within %.2g of the layer\'s scale from the kink, at most %.2g of the '
+              'allowance): logits %.2g, '
               'loss %.2g, gradients %.2g of their tensor\'s largest value (%s); after Adam within allowance '
-              '(worst margin %.3g)' % (name, flips, worst_flip, e_logits, e_loss, worst_grad, worst_key, worst_excess))
+              '(worst margin %.3g)' % (name, flips, worst_flip, worst_margin, e_logits, e_loss, worst_grad, worst_key, worst_excess))
 
     check.finish()
 
