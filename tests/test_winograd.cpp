@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -157,4 +158,50 @@ TEST_CASE("Winograd results are bit-identical at 1 and 2 threads") {
       CHECK(one.dx == two.dx);
       CHECK(one.dw == two.dw);
     }
+}
+
+template <class Net>
+void check_layer(const char* what) {
+  using namespace ctnn;
+  using In = typename Net::in_shape;
+  using Out = typename Net::out_shape;
+  auto net = std::make_unique<Net>(1);
+  auto& conv = net->root().template get<0>();
+  const int n = 5;
+  const Problem p = make(In::channels, Out::channels, In::height, In::width, n, 11);
+  std::copy(p.w.begin(), p.w.end(), conv.weight.value);
+  std::copy(p.b.begin(), p.b.end(), conv.bias.value);
+  const Reference ref = direct(p);
+  Batch<In> x(n);
+  std::copy(p.x.begin(), p.x.end(), x.data());  // the test's layout is the batch layout
+  Batch<Out> dy(n);
+  std::copy(p.dy.begin(), p.dy.end(), dy.data());
+  const auto& y = net->forward(x);
+  const std::vector<float> yv(y.data(), y.data() + y.size());
+  Batch<In> dx;
+  net->zero_grad();
+  net->backward(x, dy, dx);
+  std::vector<double> db(Out::channels, 0.0);
+  for (int k = 0; k < Out::channels; ++k)
+    for (std::size_t e = 0; e < dy.channel_stride(); ++e) db[k] += dy.channel(k)[e];
+  CAPTURE(what);
+  CHECK(rel_error(yv, ref.y) < 8e-6);
+  CHECK(rel_error({dx.data(), dx.data() + dx.size()}, ref.dx) < 8e-6);
+  CHECK(rel_error({conv.weight.grad, conv.weight.grad + p.w.size()}, ref.dw) < 8e-6);
+  CHECK(rel_error({conv.bias.grad, conv.bias.grad + Out::channels}, db) < 1e-6);
+}
+
+TEST_CASE("Conv2d layers take the Winograd path where planned, and match the direct convolution") {
+  using namespace ctnn;
+  // Which layers go through Winograd (see Conv2dLayer::winograd_plan).
+  static_assert(!Conv2d<3, 64, 3, 1, 1>::bind<Shape<3, 32, 32>>::winograd);      // Cin < 16
+  static_assert(Conv2d<64, 64, 3, 1, 1>::bind<Shape<64, 32, 32>>::winograd_plan().tile == 4);
+  static_assert(Conv2d<64, 64, 3, 1, 1>::bind<Shape<64, 7, 7>>::winograd_plan().tile == 2);
+  static_assert(Conv2d<512, 512, 3, 1, 1>::bind<Shape<512, 4, 4>>::winograd_plan().tile == 2);
+  static_assert(!Conv2d<512, 512, 3, 1, 1>::bind<Shape<512, 2, 2>>::winograd);   // 2x2 plane
+  static_assert(!Conv2d<64, 64, 3, 2, 1>::bind<Shape<64, 8, 8>>::winograd);      // stride 2
+  static_assert(Conv2d<16, 8, 3, 1, 1>::bind<Shape<16, 9, 9>>::winograd_plan().tile == 4);
+  check_layer<Network<Shape<16, 9, 9>, Sequential<Conv2d<16, 8, 3, 1, 1>>>>("F(4x4) by point, 9x9");
+  static_assert(Conv2d<16, 8, 3, 1, 1>::bind<Shape<16, 5, 5>>::winograd_plan().tile == 2);
+  check_layer<Network<Shape<16, 5, 5>, Sequential<Conv2d<16, 8, 3, 1, 1>>>>("F(2x2) chunked, 5x5");
 }

@@ -7,6 +7,8 @@
 //   thread slowed down by another process does not stall the other.
 // - GEMM-parallel (small planes, where a chunk of images makes a thin GEMM against a large weight
 //   that every chunk would have to re-pack): each product is split over its output instead.
+// 3x3 stride-1 padding-1 convolutions instead run as Winograd convolutions (ops/winograd.hpp)
+// where that measured faster; see winograd_plan below.
 // Chunk and group boundaries depend only on the batch size, and every output element is
 // computed by the same code whichever thread runs it, so results do not depend on thread count.
 #pragma once
@@ -19,6 +21,7 @@
 #include "ctnn/ops/gemm.hpp"
 #include "ctnn/ops/im2col.hpp"
 #include "ctnn/ops/scratch.hpp"
+#include "ctnn/ops/winograd.hpp"
 
 namespace ctnn {
 
@@ -69,6 +72,30 @@ class Conv2dLayer
   static constexpr std::size_t col_budget = std::size_t{1} << 20;
   static constexpr bool image_parallel = !pointwise && out_shape::plane >= 64;
   static constexpr int min_chunks = 8, max_groups = 8;
+  // Winograd for 3x3 stride-1 padding-1 (tile 0: im2col + GEMM). Chosen from
+  // `CTNN_BENCH_THREADS=2 bench_kernels --benchmark_filter=conv3x3/` (batch 100, 2 threads,
+  // AMD EPYC, on a loaded machine) at VGG16's and ResNet50_layer4's shapes:
+  // - fewer than 16 input channels (VGG's first layer, Cin = 3): im2col, 2-4x faster; the GEMM
+  //   is cheap and transforming 3 channels into 36 points costs more than it saves.
+  // - 2x2 planes (ResNet's layer3/layer4 ends, VGG's last stage): im2col, which was faster or
+  //   level in 5 of 6 passes; one 4x4 tile per 2x2 output saves less than the transforms cost.
+  // - planes of 8x8 and up (VGG's 32x32, 16x16, 8x8): F(4x4, 3x3) by transform point,
+  //   1.4-2.5x faster than im2col.
+  // - 3x3 to 7x7 planes (ResNet's 7x7 and 4x4, VGG's 4x4): F(2x2, 3x3), by transform point from
+  //   256 input channels (1.6-2.7x), chunked below (1.6-2.2x in the forward, level to 1.7x in
+  //   the backward). On a 4x4 plane F(4x4) would compute a 6x6 transform for one 4x4 output.
+  //   ResNet's 7x7 layer would be as fast with F(4x4), but F(4x4)'s error (about 10x F(2x2)'s,
+  //   tests/test_winograd.cpp) moved parity_train_step's worst ReLU flip in ResNet (a unit on
+  //   the other side of the kink after layer4's BatchNorm) from 1.4e-4 of its layer's scale to
+  //   4.1e-4; with F(2x2) there it stays at 1.4e-4, as with im2col. (That check's allowance is
+  //   1e-4, which main's im2col build also exceeds on this machine.)
+  static constexpr ops::Winograd3x3 winograd_plan() {
+    const int side = std::min(In::height, In::width);
+    if (K != 3 || S != 1 || P != 1 || InC < 16 || side <= 2) return {InC, OutC, In::height, In::width, 0, 0, false};
+    if (side >= 8) return {InC, OutC, In::height, In::width, 0, 4, true};
+    return {InC, OutC, In::height, In::width, 0, 2, InC >= 256};
+  }
+  static constexpr bool winograd = winograd_plan().tile != 0;
 
   Param weight, bias;
 
@@ -90,6 +117,10 @@ class Conv2dLayer
     const int n = x.batch();
     auto& y = this->y_;
     y.resize(n);
+    if constexpr (winograd) {
+      ops::winograd_forward(winograd_shape(n), x.data(), weight.value, bias.value, y.data());  // bias included
+      return y;
+    }
     if constexpr (image_parallel) {
       forward_image_parallel(x, y);  // bias included
       return y;
@@ -126,6 +157,15 @@ class Conv2dLayer
     const ops::MatRef wt{weight.value, patch, OutC, patch};
     const ops::MutMatRef dwt{weight.grad, patch, OutC, patch};
     detail::add_channel_sums(dy, bias.grad);
+    if constexpr (winograd) {
+      const auto s = winograd_shape(n);
+      ops::winograd_backward_weights(s, x.data(), dy.data(), weight.grad);
+      if (dx) {
+        dx->resize(n);
+        ops::winograd_backward_data(s, dy.data(), weight.value, dx->data());
+      }
+      return;
+    }
     if constexpr (pointwise) {
       const ops::MatRef xm{x.data(), rows_all, InC, rows_all};
       const ops::MatRef dym{dy.data(), rows_all, OutC, rows_all};
@@ -163,6 +203,11 @@ class Conv2dLayer
  private:
   static ops::ConvGeometry geometry(int n) {
     return {InC, In::height, In::width, K, S, P, out_shape::height, out_shape::width, n};
+  }
+  static ops::Winograd3x3 winograd_shape(int n) {
+    auto s = winograd_plan();
+    s.batch = n;
+    return s;
   }
   static int chunk(int n) {
     const std::size_t per_sample = std::size_t{out_shape::plane} * patch;

@@ -407,6 +407,7 @@ void forward_core(const Winograd3x3& s, const float* x, const float* u, const fl
   const std::size_t plane = static_cast<std::size_t>(h) * w, cs = plane * n;
   const int tpi = tiles_along(h, M) * tiles_along(w, M);
   const std::size_t ups = static_cast<std::size_t>(cin) * cout;
+  if (n == 0) return;
   if (s.by_point) {
     const std::size_t tiles = static_cast<std::size_t>(n) * tpi;
     float* v = scratch(0, P * tiles * (cin + cout));
@@ -447,6 +448,7 @@ void backward_weights_core(const Winograd3x3& s, const float* x, const float* dy
   const std::size_t plane = static_cast<std::size_t>(h) * w, cs = plane * n;
   const int tpi = tiles_along(h, M) * tiles_along(w, M);
   const std::size_t ups = static_cast<std::size_t>(cin) * cout;
+  if (n == 0) return;  // no samples, no gradient
   if (s.by_point) {
     const std::size_t tiles = static_cast<std::size_t>(n) * tpi;
     float* v = scratch(0, P * tiles * (cin + cout));
