@@ -4,6 +4,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include <ctnn/ops/gemm.hpp>
+
 #include <cstddef>
 #include <cstdlib>
 
@@ -15,10 +17,11 @@ inline int bench_threads() {
   return env ? std::atoi(env) : 0;
 }
 
-// Records the thread setting in the benchmark output's context.
+// Records the thread setting and the GEMM backend in the benchmark output's context.
 inline void add_thread_context() {
   const char* env = std::getenv("CTNN_BENCH_THREADS");
   benchmark::AddCustomContext("ctnn_threads", env ? env : "all cores (CTNN_BENCH_THREADS unset)");
+  benchmark::AddCustomContext("ctnn_backend", ctnn::ops::gemm_backend_summary());
 }
 
 // glibc serves large blocks with mmap until the first such block is freed, then raises its mmap

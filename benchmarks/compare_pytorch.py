@@ -109,7 +109,38 @@ def worker_model(model_name, mode, batch, threads, steps, warmup):
         'torch': torch.__version__,
         'mkldnn': torch.backends.mkldnn.is_available(),
         'blas': blas_libraries(),
+        'openblas_core': openblas_core(),
     }))
+
+
+def openblas_core():
+    """The kernels the OpenBLAS that torch loaded runs (openblas_get_corename), if any."""
+    import ctypes
+    for path in blas_libraries():
+        if 'openblas' in os.path.basename(path):
+            try:
+                f = ctypes.CDLL(path).openblas_get_corename
+                f.restype = ctypes.c_char_p
+                return f().decode()
+            except (OSError, AttributeError):
+                pass
+    return None
+
+
+def cpu_description():
+    """lscpu's model name, family/model numbers and the vector flags that matter here."""
+    info = {}
+    with open('/proc/cpuinfo') as f:
+        for line in f:
+            if ':' in line:
+                k, v = (x.strip() for x in line.split(':', 1))
+                info.setdefault(k, v)
+            elif info:
+                break
+    flags = set(info.get('flags', '').split())
+    vec = [x for x in ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'amx_tile') if x in flags]
+    return (f'{info.get("model name", "?")} (family {info.get("cpu family", "?")}, model {info.get("model", "?")}; '
+            f'{" ".join(vec) or "no AVX2"})')
 
 
 def distinct_convs():
@@ -197,14 +228,17 @@ def compare_models(args):
                 t = json.loads(out.strip().splitlines()[-1])
                 info = info or t
                 torch_runs.append(t)
-                c = parse_kv(run([args.ctnn_bench, '--model', model, '--mode', mode, '--batch-size',
-                                  str(args.batch_size), '--threads', str(args.threads), '--steps', str(steps),
-                                  '--warmup', str(args.warmup)]).strip().splitlines()[-1])
-                ctnn_runs.append(c)
-                print(f'  round {rnd + 1}: {model:8s} {mode:5s} images/s mean (best step): '
-                      f'torch {t["images_per_s"]:6.1f} ({t["images_per_s_best"]:6.1f})   '
-                      f'ctnn {float(c["images_per_s"]):6.1f} ({float(c["images_per_s_best"]):6.1f})', flush=True)
-            results[(model, mode)] = (torch_runs, ctnn_runs)
+                line = f'  round {rnd + 1}: {model:8s} {mode:5s} images/s mean (best step): ' \
+                       f'torch {t["images_per_s"]:6.1f} ({t["images_per_s_best"]:6.1f})'
+                for gemm in args.gemm:
+                    c = parse_kv(run([args.ctnn_bench, '--model', model, '--mode', mode, '--batch-size',
+                                      str(args.batch_size), '--threads', str(args.threads), '--steps', str(steps),
+                                      '--warmup', str(args.warmup), '--gemm', gemm]).strip().splitlines()[-1])
+                    ctnn_runs.append(c)
+                    line += f'   ctnn[{gemm}] {float(c["images_per_s"]):6.1f} ({float(c["images_per_s_best"]):6.1f})'
+                print(line, flush=True)
+            for i, gemm in enumerate(args.gemm):
+                results[(model, mode, gemm)] = (torch_runs, ctnn_runs[i::len(args.gemm)])
     return results, info
 
 
@@ -214,9 +248,9 @@ def print_model_table(results, args):
     print(f'\nWhole networks: batch {args.batch_size}, {args.threads} thread(s), {args.rounds} alternating rounds; '
           f'images/s from {what}; ratio = ctnn / PyTorch (above 1: ctnn faster); per-round: range of the '
           'ratio of each round\'s mean throughputs')
-    print(f'{"model":9s}{"mode":6s}{"torch img/s":>12s}{"ctnn img/s":>12s}{"ratio":>8s}{"per-round":>18s}'
-          f'{"ctnn GFLOP/s":>14s}{"torch peak MiB":>16s}{"(import)":>10s}{"ctnn peak MiB":>15s}')
-    for (model, mode), (tr, cr) in results.items():
+    print(f'{"model":9s}{"mode":6s}{"ctnn gemm":>10s}{"torch img/s":>12s}{"ctnn img/s":>12s}{"ratio":>8s}'
+          f'{"per-round":>18s}{"ctnn GFLOP/s":>14s}{"torch peak MiB":>16s}{"(import)":>10s}{"ctnn peak MiB":>15s}')
+    for (model, mode, gemm), (tr, cr) in results.items():
         if args.stat == 'best':
             t = max(r['images_per_s_best'] for r in tr)
             c = max(float(r['images_per_s_best']) for r in cr)
@@ -228,7 +262,8 @@ def print_model_table(results, args):
         tpeak = max(r['peak_rss_mib'] for r in tr)
         timport = statistics.median(r['import_rss_mib'] for r in tr)
         cpeak = max(float(r['peak_rss_mib']) for r in cr)
-        print(f'{model:9s}{mode:6s}{t:12.1f}{c:12.1f}{c / t:8.2f}{min(per_round):9.2f}-{max(per_round):<8.2f}'
+        gemm = f'{gemm}:{cr[0]["gemm"]}' if gemm == 'auto' else gemm
+        print(f'{model:9s}{mode:6s}{gemm:>10s}{t:12.1f}{c:12.1f}{c / t:8.2f}{min(per_round):9.2f}-{max(per_round):<8.2f}'
               f'{gflops:14.1f}{tpeak:16.0f}{timport:10.0f}{cpeak:15.0f}')
     print('(torch peak includes the Python interpreter and torch itself: "(import)" is the resident size '
           'right after importing torch)')
@@ -305,6 +340,9 @@ def main():
     ap.add_argument('--models', default='vgg16,resnet50', help='comma-separated: vgg16, resnet50')
     ap.add_argument('--modes', default='train,eval', help='comma-separated: train, eval')
     ap.add_argument('--ctnn-bench', default=os.path.join(REPO, 'build', 'bin', 'ctnn-bench'))
+    ap.add_argument('--gemm', default='auto',
+                    help='comma-separated ctnn GEMM backends to run each round: auto (chosen by the CPU), '
+                         'eigen, openblas (default auto; e.g. auto,eigen adds the Eigen-only figures)')
     ap.add_argument('--train-steps', type=int, default=5, help='timed training steps per round (default 5)')
     ap.add_argument('--eval-steps', type=int, default=10, help='timed eval batches per round (default 10)')
     ap.add_argument('--warmup', type=int, default=2, help='untimed steps before timing (default 2)')
@@ -328,10 +366,13 @@ def main():
 
     args.models = [m for m in args.models.split(',') if m]
     args.modes = [m for m in args.modes.split(',') if m]
+    args.gemm = [g for g in args.gemm.split(',') if g]
     bad = [m for m in args.models if m not in ('vgg16', 'resnet50')] + \
           [m for m in args.modes if m not in ('train', 'eval')]
     if bad:
         ap.error(f'unknown model or mode: {", ".join(bad)}')
+    if not args.gemm or any(g not in ('auto', 'eigen', 'openblas') for g in args.gemm):
+        ap.error('--gemm takes auto, eigen and openblas, comma-separated')
     if min(args.threads, args.batch_size, args.rounds, args.train_steps, args.eval_steps, args.conv_reps) < 1:
         ap.error('--threads, --batch-size, --rounds and the step counts must be at least 1')
     if importlib.util.find_spec('torch') is None:
@@ -344,6 +385,9 @@ def main():
     print(f'compare_pytorch.py: threads={args.threads} batch={args.batch_size} rounds={args.rounds} '
           f'stat={args.stat} ctnn-bench={args.ctnn_bench}')
     print('  load average at start: %.2f %.2f %.2f (%d cores)' % (*os.getloadavg(), os.cpu_count()))
+    print(f'  CPU: {cpu_description()}')
+    r = subprocess.run([args.ctnn_bench, '--list-convs'], capture_output=True, text=True)
+    print('  ' + (r.stderr.strip().splitlines() or ['ctnn-bench printed no backend line'])[-1])
     for var in ('OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE'):
         state = f'set to {os.environ[var]!r}' if var in os.environ else 'unset'
         print(f'  {var} {state}')
@@ -354,7 +398,8 @@ def main():
     if not args.no_models:
         results, info = compare_models(args)
         print(f'PyTorch {info["torch"]}, {info["threads"]} thread(s), mkldnn={info["mkldnn"]}, '
-              f'loaded: {", ".join(os.path.basename(p) for p in info["blas"]) or "no BLAS"}')
+              f'loaded: {", ".join(os.path.basename(p) for p in info["blas"]) or "no BLAS"}'
+              f'{", OpenBLAS core " + info["openblas_core"] if info.get("openblas_core") else ""}')
         print_model_table(results, args)
     if not args.no_convs:
         torch_ms, ctnn_ms, uses = compare_convs(args)
@@ -363,8 +408,8 @@ def main():
         if not args.no_models and 'train' in args.modes:
             print('\nConvolutions (weighted sums above) within a whole training step:')
             key = 'step_ms_min' if args.stat == 'best' else 'step_ms_median'
-            for (model, mode), (tr, cr) in results.items():
-                if mode != 'train':
+            for (model, mode, gemm), (tr, cr) in results.items():
+                if mode != 'train' or gemm != args.gemm[0]:
                     continue
                 t_step = pick_step(r[key] for r in tr)
                 c_step = pick_step(float(r[key]) for r in cr)

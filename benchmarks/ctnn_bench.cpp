@@ -55,6 +55,9 @@ const char* kUsage =
     "                     as listed by --list-convs, or `all`\n"
     "  --list-convs       print the distinct convolutions of both networks and exit\n"
     "  --seed N           seed of the network and the synthetic data (default 1)\n"
+    "  --breakdown        with --model: then time every layer alone on its own input shape and print\n"
+    "                     one line of where a step's time goes, by layer kind\n"
+    "  --gemm BACKEND     auto (default: chosen by the CPU's instruction set), eigen or openblas\n"
     "  --help\n";
 
 using Clock = std::chrono::steady_clock;
@@ -99,7 +102,64 @@ struct Options {
   std::string model, mode = "train", conv;
   int batch = 100, threads = 0, steps = 10, warmup = 2;
   std::uint64_t seed = 1;
+  bool breakdown = false;
 };
+
+// A layer's kind for the breakdown: its type name up to the first parenthesis, convolutions with
+// their kernel size ("Conv2d 3x3"), since the kinds cost differently per multiply-add.
+template <class L>
+std::string layer_kind() {
+  std::string name = L::type_name();
+  name = name.substr(0, name.find('('));
+  if constexpr (requires { L::kernel_size; })
+    if (name == "Conv2d") name += " " + std::to_string(L::kernel_size) + "x" + std::to_string(L::kernel_size);
+  return name;
+}
+
+// Where a step's time goes: every leaf layer of the network timed alone (forward, and backward
+// with its input gradient when training) on random input of its own shape, median of `reps`,
+// summed by kind, plus the optimizer's step. Composite glue (residual sums) is what the layers'
+// sum leaves of the whole step.
+template <class Net>
+void print_breakdown(Net& net, const Options& o, bool train, double step_ms, ctnn::Adam* optimizer) {
+  std::map<std::string, double> ms;
+  std::vector<std::string> order;
+  ctnn::Rng rng(o.seed + 23);
+  const int reps = std::max(3, std::min(o.steps, 5));
+  net.for_each_layer([&](auto& layer, const std::string&) {
+    using L = std::decay_t<decltype(layer)>;
+    ctnn::Batch<typename L::in_shape> x(o.batch), dx;
+    ctnn::Batch<typename L::out_shape> dy(o.batch);
+    fill_normal(x, rng);
+    fill_normal(dy, rng);
+    std::vector<double> t;
+    for (int i = 0; i <= reps; ++i) {  // the first call is a warm-up
+      const auto t0 = Clock::now();
+      layer.forward(x);
+      if (train) layer.backward(x, dy, &dx);
+      if (i > 0) t.push_back(seconds_since(t0));
+    }
+    const std::string kind = layer_kind<L>();
+    if (!ms.count(kind)) order.push_back(kind);
+    ms[kind] += 1e3 * median(t);
+  });
+  if (optimizer) {
+    std::vector<double> t;
+    for (int i = 0; i <= reps; ++i) {
+      const auto t0 = Clock::now();
+      optimizer->step();
+      if (i > 0) t.push_back(seconds_since(t0));
+    }
+    order.push_back("Adam");
+    ms["Adam"] = 1e3 * median(t);
+  }
+  double sum = 0.0;
+  for (const auto& [k, v] : ms) sum += v;
+  std::printf("breakdown model=%s mode=%s:", o.model.c_str(), o.mode.c_str());
+  std::sort(order.begin(), order.end(), [&](const auto& a, const auto& b) { return ms[a] > ms[b]; });
+  for (const auto& k : order) std::printf(" %s %.1f ms (%.0f%%),", k.c_str(), ms[k], 100.0 * ms[k] / sum);
+  std::printf(" layers alone %.1f ms of a %.1f ms step\n", sum, step_ms);
+}
 
 // ---- whole networks -------------------------------------------------------------------------
 
@@ -125,6 +185,7 @@ void run_model(const Options& o) {
       net->backward(x, criterion.grad());
       optimizer->step();
     } else {
+      const ctnn::NoGrad no_grad;  // as PyTorch's side: `with torch.no_grad():`
       sink = net->forward(x).data()[0];
     }
   };
@@ -144,10 +205,13 @@ void run_model(const Options& o) {
   const double flop_per_image = 2.0 * forward_macs(*net) * (train ? 3.0 : 1.0);
   std::printf(
       "model=%s mode=%s batch=%d threads=%d steps=%d images_per_s=%.1f gflops=%.1f step_ms_mean=%.1f "
-      "step_ms_median=%.1f step_ms_min=%.1f images_per_s_best=%.1f gflop_per_image=%.4f peak_rss_mib=%.0f\n",
+      "step_ms_median=%.1f step_ms_min=%.1f images_per_s_best=%.1f gflop_per_image=%.4f peak_rss_mib=%.0f "
+      "gemm=%s isa=%s\n",
       o.model.c_str(), o.mode.c_str(), o.batch, ctnn::num_threads(), o.steps, images_per_s,
       images_per_s * flop_per_image * 1e-9, 1e3 * total / o.steps, 1e3 * median(times), 1e3 * best,
-      o.batch / best, flop_per_image * 1e-9, peak_rss_mib());
+      o.batch / best, flop_per_image * 1e-9, peak_rss_mib(), ctnn::ops::backend_name(ctnn::ops::gemm_backend()),
+      ctnn::ops::isa_name(ctnn::ops::cpu_isa()));
+  if (o.breakdown) print_breakdown(*net, o, train, 1e3 * median(times), optimizer ? &*optimizer : nullptr);
 }
 
 // ---- single convolutions ----------------------------------------------------------------------
@@ -253,8 +317,8 @@ int run_convs(const Options& o, bool list_only) {
 
 int main(int argc, char** argv) {
   try {
-    const ctnn::cli::Args args(argc, argv, {"model", "mode", "batch-size", "threads", "steps", "warmup", "conv", "seed"},
-                               {"list-convs", "help"});
+    const ctnn::cli::Args args(argc, argv, {"model", "mode", "batch-size", "threads", "steps", "warmup", "conv", "seed", "gemm"},
+                               {"list-convs", "help", "breakdown"});
     if (args.flag("help")) {
       std::cout << kUsage;
       return 0;
@@ -268,6 +332,7 @@ int main(int argc, char** argv) {
     o.steps = static_cast<int>(args.integer("steps", 10, 1, 1000000));
     o.seed = static_cast<std::uint64_t>(args.integer("seed", 1, 0, 1L << 62));
     const bool convs = args.has("conv") || args.flag("list-convs");
+    o.breakdown = args.flag("breakdown");
     o.warmup = static_cast<int>(args.integer("warmup", convs ? 1 : 2, 0, 1000000));
     if (convs && args.has("model"))
       throw ctnn::cli::UsageError("--model cannot be combined with --conv or --list-convs");
@@ -275,6 +340,17 @@ int main(int argc, char** argv) {
     if (o.mode != "train" && o.mode != "eval")
       throw ctnn::cli::UsageError("--mode must be train or eval, got '" + o.mode + "'");
     ctnn::set_num_threads(o.threads);
+    const std::string gemm = args.get("gemm", "auto");
+    if (gemm == "eigen" || gemm == "openblas") {
+      try {
+        ctnn::ops::set_gemm_backend(gemm == "eigen" ? ctnn::ops::GemmBackend::eigen : ctnn::ops::GemmBackend::openblas);
+      } catch (const std::invalid_argument& e) {
+        throw ctnn::cli::UsageError(std::string("--gemm openblas: ") + e.what());
+      }
+    } else if (gemm != "auto") {
+      throw ctnn::cli::UsageError("--gemm must be auto, eigen or openblas, got '" + gemm + "'");
+    }
+    std::fprintf(stderr, "ctnn-bench: %s\n", ctnn::ops::gemm_backend_summary().c_str());
 
     if (convs) return run_convs(o, args.flag("list-convs"));
     if (o.model == "vgg16") {

@@ -5,12 +5,14 @@
 #include <charconv>
 #include <cstdint>
 #include <map>
+#include <ostream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "ctnn/data/cifar.hpp"
 #include "ctnn/data/synthetic.hpp"
+#include "ctnn/io/state_dict.hpp"
 
 namespace ctnn::cli {
 
@@ -100,6 +102,29 @@ inline std::string missing_data_help(const std::string& dir) {
          "  curl -LO https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz\n"
          "  tar xzf cifar-10-binary.tar.gz      # creates cifar-10-batches-bin/\n"
          "then pass --data data/cifar-10-batches-bin (or use --synthetic N for a smoke run without data).";
+}
+
+// The options of --checkpoint-key KEY and --strip-prefix PREFIX (shared by ctnn-eval's
+// --checkpoint and ctnn-train's --load); `what` names the option they refine, for the error
+// when they come without it.
+inline io::LoadOptions load_options(const Args& args, bool have_checkpoint, const std::string& what) {
+  io::LoadOptions o;
+  o.checkpoint_key = args.get("checkpoint-key", "");
+  o.strip_prefix = args.get("strip-prefix", "");
+  for (const char* name : {"checkpoint-key", "strip-prefix"}) {
+    if (!args.has(name)) continue;
+    if (args.get(name, "").empty()) throw UsageError(std::string("--") + name + " needs a non-empty value");
+    if (!have_checkpoint) throw UsageError(std::string("--") + name + " applies to " + what + ", which is not given");
+  }
+  return o;
+}
+
+// Loads a checkpoint into `net` as `options` say and prints what was done on the way (which
+// dictionary of a nested checkpoint, prefixes stripped, dtypes converted), one line each.
+template <class Net>
+void load_checkpoint(Net& net, const std::string& file, const io::LoadOptions& options, std::ostream& out) {
+  const io::LoadResult r = io::load_state_dict(net, file, options);
+  for (const auto& note : r.notes) out << file << ": " << note << "\n";
 }
 
 // The SYNTHETIC stand-in for CIFAR-10 that --synthetic N selects in every example: N training

@@ -15,6 +15,8 @@ namespace {
 const char* kUsage =
     "usage: ctnn-eval --model vgg16|resnet50 --checkpoint CKPT [options]\n"
     "  --data DIR        cifar-10-batches-bin folder (default data/cifar-10-batches-bin)\n"
+    "  --checkpoint-key KEY  the state_dict's key in a nested checkpoint (default: found, e.g. 'model_state_dict')\n"
+    "  --strip-prefix P  remove P from the keys first ('module.' of nn.DataParallel, '_orig_mod.' of torch.compile)\n"
     "  --batch-size N    (default 100)\n"
     "  --threads N       worker threads (default: all cores)\n"
     "  --synthetic N     evaluate on the SYNTHETIC test set that ctnn-train --synthetic N --seed S used\n"
@@ -22,9 +24,10 @@ const char* kUsage =
     "  --help\n";
 
 template <class Net>
-int run(const std::string& checkpoint, const ctnn::data::Dataset& test, int batch_size) {
+int run(const std::string& checkpoint, const ctnn::io::LoadOptions& load, const ctnn::data::Dataset& test,
+        int batch_size) {
   Net net;
-  ctnn::io::load_state_dict(net, checkpoint);
+  ctnn::cli::load_checkpoint(net, checkpoint, load, std::cout);
   const auto r = ctnn::evaluate(net, test, batch_size);
   std::cout << "Accuracy of the model on the test images: " << r.accuracy() << " %\n\nper class:\n";
   constexpr int K = Net::out_shape::channels;
@@ -47,7 +50,8 @@ int run(const std::string& checkpoint, const ctnn::data::Dataset& test, int batc
 
 int main(int argc, char** argv) {
   try {
-    const ctnn::cli::Args args(argc, argv, {"model", "checkpoint", "data", "batch-size", "threads", "synthetic", "seed"},
+    const ctnn::cli::Args args(argc, argv, {"model", "checkpoint", "data", "batch-size", "threads", "synthetic", "seed",
+                                "checkpoint-key", "strip-prefix"},
                                {"help"});
     if (args.flag("help")) {
       std::cout << kUsage;
@@ -59,10 +63,12 @@ int main(int argc, char** argv) {
       throw ctnn::cli::UsageError("--model must be vgg16 or resnet50, got '" + model + "'");
     const std::string checkpoint = args.get("checkpoint", "");
     if (checkpoint.empty()) throw ctnn::cli::UsageError("--checkpoint is required");
+    const ctnn::io::LoadOptions load = ctnn::cli::load_options(args, true, "--checkpoint");
     const int batch_size = static_cast<int>(args.integer("batch-size", 100, 1, 50000));
     const long synthetic = args.integer("synthetic", 0, 1, 1000000);
     const auto seed = static_cast<std::uint64_t>(args.integer("seed", 0, 0, 1L << 62));
     ctnn::set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
+    std::cout << ctnn::ops::gemm_backend_summary() << "\n";
     ctnn::data::Dataset test;
     if (synthetic > 0) {
       std::cout << "*** SYNTHETIC DATA: evaluating on generated images, not CIFAR-10 ***\n";
@@ -72,8 +78,8 @@ int main(int argc, char** argv) {
       if (!std::filesystem::is_directory(dir)) throw ctnn::cli::UsageError(ctnn::cli::missing_data_help(dir));
       test = ctnn::data::load_cifar10(dir, ctnn::data::Split::test);
     }
-    return model == "vgg16" ? run<ctnn::VGG16>(checkpoint, test, batch_size)
-                            : run<ctnn::ResNet50_layer4<10>>(checkpoint, test, batch_size);
+    return model == "vgg16" ? run<ctnn::VGG16>(checkpoint, load, test, batch_size)
+                            : run<ctnn::ResNet50_layer4<10>>(checkpoint, load, test, batch_size);
   } catch (const ctnn::cli::UsageError& e) {
     std::cerr << "ctnn-eval: " << e.what() << "\n(run ctnn-eval --help for the options)\n";
     return 2;

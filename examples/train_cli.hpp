@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <ctnn/ops/gemm.hpp>
 #include <ctnn/train/trainer.hpp>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +22,7 @@ namespace ctnn::cli {
 
 struct TrainConfig {
   std::string model, data_dir, out_dir, load;
+  io::LoadOptions load_options;  // how --load reads its file: --checkpoint-key, --strip-prefix
   TrainerOptions train;
   long synthetic = 0;
 };
@@ -35,6 +37,7 @@ template <class Net>
 int train_run(const TrainConfig& c) {
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  std::cout << ops::gemm_backend_summary() << "\n";
   data::Dataset train_set, test_set;
   if (c.synthetic > 0) {
     std::cout << "*** SYNTHETIC DATA: training on " << c.synthetic
@@ -51,7 +54,7 @@ int train_run(const TrainConfig& c) {
   o.model_name = c.model;
   Net net(c.train.seed);
   if (!c.load.empty()) {
-    io::load_state_dict(net, c.load);
+    load_checkpoint(net, c.load, c.load_options, std::cout);
     std::cout << "Loaded " << c.load << "\n";
   }
   Trainer<Net> trainer(net, o);
@@ -75,7 +78,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
   try {
     const Args args(argc, argv,
                     {"model", "data", "epochs", "batch-size", "lr", "lr-decay-every", "lr-decay-factor", "out", "seed",
-                     "threads", "max-steps", "synthetic", "load", "checkpoint-every"},
+                     "threads", "max-steps", "synthetic", "load", "checkpoint-every", "checkpoint-key", "strip-prefix"},
                     {"help", "resume"});
     if (args.flag("help")) {
       std::cout << "usage: " << program << " --model " << choices << " [options]\n"
@@ -87,6 +90,10 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
                    "  --lr-decay-factor X     divide the learning rate by X (default 3)\n"
                    "  --out DIR               checkpoints and the loss log (default .)\n"
                    "  --load CKPT             start from a checkpoint (PyTorch's or ctnn's state_dict file)\n"
+                   "  --checkpoint-key KEY    with --load: the state_dict's key in a nested checkpoint\n"
+                   "                          (default: found, e.g. 'model_state_dict')\n"
+                   "  --strip-prefix P        with --load: remove P from the keys first ('module.' of\n"
+                   "                          nn.DataParallel, '_orig_mod.' of torch.compile)\n"
                    "  --resume                continue the interrupted run in --out from <model>_resume.ckpt\n"
                    "  --checkpoint-every N    steps between resume snapshots (default 100)\n"
                    "  --seed N                seed of every random choice (default 0)\n"
@@ -102,6 +109,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
     c.data_dir = args.get("data", "data/cifar-10-batches-bin");
     c.out_dir = args.get("out", ".");
     c.load = args.get("load", "");
+    c.load_options = load_options(args, !c.load.empty(), "--load");
     c.train.resume = args.flag("resume");
     c.train.checkpoint_every = args.integer("checkpoint-every", 100, 0, 1L << 40);
     c.train.epochs = static_cast<int>(args.integer("epochs", 1, 1, 100000));

@@ -6,10 +6,14 @@
 #include "support/check.hpp"
 
 #include <filesystem>
+#include <array>
+#include <bit>
+#include <cmath>
 #include <limits>
 
 #include "ctnn/io/state_dict.hpp"
 #include "support/temp_dir.hpp"
+#include "support/nested_checkpoint.hpp"
 #include "support/zip_layouts.hpp"
 
 using namespace ctnn;
@@ -466,7 +470,7 @@ TEST_CASE("Every truncation and single-byte corruption of a checkpoint is a Chec
     try {
       const StateDict sd = parse_checkpoint(bytes, "fuzzed", {.verify_crc = verify_crc});
       for (const auto& [key, t] : sd)
-        if (t.numel() <= 4096) (void)(t.dtype() == DType::float32 ? t.floats().size() : t.int64s().size());
+        if (t.numel() <= 4096) (void)t.raw_elements().size();
       ++parsed;
     } catch (const CheckpointError&) {
       ++refused;
@@ -614,4 +618,508 @@ TEST_CASE("Checkpoint writes are atomic: a failed or interrupted save leaves the
     CHECK(fs::is_directory(dir.path / "sub"));
     CHECK(entries_in(dir.path) == 2);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checkpoints people have (issue 16), built by hand: test_checkpoint_forms repeats each with
+// files PyTorch itself wrote.
+
+namespace {
+
+using test::nested_checkpoint;
+using test::PyValue;
+
+PyValue str(const std::string& s) { return PyValue::string(s); }
+PyValue num(std::int64_t i) { return PyValue::integer_value(i); }
+
+// The tutorials' pattern: {'epoch', 'model_state_dict', 'optimizer_state_dict', 'loss'}, the
+// optimizer's state_dict as Adam's after one step: per-parameter dicts of tensors under integer
+// keys, and param_groups of floats, bools, None, a tuple and a list of ints.
+PyValue tutorial_checkpoint(const StateDict& model) {
+  std::vector<PyValue> state, params;
+  std::int64_t index = 0;
+  for (const auto& [key, t] : model) {
+    if (t.dtype() != DType::float32) continue;
+    state.push_back(num(index));
+    state.push_back(PyValue::dict({str("step"), PyValue::tensor_value(Tensor::from_floats({}, std::vector<float>{1.0f})),
+                                   str("exp_avg"), PyValue::tensor_value(t), str("exp_avg_sq"),
+                                   PyValue::tensor_value(t)}));
+    params.push_back(num(index++));
+  }
+  PyValue group = PyValue::dict({str("lr"), PyValue::floating_value(0.001), str("betas"),
+                                 PyValue::tuple({PyValue::floating_value(0.9), PyValue::floating_value(0.999)}),
+                                 str("eps"), PyValue::floating_value(1e-8), str("weight_decay"), num(0), str("amsgrad"),
+                                 PyValue::boolean(false), str("foreach"), PyValue::none(), str("params"),
+                                 PyValue::list(params)});
+  return PyValue::dict({str("epoch"), num(3), str("model_state_dict"), PyValue::state_dict(model),
+                        str("optimizer_state_dict"),
+                        PyValue::dict({str("state"), PyValue::dict(state), str("param_groups"), PyValue::list({group})}),
+                        str("loss"), PyValue::floating_value(0.25)});
+}
+
+// Loads `file` (in memory) into a fresh SmallNet.
+LoadResult load_bytes(SmallNet& net, const std::vector<std::uint8_t>& file, const LoadOptions& options = {},
+                      const std::string& name = "f.ckpt") {
+  return load_state_dict(net, parse_checkpoint_contents(file, name), options);
+}
+
+std::string load_error(const std::vector<std::uint8_t>& file, const LoadOptions& options = {},
+                       const std::string& name = "f.ckpt") {
+  SmallNet net(9);
+  const auto before = everything(net);
+  try {
+    load_bytes(net, file, options, name);
+  } catch (const CheckpointError& e) {
+    CHECK(everything(net) == before);  // a refused load changes nothing
+    return e.what();
+  }
+  FAIL("no error");
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("A tutorial-style checkpoint: the state_dict inside is found, and the pickle's plain data is read") {
+  SmallNet saved(4);
+  mark_buffers(saved);
+  const StateDict model = state_dict(saved);
+  const auto file = nested_checkpoint(tutorial_checkpoint(model));
+
+  SmallNet net(5);
+  REQUIRE(!same_state(net, saved));
+  const LoadResult r = load_bytes(net, file);
+  CHECK(same_state(net, saved));
+  CHECK(r.checkpoint_key == "model_state_dict");
+  CHECK(r.notes == std::vector<std::string>{"using 'model_state_dict'"});
+
+  // Every dictionary of tensors is listed, in file order, with its path.
+  const CheckpointContents c = parse_checkpoint_contents(file, "f.ckpt");
+  CHECK_FALSE(c.plain);
+  REQUIRE(c.state_dicts.size() == 1 + 8);  // the model's, and the optimizer's per float tensor
+  CHECK(c.state_dicts[0].key == "model_state_dict");
+  CHECK(c.state_dicts[1].key == "optimizer_state_dict.state.0");
+  CHECK(c.state_dicts[1].tensors.keys() == std::vector<std::string>{"step", "exp_avg", "exp_avg_sq"});
+  CHECK(c.state_dicts[8].key == "optimizer_state_dict.state.7");
+  REQUIRE(c.top_level.size() == 4);
+  CHECK(c.top_level[0] == std::pair<std::string, std::string>{"epoch", "int"});
+  CHECK(c.top_level[3] == std::pair<std::string, std::string>{"loss", "float"});
+
+  // The explicit key gives the same; read_checkpoint still wants a plain state_dict and says why not.
+  SmallNet again(6);
+  CHECK(load_bytes(again, file, {.checkpoint_key = "model_state_dict"}).notes.front() == "using 'model_state_dict'");
+  CHECK(same_state(again, saved));
+  expect_error(file, "data.pkl: the value of 'epoch' is an int, not a tensor: not a plain state_dict", "f.ckpt");
+  expect_error(file, "it holds 9 dictionaries of tensors ('model_state_dict', 'optimizer_state_dict.state.0'", "f.ckpt");
+
+  // Through a file, as ctnn-eval and ctnn-train load it.
+  TempDir dir;
+  write_file_atomically(dir.path / "tutorial.ckpt", [&](const ByteSink& sink) { sink(file.data(), file.size()); });
+  SmallNet from_file(7);
+  CHECK(load_state_dict(from_file, dir.path / "tutorial.ckpt", LoadOptions{}).checkpoint_key == "model_state_dict");
+  CHECK(same_state(from_file, saved));
+}
+
+TEST_CASE("Nested checkpoints that do not say which state_dict: ambiguity, none, a wrong key, each a clear error") {
+  SmallNet a(1), b(2);
+  const StateDict sa = state_dict(a), sb = state_dict(b);
+
+  const auto two = nested_checkpoint(PyValue::dict({str("model"), PyValue::state_dict(sa), str("ema"), PyValue::state_dict(sb)}));
+  CHECK(load_error(two) ==
+        "f.ckpt: 2 dictionaries of tensors in it match the network: 'model' (9 tensors), 'ema' (9 tensors): pick one with "
+        "--checkpoint-key KEY (LoadOptions::checkpoint_key)");
+  SmallNet net(3);
+  CHECK(load_bytes(net, two, {.checkpoint_key = "ema"}).checkpoint_key == "ema");
+  CHECK(same_state(net, b));
+
+  // A wrong key names what is there instead.
+  const auto tutorial = nested_checkpoint(tutorial_checkpoint(sa));
+  CHECK(load_error(tutorial, {.checkpoint_key = "epoch"})
+            .starts_with("f.ckpt: no dictionary of tensors at 'epoch' (it holds int); the checkpoint's are: "
+                         "'model_state_dict' (9 tensors), 'optimizer_state_dict.state.0' (3 tensors)"));
+  CHECK(load_error(tutorial, {.checkpoint_key = "model"}).starts_with("f.ckpt: no dictionary of tensors at 'model';"));
+  // A key for a plain state_dict is a mistake too.
+  CHECK(load_error(serialize_checkpoint(sa), {.checkpoint_key = "model_state_dict"}) ==
+        "f.ckpt: a plain state_dict, not a nested checkpoint: there is no 'model_state_dict' in it (load it without a "
+        "checkpoint key)");
+
+  // Nothing of this network's in it.
+  VGG16 vgg;
+  const auto other = nested_checkpoint(PyValue::dict({str("epoch"), num(1), str("model"), PyValue::state_dict(state_dict(vgg))}));
+  CHECK(load_error(other) ==
+        "f.ckpt: data.pkl: the value of 'epoch' is an int, not a tensor; no dictionary of tensors in it has any of the "
+        "network's 9 keys: 'model' (" + std::to_string(state_dict(vgg).size()) + " tensors): pick one with --checkpoint-key KEY (LoadOptions::checkpoint_key) and "
+        "--strip-prefix if needed");
+  const auto none = nested_checkpoint(PyValue::dict({str("epoch"), num(1), str("losses"), PyValue::list({PyValue::floating_value(0.5)})}));
+  CHECK(load_error(none) ==
+        "f.ckpt: data.pkl: the value of 'epoch' is an int, not a tensor, and it holds no dictionary of tensors: not a "
+        "checkpoint of a network's weights");
+  // The one dictionary that shares keys is used even if it does not fit: the mismatch is reported key by key.
+  StateDict partial;
+  for (const auto& [key, t] : sa)
+    if (key != "5.bias") partial.insert_or_assign(key, t);
+  const auto almost = nested_checkpoint(PyValue::dict({str("epoch"), num(1), str("model"), PyValue::state_dict(partial)}));
+  const std::string e = load_error(almost);
+  CHECK(e.starts_with("f.ckpt, 'model': the checkpoint does not match the network's state_dict\n  missing keys (1): 5.bias"));
+}
+
+TEST_CASE("Keys under nn.DataParallel's 'module.' or torch.compile's '_orig_mod.': a hint, and strip_prefix loads them") {
+  SmallNet saved(4);
+  mark_buffers(saved);
+  const StateDict sd = state_dict(saved);
+  for (const std::string prefix : {"module.", "_orig_mod.", "_orig_mod.module."}) {
+    CAPTURE(prefix);
+    const auto flat = serialize_checkpoint(test::with_prefix(sd, prefix));
+    const std::string e = load_error(flat);
+    CHECK(e.find("unexpected keys (9): " + prefix + "0.weight") != std::string::npos);
+    CHECK(e.find("the checkpoint's keys start with '" + prefix + "' (saved from ") != std::string::npos);
+    CHECK(e.find("strip that prefix on load (--strip-prefix " + prefix + ", or LoadOptions::strip_prefix)") !=
+          std::string::npos);
+    CHECK(e.find("saved from a different model") == std::string::npos);  // not another model's keys
+    SmallNet net(5);
+    const LoadResult r = load_bytes(net, flat, {.strip_prefix = prefix});
+    CHECK(same_state(net, saved));
+    CHECK(r.notes == std::vector<std::string>{"stripped the prefix '" + prefix + "' from 9 of 9 keys"});
+  }
+  CHECK(load_error(serialize_checkpoint(test::with_prefix(sd, "module."))).find("nn.DataParallel or DistributedDataParallel") !=
+        std::string::npos);
+
+  // Nested as well: the listing says which prefix would make it fit.
+  const auto nested = nested_checkpoint(tutorial_checkpoint(test::with_prefix(sd, "module.")));
+  CHECK(load_error(nested).find("'model_state_dict' (9 tensors; the network's with --strip-prefix module.)") !=
+        std::string::npos);
+  SmallNet net(6);
+  const LoadResult r = load_bytes(net, nested, {.strip_prefix = "module."});
+  CHECK(same_state(net, saved));
+  CHECK(r.notes == std::vector<std::string>{"using 'model_state_dict'", "stripped the prefix 'module.' from 9 of 9 keys"});
+
+  // A prefix that is not there changes nothing, and says so; one that merges two keys is refused.
+  SmallNet plain(7);
+  CHECK(load_bytes(plain, serialize_checkpoint(sd), {.strip_prefix = "module."}).notes ==
+        std::vector<std::string>{"no key starts with 'module.': nothing stripped"});
+  StateDict both = sd;
+  both.insert_or_assign("module.5.bias", sd.at("5.bias"));
+  CHECK(load_error(serialize_checkpoint(both), {.strip_prefix = "module."}) ==
+        "f.ckpt: stripping the prefix 'module.' makes two keys '5.bias': the checkpoint has the key with and without it");
+}
+
+TEST_CASE("float16, bfloat16 and float64 tensors load converted to float32, int32 counters to int64; ints where floats are expected do not") {
+  // Conversions, checked on values whose results are known exactly.
+  CHECK(half_to_float(0x3c00) == 1.0f);
+  CHECK(half_to_float(0xc100) == -2.5f);
+  CHECK(half_to_float(0x7bff) == 65504.0f);
+  CHECK(half_to_float(0x0001) == std::ldexp(1.0f, -24));  // the smallest subnormal
+  CHECK(half_to_float(0x03ff) == std::ldexp(1023.0f, -24));
+  CHECK(half_to_float(0x7c00) == std::numeric_limits<float>::infinity());
+  CHECK(std::signbit(half_to_float(0x8000)));
+  CHECK(std::isnan(half_to_float(0x7e00)));
+  CHECK(bfloat16_to_float(0x3f80) == 1.0f);
+  CHECK(bfloat16_to_float(0xc020) == -2.5f);
+  CHECK(bfloat16_to_float(0x7f7f) == std::bit_cast<float>(0x7f7f0000u));
+  CHECK(double_to_float(0.1) == 0.1f);
+  CHECK(double_to_float(3.4028235e38) == std::numeric_limits<float>::max());  // within half an ulp of it
+  CHECK(double_to_float(3.4028235677973366e38) == std::numeric_limits<float>::infinity());  // the tie goes to even: inf
+  CHECK(double_to_float(1e300) == std::numeric_limits<float>::infinity());
+  CHECK(double_to_float(-1e300) == -std::numeric_limits<float>::infinity());
+  CHECK(double_to_float(1e-50) == 0.0f);
+
+  SmallNet saved(4);
+  mark_buffers(saved);
+  const StateDict sd = state_dict(saved);
+  auto le = [](auto v) {
+    std::array<std::uint8_t, sizeof v> b{};
+    for (std::size_t i = 0; i < sizeof v; ++i) b[i] = static_cast<std::uint8_t>(std::bit_cast<std::conditional_t<sizeof v == 8, std::uint64_t, std::conditional_t<sizeof v == 4, std::uint32_t, std::uint16_t>>>(v) >> (8 * i));
+    return b;
+  };
+  // bfloat16 keeps float's top 16 bits (truncation is fine here: what matters is that the
+  // reader turns exactly these bits back into floats).
+  auto to_bf16 = [&](float f) { return le(static_cast<std::uint16_t>(std::bit_cast<std::uint32_t>(f) >> 16)); };
+  auto to_f64 = [&](float f) { return le(static_cast<double>(f) * (1.0 + 0x1p-40)); };  // rounds back to f
+  // Half: a few exact values, cycled.
+  const std::uint16_t halves[] = {0x3c00, 0xc100, 0x7bff, 0x0001, 0x3555, 0x8000};
+  std::size_t k = 0;
+  auto to_f16 = [&](float) { return le(halves[k++ % 6]); };
+
+  struct Case {
+    const char* name;
+    StateDict file;
+  };
+  const StateDict bf16 = test::floats_as(sd, DType::bfloat16, to_bf16);
+  const StateDict f64 = test::floats_as(sd, DType::float64, to_f64);
+  const StateDict f16 = test::floats_as(sd, DType::float16, to_f16);
+  for (const auto& [name, file] : {Case{"bfloat16", bf16}, Case{"float64", f64}, Case{"float16", f16}}) {
+    CAPTURE(name);
+    SmallNet net(5);
+    const LoadResult r = load_bytes(net, serialize_checkpoint(file));
+    CHECK(r.notes == std::vector<std::string>{"converted 8 " + std::string(name) +
+                                              " tensors to float32 (the network's dtypes), as PyTorch's load_state_dict does"});
+    const StateDict after = state_dict(net);
+    std::size_t h = 0;
+    for (const auto& [key, t] : sd) {
+      CAPTURE(key);
+      if (t.dtype() == DType::int64) {
+        CHECK(after.at(key).int64s() == t.int64s());
+        continue;
+      }
+      std::vector<float> expected = t.floats();
+      for (float& x : expected) {
+        if (std::string(name) == "bfloat16") x = std::bit_cast<float>(std::bit_cast<std::uint32_t>(x) & 0xffff0000u);
+        if (std::string(name) == "float16") x = half_to_float(halves[h++ % 6]);
+      }
+      CHECK(after.at(key).floats() == expected);
+    }
+  }
+
+  // A counter saved as int32 (or any integer width) converts; a float counter does not.
+  StateDict counter32 = sd;
+  counter32.insert_or_assign("1.num_batches_tracked", Tensor::from_little_endian(DType::int32, {}, std::vector<std::uint8_t>{0x39, 0x30, 0, 0}));
+  SmallNet net(5);
+  CHECK(load_bytes(net, serialize_checkpoint(counter32)).notes ==
+        std::vector<std::string>{"converted 1 int32 tensors to int64 (the network's dtypes), as PyTorch's load_state_dict does"});
+  CHECK(state_dict(net).at("1.num_batches_tracked").int64s() == std::vector<std::int64_t>{12345});
+  StateDict mixed = f16;
+  mixed.insert_or_assign("1.num_batches_tracked", counter32.at("1.num_batches_tracked"));
+  CHECK(load_bytes(net, serialize_checkpoint(mixed)).notes.front() ==
+        "converted 8 float16 tensors to float32 and 1 int32 tensors to int64 (the network's dtypes), as PyTorch's "
+        "load_state_dict does");
+
+  // Integers or bools where floats are expected: an error naming the key, nothing loaded.
+  StateDict ints = sd;
+  ints.insert_or_assign("5.bias", Tensor::from_int64({10}, std::vector<std::int64_t>(10, 1)));
+  ints.insert_or_assign("1.weight", Tensor::from_little_endian(DType::boolean, {4}, std::vector<std::uint8_t>{1, 0, 1, 1}));
+  const std::string e = load_error(serialize_checkpoint(ints));
+  CHECK(e.find("1.weight: checkpoint [4] bool, network [4] float32 (bool values where floats are expected)") != std::string::npos);
+  CHECK(e.find("5.bias: checkpoint [10] int64, network [10] float32 (integer values where floats are expected)") !=
+        std::string::npos);
+
+  // Every dtype round-trips through ctnn's writer unchanged (the storage class follows the dtype).
+  StateDict all;
+  for (const auto& d : io::detail::kDTypes) {
+    std::vector<std::uint8_t> bytes(3 * d.size);
+    for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>(i * 37 + d.size);
+    if (d.dtype == DType::boolean) bytes = {1, 0, 1};
+    all.insert_or_assign(d.name, Tensor::from_little_endian(d.dtype, {3}, bytes));
+  }
+  expect_same(all, parse_checkpoint(serialize_checkpoint(all), "all.ckpt"));
+  CHECK(parse_checkpoint(serialize_checkpoint(all), "all.ckpt").at("bfloat16").dtype() == DType::bfloat16);
+}
+
+TEST_CASE("The plain data of torch.load(weights_only=True) is read as data; other objects are refused by name") {
+  // {'sd': OrderedDict(w=_rebuild_from_type_v2(_rebuild_tensor_v2, torch.Tensor, (...), {})),
+  //  'shape': torch.Size((2, 3)), 'device': torch.device('cuda', 0), 'counts': Counter({'a': 1}),
+  //  'blob': _codecs.encode('\u00e9x', 'latin1'), 'dtype': torch.float16, 'tags': set([1, 2]),
+  //  'old': _rebuild_tensor(storage, 0, (1,), (1,))}
+  auto build = [](const std::string& tensor_type, const std::string& extra_global) {
+    pickle::Writer w;
+    auto tensor_args = [&](std::int64_t numel) {
+      w.op('(');
+      w.op('(');
+      w.string("storage");
+      w.global("torch", "FloatStorage");
+      w.string("0");
+      w.string("cuda:0");
+      w.integer(numel);
+      w.op('t');
+      w.op('Q');
+      w.integer(0);
+      w.integer(numel);
+      w.tuple_end(1);
+      w.integer(1);
+      w.tuple_end(1);
+    };
+    w.proto();
+    w.op('}');
+    w.op('(');
+    w.string("sd");
+    w.global("collections", "OrderedDict");
+    w.op(')');
+    w.op('R');
+    w.string("w");
+    w.global("torch._tensor", "_rebuild_from_type_v2");
+    w.op('(');
+    w.global("torch._utils", "_rebuild_tensor_v2");
+    w.global(tensor_type.substr(0, tensor_type.rfind('.')), tensor_type.substr(tensor_type.rfind('.') + 1));
+    tensor_args(2);
+    w.op(0x89);
+    w.global("collections", "OrderedDict");
+    w.op(')');
+    w.op('R');
+    w.op('t');
+    w.op('}');
+    w.op('t');
+    w.op('R');
+    w.op('s');
+    w.string("shape");
+    w.global("torch", "Size");
+    w.integer(2);
+    w.integer(3);
+    w.tuple_end(2);
+    w.tuple_end(1);
+    w.op('R');
+    w.string("device");
+    w.global("torch", "device");
+    w.string("cuda");
+    w.integer(0);
+    w.tuple_end(2);
+    w.op('R');
+    w.string("counts");
+    w.global("collections", "Counter");
+    w.op('}');
+    w.string("a");
+    w.integer(1);
+    w.op('s');
+    w.tuple_end(1);
+    w.op('R');
+    w.string("blob");
+    w.global("_codecs", "encode");
+    w.string("\xc3\xa9x");
+    w.string("latin1");
+    w.tuple_end(2);
+    w.op('R');
+    w.string("dtype");
+    w.global("torch", "float16");
+    w.string("tags");
+    w.global("__builtin__", "set");
+    w.op(']');
+    w.op('(');
+    w.integer(1);
+    w.integer(2);
+    w.op('e');
+    w.tuple_end(1);
+    w.op('R');
+    w.string("old");
+    w.global("torch._utils", "_rebuild_tensor");
+    w.op('(');
+    w.op('(');
+    w.string("storage");
+    w.global("torch", "FloatStorage");
+    w.string("0");
+    w.string("cpu");
+    w.integer(2);
+    w.op('t');
+    w.op('Q');
+    w.integer(1);
+    w.integer(1);
+    w.tuple_end(1);
+    w.integer(1);
+    w.tuple_end(1);
+    w.op('t');
+    w.op('R');
+    if (!extra_global.empty()) {
+      w.string("extra");
+      w.global(extra_global.substr(0, extra_global.rfind('.')), extra_global.substr(extra_global.rfind('.') + 1));
+    }
+    w.op('u');
+    w.op('.');
+    return archive_with(w.bytes, 8);
+  };
+  const CheckpointContents c = parse_checkpoint_contents(build("torch.Tensor", ""), "extras.ckpt");
+  REQUIRE(c.state_dicts.size() == 1);
+  CHECK(c.state_dicts[0].key == "sd");
+  CHECK(c.state_dicts[0].tensors.at("w").shape() == TensorShape{2});
+  const std::vector<std::pair<std::string, std::string>> top = {
+      {"sd", "dict of 1 entries, 1 tensors"}, {"shape", "tuple"}, {"device", "str"}, {"counts", "dict"},
+      {"blob", "bytes"}, {"dtype", "global"}, {"tags", "set"}, {"old", "tensor"}};
+  CHECK(c.top_level == top);
+  CHECK_NOTHROW(parse_checkpoint_contents(build("torch.nn.parameter.Parameter", ""), "p.ckpt"));
+
+  auto refused = [&](const std::vector<std::uint8_t>& file, const std::string& expected) {
+    try {
+      parse_checkpoint_contents(file, "bad.ckpt");
+      FAIL("accepted");
+    } catch (const CheckpointError& e) {
+      CHECK(std::string(e.what()).find(expected) != std::string::npos);
+    }
+  };
+  refused(build("torch.nn.Linear", ""), "refers to the Python object 'torch.nn.Linear'");
+  refused(build("torch.Tensor", "torch._utils._rebuild_qtensor"), "refers to the Python object 'torch._utils._rebuild_qtensor'");
+  refused(build("torch.Tensor", "__main__.Net"), "not pickled models or other objects");
+}
+
+TEST_CASE("One state_dict object saved under two keys is found under both") {
+  // {'model': sd, 'ema': sd}: pickle writes the dict once and fetches it from the memo again.
+  pickle::Writer w;
+  w.proto();
+  w.op('}');
+  w.string("model");
+  w.global("collections", "OrderedDict");
+  w.op(')');
+  w.op('R');
+  w.put(0);
+  w.string("w");
+  w.global("torch._utils", "_rebuild_tensor_v2");
+  w.op('(');
+  w.op('(');
+  w.string("storage");
+  w.global("torch", "FloatStorage");
+  w.string("0");
+  w.string("cpu");
+  w.integer(2);
+  w.op('t');
+  w.op('Q');
+  w.integer(0);
+  w.integer(2);
+  w.tuple_end(1);
+  w.integer(1);
+  w.tuple_end(1);
+  w.op(0x89);
+  w.op('}');
+  w.op('t');
+  w.op('R');
+  w.op('s');
+  w.op('s');
+  w.string("ema");
+  w.get(0);
+  w.op('s');
+  w.op('.');
+  const CheckpointContents c = parse_checkpoint_contents(archive_with(w.bytes, 8), "shared.ckpt");
+  REQUIRE(c.state_dicts.size() == 2);
+  CHECK(c.state_dicts[0].key == "model");
+  CHECK(c.state_dicts[1].key == "ema");
+  CHECK(identical(c.state_dicts[0].tensors.at("w"), c.state_dicts[1].tensors.at("w")));
+}
+
+TEST_CASE("One long memoized key in many nested dictionaries is refused: the contents walk stays linear") {
+  // Each dictionary of tensors found is copied out (keys included), and a memoized key costs two
+  // bytes to use again: a 64 KiB key in 200,000 five-byte dictionaries would copy 13 GB. The
+  // walk refuses once the keys copied pass 16 bytes per byte of pickle.
+  auto build = [](int dicts) {
+    pickle::Writer w;
+    w.proto();
+    w.op(']');
+    w.op('(');
+    w.op('}');
+    w.string(std::string(65536, 'k'));
+    w.put(0);
+    w.global("torch._utils", "_rebuild_tensor_v2");
+    w.op('(');
+    w.op('(');
+    w.string("storage");
+    w.global("torch", "FloatStorage");
+    w.string("0");
+    w.string("cpu");
+    w.integer(1);
+    w.op('t');
+    w.op('Q');
+    w.integer(0);
+    w.op(')');
+    w.op(')');
+    w.op(0x89);
+    w.op('}');
+    w.op('t');
+    w.op('R');
+    w.put(1);
+    w.op('s');
+    for (int i = 0; i < dicts; ++i) {
+      w.op('}');
+      w.get(0);
+      w.get(1);
+      w.op('s');
+    }
+    w.op('e');
+    w.op('.');
+    return archive_with(w.bytes, 4);
+  };
+  // A few copies are fine (as an optimizer's per-parameter dicts share 'exp_avg').
+  CHECK(parse_checkpoint_contents(build(10), "few.ckpt").state_dicts.size() == 11);
+  expect_error(build(200000), "data.pkl: its containers repeat the same keys over and over");
 }

@@ -95,3 +95,54 @@ TEST_CASE("summary prints one row per layer with output shape and parameters, th
   CHECK(s.find("Linear(in_features=8, out_features=3)") != std::string::npos);
   CHECK(s.find("trainable parameters: 47") != std::string::npos);
 }
+
+TEST_CASE("NoGrad: the same outputs, intermediate outputs given back as soon as read, no backward") {
+  using Net = Network<Shape<2, 6, 6>,
+                      Sequential<Named<"stem", Sequential<Conv2d<2, 4, 3, 1, 1>, BatchNorm2d<4>, ReLU>>,
+                                 Residual<Named<"layer", Sequential<Conv2d<4, 4, 3, 1, 1>, ReLU>>,
+                                          Named<"shortcut", Identity>>,
+                                 MaxPool2d<2>, Flatten, Named<"fc", Linear<36, 3>>>>;
+  Net net(7);
+  net.eval();
+  Rng rng(8);
+  Batch<Shape<2, 6, 6>> x(5);
+  for (std::size_t i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(rng.uniform(-1, 1));
+  const std::vector<float> kept = net.forward(x).to_nchw();
+  auto& stem = net.root().get<0>();
+  CHECK(stem.get<0>().output().batch() == 5);  // outside NoGrad every output stays for backward
+
+  auto spares = [] {
+    std::vector<const float*> p;
+    for (const auto& s : detail::spare_storage()) p.push_back(s.data());
+    std::sort(p.begin(), p.end());
+    return p;
+  };
+  std::vector<const float*> after_first;
+  for (int pass = 0; pass < 3; ++pass) {
+    const NoGrad no_grad;
+    CHECK_FALSE(is_grad_enabled());
+    const auto& y = net.forward(x);
+    CHECK(y.to_nchw() == kept);  // bit for bit: the same arithmetic
+    // Read and released: the stem's conv and batch-norm outputs, the residual's branches.
+    CHECK(stem.get<0>().output().batch() == 0);
+    CHECK(stem.get<1>().output().batch() == 0);
+    CHECK(net.root().get<1>().body.output().batch() == 0);
+    CHECK(net.root().get<1>().shortcut.output().batch() == 0);
+    CHECK(net.root().get<4>().output().batch() == 5);  // the network's output is the caller's
+    // The same sizes in the same order: later passes reuse exactly the storage of the first.
+    if (pass == 0) after_first = spares();
+    CHECK(!after_first.empty());
+    CHECK(spares() == after_first);
+  }
+  CHECK(is_grad_enabled());
+  Batch<Net::out_shape> dy(5);
+  dy.fill(1.0f);
+  {
+    const NoGrad no_grad;
+    net.forward(x);
+  }
+  CHECK_THROWS_WITH_AS(net.backward(x, dy), doctest::Contains("NoGrad"), std::logic_error);
+  net.forward(x);  // outside NoGrad again: backward works
+  CHECK_NOTHROW(net.backward(x, dy));
+  CHECK(stem.get<0>().output().batch() == 5);
+}

@@ -29,11 +29,24 @@ std::vector<double> naive(const ops::MatRef& a, const ops::MatRef& b) {
 
 }  // namespace
 
-TEST_CASE("gemm equals the naive product for every transpose combination, split or not") {
+// The backends this build has: Eigen always, OpenBLAS with CTNN_USE_OPENBLAS.
+std::vector<ops::GemmBackend> backends() {
+#ifdef CTNN_USE_OPENBLAS
+  return {ops::GemmBackend::eigen, ops::GemmBackend::openblas};
+#else
+  return {ops::GemmBackend::eigen};
+#endif
+}
+
+TEST_CASE("gemm equals the naive product for every transpose combination, split or not, on every backend") {
   // Sizes chosen so that both the row split (m >= n) and the column split are exercised and
   // blocks have ragged ends (a product is split only above 2^25 multiply-adds).
   static_assert((1010L * 150 * 300) >> 24 == 2 && (130L * 1500 * 260) >> 24 == 3);
+  const auto automatic = ops::gemm_backend();
+  for (auto backend : backends())
   for (auto [m, n, k] : {std::tuple{1010, 150, 300}, std::tuple{130, 1500, 260}, std::tuple{5, 3, 2}}) {
+    CAPTURE(ops::backend_name(backend));
+    ops::set_gemm_backend(backend);
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb) {
         const auto av = random_vector(static_cast<std::size_t>(m * k), 1);
@@ -49,6 +62,64 @@ TEST_CASE("gemm equals the naive product for every transpose combination, split 
         for (auto& v : twice) v *= 2;
         expect_close(c, twice, 1e-5, 2e-5 * k, "gemm accumulate");
       }
+  }
+  ops::set_gemm_backend(automatic);
+}
+
+TEST_CASE("the GEMM backend follows the instruction set the CPU reports, not OpenBLAS's table of models") {
+  using ops::GemmBackend;
+  using ops::Isa;
+  auto pick = [](Isa cpu, Isa eigen, const char* core, const char* forced = "") {
+    return ops::choose_gemm_backend(cpu, eigen, core, forced);
+  };
+  // An Emerald Rapids Xeon that Debian's OpenBLAS 0.3.21 does not know: its Prescott (SSE3)
+  // kernels are not used, and the line says why and how to force them.
+  const auto xeon = pick(Isa::avx512, Isa::avx512, "Prescott");
+  CHECK(xeon.backend == GemmBackend::eigen);
+  CHECK(xeon.why.find("'Prescott' kernels (SSE3)") != std::string::npos);
+  CHECK(xeon.why.find("CTNN_GEMM=openblas") != std::string::npos);
+  // OpenBLAS's kernels match the CPU's best: used, with the way back to Eigen named.
+  CHECK(pick(Isa::avx512, Isa::avx512, "SkylakeX").backend == GemmBackend::openblas);
+  CHECK(pick(Isa::avx2, Isa::avx2, "Zen").backend == GemmBackend::openblas);
+  CHECK(pick(Isa::avx2, Isa::avx2, "Haswell").why.find("CTNN_GEMM=eigen") != std::string::npos);
+  // AVX2 kernels forced on an AVX-512 CPU (OPENBLAS_CORETYPE=Haswell): Eigen's AVX-512 instead.
+  CHECK(pick(Isa::avx512, Isa::avx512, "Haswell").backend == GemmBackend::eigen);
+  // A core name OpenBLAS may add later is never trusted; Eigen compiled for no better than
+  // OpenBLAS's kernels (no -march=native) leaves OpenBLAS, and the line says how to do better.
+  CHECK(pick(Isa::avx2, Isa::avx2, "Zen5").backend == GemmBackend::eigen);
+  const auto generic = pick(Isa::avx2, Isa::sse2, "Sandybridge");
+  CHECK(generic.backend == GemmBackend::openblas);
+  CHECK(generic.why.find("-march=native") != std::string::npos);
+  // CTNN_GEMM overrides the choice; any other value is ignored and said to be.
+  CHECK(pick(Isa::avx512, Isa::avx512, "Prescott", "openblas").backend == GemmBackend::openblas);
+  CHECK(pick(Isa::avx2, Isa::avx2, "Zen", "eigen").backend == GemmBackend::eigen);
+  const auto typo = pick(Isa::avx2, Isa::avx2, "Zen", "mkl");
+  CHECK(typo.backend == GemmBackend::openblas);
+  CHECK(typo.why.find("CTNN_GEMM='mkl' ignored") != std::string::npos);
+  // Without OpenBLAS there is one backend, and a build without -march=native is told so.
+  CHECK(pick(Isa::avx512, Isa::avx2, "").backend == GemmBackend::eigen);
+  CHECK(pick(Isa::avx512, Isa::avx2, "").why.find("-march=native") != std::string::npos);
+}
+
+// CTest runs this case once more with OPENBLAS_CORETYPE=Prescott (test gemm_backend_prescott),
+// which makes OpenBLAS run its SSE3 kernels whatever the CPU: ctnn must not follow it there.
+TEST_CASE("the live GEMM backend is the one the rules choose, also when OpenBLAS is forced to Prescott") {
+  const auto expected = ops::choose_gemm_backend(ops::cpu_isa(), ops::compiled_isa(), ops::detail::openblas_core(), "");
+  INFO(ops::gemm_backend_summary());
+  if (std::getenv("CTNN_GEMM") == nullptr) CHECK(ops::gemm_backend() == expected.backend);
+  const char* forced_core = std::getenv("OPENBLAS_CORETYPE");
+  if (forced_core && std::string(forced_core) == "Prescott") {
+#ifdef CTNN_USE_OPENBLAS
+    if (ops::cpu_isa() < ops::Isa::avx2 || ops::cpu_isa() == ops::Isa::neon) {
+      MESSAGE("CTNN_TEST_SKIPPED: this CPU has no AVX2, so OpenBLAS's Prescott kernels may be its best");
+      return;
+    }
+    REQUIRE(std::string(openblas_get_corename()) == "Prescott");  // the variable took effect
+    CHECK(ops::gemm_backend() == ops::GemmBackend::eigen);
+    CHECK(ops::gemm_backend_summary().find("'Prescott' kernels (SSE3)") != std::string::npos);
+#else
+    MESSAGE("CTNN_TEST_SKIPPED: ctnn is built without OpenBLAS (CTNN_USE_OPENBLAS is OFF)");
+#endif
   }
 }
 

@@ -69,3 +69,22 @@ TEST_CASE("STACK_GLOBAL names are bounded as GLOBAL's are: one long memoized nam
   g.insert(g.begin() + 3, 'a');
   CHECK(run(g) == "x.pkl: data.pkl, byte 2: GLOBAL name is unterminated or too long");
 }
+
+TEST_CASE("Bytes and sets of protocols 3 and 4 are data: SHORT_BINSTRING, BINBYTES, EMPTY_SET, ADDITEMS, FROZENSET") {
+  AcceptAll hooks;
+  // [b'ab', {1, 2}, frozenset({3}), b'']
+  Bytes8 p = {0x80, 4, ']', '(', 'U', 2, 'a', 'b', 0x8f, '(', 'K', 1, 'K', 2, 0x90, '(', 'K', 3, 0x91, 'B', 0, 0, 0, 0, 'e', '.'};
+  pickle::Unpickler u(p, "x.pkl", "data.pkl", hooks);
+  const pickle::Value& list = u.at(u.run());
+  REQUIRE(list.kind == pickle::Value::Kind::list);
+  REQUIRE(list.items.size() == 4);
+  CHECK(u.at(list.items[0]).kind == pickle::Value::Kind::bytes);
+  CHECK(u.at(list.items[0]).text == "ab");
+  CHECK(u.at(list.items[1]).kind == pickle::Value::Kind::set);
+  CHECK(u.at(list.items[1]).items.size() == 2);
+  CHECK(u.at(u.at(list.items[2]).items.at(0)).integer == 3);
+  CHECK(u.at(list.items[3]).text.empty());
+  // ADDITEMS only on a set; a bytes length past the end is truncation.
+  CHECK(run({0x80, 4, ']', '(', 'K', 1, 0x90, '.'}) == "x.pkl: data.pkl, byte 6: ADDITEMS on a list, expected a set");
+  CHECK(run({0x80, 4, 'B', 9, 0, 0, 0, 'a', '.'}) == "x.pkl: data.pkl, byte 9: ends inside an opcode's argument: truncated");
+}

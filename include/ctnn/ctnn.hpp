@@ -6,6 +6,7 @@
 #include "ctnn/core/state.hpp"
 #include "ctnn/core/tensor.hpp"
 #include "ctnn/core/threading.hpp"
+#include "ctnn/core/grad_mode.hpp"
 
 #include "ctnn/layers/batchnorm.hpp"
 #include "ctnn/layers/conv2d.hpp"

@@ -13,6 +13,9 @@
 //     its keys fit (then the network holds the checkpoint's values, and the missing and
 //     unexpected keys are exactly the differences of the two key sets) or it throws
 //     StateDictMismatch with consistent lists and leaves the network untouched.
+// parse_checkpoint_contents must agree with it, and loading the contents (finding the state_dict
+// in a nested file, with and without stripping "module.") must load or give a CheckpointError
+// that names the file and leaves the network untouched.
 // Any other exception, a sanitizer report, a hang or an out-of-memory is a finding. Build and
 // run: tests/fuzz/CMakeLists.txt.
 #include <algorithm>
@@ -20,6 +23,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <set>
 #include <string>
 #include <vector>
@@ -52,9 +56,11 @@ void check_load(const StateDict& sd, bool strict) {
   std::vector<std::string> missing, unexpected;
   std::set_difference(net_keys.begin(), net_keys.end(), sd_keys.begin(), sd_keys.end(), std::back_inserter(missing));
   std::set_difference(sd_keys.begin(), sd_keys.end(), net_keys.begin(), net_keys.end(), std::back_inserter(unexpected));
-  bool shapes_fit = true;
+  bool shapes_fit = true;  // and dtypes convertible: floats to float32, integers to int64
   for (const auto& [key, t] : before)
-    if (const Tensor* c = sd.find(key)) shapes_fit = shapes_fit && c->shape() == t.shape() && c->dtype() == t.dtype();
+    if (const Tensor* c = sd.find(key))
+      shapes_fit = shapes_fit && c->shape() == t.shape() &&
+                   (t.dtype() == DType::float32 ? is_floating(c->dtype()) : is_integral(c->dtype()));
   const bool should_load = shapes_fit && (!strict || (missing.empty() && unexpected.empty()));
 
   try {
@@ -66,7 +72,13 @@ void check_load(const StateDict& sd, bool strict) {
     const StateDict after = state_dict(net);
     for (const auto& [key, t] : after) {
       const Tensor* c = sd.find(key);
-      if (!identical(t, c ? *c : before.at(key))) fail("the network does not hold what was loaded", key);
+      if (c && c->dtype() != t.dtype()) {  // converted: the network holds the tensor's own conversion
+        const bool same = t.dtype() == DType::float32 ? std::memcmp(t.floats().data(), c->floats().data(), 4 * t.numel()) == 0
+                                                      : t.int64s() == c->int64s();
+        if (!same) fail("the network does not hold the converted values", key);
+      } else if (!identical(t, c ? *c : before.at(key))) {
+        fail("the network does not hold what was loaded", key);
+      }
     }
   } catch (const StateDictMismatch& e) {
     if (should_load) fail("load_state_dict refused a state_dict that fits", e.what());
@@ -81,6 +93,35 @@ void check_load(const StateDict& sd, bool strict) {
 }
 
 }  // namespace
+
+// Whatever the file holds, loading it into the network by finding the state_dict (as ctnn-eval
+// does) either works or throws a CheckpointError naming the file; for a plain state_dict it does
+// exactly what loading the StateDict does.
+void check_nested(const Bytes bytes, const StateDict* plain) {
+  CheckpointContents contents;
+  try {
+    contents = parse_checkpoint_contents(bytes, "nested", {.verify_crc = false});
+  } catch (const CheckpointError& e) {
+    if (plain) fail("parse_checkpoint_contents refused what parse_checkpoint read", e.what());
+    ctnn::fuzz::check_message(e.what(), "nested: ");
+    return;
+  }
+  if (plain && (!contents.plain || !same_dicts(contents.state_dicts.front().tensors, *plain)))
+    fail("parse_checkpoint_contents and parse_checkpoint disagree");
+  for (const auto& d : contents.state_dicts)
+    if (d.tensors.empty() && !(d.key.empty() && contents.plain)) fail("an empty dictionary listed as a state_dict", d.key);
+  for (const char* prefix : {"", "module."}) {
+    TinyNet net;
+    const StateDict before = state_dict(net);
+    try {
+      const LoadResult r = load_state_dict(net, contents, {.strip_prefix = prefix});
+      if (!r.checkpoint_key.empty() && !contents.find(r.checkpoint_key)) fail("used a dictionary that is not listed");
+    } catch (const CheckpointError& e) {
+      ctnn::fuzz::check_message(e.what(), "nested", /*multiline=*/true);
+      if (!same_dicts(state_dict(net), before)) fail("a refused nested load changed the network");
+    }
+  }
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static ctnn::fuzz::MemFile file;
@@ -101,11 +142,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } catch (const CheckpointError& e) {
     if (e.what() != error) fail("read_checkpoint and parse_checkpoint give different errors", error + "\n" + e.what());
   }
+  check_nested(bytes, error.empty() ? &sd : nullptr);
   if (!error.empty()) return 0;
 
   std::size_t total = 0;
   for (const auto& [key, t] : sd) {
-    if (t.dtype() != DType::float32 && t.dtype() != DType::int64) fail("a tensor of another dtype");
+    if (static_cast<std::size_t>(t.dtype()) >= std::size(io::detail::kDTypes)) fail("a tensor of no known dtype");
     if (t.shape().size() != t.stride().size()) fail("size and stride of different lengths", key);
     total += t.numel();
   }

@@ -86,6 +86,16 @@ class Rewriter {
         break;
       }
       case Kind::string: w.string(v.text); break;
+      case Kind::bytes: w.bytes_value(v.text); break;
+      case Kind::set:
+        w.op(0x8f);  // EMPTY_SET, then ADDITEMS
+        if (!v.items.empty()) {
+          w.op('(');
+          for (Ref item : v.items)
+            if (!emit(item, depth + 1)) return false;
+          w.op(0x90);
+        }
+        break;
       case Kind::tuple:
         w.tuple_begin(v.items.size());
         for (Ref item : v.items)
@@ -153,8 +163,10 @@ struct Same {
       case Kind::integer: return x.integer == y.integer;
       case Kind::floating: return std::memcmp(&x.floating, &y.floating, sizeof x.floating) == 0;
       case Kind::string:
+      case Kind::bytes:
       case Kind::global: return x.text == y.text;
       case Kind::tuple:
+      case Kind::set:
       case Kind::list:
       case Kind::dict:
         if (x.items.size() != y.items.size()) return false;

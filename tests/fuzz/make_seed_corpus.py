@@ -11,7 +11,9 @@ SEED_DIR/checkpoint/pytorch_*: small real files as torch.save writes them, when 
 torch (otherwise they are skipped, and the script says so): plain state_dicts with BatchNorm
 buffers, Parameters (keep_vars=True), pickle protocol 4, tensors sharing one storage at offsets
 and strides, 0-d, empty and int64 tensors, more than 256 memo entries, a dict that is not a
-state_dict, the legacy format and a TorchScript archive. Each is a few kilobytes (libFuzzer's
+state_dict, the legacy format and a TorchScript archive; nested checkpoints (a tutorial-style dict
+with an optimizer's state, two models, DataParallel names), float16 / bfloat16 / float64 / int32
+tensors and the plain data weights_only reads. Each is a few kilobytes (libFuzzer's
 default maximum input length follows the largest seed).
 """
 
@@ -79,5 +81,22 @@ shared_storage = torch.arange(60, dtype=torch.float32)  # 60 views of one storag
 save('memo.pt', collections.OrderedDict(('k%d' % i, shared_storage[i]) for i in range(60)))
 save('not_state_dict.pt', {'epoch': 3, 'lr': 0.001, 'weights': torch.ones(2)})
 torch.jit.save(torch.jit.script(nn.Linear(2, 1)), os.path.join(checkpoint_dir, 'pytorch_torchscript.pt'))
+# Checkpoints with more than a state_dict, as training scripts save them: the tutorials' dict with
+# an optimizer's state after a step, DataParallel names, float16 / bfloat16 / float64 / int32
+# tensors, and plain data of the kinds weights_only reads (torch.Size, device, dtype, set, bytes).
+param = nn.Parameter(torch.ones(2))
+adam = torch.optim.Adam([param], lr=1e-3)
+param.sum().backward()
+adam.step()
+save('nested_tutorial.ckpt', {'epoch': 3, 'model_state_dict': tiny, 'optimizer_state_dict': adam.state_dict(),
+                              'loss': 0.5})
+save('nested_two_models.ckpt', {'model': tiny, 'ema': tiny})
+save('dataparallel.ckpt', nn.DataParallel(small).state_dict())
+save('nested_dataparallel.ckpt', {'state_dict': collections.OrderedDict(('module.' + k, v) for k, v in tiny.items())})
+for dtype in (torch.float16, torch.bfloat16, torch.float64):
+    save('dtype_%s.ckpt' % str(dtype).split('.')[1], collections.OrderedDict(
+        (k, v.to(dtype) if v.is_floating_point() else v.int()) for k, v in tiny.items()))
+save('plain_data.ckpt', {'shape': torch.Size([2, 3]), 'device': torch.device('cpu'), 'dtype': torch.float16,
+                         'tags': {1, 2}, 'blob': b'\x00\xff', 'weights': tiny})
 print('make_seed_corpus.py: %d PyTorch checkpoints in %s' % (
     len([n for n in os.listdir(checkpoint_dir) if n.startswith('pytorch_')]), checkpoint_dir))

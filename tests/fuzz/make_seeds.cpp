@@ -6,7 +6,10 @@
 //     SEED_DIR/checkpoint/  checkpoints (save_state_dict / write_checkpoint): the fuzzers' TinyNet
 //                           state, a small Conv/BatchNorm/Linear network, int64, 0-d and empty
 //                           tensors, another archive prefix, PyTorch's zip layout (data
-//                           descriptors, ZIP64, a comment, extra records), big-endian storages
+//                           descriptors, ZIP64, a comment, extra records), big-endian storages;
+//                           nested checkpoints (a tutorial-style dict with an optimizer's state,
+//                           two models, DataParallel / torch.compile names) and float16,
+//                           bfloat16, float64 and int32 tensors
 //     SEED_DIR/zip/         every checkpoint above, plus archives that are not checkpoints
 //     SEED_DIR/pickle/      the data.pkl of every checkpoint above, plus pickles using every
 //                           opcode the reader knows (protocol 2 and 4)
@@ -15,6 +18,8 @@
 // own there first, when python3 has torch) are kept, and their zip and data.pkl records are
 // added to the zip and pickle corpora too. Every checkpoint is read back before it is written,
 // so a seed that ctnn cannot read fails the build instead of starting a fuzzer from garbage.
+#include <array>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -26,6 +31,7 @@
 #include "ctnn/ctnn.hpp"
 #include "ctnn/data/cifar.hpp"
 #include "ctnn/io/state_dict.hpp"
+#include "support/nested_checkpoint.hpp"
 #include "support/zip_layouts.hpp"
 #include "tiny_net.hpp"
 
@@ -242,6 +248,58 @@ void derive(const fs::path& seeds) {
   }
 }
 
+// Checkpoints with more than a state_dict (tests/support/nested_checkpoint.hpp): the tutorials'
+// dict around the TinyNet state with an optimizer's state_dict, two candidate state_dicts,
+// DataParallel and torch.compile names, and float16 / bfloat16 / float64 / int32 tensors. Each
+// must load into TinyNet as written (the two-model one with a key).
+void write_nested(const fs::path& dir) {
+  using test::PyValue;
+  TinyNet tiny;
+  const StateDict sd = state_dict(tiny);
+  auto save = [&](const std::string& name, const Blob& bytes, const LoadOptions& options) {
+    TinyNet net;
+    (void)load_state_dict(net, parse_checkpoint_contents(bytes, name), options);
+    write(dir / name, bytes);
+  };
+  auto str = [](const char* s) { return PyValue::string(s); };
+  const PyValue optimizer = PyValue::dict(
+      {str("state"),
+       PyValue::dict({PyValue::integer_value(0),
+                      PyValue::dict({str("step"), PyValue::tensor_value(Tensor::from_floats({}, std::vector<float>{1})),
+                                     str("exp_avg"), PyValue::tensor_value(sd.at("0.weight"))})}),
+       str("param_groups"),
+       PyValue::list({PyValue::dict({str("lr"), PyValue::floating_value(1e-3), str("betas"),
+                                     PyValue::tuple({PyValue::floating_value(0.9), PyValue::floating_value(0.999)}),
+                                     str("amsgrad"), PyValue::boolean(false), str("foreach"), PyValue::none(),
+                                     str("params"), PyValue::list({PyValue::integer_value(0), PyValue::integer_value(1)})})})});
+  auto tutorial = [&](const StateDict& model) {
+    return PyValue::dict({str("epoch"), PyValue::integer_value(3), str("model_state_dict"), PyValue::state_dict(model),
+                          str("optimizer_state_dict"), optimizer, str("loss"), PyValue::floating_value(0.25)});
+  };
+  save("nested_tutorial.ckpt", test::nested_checkpoint(tutorial(sd)), {});
+  save("nested_two_models.ckpt",
+       test::nested_checkpoint(PyValue::dict({str("model"), PyValue::state_dict(sd), str("ema"), PyValue::state_dict(sd)})),
+       {.checkpoint_key = "ema"});
+  save("nested_dataparallel.ckpt", test::nested_checkpoint(tutorial(test::with_prefix(sd, "module."))),
+       {.strip_prefix = "module."});
+  save("flat_compiled.ckpt", serialize_checkpoint(test::with_prefix(sd, "_orig_mod.")), {.strip_prefix = "_orig_mod."});
+  auto bytes_of = [](auto v) {
+    std::array<std::uint8_t, sizeof v> b{};
+    std::memcpy(b.data(), &v, sizeof v);  // little-endian machines only write seeds
+    return b;
+  };
+  save("dtype_float64.ckpt",
+       serialize_checkpoint(test::floats_as(sd, DType::float64, [&](float f) { return bytes_of(static_cast<double>(f)); })), {});
+  save("dtype_bfloat16.ckpt",
+       serialize_checkpoint(test::floats_as(
+           sd, DType::bfloat16, [&](float f) { return bytes_of(static_cast<std::uint16_t>(std::bit_cast<std::uint32_t>(f) >> 16)); })),
+       {});
+  StateDict half = test::floats_as(sd, DType::float16, [&](float) { return bytes_of(std::uint16_t{0x3c00}); });
+  half.insert_or_assign("1.num_batches_tracked",
+                        Tensor::from_little_endian(DType::int32, {}, std::vector<std::uint8_t>{7, 0, 0, 0}));
+  save("dtype_float16_int32.ckpt", serialize_checkpoint(half), {});
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -254,6 +312,7 @@ int main(int argc, char** argv) {
     for (const char* sub : {"cifar", "checkpoint", "zip", "pickle"}) fs::create_directories(seeds / sub);
     write_cifar(seeds / "cifar");
     write_checkpoints(seeds / "checkpoint");
+    write_nested(seeds / "checkpoint");
     write_zips(seeds / "zip");
     write_pickles(seeds / "pickle");
     derive(seeds);

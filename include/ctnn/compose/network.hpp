@@ -2,10 +2,14 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <iomanip>
+#include <memory>
+#include <new>
 #include <ostream>
 #include <span>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -28,6 +32,31 @@ struct DefaultInit {
   static void apply(Net&, std::uint64_t) {}
 };
 
+namespace detail {
+// A zero-filled float array from calloc. For a block this large the C library maps fresh pages
+// that the operating system zero-fills on first touch, so gradients that a network never
+// computes (a network that only evaluates) never become resident: 59 MB for ResNet50_layer4.
+class ZeroedFloats {
+ public:
+  void allocate(std::size_t n) {
+    p_.reset(static_cast<float*>(std::calloc(n ? n : 1, sizeof(float))));
+    if (!p_) throw std::bad_alloc();
+    n_ = n;
+  }
+  float* data() const { return p_.get(); }
+  std::size_t size() const { return n_; }
+  operator std::span<float>() { return {p_.get(), n_}; }
+  operator std::span<const float>() const { return {p_.get(), n_}; }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> p_;
+  std::size_t n_ = 0;
+};
+}  // namespace detail
+
 // A model built from a root spec (usually a Sequential) for input sample shape In.
 //
 // The constructor lays out every parameter in one value buffer and one gradient buffer (in
@@ -49,7 +78,7 @@ class Network {
     root_.visit_state(layout, "");
     entries_ = std::move(layout.entries);
     values_.assign(layout.total, 0.0f);
-    grads_.assign(layout.total, 0.0f);
+    grads_.allocate(layout.total);
     Bind bind{values_.data(), grads_.data()};
     root_.visit_state(bind, "");
     reset_parameters(seed);
@@ -68,12 +97,21 @@ class Network {
     Init::apply(*this, seed);
   }
 
-  const Output& forward(const Input& x) { return root_.forward(x); }
+  const Output& forward(const Input& x) {
+    forward_kept_ = is_grad_enabled();
+    return root_.forward(x);
+  }
   const Output& output() const { return root_.output(); }
   // Adds d(loss)/d(parameters) into gradients() for the last forward's input x.
-  void backward(const Input& x, const Output& dy) { root_.backward(x, dy, nullptr); }
+  void backward(const Input& x, const Output& dy) {
+    require_kept();
+    root_.backward(x, dy, nullptr);
+  }
   // The same, also giving the gradient with respect to the input.
-  void backward(const Input& x, const Output& dy, Input& dx) { root_.backward(x, dy, &dx); }
+  void backward(const Input& x, const Output& dy, Input& dx) {
+    require_kept();
+    root_.backward(x, dy, &dx);
+  }
 
   void train(bool on = true) {
     training_ = on;
@@ -82,7 +120,7 @@ class Network {
   void eval() { train(false); }
   bool is_training() const { return training_; }
 
-  void zero_grad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+  void zero_grad() { std::fill_n(grads_.data(), grads_.size(), 0.0f); }
   std::span<float> parameters() { return values_; }
   std::span<const float> parameters() const { return values_; }
   std::span<float> gradients() { return grads_; }
@@ -150,8 +188,16 @@ class Network {
     void counter(const std::string&, std::int64_t&) override {}
   };
 
+  void require_kept() const {
+    if (!forward_kept_)
+      throw std::logic_error("Network::backward: the last forward ran under NoGrad, which keeps nothing for a "
+                             "backward pass; run it outside the NoGrad scope");
+  }
+
   Root root_;
-  AlignedFloats values_, grads_;
+  bool forward_kept_ = true;
+  AlignedFloats values_;
+  detail::ZeroedFloats grads_;
   std::vector<StateEntry> entries_;
   bool training_ = true;
 };

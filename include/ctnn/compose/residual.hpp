@@ -38,9 +38,14 @@ class ResidualLayer {
     float* py = y_.data();
 #pragma omp parallel for simd schedule(static) if (n > (1u << 16))
     for (std::size_t i = 0; i < n; ++i) py[i] = a.data()[i] + b.data()[i];
+    if (!is_grad_enabled()) {  // NoGrad: the branches' outputs are not needed again
+      body.release_output();
+      shortcut.release_output();
+    }
     return y_;
   }
   const Batch<out_shape>& output() const { return y_; }
+  void release_output() { y_.release(); }
 
   void backward(const Batch<In>& x, const Batch<out_shape>& dy, Batch<In>* dx) {
     body.backward(x, dy, dx);
@@ -48,11 +53,12 @@ class ResidualLayer {
       shortcut.backward(x, dy, nullptr);
       return;
     }
-    tmp_.resize(x.batch());
-    shortcut.backward(x, dy, &tmp_);
+    detail::GradFrame frame(1);
+    auto tmp = Batch<In>::view(frame.buffer(0, static_cast<std::size_t>(x.batch()) * In::size), x.batch());
+    shortcut.backward(x, dy, &tmp);
     const std::size_t n = dx->size();
     float* pd = dx->data();
-    const float* pt = tmp_.data();
+    const float* pt = tmp.data();
 #pragma omp parallel for simd schedule(static) if (n > (1u << 16))
     for (std::size_t i = 0; i < n; ++i) pd[i] += pt[i];
   }
@@ -77,7 +83,6 @@ class ResidualLayer {
 
  private:
   Batch<out_shape> y_;
-  Batch<In> tmp_;
 };
 
 // Residual<Body, Shortcut>: the sum of two branches on the same input; no activation after

@@ -8,6 +8,8 @@
 #include <tuple>
 #include <utility>
 
+#include "ctnn/compose/grad_stack.hpp"
+#include "ctnn/core/grad_mode.hpp"
 #include "ctnn/layers/layer.hpp"
 
 namespace ctnn {
@@ -71,9 +73,11 @@ class SequentialLayer {
 
   const Batch<out_shape>& forward(const Batch<In>& x) { return forward_from<0>(x); }
   const Batch<out_shape>& output() const { return std::get<count - 1>(layers_).output(); }
+  void release_output() { std::get<count - 1>(layers_).release_output(); }
 
   void backward(const Batch<In>& x, const Batch<out_shape>& dy, Batch<In>* dx) {
-    backward_at<count - 1>(x, dy, dx);
+    detail::GradFrame frame(2);
+    backward_at<count - 1>(x, dy, dx, frame);
   }
 
   void set_training(bool on) {
@@ -101,33 +105,36 @@ class SequentialLayer {
     (std::make_index_sequence<count>{});
   }
 
+  // Under NoGrad nothing is kept for a backward pass: once layer I has read the output of layer
+  // I - 1, that output's storage is released for the layers that follow (ping-pong), so the
+  // forward holds a few outputs instead of all of them.
   template <std::size_t I, class X>
   const Batch<out_shape>& forward_from(const X& x) {
     const auto& y = std::get<I>(layers_).forward(x);
+    if constexpr (I > 0)
+      if (!is_grad_enabled()) std::get<I - 1>(layers_).release_output();
     if constexpr (I + 1 < count) return forward_from<I + 1>(y);
     else return y;
   }
 
-  // Gradients of intermediate outputs live in two buffers used alternately (layer I writes the
-  // gradient of its input into buffer I % 2 while reading its output gradient from the other).
+  // Gradients of intermediate outputs live in the frame's two buffers, used alternately (layer
+  // I writes the gradient of its input into buffer I % 2 while reading its output gradient from
+  // the other).
   template <std::size_t I, class DY>
-  void backward_at(const Batch<In>& x, const DY& dy, Batch<In>* dx) {
+  void backward_at(const Batch<In>& x, const DY& dy, Batch<In>* dx, detail::GradFrame& frame) {
     auto& layer = std::get<I>(layers_);
     if constexpr (I == 0) {
       layer.backward(x, dy, dx);
     } else {
       using XS = typename std::tuple_element_t<I, Layers>::in_shape;
-      auto& buf = grad_[I % 2];
       const int n = x.batch();
-      buf.resize(static_cast<std::size_t>(n) * XS::size);
-      auto g = Batch<XS>::view(buf.data(), n);
+      auto g = Batch<XS>::view(frame.buffer(I % 2, static_cast<std::size_t>(n) * XS::size), n);
       layer.backward(std::get<I - 1>(layers_).output(), dy, &g);
-      backward_at<I - 1>(x, g, dx);
+      backward_at<I - 1>(x, g, dx, frame);
     }
   }
 
   Layers layers_;
-  AlignedFloats grad_[2];
 };
 
 // Sequential<L...>: the layers applied in order; children are keyed 0, 1, 2, ... (or by Named).

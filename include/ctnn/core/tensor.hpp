@@ -15,6 +15,29 @@ namespace ctnn {
 
 using AlignedFloats = std::vector<float, Eigen::aligned_allocator<float>>;
 
+namespace detail {
+// Storage that evaluation gave back (Batch::release), for the next batch that needs room. An
+// evaluation forward thereby holds only the outputs still to be read instead of every layer's,
+// and, since each step asks for the same sizes in the same order, it allocates nothing after
+// the first. One pool per thread, like ops::scratch.
+inline std::vector<AlignedFloats>& spare_storage() {
+  thread_local std::vector<AlignedFloats> spares;
+  return spares;
+}
+// The smallest spare holding at least `floats` floats, or an empty vector if none does.
+inline AlignedFloats take_spare(std::size_t floats) {
+  auto& spares = spare_storage();
+  std::size_t best = spares.size();
+  for (std::size_t i = 0; i < spares.size(); ++i)
+    if (spares[i].capacity() >= floats && (best == spares.size() || spares[i].capacity() < spares[best].capacity()))
+      best = i;
+  if (best == spares.size()) return {};
+  AlignedFloats taken = std::move(spares[best]);
+  spares.erase(spares.begin() + static_cast<std::ptrdiff_t>(best));
+  return taken;
+}
+}  // namespace detail
+
 // A batch of N samples of shape S, stored channel-major: (C, N, H, W), row-major.
 //
 // Why not PyTorch's NCHW: with all N samples of one channel contiguous,
@@ -72,8 +95,20 @@ class Batch {
       return;
     }
     n_ = n;
-    storage_.resize(static_cast<std::size_t>(n) * S::size);
+    const std::size_t need = static_cast<std::size_t>(n) * S::size;
+    if (storage_.capacity() == 0 && need > 0) storage_ = detail::take_spare(need);
+    storage_.resize(need);
     data_ = storage_.data();
+  }
+
+  // Gives an owning batch's storage back for other batches to reuse (see detail::spare_storage);
+  // the batch is then empty. A view is left as it is.
+  void release() {
+    if (!owning_ || storage_.capacity() == 0) return;
+    detail::spare_storage().push_back(std::move(storage_));
+    storage_ = AlignedFloats();
+    n_ = 0;
+    data_ = nullptr;
   }
 
   int batch() const { return n_; }

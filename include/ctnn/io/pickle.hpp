@@ -1,7 +1,8 @@
 // A restricted pickle machine for PyTorch's data.pkl, and a writer of the opcodes PyTorch reads.
 //
-// The Unpickler runs protocol-2 opcodes (plus FRAME, MEMOIZE, STACK_GLOBAL and SHORT_BINUNICODE
-// of protocol 4) into an arena of values addressed by index, so shared and even cyclic
+// The Unpickler runs protocol-2 opcodes (plus the bytes, set, FRAME, MEMOIZE, STACK_GLOBAL and
+// SHORT_BINUNICODE opcodes of protocols 3 and 4: a superset of what torch.load(weights_only=True)
+// runs) into an arena of values addressed by index, so shared and even cyclic
 // references cost nothing and destruction never recurses. It never imports or calls anything:
 // GLOBAL, BINPERSID and REDUCE go to a Hooks object that decides what they may mean. Every
 // length, memo index and stack access is checked; each opcode consumes input, so a run ends
@@ -22,12 +23,12 @@ namespace ctnn::io::pickle {
 using Ref = std::uint32_t;  // index of a value in the Unpickler's arena
 
 struct Value {
-  enum class Kind : std::uint8_t { none, boolean, integer, floating, string, tuple, list, dict, global, object };
+  enum class Kind : std::uint8_t { none, boolean, integer, floating, string, bytes, tuple, list, set, dict, global, object };
   Kind kind = Kind::none;
   std::int64_t integer = 0;         // boolean (0/1), integer; object: a handle the Hooks chose
   double floating = 0.0;
-  std::string text;                 // string; global: "module.name"
-  std::vector<Ref> items;           // tuple, list; dict: key0, value0, key1, value1, ...
+  std::string text;                 // string (UTF-8), bytes; global: "module.name"
+  std::vector<Ref> items;           // tuple, list, set; dict: key0, value0, key1, value1, ...
 };
 
 inline const char* kind_name(Value::Kind k) {
@@ -37,8 +38,10 @@ inline const char* kind_name(Value::Kind k) {
     case Value::Kind::integer: return "int";
     case Value::Kind::floating: return "float";
     case Value::Kind::string: return "str";
+    case Value::Kind::bytes: return "bytes";
     case Value::Kind::tuple: return "tuple";
     case Value::Kind::list: return "list";
+    case Value::Kind::set: return "set";
     case Value::Kind::dict: return "dict";
     case Value::Kind::global: return "global";
     case Value::Kind::object: return "object";
@@ -128,6 +131,14 @@ class Unpickler {
           list.insert(list.end(), items.begin(), items.end());
           break;
         }
+        case 0x8f: push(add(container(Value::Kind::set, {}))); break;        // EMPTY_SET
+        case 0x91: push(add(container(Value::Kind::set, pop_mark()))); break;  // FROZENSET: a set, as data
+        case 0x90: {                                                         // ADDITEMS
+          std::vector<Ref> items = pop_mark();
+          auto& set = target(Value::Kind::set, "ADDITEMS").items;
+          set.insert(set.end(), items.begin(), items.end());
+          break;
+        }
         case '}': push(add(container(Value::Kind::dict, {}))); break;  // EMPTY_DICT
         case 'd': {                                                    // DICT
           std::vector<Ref> items = pop_mark();
@@ -152,6 +163,9 @@ class Unpickler {
         case 'X': push(make_string(le(4))); break;     // BINUNICODE
         case 0x8c: push(make_string(take(1)[0])); break;  // SHORT_BINUNICODE
         case 0x8d: push(make_string(le(8))); break;    // BINUNICODE8
+        case 'U': case 'C': push(make_bytes(take(1)[0])); break;  // SHORT_BINSTRING, SHORT_BINBYTES
+        case 'T': case 'B': push(make_bytes(le(4))); break;        // BINSTRING, BINBYTES
+        case 0x8e: push(make_bytes(le(8))); break;                 // BINBYTES8
         case 'J': push(make_int(static_cast<std::int32_t>(le(4)))); break;  // BININT
         case 'K': push(make_int(take(1)[0])); break;                         // BININT1
         case 'M': push(make_int(static_cast<std::int64_t>(le(2)))); break;  // BININT2
@@ -286,6 +300,11 @@ class Unpickler {
     v.text.assign(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
     return add(std::move(v));
   }
+  Ref make_bytes(std::uint64_t n) {
+    const Ref r = make_string(n);
+    values_[r].kind = Value::Kind::bytes;
+    return r;
+  }
   Ref make_int(std::int64_t i) {
     Value v;
     v.kind = Value::Kind::integer;
@@ -331,6 +350,18 @@ class Writer {
     op('X');
     detail::store_le(bytes, s.size(), 4);
     bytes.insert(bytes.end(), s.begin(), s.end());
+  }
+  void bytes_value(const std::string& b) {  // BINBYTES (protocol 3)
+    op('B');
+    detail::store_le(bytes, b.size(), 4);
+    bytes.insert(bytes.end(), b.begin(), b.end());
+  }
+  // BINFLOAT: a big-endian IEEE double.
+  void floating(double v) {
+    std::uint64_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    op('G');
+    for (int i = 7; i >= 0; --i) bytes.push_back(static_cast<std::uint8_t>(bits >> (8 * i)));
   }
   void integer(std::int64_t v) {
     if (v >= 0 && v < 256) {

@@ -16,6 +16,8 @@
 //        and overwrites *dx with the input gradient unless dx is null (the first layer of a
 //        network needs none, which saves a col2im);
 //   const Batch<out_shape>& output() const;
+//   void release_output();                        under NoGrad (core/grad_mode.hpp): the output
+//        has been read and is not needed again; its storage goes back for other outputs
 //   void set_training(bool);
 //   void visit_state(StateVisitor& v, const std::string& prefix);    see core/state.hpp
 //   void reset_parameters(Rng& rng);              PyTorch's default initialisation
@@ -40,6 +42,7 @@ class LeafLayer {
   using out_shape = Out;
 
   const Batch<Out>& output() const { return y_; }
+  void release_output() { y_.release(); }
   void set_training(bool on) { training_ = on; }
   bool is_training() const { return training_; }
   void visit_state(StateVisitor&, const std::string&) {}

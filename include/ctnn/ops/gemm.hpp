@@ -1,26 +1,120 @@
-// Matrix products for the layers: one entry point, deterministic at any thread count.
+// Matrix products for the layers: one entry point, deterministic at any thread count, on the
+// backend that runs the fastest kernels this CPU has.
 #pragma once
 
 #include <Eigen/Core>
 
 #include <algorithm>
 #include <cstddef>
-
-// CTNN_USE_OPENBLAS (the CMake option of the same name, which also defines EIGEN_USE_BLAS so
-// Eigen's own products go to the same library): each fixed block below is one single-threaded
-// OpenBLAS sgemm instead of an Eigen product. OpenBLAS's AVX-512 kernels run these shapes about
-// 1.5x faster than Eigen's; splitting and thread count stay ctnn's, so results are still the same
-// for any number of threads.
-#ifdef CTNN_USE_OPENBLAS
-#ifndef EIGEN_USE_BLAS
-#error "CTNN_USE_OPENBLAS needs EIGEN_USE_BLAS (the CMake option sets both)"
-#endif
-extern "C" void openblas_set_num_threads(int);  // OpenBLAS's own API (cblas.h)
-#endif
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <string_view>
 
 #include "ctnn/core/threading.hpp"
+#include "ctnn/ops/cpu.hpp"
+
+// CTNN_USE_OPENBLAS (the CMake option of the same name, on when libopenblas-dev is found): each
+// fixed block below may run as one single-threaded OpenBLAS sgemm instead of an Eigen product.
+// Whether it does is decided at run time (gemm_backend() below), because OpenBLAS picks its
+// kernels from a table of CPU models: on a CPU it does not know (Debian's 0.3.21 on an Emerald
+// Rapids Xeon) it falls back to SSE3 kernels five times slower than Eigen's AVX-512 ones.
+// Splitting and thread count stay ctnn's either way, so results are the same for any number of
+// threads.
+#ifdef CTNN_USE_OPENBLAS
+extern "C" {
+// OpenBLAS's own API (its cblas.h), declared here so that any cblas.h may be on the path.
+void openblas_set_num_threads(int);
+char* openblas_get_corename(void);
+char* openblas_get_config(void);
+// The Fortran BLAS entry, declared exactly as Eigen's blas.h does (for a program that also
+// defines EIGEN_USE_BLAS).
+int sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+           const int*, const float*, const int*, const float*, float*, const int*);
+}
+#endif
 
 namespace ctnn::ops {
+
+enum class GemmBackend { eigen, openblas };
+
+inline const char* backend_name(GemmBackend b) { return b == GemmBackend::openblas ? "OpenBLAS" : "Eigen"; }
+
+// A backend and the one line that says why it was chosen and how to override the choice.
+struct GemmChoice {
+  GemmBackend backend;
+  std::string why;
+};
+
+// The choice as a function of the facts alone (tested for every case in tests/test_ops.cpp):
+// the CPU's level, the level Eigen was compiled for, OpenBLAS's core name (empty when ctnn is
+// built without it) and the CTNN_GEMM override ("eigen", "openblas" or empty). OpenBLAS is taken
+// when its kernels use the best instruction set the CPU has, or when Eigen was compiled for no
+// better; otherwise Eigen's kernels, which use whatever -march allowed.
+inline GemmChoice choose_gemm_backend(Isa cpu, Isa eigen, std::string_view openblas_core,
+                                      std::string_view forced) {
+  const std::string on_cpu = std::string(" on this ") + isa_name(cpu) + " CPU";
+  const std::string eigen_desc = std::string("Eigen (") + isa_name(eigen) + " kernels)";
+  if (openblas_core.empty()) {
+    std::string why = eigen_desc + on_cpu + ": ctnn built without OpenBLAS";
+    if (eigen < cpu) why += "; compile with -march=native to use the CPU's " + std::string(isa_name(cpu));
+    return {GemmBackend::eigen, why};
+  }
+  const Isa blas = openblas_core_isa(openblas_core);
+  const std::string blas_desc = "OpenBLAS ('" + std::string(openblas_core) + "' kernels, " + isa_name(blas) + ")";
+  std::string note;
+  if (forced == "eigen") return {GemmBackend::eigen, eigen_desc + on_cpu + ", forced by CTNN_GEMM=eigen"};
+  if (forced == "openblas") return {GemmBackend::openblas, blas_desc + on_cpu + ", forced by CTNN_GEMM=openblas"};
+  if (!forced.empty()) note = "; CTNN_GEMM='" + std::string(forced) + "' ignored (eigen or openblas)";
+  if (blas >= cpu && blas != Isa::unknown)
+    return {GemmBackend::openblas, blas_desc + on_cpu + note + " (CTNN_GEMM=eigen for " + eigen_desc + ")"};
+  if (eigen > blas)
+    return {GemmBackend::eigen, eigen_desc + on_cpu + ": OpenBLAS would run its '" + std::string(openblas_core) +
+                                    "' kernels (" + isa_name(blas) + ")" + note + " (CTNN_GEMM=openblas forces it)"};
+  return {GemmBackend::openblas, blas_desc + on_cpu + ": Eigen is compiled for no better (" + isa_name(eigen) +
+                                     "; build with -march=native)" + note};
+}
+
+namespace detail {
+inline std::string openblas_core() {
+#ifdef CTNN_USE_OPENBLAS
+  const char* core = openblas_get_corename();
+  return core && *core ? core : "unknown";
+#else
+  return {};
+#endif
+}
+
+// Decided once, on first use, from cpuid, the compile flags and CTNN_GEMM.
+inline GemmChoice& gemm_choice() {
+  static GemmChoice choice = [] {
+    const char* forced = std::getenv("CTNN_GEMM");
+    return choose_gemm_backend(cpu_isa(), compiled_isa(), openblas_core(), forced ? forced : "");
+  }();
+  return choice;
+}
+}  // namespace detail
+
+// The backend every GEMM block runs on.
+inline GemmBackend gemm_backend() { return detail::gemm_choice().backend; }
+
+// One line for programs to print beside their figures: the backend, its instruction set, why,
+// how to override it, and the CPU's model name.
+inline std::string gemm_backend_summary() {
+  const std::string model = cpu_model_name();
+  return "GEMM: " + detail::gemm_choice().why + (model.empty() ? "" : "; CPU: " + model);
+}
+
+// Overrides the automatic choice (for benchmarks comparing the two). Not while GEMMs run.
+inline void set_gemm_backend(GemmBackend b) {
+#ifndef CTNN_USE_OPENBLAS
+  if (b == GemmBackend::openblas)
+    throw std::invalid_argument("set_gemm_backend: ctnn was built without OpenBLAS (CTNN_USE_OPENBLAS)");
+#endif
+  const std::string why = b == GemmBackend::eigen ? std::string("Eigen (") + isa_name(compiled_isa()) + " kernels)"
+                                                  : "OpenBLAS ('" + detail::openblas_core() + "' kernels)";
+  detail::gemm_choice() = {b, why + ", set by the program"};
+}
 
 // A column-major matrix operand: `rows` x `cols` at `data` with leading dimension `ld`,
 // optionally used transposed.
@@ -77,7 +171,8 @@ inline void blas_product(float* c, Eigen::Index ldc, const MatRef& a, const MatR
 template <class Dst>
 inline void product_into(Dst&& c, const MatRef& a, const MatRef& b, bool accumulate) {
 #ifdef CTNN_USE_OPENBLAS
-  if (a.out_cols() > 0) return blas_product(c.data(), c.outerStride(), a, b, accumulate);
+  if (gemm_backend() == GemmBackend::openblas && a.out_cols() > 0)
+    return blas_product(c.data(), c.outerStride(), a, b, accumulate);
 #endif
   auto ma = map(a);
   auto mb = map(b);

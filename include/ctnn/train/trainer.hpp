@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "ctnn/core/fault.hpp"
+#include "ctnn/core/grad_mode.hpp"
 #include "ctnn/data/loader.hpp"
 #include "ctnn/io/file.hpp"
 #include "ctnn/io/state_dict.hpp"
@@ -70,6 +71,7 @@ auto evaluate(Net& net, const data::Dataset& test, int batch_size = 100) {
   data::DataLoader loader(test, data::LoaderOptions::test(batch_size));
   data::LoaderBatch batch;
   loader.start_epoch(0);
+  const NoGrad no_grad;  // as the assignment's `with torch.no_grad():`
   while (loader.next(batch)) {
     const auto& logits = net.forward(batch.images);
     for (int i = 0; i < batch.size(); ++i) {

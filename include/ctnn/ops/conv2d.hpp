@@ -1,0 +1,242 @@
+// Conv2d's kernels on channel-major (C, N, H, W) batches, for sizes given at run time.
+//
+// Conv2dLayer (layers/conv2d.hpp) is a typed shell over these functions: one copy of this code
+// serves every convolution of a program, instead of one copy per layer type, which kept a
+// ResNet50_layer4 trainer compiling for over a minute.
+//
+// Three schedules, chosen from the shape:
+// - pointwise (1x1, stride 1, no padding): the batch's activations are already the patch matrix;
+//   one whole-batch GEMM, split over its output by ops::gemm.
+// - image-parallel (output planes of 64 pixels or more): the batch is cut into chunks of whole
+//   images; one thread does a chunk's im2col, GEMM and bias in its own cache-sized buffer, and
+//   chunks are handed out dynamically. One parallel region per pass, no barrier per chunk, and a
+//   thread slowed down by another process does not stall the other.
+// - GEMM-parallel (small planes, where a chunk of images makes a thin GEMM against a large weight
+//   that every chunk would have to re-pack): each chunk's product is split over its output.
+// 3x3 stride-1 padding-1 convolutions instead run as Winograd convolutions (ops/winograd.hpp)
+// where that measured faster (winograd_plan below).
+// Chunk and group boundaries depend only on the batch size, and every output element is
+// computed by the same code whichever thread runs it, so results do not depend on thread count.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+
+#include "ctnn/core/threading.hpp"
+#include "ctnn/ops/gemm.hpp"
+#include "ctnn/ops/im2col.hpp"
+#include "ctnn/ops/scratch.hpp"
+#include "ctnn/ops/winograd.hpp"
+
+namespace ctnn::ops {
+
+// Adds the sum of each of `channels` contiguous runs of `stride` floats to out[c], accumulated in
+// double as PyTorch's CPU reductions do for float. Bias gradients of Conv2d and Linear.
+inline void add_channel_sums(const float* data, int channels, std::size_t stride, float* out) {
+#pragma omp parallel for schedule(static) if (channels * stride > (1u << 15))
+  for (int c = 0; c < channels; ++c) {
+    const float* p = data + c * stride;
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (std::size_t i = 0; i < stride; ++i) s += p[i];
+    out[c] += static_cast<float>(s);
+  }
+}
+
+// One convolution's sizes: the input sample, the output channels, kernel, stride and padding.
+struct ConvShape {
+  int in_channels, height, width, out_channels, kernel, stride, padding;
+
+  constexpr int out_height() const { return (height + 2 * padding - kernel) / stride + 1; }
+  constexpr int out_width() const { return (width + 2 * padding - kernel) / stride + 1; }
+  constexpr int out_plane() const { return out_height() * out_width(); }
+  constexpr int patch() const { return in_channels * kernel * kernel; }  // the GEMM's inner dimension
+  constexpr bool pointwise() const { return kernel == 1 && stride == 1 && padding == 0; }
+  constexpr bool image_parallel() const { return !pointwise() && out_plane() >= 64; }
+  constexpr ConvGeometry geometry(int n) const {
+    return {in_channels, height, width, kernel, stride, padding, out_height(), out_width(), n};
+  }
+};
+
+// The Winograd convolution for this shape and batch, or tile 0 for im2col + GEMM. Chosen from
+// `CTNN_BENCH_THREADS=2 bench_kernels --benchmark_filter=conv3x3/` (batch 100, 2 threads, AMD
+// EPYC, on a loaded machine) at VGG16's and ResNet50_layer4's shapes:
+// - fewer than 16 input channels (VGG's first layer, Cin = 3): im2col, 2-4x faster; the GEMM is
+//   cheap and transforming 3 channels into 36 points costs more than it saves.
+// - 2x2 planes (ResNet's layer3/layer4 ends, VGG's last stage): im2col, which was faster or level
+//   in 5 of 6 passes; one 4x4 tile per 2x2 output saves less than the transforms cost.
+// - planes of 8x8 and up (VGG's 32x32, 16x16, 8x8): F(4x4, 3x3) by transform point, 1.4-2.5x
+//   faster than im2col.
+// - 3x3 to 7x7 planes (ResNet's 7x7 and 4x4, VGG's 4x4): F(2x2, 3x3), by transform point from 256
+//   input channels (1.6-2.7x), chunked below (1.6-2.2x in the forward, level to 1.7x in the
+//   backward). On a 4x4 plane F(4x4) would compute a 6x6 transform for one 4x4 output. ResNet's
+//   7x7 layer would be as fast with F(4x4), but F(4x4)'s error (about 10x F(2x2)'s,
+//   tests/test_winograd.cpp) moved parity_train_step's worst ReLU flip in ResNet from 1.4e-4 of
+//   its layer's scale to 4.1e-4; with F(2x2) it stays at 1.4e-4, as with im2col.
+constexpr Winograd3x3 winograd_plan(const ConvShape& s, int n) {
+  const int side = std::min(s.height, s.width);
+  if (s.kernel != 3 || s.stride != 1 || s.padding != 1 || s.in_channels < 16 || side <= 2)
+    return {s.in_channels, s.out_channels, s.height, s.width, n, 0, false};
+  if (side >= 8) return {s.in_channels, s.out_channels, s.height, s.width, n, 4, true};
+  return {s.in_channels, s.out_channels, s.height, s.width, n, 2, s.in_channels >= 256};
+}
+
+namespace detail {
+// Upper bound on the floats of one chunk's patch matrix: large enough for efficient GEMMs, small
+// enough to stay in the last-level cache instead of streaming the whole batch.
+inline constexpr std::size_t col_budget = std::size_t{1} << 20;
+// Image-parallel passes keep at least this many chunks so that the threads stay balanced, and
+// sum weight gradients in at most this many fixed groups.
+inline constexpr int min_chunks = 8, max_groups = 8;
+
+inline int conv_chunk(const ConvShape& s, int n) {
+  const std::size_t per_sample = static_cast<std::size_t>(s.out_plane()) * s.patch();
+  const int cap = s.image_parallel() ? std::max(1, (n + min_chunks - 1) / min_chunks) : std::max(n, 1);
+  return static_cast<int>(std::clamp<std::size_t>(col_budget / per_sample, 1, cap));
+}
+
+inline int thread_index() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+inline void conv2d_forward_image_parallel(const ConvShape& s, int n, const float* x, const float* w,
+                                          const float* b, float* y) {
+  const auto g = s.geometry(n);
+  const int plane = s.out_plane(), patch = s.patch(), oc = s.out_channels;
+  const int nb = conv_chunk(s, n), chunks = (n + nb - 1) / nb;
+  const std::size_t col_floats = static_cast<std::size_t>(nb) * plane * patch;
+  float* cols = scratch(0, col_floats * num_threads());
+  const Eigen::Index rows_all = static_cast<Eigen::Index>(n) * plane;
+  const MatRef wt{w, patch, oc, patch};
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int i = 0; i < chunks; ++i) {
+    float* col = cols + col_floats * thread_index();
+    const int n0 = i * nb, cnt = std::min(nb, n - n0);
+    const Eigen::Index rows = static_cast<Eigen::Index>(cnt) * plane;
+    float* out = y + static_cast<std::size_t>(n0) * plane;
+    im2col(x, g, n0, cnt, col, /*threaded=*/false);
+    gemm_serial({col, rows, patch, rows}, wt, {out, rows, oc, rows_all});
+    for (int c = 0; c < oc; ++c) {  // bias, while the chunk's output is still in cache
+      float* p = out + c * rows_all;
+      const float bc = b[c];
+      for (Eigen::Index r = 0; r < rows; ++r) p[r] += bc;
+    }
+  }
+}
+
+// Weight gradients are summed over the batch: chunks are gathered into fixed groups, each group's
+// partial sum is one thread's, and the partials are added in group order.
+inline void conv2d_backward_image_parallel(const ConvShape& s, int n, const float* x, const float* dy,
+                                           const float* w, float* dw, float* dx) {
+  const auto g = s.geometry(n);
+  const int plane = s.out_plane(), patch = s.patch(), oc = s.out_channels;
+  const std::size_t in_plane = static_cast<std::size_t>(s.height) * s.width;
+  const int nb = conv_chunk(s, n), chunks = (n + nb - 1) / nb, groups = std::min(chunks, max_groups);
+  const std::size_t col_floats = static_cast<std::size_t>(nb) * plane * patch;
+  const std::size_t w_floats = static_cast<std::size_t>(oc) * patch;
+  float* cols = scratch(0, col_floats * num_threads());
+  float* partials = scratch(1, w_floats * groups);
+  const Eigen::Index rows_all = static_cast<Eigen::Index>(n) * plane;
+  const MatRef wt{w, patch, oc, patch};
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int gi = 0; gi < groups; ++gi) {
+    float* col = cols + col_floats * thread_index();
+    const MutMatRef dwp{partials + w_floats * gi, patch, oc, patch};
+    for (int i = gi * chunks / groups; i < (gi + 1) * chunks / groups; ++i) {
+      const int n0 = i * nb, cnt = std::min(nb, n - n0);
+      const Eigen::Index rows = static_cast<Eigen::Index>(cnt) * plane;
+      const MatRef dym{dy + static_cast<std::size_t>(n0) * plane, rows, oc, rows_all};
+      im2col(x, g, n0, cnt, col, /*threaded=*/false);
+      gemm_serial(MatRef{col, rows, patch, rows}.t(), dym, dwp, /*accumulate=*/i != gi * chunks / groups);
+      if (dx) {
+        for (int c = 0; c < s.in_channels; ++c)
+          std::fill_n(dx + c * g.in_channel_stride() + static_cast<std::size_t>(n0) * in_plane,
+                      static_cast<std::size_t>(cnt) * in_plane, 0.0f);
+        gemm_serial(dym, wt.t(), {col, rows, patch, rows});
+        col2im_add(col, g, n0, cnt, dx, /*threaded=*/false);
+      }
+    }
+  }
+#pragma omp parallel for schedule(static) if (w_floats > (1u << 15))
+  for (std::size_t e = 0; e < w_floats; ++e) {
+    float sum = partials[e];
+    for (int gi = 1; gi < groups; ++gi) sum += partials[w_floats * gi + e];
+    dw[e] += sum;
+  }
+}
+}  // namespace detail
+
+// y = conv(x, w) + b for a batch of n samples. w is PyTorch's [Cout][Cin][K][K], used as the
+// (Cin*K*K x Cout) column-major matrix it already is.
+inline void conv2d_forward(const ConvShape& s, int n, const float* x, const float* w, const float* b, float* y) {
+  if (const auto wg = winograd_plan(s, n); wg.tile) return winograd_forward(wg, x, w, b, y);  // bias included
+  if (s.image_parallel()) return detail::conv2d_forward_image_parallel(s, n, x, w, b, y);  // bias included
+  const int plane = s.out_plane(), patch = s.patch(), oc = s.out_channels;
+  const Eigen::Index rows_all = static_cast<Eigen::Index>(n) * plane;
+  const MatRef wt{w, patch, oc, patch};
+  if (s.pointwise()) {
+    gemm({x, rows_all, s.in_channels, rows_all}, wt, {y, rows_all, oc, rows_all});
+  } else {
+    const auto g = s.geometry(n);
+    const int nb = detail::conv_chunk(s, n);
+    float* col = scratch(0, static_cast<std::size_t>(nb) * plane * patch);
+    for (int n0 = 0; n0 < n; n0 += nb) {
+      const int cnt = std::min(nb, n - n0);
+      const Eigen::Index rows = static_cast<Eigen::Index>(cnt) * plane;
+      im2col(x, g, n0, cnt, col);
+      gemm({col, rows, patch, rows}, wt, {y + static_cast<std::size_t>(n0) * plane, rows, oc, rows_all});
+    }
+  }
+  const std::size_t cs = static_cast<std::size_t>(rows_all);
+#pragma omp parallel for schedule(static) if (oc * cs > (1u << 15))
+  for (int c = 0; c < oc; ++c) {
+    float* p = y + c * cs;
+    const float bc = b[c];
+    for (std::size_t i = 0; i < cs; ++i) p[i] += bc;
+  }
+}
+
+// Adds the weight and bias gradients of the last forward on x into dw and db, and overwrites dx
+// (unless null) with the input gradient.
+inline void conv2d_backward(const ConvShape& s, int n, const float* x, const float* dy, const float* w, float* dw,
+                            float* db, float* dx) {
+  const int plane = s.out_plane(), patch = s.patch(), oc = s.out_channels;
+  const Eigen::Index rows_all = static_cast<Eigen::Index>(n) * plane;
+  const MatRef wt{w, patch, oc, patch};
+  const MutMatRef dwt{dw, patch, oc, patch};
+  add_channel_sums(dy, oc, static_cast<std::size_t>(rows_all), db);
+  if (const auto wg = winograd_plan(s, n); wg.tile) {
+    winograd_backward_weights(wg, x, dy, dw);
+    if (dx) winograd_backward_data(wg, dy, w, dx);
+  } else if (s.pointwise()) {
+    const MatRef xm{x, rows_all, s.in_channels, rows_all};
+    const MatRef dym{dy, rows_all, oc, rows_all};
+    gemm(xm.t(), dym, dwt, /*accumulate=*/true);
+    if (dx) gemm(dym, wt.t(), {dx, rows_all, s.in_channels, rows_all});
+  } else if (s.image_parallel()) {
+    detail::conv2d_backward_image_parallel(s, n, x, dy, w, dw, dx);
+  } else {
+    const auto g = s.geometry(n);
+    const int nb = detail::conv_chunk(s, n);
+    float* col = scratch(0, static_cast<std::size_t>(nb) * plane * patch);
+    if (dx) std::fill_n(dx, static_cast<std::size_t>(s.in_channels) * g.in_channel_stride(), 0.0f);
+    for (int n0 = 0; n0 < n; n0 += nb) {
+      const int cnt = std::min(nb, n - n0);
+      const Eigen::Index rows = static_cast<Eigen::Index>(cnt) * plane;
+      const MatRef dym{dy + static_cast<std::size_t>(n0) * plane, rows, oc, rows_all};
+      im2col(x, g, n0, cnt, col);
+      gemm(MatRef{col, rows, patch, rows}.t(), dym, dwt, /*accumulate=*/true);
+      if (dx) {
+        // The patch matrix is no longer needed: reuse it for its own gradient.
+        gemm(dym, wt.t(), {col, rows, patch, rows});
+        col2im_add(col, g, n0, cnt, dx);
+      }
+    }
+  }
+}
+
+}  // namespace ctnn::ops
