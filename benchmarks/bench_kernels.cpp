@@ -21,6 +21,8 @@
 
 #include <ctnn/ctnn.hpp>
 
+#include <ctnn/ops/winograd.hpp>
+
 #include "bench_common.hpp"
 
 #include <algorithm>
@@ -185,6 +187,103 @@ void bm_col2im(benchmark::State& state, ConvCase c) {
   state.counters["chunk"] = nb;
 }
 
+// ---- 3x3 stride-1 padding-1 convolutions: im2col + GEMM against Winograd -----------------------
+// conv3x3/<algo>/<pass>/<shape>, pass fwd (no bias) or bwd (weight and input gradient together, as
+// Conv2dLayer::backward). algo im2col: Conv2dLayer's own two schedules, restated here so both
+// algorithms run in one process (image-parallel chunks for output planes of 64+ pixels, else
+// chunked im2col with block-split GEMMs). algo wino<m><c|p>: ops/winograd.hpp with tile m,
+// chunked (c) or by transform point (p). GFLOP/s counts the direct convolution's 2*9*Cin*Cout
+// multiply-adds per pixel for every algorithm, so the figures compare as speed.
+enum class ConvAlgo { im2col, wino };
+
+void im2col_conv(const ConvCase& c, bool backward, const float* x, const float* w, float* y, float* dw,
+                 float* dx) {
+  const auto& g = c.g;
+  const int n = g.batch, plane = g.out_plane(), patch = g.patch(), cout = c.out_channels;
+  const bool image_parallel = plane >= 64;
+  const std::size_t per_sample = std::size_t(plane) * patch;
+  const int cap = image_parallel ? std::max(1, (n + 7) / 8) : n;
+  const int nb = static_cast<int>(std::clamp<std::size_t>((std::size_t{1} << 20) / per_sample, 1, cap));
+  const int chunks = (n + nb - 1) / nb;
+  const long rows_all = long(n) * plane;
+  const std::size_t col_floats = std::size_t(nb) * per_sample;
+  const ctnn::ops::MatRef wt{w, patch, cout, patch};
+  if (!image_parallel) {
+    float* col = ctnn::ops::scratch(0, col_floats);
+    for (int n0 = 0; n0 < n; n0 += nb) {
+      const int cnt = std::min(nb, n - n0);
+      const long rows = long(cnt) * plane;
+      ctnn::ops::im2col(x, g, n0, cnt, col);
+      if (!backward) {
+        ctnn::ops::gemm({col, rows, patch, rows}, wt, {y + long(n0) * plane, rows, cout, rows_all});
+        continue;
+      }
+      const ctnn::ops::MatRef dym{y + long(n0) * plane, rows, cout, rows_all};
+      ctnn::ops::gemm(ctnn::ops::MatRef{col, rows, patch, rows}.t(), dym, {dw, patch, cout, patch}, true);
+      ctnn::ops::gemm(dym, wt.t(), {col, rows, patch, rows});
+      ctnn::ops::col2im_add(col, g, n0, cnt, dx);
+    }
+    return;
+  }
+  float* cols = ctnn::ops::scratch(0, col_floats * ctnn::num_threads());
+  const int groups = std::min(chunks, 8);
+  const std::size_t w_floats = std::size_t(patch) * cout;
+  float* partials = ctnn::ops::scratch(1, w_floats * groups);
+  const int items = backward ? groups : chunks;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int it = 0; it < items; ++it) {
+    float* col = cols + col_floats * omp_get_thread_num();
+    const int first = backward ? it * chunks / groups : it, last = backward ? (it + 1) * chunks / groups : it + 1;
+    for (int i = first; i < last; ++i) {
+      const int n0 = i * nb, cnt = std::min(nb, n - n0);
+      const long rows = long(cnt) * plane;
+      ctnn::ops::im2col(x, g, n0, cnt, col, false);
+      const ctnn::ops::MutMatRef out{y + long(n0) * plane, rows, cout, rows_all};
+      if (!backward) {
+        ctnn::ops::gemm_serial({col, rows, patch, rows}, wt, out);
+        continue;
+      }
+      const ctnn::ops::MatRef dym{out.data, rows, cout, rows_all};
+      ctnn::ops::gemm_serial(ctnn::ops::MatRef{col, rows, patch, rows}.t(), dym,
+                             {partials + w_floats * it, patch, cout, patch}, i != first);
+      for (int ch = 0; ch < g.in_channels; ++ch)
+        std::fill_n(dx + ch * g.in_channel_stride() + std::size_t(n0) * g.height * g.width,
+                    std::size_t(cnt) * g.height * g.width, 0.0f);
+      ctnn::ops::gemm_serial(dym, wt.t(), {col, rows, patch, rows});
+      ctnn::ops::col2im_add(col, g, n0, cnt, dx, false);
+    }
+  }
+  if (backward)
+    for (std::size_t e = 0; e < w_floats; ++e) {
+      float s = partials[e];
+      for (int gi = 1; gi < groups; ++gi) s += partials[w_floats * gi + e];
+      dw[e] += s;
+    }
+}
+
+void bm_conv3x3(benchmark::State& state, ConvCase c, ConvAlgo algo, int tile, bool by_point, bool backward) {
+  ctnn::set_num_threads(bench_threads());
+  const auto& g = c.g;
+  const std::size_t in_size = std::size_t(g.in_channels) * g.in_channel_stride(),
+                    out_size = std::size_t(c.out_channels) * g.batch * g.out_plane();
+  auto x = random_floats(in_size), w = random_floats(std::size_t(g.patch()) * c.out_channels),
+       y = random_floats(out_size), dw = random_floats(w.size()), dx = random_floats(in_size);
+  const ctnn::ops::Winograd3x3 s{g.in_channels, c.out_channels, g.height, g.width, g.batch, tile, by_point};
+  for (bool warm = true; warm || state.KeepRunning(); warm = false) {  // first pass: untimed warm-up
+    if (algo == ConvAlgo::im2col) {
+      im2col_conv(c, backward, x.data(), w.data(), y.data(), dw.data(), dx.data());
+    } else if (!backward) {
+      ctnn::ops::winograd_forward(s, x.data(), w.data(), nullptr, y.data());
+    } else {
+      ctnn::ops::winograd_backward_weights(s, x.data(), y.data(), dw.data());
+      ctnn::ops::winograd_backward_data(s, y.data(), w.data(), dx.data());
+    }
+    benchmark::ClobberMemory();
+  }
+  const double flop = 2.0 * g.batch * g.out_plane() * g.patch() * c.out_channels * (backward ? 2 : 1);
+  state.counters["GFLOP/s"] = benchmark::Counter(flop * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 const bool registered = [] {
   ctnn::bench::settle_allocator();
   ctnn::bench::add_thread_context();
@@ -206,6 +305,23 @@ const bool registered = [] {
         ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.2);
     benchmark::RegisterBenchmark(("col2im/" + c.name).c_str(), bm_col2im, c)
         ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.2);
+  }
+  for (const auto& c : network_convs(100)) {
+    if (c.g.kernel != 3 || c.g.stride != 1 || c.g.padding != 1) continue;
+    struct Algo {
+      std::string name;
+      ConvAlgo algo;
+      int tile;
+      bool by_point;
+    };
+    const Algo algos[] = {{"im2col", ConvAlgo::im2col, 0, false}, {"wino2c", ConvAlgo::wino, 2, false},
+                          {"wino2p", ConvAlgo::wino, 2, true},    {"wino4c", ConvAlgo::wino, 4, false},
+                          {"wino4p", ConvAlgo::wino, 4, true}};
+    for (bool bwd : {false, true})
+      for (const auto& a : algos)
+        benchmark::RegisterBenchmark(("conv3x3/" + a.name + (bwd ? "/bwd/" : "/fwd/") + c.name).c_str(), bm_conv3x3,
+                                     c, a.algo, a.tile, a.by_point, bwd)
+            ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.2);
   }
   return true;
 }();

@@ -49,6 +49,9 @@ class Conv2dLayer
   static constexpr bool pointwise = shape.pointwise();
   static constexpr bool image_parallel = shape.image_parallel();
   static constexpr std::size_t col_budget = ops::detail::col_budget;
+  // 3x3 stride-1 padding-1 layers may run as Winograd convolutions (ops::winograd_plan says which).
+  static constexpr ops::Winograd3x3 winograd_plan() { return ops::winograd_plan(shape, 1); }
+  static constexpr bool winograd = winograd_plan().tile != 0;
 
   Param weight, bias;
 

@@ -13,6 +13,8 @@
 //   thread slowed down by another process does not stall the other.
 // - GEMM-parallel (small planes, where a chunk of images makes a thin GEMM against a large weight
 //   that every chunk would have to re-pack): each chunk's product is split over its output.
+// 3x3 stride-1 padding-1 convolutions instead run as Winograd convolutions (ops/winograd.hpp)
+// where that measured faster (winograd_plan below).
 // Chunk and group boundaries depend only on the batch size, and every output element is
 // computed by the same code whichever thread runs it, so results do not depend on thread count.
 #pragma once
@@ -24,6 +26,7 @@
 #include "ctnn/ops/gemm.hpp"
 #include "ctnn/ops/im2col.hpp"
 #include "ctnn/ops/scratch.hpp"
+#include "ctnn/ops/winograd.hpp"
 
 namespace ctnn::ops {
 
@@ -54,6 +57,29 @@ struct ConvShape {
     return {in_channels, height, width, kernel, stride, padding, out_height(), out_width(), n};
   }
 };
+
+// The Winograd convolution for this shape and batch, or tile 0 for im2col + GEMM. Chosen from
+// `CTNN_BENCH_THREADS=2 bench_kernels --benchmark_filter=conv3x3/` (batch 100, 2 threads, AMD
+// EPYC, on a loaded machine) at VGG16's and ResNet50_layer4's shapes:
+// - fewer than 16 input channels (VGG's first layer, Cin = 3): im2col, 2-4x faster; the GEMM is
+//   cheap and transforming 3 channels into 36 points costs more than it saves.
+// - 2x2 planes (ResNet's layer3/layer4 ends, VGG's last stage): im2col, which was faster or level
+//   in 5 of 6 passes; one 4x4 tile per 2x2 output saves less than the transforms cost.
+// - planes of 8x8 and up (VGG's 32x32, 16x16, 8x8): F(4x4, 3x3) by transform point, 1.4-2.5x
+//   faster than im2col.
+// - 3x3 to 7x7 planes (ResNet's 7x7 and 4x4, VGG's 4x4): F(2x2, 3x3), by transform point from 256
+//   input channels (1.6-2.7x), chunked below (1.6-2.2x in the forward, level to 1.7x in the
+//   backward). On a 4x4 plane F(4x4) would compute a 6x6 transform for one 4x4 output. ResNet's
+//   7x7 layer would be as fast with F(4x4), but F(4x4)'s error (about 10x F(2x2)'s,
+//   tests/test_winograd.cpp) moved parity_train_step's worst ReLU flip in ResNet from 1.4e-4 of
+//   its layer's scale to 4.1e-4; with F(2x2) it stays at 1.4e-4, as with im2col.
+constexpr Winograd3x3 winograd_plan(const ConvShape& s, int n) {
+  const int side = std::min(s.height, s.width);
+  if (s.kernel != 3 || s.stride != 1 || s.padding != 1 || s.in_channels < 16 || side <= 2)
+    return {s.in_channels, s.out_channels, s.height, s.width, n, 0, false};
+  if (side >= 8) return {s.in_channels, s.out_channels, s.height, s.width, n, 4, true};
+  return {s.in_channels, s.out_channels, s.height, s.width, n, 2, s.in_channels >= 256};
+}
 
 namespace detail {
 // Upper bound on the floats of one chunk's patch matrix: large enough for efficient GEMMs, small
@@ -147,6 +173,7 @@ inline void conv2d_backward_image_parallel(const ConvShape& s, int n, const floa
 // y = conv(x, w) + b for a batch of n samples. w is PyTorch's [Cout][Cin][K][K], used as the
 // (Cin*K*K x Cout) column-major matrix it already is.
 inline void conv2d_forward(const ConvShape& s, int n, const float* x, const float* w, const float* b, float* y) {
+  if (const auto wg = winograd_plan(s, n); wg.tile) return winograd_forward(wg, x, w, b, y);  // bias included
   if (s.image_parallel()) return detail::conv2d_forward_image_parallel(s, n, x, w, b, y);  // bias included
   const int plane = s.out_plane(), patch = s.patch(), oc = s.out_channels;
   const Eigen::Index rows_all = static_cast<Eigen::Index>(n) * plane;
@@ -182,7 +209,10 @@ inline void conv2d_backward(const ConvShape& s, int n, const float* x, const flo
   const MatRef wt{w, patch, oc, patch};
   const MutMatRef dwt{dw, patch, oc, patch};
   add_channel_sums(dy, oc, static_cast<std::size_t>(rows_all), db);
-  if (s.pointwise()) {
+  if (const auto wg = winograd_plan(s, n); wg.tile) {
+    winograd_backward_weights(wg, x, dy, dw);
+    if (dx) winograd_backward_data(wg, dy, w, dx);
+  } else if (s.pointwise()) {
     const MatRef xm{x, rows_all, s.in_channels, rows_all};
     const MatRef dym{dy, rows_all, oc, rows_all};
     gemm(xm.t(), dym, dwt, /*accumulate=*/true);
