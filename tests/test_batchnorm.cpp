@@ -72,3 +72,50 @@ TEST_CASE("BatchNorm refuses to train on a single value per channel") {
   net.eval();
   CHECK_NOTHROW(net.forward(random_batch<Features<4>>(1, 1)));
 }
+
+TEST_CASE("BatchNorm on a share of the batch with its sums exchanged normalises as on the whole batch") {
+  // The whole batch is two copies of the same 4 samples, so the other share's sums equal this
+  // share's: the stand-in for the all-reduce doubles them.
+  using In = Shape<3, 2, 2>;
+  const auto half = random_batch<In>(4, 7);
+  std::vector<float> twice = half.to_nchw();
+  twice.insert(twice.end(), twice.begin(), twice.end());
+  Batch<In> whole(8);
+  whole.from_nchw(twice.data(), 8);
+  const auto dy_half = random_batch<In>(4, 8);
+  std::vector<float> dy_twice = dy_half.to_nchw();
+  dy_twice.insert(dy_twice.end(), dy_twice.begin(), dy_twice.end());
+  Batch<In> dy_whole(8);
+  dy_whole.from_nchw(dy_twice.data(), 8);
+
+  Network<In, Sequential<BatchNorm2d<3>>> alone(1), shared(1);
+  Batch<In> dx_whole, dx_half;
+  const auto y_whole = alone.forward(whole).to_nchw();
+  alone.backward(whole, dy_whole, dx_whole);
+  std::vector<float> y_half;
+  {
+    BatchShard s;
+    s.global = 8;
+    s.allreduce = [](double* v, std::size_t n, void*) {
+      for (std::size_t i = 0; i < n; ++i) v[i] *= 2;
+    };
+    ShardScope scope(s);
+    y_half = shared.forward(half).to_nchw();
+    shared.backward(half, dy_half, dx_half);
+  }
+  const auto dx_w = dx_whole.to_nchw(), dx_h = dx_half.to_nchw();
+  for (std::size_t i = 0; i < y_half.size(); ++i) {
+    CHECK(y_half[i] == doctest::Approx(y_whole[i]).epsilon(1e-6));
+    CHECK(dx_h[i] == doctest::Approx(dx_w[i]).epsilon(1e-5));
+  }
+  auto& a = alone.root().get<0>();
+  auto& b = shared.root().get<0>();
+  for (int c = 0; c < 3; ++c) {
+    // running_var's unbiased estimate uses the global count (8 - 1), not the share's (4 - 1).
+    CHECK(b.running_mean[c] == doctest::Approx(a.running_mean[c]).epsilon(1e-6));
+    CHECK(b.running_var[c] == doctest::Approx(a.running_var[c]).epsilon(1e-6));
+    // Parameter gradients are this share's part: the gradient all-reduce adds the shares.
+    CHECK(2 * b.weight.gradient()[c] == doctest::Approx(a.weight.gradient()[c]).epsilon(1e-5));
+    CHECK(2 * b.bias.gradient()[c] == doctest::Approx(a.bias.gradient()[c]).epsilon(1e-5));
+  }
+}

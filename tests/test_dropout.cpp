@@ -54,3 +54,22 @@ TEST_CASE("Dropout masks come from the seed: same seed same masks, at any thread
   CHECK(one != other);
   CHECK(!std::equal(one.begin(), one.begin() + one.size() / 2, one.begin() + one.size() / 2));
 }
+
+TEST_CASE("Dropout on a share of the batch draws the whole batch's masks for its samples") {
+  Network<Features<64>, Sequential<Dropout<0.5>>> whole_net(11), share_net(11);
+  Batch<Features<64>> whole(8), share(3);
+  whole.fill(1.0f);
+  share.fill(1.0f);
+  const auto all = whole_net.forward(whole).to_nchw();  // (n, c) order
+  BatchShard s;
+  s.offset = 4;  // samples 4, 5, 6 of a batch of 8
+  s.global = 8;
+  std::vector<float> part;
+  {
+    ShardScope scope(s);
+    part = share_net.forward(share).to_nchw();
+  }
+  CHECK(std::equal(part.begin(), part.end(), all.begin() + 4 * 64));
+  CHECK(current_shard().global == 0);  // the scope restored the whole-batch default
+  CHECK(!std::equal(part.begin(), part.end(), all.begin()));
+}

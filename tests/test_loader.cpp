@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -405,4 +406,51 @@ TEST_CASE("Starting an epoch at batch k yields exactly that epoch's batches from
   CHECK(!resumed.next(b));
   CHECK_THROWS_AS(resumed.start_epoch(0, resumed.num_batches() + 1), std::invalid_argument);
   CHECK_THROWS_AS(resumed.start_epoch(0, -1), std::invalid_argument);
+}
+
+TEST_CASE("Shards of a batch are its contiguous parts: together they are the unsharded batch") {
+  const Dataset data = make_synthetic_cifar(23, 5);
+  auto options = LoaderOptions::train(4, 10);
+  options.prefetch = false;
+  DataLoader whole(data, options);
+  std::vector<LoaderBatch> parts(3);
+  std::vector<std::unique_ptr<DataLoader>> shards;
+  for (int r = 0; r < 3; ++r) {
+    auto o = options;
+    o.shard = {r, 3};
+    shards.push_back(std::make_unique<DataLoader>(data, o));
+    shards.back()->start_epoch(1);
+  }
+  whole.start_epoch(1);
+  LoaderBatch b;
+  int batches = 0;
+  while (whole.next(b)) {
+    ++batches;
+    std::vector<float> images;
+    std::vector<int> labels;
+    int expected_offset = 0;
+    for (int r = 0; r < 3; ++r) {
+      REQUIRE(shards[r]->next(parts[r]));
+      CHECK(parts[r].global_size == b.size());
+      CHECK(parts[r].offset == expected_offset);
+      CHECK(parts[r].size() == (b.size() * (r + 1)) / 3 - (b.size() * r) / 3);  // as even as can be
+      expected_offset += parts[r].size();
+      const auto img = parts[r].images.to_nchw();
+      images.insert(images.end(), img.begin(), img.end());
+      labels.insert(labels.end(), parts[r].labels.begin(), parts[r].labels.end());
+    }
+    CHECK(images == b.images.to_nchw());  // same shuffle, same crops and flips per position
+    CHECK(labels == b.labels);
+  }
+  CHECK(batches == 3);  // 10, 10 and 3 images
+  for (auto& s : shards) CHECK(!s->next(b));
+
+  auto too_many = options;
+  too_many.shard = {0, 4};  // the last batch has 3 images
+  CHECK_THROWS_AS(DataLoader(data, too_many), std::invalid_argument);
+  too_many.drop_last = true;
+  CHECK_NOTHROW(DataLoader(data, too_many));
+  auto bad = options;
+  bad.shard = {3, 3};
+  CHECK_THROWS_AS(DataLoader(data, bad), std::invalid_argument);
 }

@@ -47,3 +47,21 @@ TEST_CASE("argmax picks the largest logit, the first of a tie") {
   CHECK(argmax(logits, 0) == 2);
   CHECK(argmax(logits, 1) == 0);
 }
+
+TEST_CASE("CrossEntropyLoss over shares of a batch: the parts add up to the whole batch's mean") {
+  const auto logits = random_batch<Features<10>>(6, 3);
+  const std::vector<int> labels{1, 4, 9, 0, 4, 7};
+  const auto rows = logits.to_nchw();
+  CrossEntropyLoss<10> whole, first, second;
+  const float total = whole.forward(logits, labels);
+  Batch<Features<10>> a(2), b(4);
+  a.from_nchw(rows.data(), 2);
+  b.from_nchw(rows.data() + 20, 4);
+  const float part_a = first.forward(a, std::span<const int>(labels).first(2), 6);
+  const float part_b = second.forward(b, std::span<const int>(labels).last(4), 6);
+  CHECK(part_a + part_b == doctest::Approx(total).epsilon(1e-6));
+  const auto g = whole.grad().to_nchw(), ga = first.grad().to_nchw(), gb = second.grad().to_nchw();
+  CHECK(std::equal(ga.begin(), ga.end(), g.begin()));  // the same per-sample gradient, bit for bit
+  CHECK(std::equal(gb.begin(), gb.end(), g.begin() + 20));
+  CHECK_THROWS_AS(first.forward(b, std::span<const int>(labels).last(4), 3), std::invalid_argument);
+}

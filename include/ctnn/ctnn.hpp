@@ -7,6 +7,7 @@
 #include "ctnn/core/tensor.hpp"
 #include "ctnn/core/threading.hpp"
 #include "ctnn/core/grad_mode.hpp"
+#include "ctnn/core/shard.hpp"
 
 #include "ctnn/layers/batchnorm.hpp"
 #include "ctnn/layers/conv2d.hpp"

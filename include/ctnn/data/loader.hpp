@@ -61,6 +61,14 @@ struct LoaderOptions {
   // ones). The values never depend on this setting.
   int threads = 0;
   Normalize normalize = Normalize::cifar10();
+  // Data-parallel training (ctnn/dist/): this process is `rank` of `count`, and each batch it
+  // yields is its contiguous share of the global batch (batch_size samples, split as evenly as
+  // possible: rank r takes [n r / count, n (r + 1) / count)). Every process draws the same
+  // shuffle and the same augmentation for each global position, so the global batch is the
+  // same at any process count.
+  struct Shard {
+    int rank = 0, count = 1;
+  } shard;
 
   // The assignment's training loader: shuffled, augmented.
   static LoaderOptions train(std::uint64_t seed, int batch_size = 100) {
@@ -86,6 +94,8 @@ struct LoaderBatch {
   std::vector<int> indices;  // indices[n] is sample n's index in the Dataset
   int epoch = 0;
   int index = 0;             // batch number within the epoch
+  int offset = 0;            // position of sample 0 in the global batch (LoaderOptions::shard)
+  int global_size = 0;       // samples in the global batch (size() when not sharded)
 
   int size() const { return images.batch(); }
 };
@@ -184,6 +194,15 @@ class DataLoader {
     const int b = options_.batch_size;
     num_batches_ = options_.drop_last ? n / b : (n + b - 1) / b;
     epoch_size_ = options_.drop_last ? num_batches_ * b : n;
+    const auto& sh = options_.shard;
+    if (sh.count < 1 || sh.rank < 0 || sh.rank >= sh.count)
+      throw std::invalid_argument("ctnn::data::DataLoader: shard " + std::to_string(sh.rank) + " of " +
+                                  std::to_string(sh.count) + " does not exist");
+    const int smallest = num_batches_ == 0 ? b : epoch_size_ - (num_batches_ - 1) * b;
+    if (num_batches_ > 0 && smallest < sh.count)
+      throw std::invalid_argument("ctnn::data::DataLoader: a batch of " + std::to_string(smallest) +
+                                  " samples cannot be shared by " + std::to_string(sh.count) +
+                                  " processes (a larger batch_size, or drop_last)");
   }
   // A temporary Dataset would dangle; keep the data set in a variable instead.
   DataLoader(const Dataset&&, LoaderOptions = {}) = delete;
@@ -269,8 +288,14 @@ class DataLoader {
   // drawn crop offsets are always in range), which matters because an exception may not leave
   // an OpenMP region.
   void build(int k, int threads, LoaderBatch& out) const {
-    const int begin = k * options_.batch_size;
-    const int n = std::min(options_.batch_size, data_->size() - begin);
+    const int global_n = std::min(options_.batch_size, data_->size() - k * options_.batch_size);
+    const auto& sh = options_.shard;
+    const int lo = static_cast<int>(static_cast<long>(global_n) * sh.rank / sh.count);
+    const int hi = static_cast<int>(static_cast<long>(global_n) * (sh.rank + 1) / sh.count);
+    const int begin = k * options_.batch_size + lo;
+    const int n = hi - lo;
+    out.offset = lo;
+    out.global_size = global_n;
     out.images.resize(n);
     out.labels.resize(static_cast<std::size_t>(n));
     out.indices.resize(static_cast<std::size_t>(n));

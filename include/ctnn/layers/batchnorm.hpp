@@ -1,10 +1,12 @@
 // BatchNorm2d and BatchNorm1d, with PyTorch's CPU arithmetic.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
 
+#include "ctnn/core/shard.hpp"
 #include "ctnn/layers/layer.hpp"
 #include "ctnn/ops/batchnorm.hpp"
 
@@ -56,21 +58,30 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
     auto& y = this->y_;
     y.resize(x.batch());
     const std::size_t m = x.channel_stride();
+    const ops::BatchNormSync s = sync(x.batch());
     if (this->training_) {
-      if (m < 2) throw std::invalid_argument("BatchNorm: training needs more than one value per channel");
+      if (std::max(m, s.total) < 2) throw std::invalid_argument("BatchNorm: training needs more than one value per channel");
       ++num_batches_tracked;
     }
-    ops::batchnorm_forward(x.data(), y.data(), C, m, this->training_, state());
+    ops::batchnorm_forward(x.data(), y.data(), C, m, this->training_, state(), s);
     return y;
   }
 
   void backward(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx) {
     if (dx) dx->resize(x.batch());
     ops::batchnorm_backward(x.data(), dy.data(), dx ? dx->data() : nullptr, C, x.channel_stride(),
-                            this->training_, state(), weight.grad, bias.grad);
+                            this->training_, state(), weight.grad, bias.grad, sync(x.batch()));
   }
 
  private:
+  // Statistics over the global batch when this process trains on a share of it with the
+  // shards' sums exchanged (SyncBatchNorm, see core/shard.hpp); its own batch otherwise.
+  static ops::BatchNormSync sync(int n) {
+    const BatchShard& s = current_shard();
+    if (!s.allreduce) return {};
+    return {static_cast<std::size_t>(s.global_size(n)) * In::plane, s.allreduce, s.context};
+  }
+
   ops::BatchNormState state() {
     return {weight.value, bias.value, running_mean.data(), running_var.data(), save_mean_.data(), save_invstd_.data()};
   }

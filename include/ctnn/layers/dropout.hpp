@@ -6,6 +6,7 @@
 #include <sstream>
 #include <string>
 
+#include "ctnn/core/shard.hpp"
 #include "ctnn/layers/layer.hpp"
 
 namespace ctnn {
@@ -43,9 +44,16 @@ class DropoutLayer : public LeafLayer<DropoutLayer<In, DefaultP>, In, In> {
     const std::uint64_t draw = draws++;
     const float* px = x.data();
     float* py = y.data();
+    // A value's counter is its index in the global batch (core/shard.hpp), so a process that
+    // trains on a share of the batch draws the same masks for its samples as one process would.
+    const BatchShard& shard = current_shard();
+    const std::size_t run = static_cast<std::size_t>(x.batch()) * In::plane;  // one channel
+    const std::size_t extra = static_cast<std::size_t>(shard.global_size(x.batch()) - x.batch()) * In::plane;
+    const std::size_t shift = static_cast<std::size_t>(shard.offset) * In::plane;
 #pragma omp parallel for schedule(static) if (n > (1u << 15))
     for (std::size_t i = 0; i < n; ++i) {
-      mask_[i] = counter_uniform(seed_, draw, i) < p ? 0.0f : scale;
+      const std::uint64_t key = i + (i / run) * extra + shift;
+      mask_[i] = counter_uniform(seed_, draw, key) < p ? 0.0f : scale;
       py[i] = px[i] * mask_[i];
     }
     return y;

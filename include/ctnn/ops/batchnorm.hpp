@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <vector>
 
 namespace ctnn::ops {
 
@@ -20,37 +21,85 @@ struct BatchNormState {
 inline constexpr double batchnorm_eps = 1e-5;
 inline constexpr float batchnorm_momentum = 0.1f;
 
+// Values per channel over every process's share of the batch, and how to sum across them
+// (SyncBatchNorm, ctnn/dist/); the default is one process with the whole batch.
+struct BatchNormSync {
+  std::size_t total = 0;  // values per channel in the global batch; 0 = this share is the batch
+  void (*allreduce)(double* values, std::size_t count, void* context) = nullptr;
+  void* context = nullptr;
+  bool active() const { return allreduce != nullptr; }
+};
+
+namespace detail {
+inline double channel_sum(const float* p, std::size_t m) {
+  double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (std::size_t i = 0; i < m; ++i) sum += p[i];
+  return sum;
+}
+inline double channel_squared_deviations(const float* p, std::size_t m, double mean) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (std::size_t i = 0; i < m; ++i) {
+    const double d = p[i] - mean;
+    s += d * d;
+  }
+  return s;
+}
+// Channel c from its batch mean and sum of squared deviations over `total` values: running
+// statistics, what backward needs, and y.
+inline void batchnorm_batch_channel(const float* px, float* py, std::size_t m, std::size_t total, int c,
+                                    double mean_d, double var_sum_d, const BatchNormState& st) {
+  const float mean = static_cast<float>(mean_d);
+  const float var_sum = static_cast<float>(var_sum_d);
+  const float invstd = static_cast<float>(1.0 / std::sqrt(var_sum / static_cast<double>(total) + batchnorm_eps));
+  const float momentum = batchnorm_momentum;
+  st.running_mean[c] = momentum * mean + (1 - momentum) * st.running_mean[c];
+  const double unbiased = var_sum / static_cast<double>(total - 1);
+  st.running_var[c] = static_cast<float>(momentum * unbiased + (1 - momentum) * st.running_var[c]);
+  st.save_mean[c] = mean;
+  st.save_invstd[c] = invstd;
+  const float alpha = invstd * st.weight[c];
+  const float beta = st.bias[c] - mean * alpha;
+  for (std::size_t i = 0; i < m; ++i) py[i] = px[i] * alpha + beta;
+}
+}  // namespace detail
+
 // Normalises `channels` runs of m values of x into y. With batch statistics (training) it uses
 // the biased batch variance and updates the running statistics with the unbiased one; otherwise
-// the running statistics. m >= 2 with batch statistics (the caller checks).
+// the running statistics. m >= 2 with batch statistics (the caller checks). With an active
+// `sync` the statistics are those of the global batch: the per-channel sums are all-reduced
+// (two exchanges of `channels` doubles), so every process normalises as one process would.
 inline void batchnorm_forward(const float* x, float* y, int channels, std::size_t m, bool batch_stats,
-                              const BatchNormState& st) {
-#pragma omp parallel for schedule(static) if (channels * m > (1u << 15))
+                              const BatchNormState& st, const BatchNormSync& sync = {}) {
+  const bool parallel = channels * m > (1u << 15);
+  if (batch_stats && sync.active()) {
+    const std::size_t total = sync.total;
+    std::vector<double> sums(static_cast<std::size_t>(channels)), devs(sums.size());
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int c = 0; c < channels; ++c) sums[c] = detail::channel_sum(x + c * m, m);
+    sync.allreduce(sums.data(), sums.size(), sync.context);
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int c = 0; c < channels; ++c)
+      devs[c] = detail::channel_squared_deviations(x + c * m, m, sums[c] / static_cast<double>(total));
+    sync.allreduce(devs.data(), devs.size(), sync.context);
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int c = 0; c < channels; ++c)
+      detail::batchnorm_batch_channel(x + c * m, y + c * m, m, total, c, sums[c] / static_cast<double>(total),
+                                      devs[c], st);
+    return;
+  }
+#pragma omp parallel for schedule(static) if (parallel)
   for (int c = 0; c < channels; ++c) {
     const float* px = x + c * m;
-    float mean, invstd;
     if (batch_stats) {
-      double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-      for (std::size_t i = 0; i < m; ++i) sum += px[i];
-      const double mean_d = sum / static_cast<double>(m);
-      double var_sum_d = 0.0;
-#pragma omp simd reduction(+ : var_sum_d)
-      for (std::size_t i = 0; i < m; ++i) {
-        const double d = px[i] - mean_d;
-        var_sum_d += d * d;
-      }
-      mean = static_cast<float>(mean_d);
-      const float var_sum = static_cast<float>(var_sum_d);
-      invstd = static_cast<float>(1.0 / std::sqrt(var_sum / static_cast<double>(m) + batchnorm_eps));
-      const float momentum = batchnorm_momentum;
-      st.running_mean[c] = momentum * mean + (1 - momentum) * st.running_mean[c];
-      const double unbiased = var_sum / static_cast<double>(m - 1);
-      st.running_var[c] = static_cast<float>(momentum * unbiased + (1 - momentum) * st.running_var[c]);
-    } else {
-      mean = st.running_mean[c];
-      invstd = static_cast<float>(1.0 / std::sqrt(static_cast<double>(st.running_var[c]) + batchnorm_eps));
+      const double mean_d = detail::channel_sum(px, m) / static_cast<double>(m);
+      detail::batchnorm_batch_channel(px, y + c * m, m, m, c, mean_d,
+                                      detail::channel_squared_deviations(px, m, mean_d), st);
+      continue;
     }
+    const float mean = st.running_mean[c];
+    const float invstd = static_cast<float>(1.0 / std::sqrt(static_cast<double>(st.running_var[c]) + batchnorm_eps));
     st.save_mean[c] = mean;
     st.save_invstd[c] = invstd;
     const float alpha = invstd * st.weight[c];
@@ -61,10 +110,31 @@ inline void batchnorm_forward(const float* x, float* y, int channels, std::size_
 }
 
 // Adds the weight and bias gradients into dweight and dbias, and overwrites dx (unless null)
-// with the input gradient; `batch_stats` as in the forward it differentiates.
+// with the input gradient; `batch_stats` and `sync` as in the forward it differentiates. Under an
+// active sync, dweight and dbias get this share's part (the gradient all-reduce adds the
+// shares), while dx needs the global sums, which are all-reduced once (2 x channels doubles).
 inline void batchnorm_backward(const float* x, const float* dy, float* dx, int channels, std::size_t m,
-                               bool batch_stats, const BatchNormState& st, float* dweight, float* dbias) {
-#pragma omp parallel for schedule(static) if (channels * m > (1u << 15))
+                               bool batch_stats, const BatchNormState& st, float* dweight, float* dbias,
+                               const BatchNormSync& sync = {}) {
+  const bool parallel = channels * m > (1u << 15);
+  const bool synced = batch_stats && sync.active() && dx;
+  std::vector<double> sums(synced ? 2 * static_cast<std::size_t>(channels) : 0);
+  // The input gradient of channel c from the (global) sums of dy and of (x - mean) * dy.
+  auto input_grad = [&](int c, double sum, double dotp, std::size_t total) {
+    const float* px = x + c * m;
+    const float* pg = dy + c * m;
+    float* pd = dx + c * m;
+    const float mean = st.save_mean[c], invstd = st.save_invstd[c], w = st.weight[c];
+    if (batch_stats) {
+      // The mean and variance depend on x too: subtract their share of the gradient.
+      const float k = static_cast<float>(dotp * invstd * invstd / static_cast<double>(total));
+      const float grad_mean = static_cast<float>(sum / static_cast<double>(total));
+      for (std::size_t i = 0; i < m; ++i) pd[i] = (pg[i] - grad_mean - (px[i] - mean) * k) * invstd * w;
+    } else {
+      for (std::size_t i = 0; i < m; ++i) pd[i] = pg[i] * invstd * w;
+    }
+  };
+#pragma omp parallel for schedule(static) if (parallel)
   for (int c = 0; c < channels; ++c) {
     const float* px = x + c * m;
     const float* pg = dy + c * m;
@@ -77,18 +147,17 @@ inline void batchnorm_backward(const float* x, const float* dy, float* dx, int c
     }
     dweight[c] += static_cast<float>(dotp * invstd);
     dbias[c] += static_cast<float>(sum);
-    if (!dx) continue;
-    float* pd = dx + c * m;
-    const float w = st.weight[c];
-    if (batch_stats) {
-      // The mean and variance depend on x too: subtract their share of the gradient.
-      const float k = static_cast<float>(dotp * invstd * invstd / static_cast<double>(m));
-      const float grad_mean = static_cast<float>(sum / static_cast<double>(m));
-      for (std::size_t i = 0; i < m; ++i) pd[i] = (pg[i] - grad_mean - (px[i] - mean) * k) * invstd * w;
-    } else {
-      for (std::size_t i = 0; i < m; ++i) pd[i] = pg[i] * invstd * w;
+    if (synced) {
+      sums[2 * c] = sum;
+      sums[2 * c + 1] = dotp;
+    } else if (dx) {
+      input_grad(c, sum, dotp, m);
     }
   }
+  if (!synced) return;
+  sync.allreduce(sums.data(), sums.size(), sync.context);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int c = 0; c < channels; ++c) input_grad(c, sums[2 * c], sums[2 * c + 1], sync.total);
 }
 
 }  // namespace ctnn::ops

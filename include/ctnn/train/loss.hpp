@@ -16,19 +16,26 @@ class CrossEntropyLoss {
   using Logits = Batch<Features<Classes>>;
 
   // Returns the loss and keeps d(loss)/d(logits) for grad(). Labels must be in [0, Classes).
-  float forward(const Logits& logits, std::span<const int> labels) {
+  // `mean_over` (data-parallel training, ctnn/dist/): the size of the global batch these n
+  // samples are a share of; the loss and its gradient are then this share's part of the global
+  // mean (its sum over the batch divided by mean_over), and the shares' parts add up to it.
+  float forward(const Logits& logits, std::span<const int> labels, int mean_over = 0) {
     const int n = logits.batch();
     if (static_cast<int>(labels.size()) != n)
       throw std::invalid_argument("CrossEntropyLoss: " + std::to_string(labels.size()) + " labels for a batch of " +
                                   std::to_string(n));
     if (n == 0) throw std::invalid_argument("CrossEntropyLoss: empty batch");
+    if (mean_over != 0 && mean_over < n)
+      throw std::invalid_argument("CrossEntropyLoss: a share of " + std::to_string(n) +
+                                  " samples of a global batch of " + std::to_string(mean_over));
+    const int denominator = mean_over ? mean_over : n;
     for (int i = 0; i < n; ++i)
       if (labels[i] < 0 || labels[i] >= Classes)
         throw std::invalid_argument("CrossEntropyLoss: label " + std::to_string(labels[i]) + " of sample " +
                                     std::to_string(i) + " is outside [0, " + std::to_string(Classes) + ")");
     grad_.resize(n);
     float total = 0.0f;
-    const float inv_n = 1.0f / static_cast<float>(n);
+    const float inv_n = 1.0f / static_cast<float>(denominator);
     for (int i = 0; i < n; ++i) {
       // Stable log-softmax: shift by the maximum before exponentiating.
       float mx = logits(i, 0, 0, 0);
@@ -43,7 +50,7 @@ class CrossEntropyLoss {
         grad_(i, k, 0, 0) = std::exp(log_p) * inv_n - (k == labels[i] ? inv_n : 0.0f);
       }
     }
-    return total / static_cast<float>(n);
+    return total / static_cast<float>(denominator);
   }
 
   const Logits& grad() const { return grad_; }

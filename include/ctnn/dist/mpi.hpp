@@ -1,0 +1,122 @@
+// Thin RAII over the MPI C API: what ctnn's data-parallel training needs, nothing more.
+//
+// Optional: only code that includes ctnn/dist/ needs MPI (CMake target ctnn::mpi, which adds
+// MPI::MPI_CXX to ctnn::ctnn). Every call checks its return code; MPI's default error handler
+// already aborts the job on communication errors, so the checks catch misuse, not the network.
+#pragma once
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ctnn::dist {
+
+namespace detail {
+inline void check(int rc, const char* what) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  throw std::runtime_error(std::string("ctnn::dist: ") + what + " failed: " + std::string(text, static_cast<std::size_t>(len)));
+}
+// MPI counts are int: longer buffers go in pieces.
+inline constexpr std::size_t max_count = static_cast<std::size_t>(std::numeric_limits<int>::max());
+}  // namespace detail
+
+// MPI_Init_thread on construction, MPI_Finalize on destruction: one per program, in main().
+// MPI_THREAD_FUNNELED: ctnn's OpenMP threads never call MPI; only the thread that runs the
+// training step does.
+class Environment {
+ public:
+  Environment(int& argc, char**& argv) {
+    int provided = 0;
+    detail::check(MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+    if (provided < MPI_THREAD_FUNNELED) {
+      MPI_Finalize();
+      throw std::runtime_error("ctnn::dist: this MPI library does not support MPI_THREAD_FUNNELED");
+    }
+  }
+  ~Environment() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+  }
+  Environment(const Environment&) = delete;
+  Environment& operator=(const Environment&) = delete;
+};
+
+// A communicator (MPI_COMM_WORLD by default; not owned). The collective calls must be made by
+// every process of the communicator, in the same order.
+class Communicator {
+ public:
+  explicit Communicator(MPI_Comm comm = MPI_COMM_WORLD) : comm_(comm) {
+    detail::check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+    detail::check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  }
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  MPI_Comm handle() const { return comm_; }
+
+  // Element-wise sum over every process, in place; every process gets the same result.
+  void allreduce_sum(std::span<float> v) const { allreduce(v.data(), v.size(), MPI_FLOAT); }
+  void allreduce_sum(std::span<double> v) const { allreduce(v.data(), v.size(), MPI_DOUBLE); }
+  void allreduce_sum(std::span<std::int64_t> v) const { allreduce(v.data(), v.size(), MPI_INT64_T); }
+
+  // Process `root`'s bytes, on every process.
+  void broadcast(std::string& s, int root = 0) const {
+    std::uint64_t n = s.size();
+    detail::check(MPI_Bcast(&n, 1, MPI_UINT64_T, root, comm_), "MPI_Bcast");
+    s.resize(n);
+    for (std::size_t at = 0; at < n; at += detail::max_count)
+      detail::check(MPI_Bcast(s.data() + at, static_cast<int>(std::min<std::size_t>(n - at, detail::max_count)),
+                              MPI_CHAR, root, comm_),
+                    "MPI_Bcast");
+  }
+  void broadcast(std::span<float> v, int root = 0) const {
+    for (std::size_t at = 0; at < v.size(); at += detail::max_count)
+      detail::check(MPI_Bcast(v.data() + at, static_cast<int>(std::min(v.size() - at, detail::max_count)), MPI_FLOAT,
+                              root, comm_),
+                    "MPI_Bcast");
+  }
+
+  // Whether `flag` holds on any process.
+  bool any(bool flag) const {
+    int in = flag ? 1 : 0, out = 0;
+    detail::check(MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_LOR, comm_), "MPI_Allreduce");
+    return out != 0;
+  }
+
+  void barrier() const { detail::check(MPI_Barrier(comm_), "MPI_Barrier"); }
+
+  // Ends every process of the job with `code` (the launcher reports it). For a failure on one
+  // process that the others cannot know about: they would otherwise wait for it forever.
+  [[noreturn]] void abort(int code) const {
+    MPI_Abort(comm_, code);
+    std::_Exit(code);  // MPI_Abort does not return; this satisfies [[noreturn]]
+  }
+
+ private:
+  void allreduce(void* data, std::size_t n, MPI_Datatype type) const {
+    int bytes = 0;
+    MPI_Type_size(type, &bytes);
+    auto* p = static_cast<char*>(data);
+    for (std::size_t at = 0; at < n; at += detail::max_count)
+      detail::check(MPI_Allreduce(MPI_IN_PLACE, p + at * static_cast<std::size_t>(bytes),
+                                  static_cast<int>(std::min(n - at, detail::max_count)), type, MPI_SUM, comm_),
+                    "MPI_Allreduce");
+  }
+
+  MPI_Comm comm_;
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace ctnn::dist

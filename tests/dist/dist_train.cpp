@@ -1,0 +1,218 @@
+// Data-parallel training as a user writes it (the README's loop plus ctnn::dist), for the `mpi`
+// tests: trains a network for a few steps on synthetic data under mpiexec and writes what it
+// learnt, so that runs at different process counts, thread counts and BatchNorm modes can be
+// compared; and compares two such files.
+//
+//   dist_train --model small|resnet50 --steps K --batch B --out FILE [--local-bn] [--threads T]
+//              [--seed S] [--lr LR] [--optimizer adam|sgd] [--data DIR]
+//   dist_train --compare A B --max-diff X      exit 0 if every loss and state value agrees within
+//                                              X (relative to the largest magnitude of its tensor)
+//   dist_train --compare A B --differ X        exit 0 only if some value differs by more than X
+//   dist_train --compare A B --within C D F    exit 0 if A and B are at most F times as far apart
+//                                              as C and D (Euclidean distance over every value):
+//                                              C and D are two correct runs that add in another
+//                                              order (--rotate), the network's own rounding noise
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctnn/ctnn.hpp>
+#include <ctnn/dist/data_parallel.hpp>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+using namespace ctnn;
+
+namespace {
+
+// Small enough to train in milliseconds, with every layer kind that sees the batch: BatchNorm2d,
+// BatchNorm1d and Dropout.
+using Small = Network<Shape<3, 32, 32>,
+                      Sequential<Conv2d<3, 8, 3, 1, 1>, BatchNorm2d<8>, ReLU, MaxPool2d<4>, Conv2d<8, 16, 3, 1, 1>,
+                                 BatchNorm2d<16>, ReLU, MaxPool2d<4>, Flatten, Linear<64, 32>, BatchNorm1d<32>, ReLU,
+                                 Dropout<>, Linear<32, 10>>>;
+
+struct Options {
+  std::string model = "small", out, data;
+  int steps = 3, batch = 16, threads = 0;
+  std::uint64_t seed = 1;
+  double lr = 1e-3;
+  bool local_bn = false, rotate = false;
+  std::string optimizer = "adam";
+};
+
+// Every float of the network's state (parameters and buffers), in state_dict order.
+struct Collect : StateVisitor {
+  std::vector<std::pair<std::string, std::vector<float>>> tensors;
+  void parameter(const std::string& name, const TensorShape&, Param& p) override {
+    tensors.emplace_back(name, std::vector<float>(p.value, p.value + p.numel));
+  }
+  void buffer(const std::string& name, const TensorShape&, std::span<float> v) override {
+    tensors.emplace_back(name, std::vector<float>(v.begin(), v.end()));
+  }
+  void counter(const std::string& name, std::int64_t& v) override {
+    tensors.emplace_back(name, std::vector<float>{static_cast<float>(v)});
+  }
+};
+
+// Moves the second half of the batch's samples to the front: the same global batch, summed in
+// another order (weight gradients add over the batch), a correct run that rounds differently.
+void rotate_half(data::LoaderBatch& b) {
+  const int n = b.size(), h = n / 2;
+  const std::size_t plane = data::ImageBatch::shape::plane;
+  std::vector<float> tmp(b.images.size());
+  for (int c = 0; c < data::ImageBatch::shape::channels; ++c)
+    for (int i = 0; i < n; ++i)
+      std::copy_n(b.images.data() + (static_cast<std::size_t>(c) * n + (i + h) % n) * plane, plane,
+                  tmp.data() + (static_cast<std::size_t>(c) * n + i) * plane);
+  std::copy(tmp.begin(), tmp.end(), b.images.data());
+  std::rotate(b.labels.begin(), b.labels.begin() + h, b.labels.end());
+}
+
+template <class Net>
+int train(const dist::Communicator& comm, const Options& o) {
+  data::Dataset set = o.data.empty() ? data::make_synthetic_cifar(o.batch * o.steps, o.seed)
+                                     : data::load_cifar10(o.data, data::Split::test);
+  auto lo = data::LoaderOptions::train(o.seed, o.batch);
+  lo.shard = dist::shard_of(comm);
+  data::DataLoader loader(set, lo);
+  auto net = std::make_unique<Net>(o.seed);
+  // SGD for comparisons across process counts: Adam divides each gradient by its own running
+  // magnitude, so a parameter whose exact gradient is zero (a convolution's bias before a
+  // BatchNorm) takes full-size steps in the direction of its rounding noise, in any framework,
+  // and two correct runs that round differently move it apart by up to 2 lr per step.
+  Adam adam(*net, {.lr = o.lr});
+  SGD sgd(*net, {.lr = o.lr, .momentum = 0.9});
+  auto step_optimizer = [&] { o.optimizer == "sgd" ? sgd.step() : adam.step(); };
+  CrossEntropyLoss<10> criterion;
+  const auto bn = o.local_bn ? dist::BatchNormMode::local : dist::BatchNormMode::global;
+  std::vector<double> losses;
+  data::LoaderBatch batch;
+  for (loader.start_epoch(0); loader.next(batch) && static_cast<int>(losses.size()) < o.steps;) {
+    if (o.rotate) rotate_half(batch);
+    dist::StepScope step(comm, batch, bn);
+    net->zero_grad();
+    const float share = criterion.forward(net->forward(batch.images), batch.labels, batch.global_size);
+    net->backward(batch.images, criterion.grad());
+    dist::allreduce_gradients(comm, net->gradients());
+    step_optimizer();
+    losses.push_back(dist::global_loss(comm, share));
+  }
+  if (comm.rank() != 0) return 0;
+  Collect c;
+  net->visit_state(c);
+  std::ofstream f(o.out);
+  f.precision(9);
+  for (std::size_t i = 0; i < losses.size(); ++i) f << "loss." << i << " 1 " << losses[i] << "\n";
+  for (const auto& [name, v] : c.tensors) {
+    f << name << " " << v.size();
+    for (float x : v) f << " " << x;
+    f << "\n";
+  }
+  if (!f) throw std::runtime_error("cannot write " + o.out);
+  std::printf("rank 0 of %d: %zu steps, last loss %.6f, wrote %s\n", comm.size(), losses.size(), losses.back(),
+              o.out.c_str());
+  return 0;
+}
+
+std::map<std::string, std::vector<double>> read(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw std::runtime_error("cannot read " + path);
+  std::map<std::string, std::vector<double>> out;
+  std::string name;
+  std::size_t n = 0;
+  while (f >> name >> n) {
+    auto& v = out[name];
+    v.resize(n);
+    for (auto& x : v) f >> x;
+  }
+  if (out.empty()) throw std::runtime_error(path + " holds nothing");
+  return out;
+}
+
+// The largest difference between A and B, relative to each tensor's largest magnitude.
+int compare(const std::string& a_path, const std::string& b_path, double limit, bool expect_differ) {
+  const auto a = read(a_path), b = read(b_path);
+  if (a.size() != b.size()) throw std::runtime_error("the two files hold different tensors");
+  double worst = 0.0;
+  std::string where;
+  for (const auto& [name, va] : a) {
+    const auto it = b.find(name);
+    if (it == b.end() || it->second.size() != va.size()) throw std::runtime_error(name + " differs in size");
+    double scale = 1e-30;
+    for (double x : va) scale = std::max(scale, std::abs(x));
+    for (std::size_t i = 0; i < va.size(); ++i) {
+      const double d = std::abs(va[i] - it->second[i]) / scale;
+      if (d > worst) worst = d, where = name + "[" + std::to_string(i) + "]";
+    }
+  }
+  std::printf("largest relative difference %.3g at %s (limit %.3g)\n", worst, where.empty() ? "-" : where.c_str(),
+              limit);
+  return expect_differ ? (worst > limit ? 0 : 1) : (worst <= limit ? 0 : 1);
+}
+
+double distance(const std::map<std::string, std::vector<double>>& a, const std::map<std::string, std::vector<double>>& b) {
+  double s = 0.0;
+  for (const auto& [name, va] : a) {
+    if (name.rfind("loss.", 0) == 0) continue;
+    const auto& vb = b.at(name);
+    for (std::size_t i = 0; i < va.size(); ++i) s += (va[i] - vb[i]) * (va[i] - vb[i]);
+  }
+  return std::sqrt(s);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 8 && std::strcmp(argv[1], "--compare") == 0 && std::strcmp(argv[4], "--within") == 0) {
+    const double ab = distance(read(argv[2]), read(argv[3])), cd = distance(read(argv[5]), read(argv[6]));
+    const double factor = std::stod(argv[7]);
+    std::printf("distance %.3g, reference distance %.3g, allowed %.3g\n", ab, cd, factor * cd);
+    return ab <= factor * cd ? 0 : 1;
+  }
+  if (argc >= 2 && std::strcmp(argv[1], "--compare") == 0) {
+    if (argc != 6) return 2;
+    try {
+      return compare(argv[2], argv[3], std::stod(argv[5]), std::strcmp(argv[4], "--differ") == 0);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "dist_train: %s\n", e.what());
+      return 1;
+    }
+  }
+  dist::Environment env(argc, argv);
+  dist::Communicator comm;
+  return dist::run_or_abort(comm, "dist_train", [&] {
+    Options o;
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      auto value = [&]() -> std::string {
+        if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
+        return argv[++i];
+      };
+      if (a == "--model") o.model = value();
+      else if (a == "--steps") o.steps = std::stoi(value());
+      else if (a == "--batch") o.batch = std::stoi(value());
+      else if (a == "--threads") o.threads = std::stoi(value());
+      else if (a == "--seed") o.seed = std::stoull(value());
+      else if (a == "--lr") o.lr = std::stod(value());
+      else if (a == "--out") o.out = value();
+      else if (a == "--data") o.data = value();
+      else if (a == "--local-bn") o.local_bn = true;
+      else if (a == "--rotate") o.rotate = true;
+      else if (a == "--optimizer") o.optimizer = value();
+      else throw std::invalid_argument("unknown option " + a);
+    }
+    set_num_threads(o.threads);
+    // Settings every process must share (the thread count may differ; the data path is each
+    // machine's own).
+    dist::require_same(comm, "model " + o.model + "\nsteps " + std::to_string(o.steps) + "\nbatch " +
+                                 std::to_string(o.batch) + "\nseed " + std::to_string(o.seed) + "\nlr " +
+                                 std::to_string(o.lr) + "\nlocal-bn " + std::to_string(o.local_bn) + "\noptimizer " + o.optimizer);
+    if (o.model == "small") return train<Small>(comm, o);
+    if (o.model == "resnet50") return train<ResNet50_layer4<10>>(comm, o);
+    throw std::invalid_argument("unknown model " + o.model);
+  });
+}

@@ -1,0 +1,82 @@
+# One `mpi` test case (tests/dist/CMakeLists.txt): runs dist_train under mpiexec and checks.
+#   cmake -DCASE=... -DPROGRAM=dist_train -DMPIEXEC=mpiexec -DWORK=dir -P run.cmake
+#
+# small:     a small network with BatchNorm2d, BatchNorm1d and Dropout, 4 SGD steps of a global
+#            batch of 16: 2 processes (8 images each) against 1. Every weight, buffer and loss
+#            within 1e-5 of its tensor's largest magnitude: what differs is the order of float
+#            additions in sums over the batch that the processes split (weight gradients, then a
+#            two-term all-reduce), a few roundings (~1e-7 each) per value and step; measured
+#            7.7e-7. A missing BatchNorm synchronisation or a wrongly scaled loss moves values
+#            by 1e-2 and more: with --local-bn (per-process statistics) they must differ by 1e-3.
+# resnet50:  ResNet50_layer4, one SGD step of 16 images, 2 processes against 1. This network's
+#            gradients at initialisation are so sensitive to rounding that two correct one-process
+#            runs adding in another order (the batch's halves swapped, --rotate; or Eigen against
+#            OpenBLAS) are as far apart as the 2-process run is (measured: 0.022 vs 0.027). So the
+#            allowance is three times that reference distance, measured in the same test; with
+#            --local-bn the distance is over 100 times the reference and must exceed the allowance.
+# bits:      2 processes with 1 thread each and with 2 threads each, and the first command again:
+#            bit-identical weights (Adam, 3 steps).
+# mismatch:  the processes started with different --lr: both exit non-zero, with one message
+#            naming the setting.
+# missing_data: process 1 alone gets a data directory that does not exist: the job ends
+#            non-zero within the test's timeout (no hang), with that process's message naming it.
+cmake_minimum_required(VERSION 3.21)
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK})
+
+function(mpi_run out_var n)
+  execute_process(COMMAND ${MPIEXEC} -n ${n} --oversubscribe ${PROGRAM} ${ARGN}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 240)
+  message("${n} process(es): ${ARGN}\n${out}${err}")
+  set(${out_var} "${rc}" PARENT_SCOPE)
+  set(${out_var}_text "${out}${err}" PARENT_SCOPE)
+endfunction()
+function(must_run n)
+  mpi_run(rc ${n} ${ARGN})
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc})")
+  endif()
+endfunction()
+function(compare expect_rc)
+  execute_process(COMMAND ${PROGRAM} --compare ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  message("compare ${ARGN}: ${out}${err}")
+  if(NOT rc EQUAL expect_rc)
+    message(FATAL_ERROR "comparison ${ARGN}: exit ${rc}, expected ${expect_rc}")
+  endif()
+endfunction()
+
+if(CASE STREQUAL "small")
+  set(args --model small --steps 4 --batch 16 --optimizer sgd --lr 0.01)
+  must_run(1 ${args} --out ${WORK}/one.txt)
+  must_run(2 ${args} --threads 1 --out ${WORK}/two.txt)
+  must_run(2 ${args} --threads 1 --local-bn --out ${WORK}/local.txt)
+  compare(0 ${WORK}/one.txt ${WORK}/two.txt --max-diff 1e-5)
+  compare(0 ${WORK}/one.txt ${WORK}/local.txt --differ 1e-3)
+elseif(CASE STREQUAL "resnet50")
+  set(args --model resnet50 --steps 1 --batch 16 --optimizer sgd --lr 0.001)
+  must_run(1 ${args} --out ${WORK}/one.txt)
+  must_run(1 ${args} --rotate --out ${WORK}/rotated.txt)
+  must_run(2 ${args} --threads 1 --out ${WORK}/two.txt)
+  must_run(2 ${args} --threads 1 --local-bn --out ${WORK}/local.txt)
+  compare(0 ${WORK}/one.txt ${WORK}/two.txt --within ${WORK}/one.txt ${WORK}/rotated.txt 3)
+  compare(1 ${WORK}/one.txt ${WORK}/local.txt --within ${WORK}/one.txt ${WORK}/rotated.txt 3)
+elseif(CASE STREQUAL "bits")
+  set(args --model small --steps 3 --batch 16)
+  must_run(2 ${args} --threads 1 --out ${WORK}/a.txt)
+  must_run(2 ${args} --threads 2 --out ${WORK}/b.txt)
+  must_run(2 ${args} --threads 1 --out ${WORK}/c.txt)
+  compare(0 ${WORK}/a.txt ${WORK}/b.txt --max-diff 0)
+  compare(0 ${WORK}/a.txt ${WORK}/c.txt --max-diff 0)
+elseif(CASE STREQUAL "mismatch")
+  mpi_run(rc 1 --steps 2 --lr 0.1 --out ${WORK}/x.txt : -n 1 ${PROGRAM} --steps 2 --lr 0.2 --out ${WORK}/x.txt)
+  if(rc EQUAL 0 OR NOT rc_text MATCHES "started with different settings: process 1 has 'lr 0.200000' where process 0 has 'lr 0.100000'")
+    message(FATAL_ERROR "expected a non-zero exit and the message naming --lr")
+  endif()
+elseif(CASE STREQUAL "missing_data")
+  mpi_run(rc 1 --steps 2 --out ${WORK}/x.txt : -n 1 ${PROGRAM} --steps 2 --data ${WORK}/no-such-dir --out ${WORK}/x.txt)
+  if(rc EQUAL 0 OR NOT rc_text MATCHES "process 1 of 2: .*no-such-dir")
+    message(FATAL_ERROR "expected a non-zero exit and process 1's message naming the directory")
+  endif()
+else()
+  message(FATAL_ERROR "unknown CASE ${CASE}")
+endif()
