@@ -109,7 +109,7 @@ TEST_CASE("Trainer rejects impossible options") {
 namespace {
 using DropNet = Network<Shape<3, 32, 32>, Sequential<Conv2d<3, 8, 3, 1, 1>, BatchNorm2d<8>, ReLU, MaxPool2d<4>,
                                                      Conv2d<8, 16, 3, 1, 1>, ReLU, MaxPool2d<8>, Flatten,
-                                                     Dropout<0.5>, Linear<16, 10>>>;
+                                                     Dropout<>, Linear<16, 10>>>;
 
 std::string read_text(const std::filesystem::path& p) {
   std::ifstream in(p);

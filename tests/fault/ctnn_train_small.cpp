@@ -12,7 +12,7 @@ using namespace ctnn;
 using SmallNet =
     Network<Shape<3, 32, 32>,
             Sequential<Conv2d<3, 16, 3, 1, 1>, BatchNorm2d<16>, ReLU, MaxPool2d<2>, Conv2d<16, 32, 3, 1, 1>, ReLU,
-                       MaxPool2d<4>, Flatten, Linear<512, 512>, ReLU, Dropout<0.5>, Linear<512, 10>>>;
+                       MaxPool2d<4>, Flatten, Linear<512, 512>, ReLU, Dropout<>, Linear<512, 10>>>;
 }  // namespace
 
 int main(int argc, char** argv) {

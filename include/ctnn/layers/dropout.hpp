@@ -10,15 +10,18 @@
 
 namespace ctnn {
 
-template <class In, double DefaultP>
-class DropoutLayer : public LeafLayer<DropoutLayer<In, DefaultP>, In, In> {
+template <class In, long Num, long Den>
+class DropoutLayer : public LeafLayer<DropoutLayer<In, Num, Den>, In, In> {
  public:
+  // The spec's probability Num/Den: the quotient of two exact integers is correctly rounded, so
+  // Dropout<3, 10> gives the same double as the literal 0.3.
+  static constexpr double default_p = static_cast<double>(Num) / static_cast<double>(Den);
   // Probability of zeroing; settable at run time (0 makes training deterministic for parity tests).
-  double p = DefaultP;
+  double p = default_p;
 
   static std::string type_name() {
     std::ostringstream os;
-    os << "Dropout(p=" << DefaultP << ")";
+    os << "Dropout(p=" << default_p << ")";
     return os.str();
   }
 
@@ -62,11 +65,13 @@ class DropoutLayer : public LeafLayer<DropoutLayer<In, DefaultP>, In, In> {
   AlignedFloats mask_;
 };
 
-template <double P = 0.5>
+// Dropout<> is p = 0.5 (PyTorch's default); Dropout<Num, Den> is p = Num / Den. Two integers, not
+// a double: a floating-point template parameter needs clang 18 or later (Debian 12's clang is 14).
+template <long Num = 1, long Den = 2>
 struct Dropout {
-  static_assert(P >= 0.0 && P <= 1.0, "Dropout: p must be in [0, 1]");
+  static_assert(Den > 0 && Num >= 0 && Num <= Den, "Dropout: p = Num / Den must be in [0, 1]");
   template <class In>
-  using bind = DropoutLayer<In, P>;
+  using bind = DropoutLayer<In, Num, Den>;
 };
 
 }  // namespace ctnn

@@ -54,7 +54,7 @@ using MakeLayers = typename detail::SequentialOf<typename detail::MakeLayers<3, 
 template <bool BatchNorm = false>
 using VGG16Features = MakeLayers<BatchNorm, 64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, M, 512, 512, 512, M>;
 
-using VGG16Classifier = Sequential<Dropout<0.5>, Linear<512, 512>, BatchNorm1d<512>, ReLU, Dropout<0.5>,
+using VGG16Classifier = Sequential<Dropout<>, Linear<512, 512>, BatchNorm1d<512>, ReLU, Dropout<>,
                                    Linear<512, 10>>;
 
 template <class Features>
