@@ -169,15 +169,15 @@ TEST_CASE("Training-mode gradients of the networks' building blocks agree with f
     require_gradients_ok(gradient_check(net, random_batch<Shape<3, 32, 32>>(2, 3), o));
   }
   SUBCASE("ResidualBlock with make_equal_channel") {
-    Network<Shape<16, 7, 7>, Sequential<ResidualBlock<16, 8, 32, false>>> net(2);
+    Network<Shape<16, 7, 7>, Sequential<resnet::ResidualBlock<16, 8, 32, false>>> net(2);
     require_gradients_ok(gradient_check(net, random_batch<Shape<16, 7, 7>>(2, 4), o));
   }
   SUBCASE("ResidualBlock with downsize, 2x2 input") {
-    Network<Shape<16, 4, 4>, Sequential<ResidualBlock<16, 8, 32, true>>> net(3);
+    Network<Shape<16, 4, 4>, Sequential<resnet::ResidualBlock<16, 8, 32, true>>> net(3);
     require_gradients_ok(gradient_check(net, random_batch<Shape<16, 4, 4>>(3, 5), o));
   }
   SUBCASE("VGG classifier with dropout masks held fixed") {
-    using Net = Network<Features<32>, Sequential<Dropout<0.5>, Linear<32, 16>, BatchNorm1d<16>, ReLU, Dropout<0.5>,
+    using Net = Network<Features<32>, Sequential<Dropout<>, Linear<32, 16>, BatchNorm1d<16>, ReLU, Dropout<>,
                                                  Linear<16, 10>>>;
     Net net(4);
     require_gradients_ok(gradient_check(net, random_batch<Features<32>>(8, 6), o, [&] { reset_dropout(net); }));

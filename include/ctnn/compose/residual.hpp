@@ -4,7 +4,7 @@
 #include <string>
 
 #include "ctnn/compose/sequential.hpp"
-#include "ctnn/layers/flatten.hpp"  // Identity, the default shortcut
+#include "ctnn/layers/identity.hpp"  // the default shortcut
 
 namespace ctnn {
 

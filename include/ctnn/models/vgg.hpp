@@ -13,7 +13,9 @@
 #include "ctnn/layers/pooling.hpp"
 #include "ctnn/layers/relu.hpp"
 
-namespace ctnn {
+// The model's building blocks live in ctnn::vgg, so that short names such as M do not reach
+// every user of namespace ctnn; the models themselves (VGG16, VGG<BatchNorm>) are in ctnn.
+namespace ctnn::vgg {
 
 // The max-pooling marker of a VGG configuration ('M' in PyTorch's cfg lists).
 inline constexpr int M = 0;
@@ -60,6 +62,10 @@ using VGG16Classifier = Sequential<Dropout<>, Linear<512, 512>, BatchNorm1d<512>
 template <class Features>
 using VGGRoot = Sequential<Named<"features", Features>, Flatten, Named<"classifier", VGG16Classifier>>;
 
+}  // namespace ctnn::vgg
+
+namespace ctnn {
+
 // The assignment's VGG constructor: every Conv2d weight ~ Normal(0, sqrt(2 / (k*k*out))) and its
 // bias 0; Linear and BatchNorm1d keep PyTorch's defaults.
 struct VGGInit {
@@ -79,7 +85,7 @@ struct VGGInit {
 
 // VGG(make_layers(cfg, BatchNorm)) for 3x32x32 inputs.
 template <bool BatchNorm = false>
-using VGG = Network<Shape<3, 32, 32>, VGGRoot<VGG16Features<BatchNorm>>, VGGInit>;
+using VGG = Network<Shape<3, 32, 32>, vgg::VGGRoot<vgg::VGG16Features<BatchNorm>>, VGGInit>;
 
 // The assignment's vgg16(): make_layers(cfg) without batch norm.
 using VGG16 = VGG<false>;
