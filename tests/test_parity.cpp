@@ -299,13 +299,14 @@ void parity(const std::string& model) {
                                                 << g_torch[worst_torch] << " is not the formula's Adam step");
     step.insert_or_assign("after." + key, Tensor::from_floats(initial.at(key).shape(), p));
   }
-  for (const auto& [key, data] : state.buffers) {
+  for (const auto& [name, data] : state.buffers) {
+    const std::string& key = name;  // doctest's message lambda cannot capture a binding in clang < 16
     const double e = scaled_error(data, expected.at("after." + key).floats());
     w_buffer.add(e, key);
     CHECK_MESSAGE(e <= rtol_train, "after." << key << ": " << e << " (allowed " << rtol_train << ")");
   }
-  for (const auto& [key, value] : state.counters)
-    CHECK_MESSAGE(*value == expected.at("after." + key).int64s().at(0), "after." << key);
+  for (const auto& item : state.counters)
+    CHECK_MESSAGE(*item.second == expected.at("after." + item.first).int64s().at(0), "after." << item.first);
 
   MESSAGE(model << " vs PyTorch: logits eval " << e_eval << ", train " << e_train << ", loss " << e_loss
                 << " (PyTorch float32 vs float64: " << torch_train_error << "); gradients L2 " << w_grad.value << " ("
@@ -331,7 +332,7 @@ using FormatNet = Network<Shape<3, 3, 3>, Sequential<Conv2d<3, 4, 3, 1, 0>, Batc
 // The same keys in the same order, with identical tensors.
 void expect_same(const StateDict& a, const StateDict& b) {
   REQUIRE(a.keys() == b.keys());
-  for (const auto& [key, t] : a) CHECK_MESSAGE(identical(t, b.at(key)), key);
+  for (const auto& item : a) CHECK_MESSAGE(identical(item.second, b.at(item.first)), item.first);
 }
 
 }  // namespace
