@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "ctnn/core/fault.hpp"
 #include "ctnn/core/grad_mode.hpp"
+#include "ctnn/core/hooks.hpp"
 #include "ctnn/data/loader.hpp"
 #include "ctnn/io/file.hpp"
 #include "ctnn/io/state_dict.hpp"
@@ -155,7 +155,8 @@ class Trainer {
         if (!std::isfinite(loss)) [[unlikely]]
           forward_fault(at, steps_per_epoch, loss, batch);
         net_.backward(batch.images, criterion.grad());
-        fault::point("step");
+        if (auto* hook = hooks::installed()) [[unlikely]]
+          hook->step_computed();
         if (!all_finite(net_.gradients())) [[unlikely]]
           gradient_fault(at, steps_per_epoch, loss);
         opt_.step();
