@@ -10,6 +10,9 @@ namespace ctnn {
 
 template <class In, class BodySpec, class ShortcutSpec>
 class ResidualLayer {
+  static_assert(LayerSpecFor<BodySpec, In> && LayerSpecFor<ShortcutSpec, In>,
+                "Residual: a branch is not a layer spec (a `template <class In> using bind` giving a ctnn::Layer, "
+                "see layers/layer.hpp)");
   using BodyT = typename BodySpec::template bind<In>;
   using ShortT = typename ShortcutSpec::template bind<In>;
   using BOut = typename BodyT::out_shape;

@@ -44,6 +44,7 @@ class Conv2dLayer
   using typename Base::out_shape;
   static constexpr int in_channels = InC, out_channels = OutC, kernel_size = K, stride = S,
                        padding = P;
+  static constexpr InitRole init_role = InitRole::convolution;
   static constexpr ops::ConvShape shape{InC, In::height, In::width, OutC, K, S, P};
   static constexpr int patch = shape.patch();  // GEMM inner dimension
   static constexpr bool pointwise = shape.pointwise();

@@ -28,6 +28,7 @@ class DropoutLayer : public LeafLayer<DropoutLayer<In, Num, Den>, In, In> {
   // The Network gives every dropout layer its own seed derived from the network seed. Masks
   // are counter-based (seed, forward count, element), so they do not depend on the thread count
   // and a run can be resumed exactly by restoring `draws`.
+  static constexpr bool has_random_state = true;
   void set_seed(std::uint64_t seed) { seed_ = seed; }
   std::uint64_t seed() const { return seed_; }
   std::uint64_t draws = 0;  // training forwards so far

@@ -17,6 +17,7 @@ class LinearLayer : public LeafLayer<LinearLayer<In, InF, OutF>, In, Features<Ou
  public:
   using out_shape = Features<OutF>;
   static constexpr int in_features = InF, out_features = OutF;
+  static constexpr InitRole init_role = InitRole::linear;
   Param weight, bias;
 
   static std::string type_name() {

@@ -58,10 +58,10 @@ struct XavierInit {
     Rng rng = Rng::stream(seed, 0x726573);
     net.for_each_layer([&](auto& layer, const std::string&) {
       using L = std::decay_t<decltype(layer)>;
-      if constexpr (requires { L::kernel_size; }) {
+      if constexpr (layer_traits<L>::init_role == InitRole::convolution) {
         constexpr int k2 = L::kernel_size * L::kernel_size;
         xavier_uniform(layer.weight, L::in_channels * k2, L::out_channels * k2, rng);
-      } else if constexpr (requires { L::in_features; }) {
+      } else if constexpr (layer_traits<L>::init_role == InitRole::linear) {
         xavier_uniform(layer.weight, L::in_features, L::out_features, rng);
       }
     });

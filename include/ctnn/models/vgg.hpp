@@ -74,7 +74,7 @@ struct VGGInit {
     Rng rng = Rng::stream(seed, 0x766767);
     net.for_each_layer([&](auto& layer, const std::string&) {
       using L = std::decay_t<decltype(layer)>;
-      if constexpr (requires { L::kernel_size; }) {
+      if constexpr (layer_traits<L>::init_role == InitRole::convolution) {
         const double stddev = std::sqrt(2.0 / (L::kernel_size * L::kernel_size * L::out_channels));
         for (auto& w : layer.weight.data()) w = static_cast<float>(rng.normal(0.0, stddev));
         for (auto& b : layer.bias.data()) b = 0.0f;

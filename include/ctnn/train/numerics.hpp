@@ -71,7 +71,6 @@ struct FiniteProbe : StateVisitor {
   void buffer(const std::string& name, const TensorShape&, std::span<float> data) override {
     if (!gradients) check(name, data);
   }
-  void counter(const std::string&, std::int64_t&) override {}
 };
 
 template <class Layer>

@@ -25,6 +25,7 @@
 #include "ctnn/data/loader.hpp"
 #include "ctnn/io/file.hpp"
 #include "ctnn/io/state_dict.hpp"
+#include "ctnn/layers/layer.hpp"  // layer_traits
 #include "ctnn/train/loss.hpp"
 #include "ctnn/train/numerics.hpp"
 #include "ctnn/train/optim.hpp"
@@ -277,7 +278,7 @@ class Trainer {
     sd.insert_or_assign("trainer.total_steps", io::Tensor::scalar_int64(at.total_steps));
     sd.insert_or_assign("trainer.loss_sum_bits", io::Tensor::scalar_int64(std::bit_cast<std::int64_t>(at.loss_sum)));
     net_.for_each_layer([&](auto& layer, const std::string& name) {
-      if constexpr (requires { layer.draws; }) {
+      if constexpr (layer_traits<std::decay_t<decltype(layer)>>::has_random_state) {
         sd.insert_or_assign("dropout." + name + ".seed", io::Tensor::scalar_int64(static_cast<std::int64_t>(layer.seed())));
         sd.insert_or_assign("dropout." + name + ".draws", io::Tensor::scalar_int64(static_cast<std::int64_t>(layer.draws)));
       }
@@ -314,7 +315,7 @@ class Trainer {
     opt_.set_steps(int64("optimizer.step"));
     opt_.set_lr(std::bit_cast<double>(int64("optimizer.lr_bits")));
     net_.for_each_layer([&](auto& layer, const std::string& name) {
-      if constexpr (requires { layer.draws; }) {
+      if constexpr (layer_traits<std::decay_t<decltype(layer)>>::has_random_state) {
         layer.set_seed(static_cast<std::uint64_t>(int64("dropout." + name + ".seed")));
         layer.draws = static_cast<std::uint64_t>(int64("dropout." + name + ".draws"));
       }
