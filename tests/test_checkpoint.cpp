@@ -43,7 +43,6 @@ template <class Net>
 void mark_buffers(Net& net) {
   struct Marker : StateVisitor {
     int n = 0;
-    void parameter(const std::string&, const TensorShape&, Param&) override {}
     void buffer(const std::string&, const TensorShape&, std::span<float> data) override {
       for (std::size_t i = 0; i < data.size(); ++i) data[i] = 0.25f + static_cast<float>((n * 7 + i) % 13) * 0.5f;
       ++n;
