@@ -4,6 +4,7 @@
 #include <string>
 
 #include "ctnn/compose/sequential.hpp"
+#include "ctnn/core/threading.hpp"
 #include "ctnn/layers/identity.hpp"  // the default shortcut
 
 namespace ctnn {
@@ -39,7 +40,7 @@ class ResidualLayer {
     y_.resize(x.batch());
     const std::size_t n = y_.size();
     float* py = y_.data();
-#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
+#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
     for (std::size_t i = 0; i < n; ++i) py[i] = a.data()[i] + b.data()[i];
     if (!is_grad_enabled()) {  // NoGrad: the branches' outputs are not needed again
       body.release_output();
@@ -62,7 +63,7 @@ class ResidualLayer {
     const std::size_t n = dx->size();
     float* pd = dx->data();
     const float* pt = tmp.data();
-#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
+#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
     for (std::size_t i = 0; i < n; ++i) pd[i] += pt[i];
   }
 

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <string>
 
+#include "ctnn/core/threading.hpp"
 #include "ctnn/layers/layer.hpp"
 
 namespace ctnn {
@@ -47,7 +48,7 @@ class DropoutLayer : public LeafLayer<DropoutLayer<In, Num, Den>, In, In> {
     const std::uint64_t draw = draws++;
     const float* px = x.data();
     float* py = y.data();
-#pragma omp parallel for schedule(static) if (n > (1u << 15))
+#pragma omp parallel for schedule(static) if (n > kThreadedWork)
     for (std::size_t i = 0; i < n; ++i) {
       mask_[i] = counter_uniform(seed_, draw, i) < p ? 0.0f : scale;
       py[i] = px[i] * mask_[i];

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstddef>
 
+#include "ctnn/core/threading.hpp"  // kThreadedWork
+
 namespace ctnn::ops {
 
 struct BatchNormState {
@@ -25,7 +27,7 @@ inline constexpr float batchnorm_momentum = 0.1f;
 // the running statistics. m >= 2 with batch statistics (the caller checks).
 inline void batchnorm_forward(const float* x, float* y, int channels, std::size_t m, bool batch_stats,
                               const BatchNormState& st) {
-#pragma omp parallel for schedule(static) if (channels * m > (1u << 15))
+#pragma omp parallel for schedule(static) if (channels * m > kThreadedWork)
   for (int c = 0; c < channels; ++c) {
     const float* px = x + c * m;
     float mean, invstd;
@@ -64,7 +66,7 @@ inline void batchnorm_forward(const float* x, float* y, int channels, std::size_
 // with the input gradient; `batch_stats` as in the forward it differentiates.
 inline void batchnorm_backward(const float* x, const float* dy, float* dx, int channels, std::size_t m,
                                bool batch_stats, const BatchNormState& st, float* dweight, float* dbias) {
-#pragma omp parallel for schedule(static) if (channels * m > (1u << 15))
+#pragma omp parallel for schedule(static) if (channels * m > kThreadedWork)
   for (int c = 0; c < channels; ++c) {
     const float* px = x + c * m;
     const float* pg = dy + c * m;
