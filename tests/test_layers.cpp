@@ -1,8 +1,12 @@
 // check_layer: the layer contract of layers/layer.hpp, checked the same way for every layer type
 // (as dlib's test_layer), so a new layer gets the whole check by adding one line to the list.
+#include <filesystem>
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #include "support/check.hpp"
+#include "support/example_layer.hpp"  // README's example of adding a layer
 
 using namespace ctnn;
 using namespace ctnn::test;
@@ -81,6 +85,13 @@ void check_layer() {
   CHECK(std::vector<float>(net.gradients().begin(), net.gradients().end()) == with_dx);
 }
 
+// A future pooling layer with a kernel_size and a draws counter: no convolution to an
+// initialisation, no random state to a snapshot.
+struct PoolWithKernelSize {
+  static constexpr int kernel_size = 3, in_features = 4;
+  std::uint64_t draws = 0;
+};
+
 template <class Spec, class In>
 struct Case {
   using spec = Spec;
@@ -96,7 +107,8 @@ TEST_CASE_TEMPLATE("check_layer: every layer type fulfils the layer contract", C
                    Case<MaxPool2d<2>, Shape<2, 4, 4>>, Case<MaxPool2d<3, 2, 0>, Shape<2, 7, 7>>,
                    Case<AvgPool2d<2, 1>, Shape<2, 3, 3>>, Case<Dropout<>, Features<16>>, Case<Flatten, Shape<2, 3, 3>>,
                    Case<Identity, Shape<2, 3, 3>>, Case<Sequential<Conv2d<2, 3, 3, 1, 1>, ReLU>, Shape<2, 4, 4>>,
-                   Case<Residual<Conv2d<3, 3, 3, 1, 1>>, Shape<3, 4, 4>>, Case<Named<"fc", Linear<4, 3>>, Features<4>>) {
+                   Case<Residual<Conv2d<3, 3, 3, 1, 1>>, Shape<3, 4, 4>>, Case<Named<"fc", Linear<4, 3>>, Features<4>>,
+                   Case<SiLU, Features<8>>) {
   check_layer<typename C::spec, typename C::in>();
 }
 
@@ -105,13 +117,21 @@ TEST_CASE("layer_traits: the optional abilities are declared, not guessed from m
   static_assert(!layer_traits<Linear<4, 4>::bind<Features<4>>>::has_random_state);
   static_assert(layer_traits<Conv2d<3, 4, 3, 1, 1>::bind<Shape<3, 6, 6>>>::init_role == InitRole::convolution);
   static_assert(layer_traits<Linear<4, 4>::bind<Features<4>>>::init_role == InitRole::linear);
-  // A future pooling layer with a kernel_size is no convolution to an initialisation.
-  struct PoolWithKernelSize {
-    static constexpr int kernel_size = 3, in_features = 4;
-    std::uint64_t draws = 0;
-  };
   static_assert(layer_traits<PoolWithKernelSize>::init_role == InitRole::none);
   static_assert(!layer_traits<PoolWithKernelSize>::has_random_state);
   static_assert(layer_traits<MaxPool2d<2>::bind<Shape<2, 4, 4>>>::init_role == InitRole::none);
   CHECK(layer_traits<Dropout<>::bind<Features<4>>>::has_random_state);
+}
+
+TEST_CASE("README's example of adding a layer is tests/support/example_layer.hpp, which this file compiles") {
+  auto text = [](const std::filesystem::path& p) {
+    std::ifstream in(p);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  const std::filesystem::path tests = std::filesystem::path(CTNN_GOLDEN_DIR).parent_path();
+  const std::string example = text(tests / "support" / "example_layer.hpp");
+  REQUIRE(example.size() > 500);
+  CHECK(text(tests.parent_path() / "README.md").find("```cpp\n" + example + "```\n") != std::string::npos);
 }
