@@ -70,7 +70,7 @@ std::vector<ConvCase> network_convs(int batch) {
   auto walk = [&](auto& net) {
     net.for_each_layer([&](auto& layer, const std::string&) {
       using L = std::decay_t<decltype(layer)>;
-      if constexpr (requires { L::kernel_size; }) {
+      if constexpr (ctnn::layer_traits<L>::init_role == ctnn::InitRole::convolution) {
         ConvCase c = make_case<L>(batch);
         if (seen.insert(c.name).second) out.push_back(c);
       }

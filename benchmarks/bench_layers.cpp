@@ -50,7 +50,6 @@ struct Standalone {
         params.push_back(&p);
       }
       void buffer(const std::string&, const ctnn::TensorShape&, std::span<float>) override {}
-      void counter(const std::string&, std::int64_t&) override {}
     } bind;
     layer.visit_state(bind, "");
     std::size_t total = 0;
@@ -71,9 +70,9 @@ struct Standalone {
 
 template <class L>
 double layer_flop() {
-  if constexpr (requires { L::kernel_size; })
+  if constexpr (ctnn::layer_traits<L>::init_role == ctnn::InitRole::convolution)
     return 2.0 * double(L::out_shape::size) * L::in_channels * L::kernel_size * L::kernel_size * kBatch;
-  else if constexpr (requires { L::in_features; })
+  else if constexpr (ctnn::layer_traits<L>::init_role == ctnn::InitRole::linear)
     return 2.0 * double(L::in_features) * L::out_features * kBatch;
   else
     return 0.0;

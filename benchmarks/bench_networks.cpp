@@ -28,9 +28,9 @@ double forward_macs_per_image(Net& net) {
   double macs = 0.0;
   net.for_each_layer([&](auto& layer, const std::string&) {
     using L = std::decay_t<decltype(layer)>;
-    if constexpr (requires { L::kernel_size; })
+    if constexpr (ctnn::layer_traits<L>::init_role == ctnn::InitRole::convolution)
       macs += double(L::out_shape::size) * L::in_channels * L::kernel_size * L::kernel_size;
-    else if constexpr (requires { L::in_features; })
+    else if constexpr (ctnn::layer_traits<L>::init_role == ctnn::InitRole::linear)
       macs += double(L::in_features) * L::out_features;
   });
   return macs;

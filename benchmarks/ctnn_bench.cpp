@@ -89,9 +89,9 @@ double forward_macs(Net& net) {
   double macs = 0.0;
   net.for_each_layer([&](auto& layer, const std::string&) {
     using L = std::decay_t<decltype(layer)>;
-    if constexpr (requires { L::kernel_size; }) {
+    if constexpr (ctnn::layer_traits<L>::init_role == ctnn::InitRole::convolution) {
       macs += double(L::out_shape::size) * L::in_channels * L::kernel_size * L::kernel_size;
-    } else if constexpr (requires { L::in_features; }) {
+    } else if constexpr (ctnn::layer_traits<L>::init_role == ctnn::InitRole::linear) {
       macs += double(L::in_features) * L::out_features;
     }
   });
@@ -111,7 +111,7 @@ template <class L>
 std::string layer_kind() {
   std::string name = L::type_name();
   name = name.substr(0, name.find('('));
-  if constexpr (requires { L::kernel_size; })
+  if constexpr (ctnn::layer_traits<L>::init_role == ctnn::InitRole::convolution)
     if (name == "Conv2d") name += " " + std::to_string(L::kernel_size) + "x" + std::to_string(L::kernel_size);
   return name;
 }
@@ -275,7 +275,7 @@ void for_each_distinct_conv(F&& f, std::map<std::string, std::pair<int, int>>& u
   auto visit = [&](auto& net, bool vgg) {
     net.for_each_layer([&](auto& layer, const std::string&) {
       using L = std::decay_t<decltype(layer)>;
-      if constexpr (requires { L::kernel_size; }) {
+      if constexpr (ctnn::layer_traits<L>::init_role == ctnn::InitRole::convolution) {
         const std::string k = conv_key<L>();
         auto& u = uses[k];
         (vgg ? u.first : u.second) += 1;

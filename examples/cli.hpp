@@ -2,8 +2,10 @@
 // with one clear error line for anything wrong.
 #pragma once
 
+#include <algorithm>
 #include <charconv>
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <ostream>
 #include <stdexcept>
@@ -132,6 +134,23 @@ void load_checkpoint(Net& net, const std::string& file, const io::LoadOptions& o
 inline data::Dataset synthetic_split(long n, std::uint64_t seed, data::Split split) {
   return split == data::Split::train ? data::make_synthetic_cifar(static_cast<int>(n), seed + 1)
                                      : data::make_synthetic_cifar(static_cast<int>(n > 5 ? n / 5 : 1), seed + 2);
+}
+
+// The data every example runs on: --synthetic N's generated split, else CIFAR-10's from `dir`.
+inline data::Dataset dataset(long synthetic, std::uint64_t seed, const std::string& dir, data::Split split) {
+  if (synthetic > 0) return synthetic_split(synthetic, seed, split);
+  if (!std::filesystem::is_directory(dir)) throw UsageError(missing_data_help(dir));
+  return data::load_cifar10(dir, split);
+}
+
+// The index in `names` of --model's value, which is required; `choices` says the names
+// ("vgg16 or resnet50").
+inline std::size_t model_option(const Args& args, const std::vector<std::string>& names, const std::string& choices) {
+  const std::string model = args.get("model", "");
+  if (model.empty()) throw UsageError("--model is required (" + choices + ")");
+  const auto it = std::find(names.begin(), names.end(), model);
+  if (it == names.end()) throw UsageError("--model must be " + choices + ", got '" + model + "'");
+  return static_cast<std::size_t>(it - names.begin());
 }
 
 }  // namespace ctnn::cli

@@ -57,10 +57,7 @@ int main(int argc, char** argv) {
       std::cout << kUsage;
       return 0;
     }
-    const std::string model = args.get("model", "");
-    if (model.empty()) throw ctnn::cli::UsageError("--model is required (vgg16 or resnet50)");
-    if (model != "vgg16" && model != "resnet50")
-      throw ctnn::cli::UsageError("--model must be vgg16 or resnet50, got '" + model + "'");
+    const bool vgg16 = ctnn::cli::model_option(args, {"vgg16", "resnet50"}, "vgg16 or resnet50") == 0;
     const std::string checkpoint = args.get("checkpoint", "");
     if (checkpoint.empty()) throw ctnn::cli::UsageError("--checkpoint is required");
     const ctnn::io::LoadOptions load = ctnn::cli::load_options(args, true, "--checkpoint");
@@ -69,16 +66,10 @@ int main(int argc, char** argv) {
     const auto seed = static_cast<std::uint64_t>(args.integer("seed", 0, 0, 1L << 62));
     ctnn::set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
     std::cout << ctnn::ops::gemm_backend_summary() << "\n";
-    ctnn::data::Dataset test;
-    if (synthetic > 0) {
-      std::cout << "*** SYNTHETIC DATA: evaluating on generated images, not CIFAR-10 ***\n";
-      test = ctnn::cli::synthetic_split(synthetic, seed, ctnn::data::Split::test);
-    } else {
-      const std::string dir = args.get("data", "data/cifar-10-batches-bin");
-      if (!std::filesystem::is_directory(dir)) throw ctnn::cli::UsageError(ctnn::cli::missing_data_help(dir));
-      test = ctnn::data::load_cifar10(dir, ctnn::data::Split::test);
-    }
-    return model == "vgg16" ? run<ctnn::VGG16>(checkpoint, load, test, batch_size)
+    if (synthetic > 0) std::cout << "*** SYNTHETIC DATA: evaluating on generated images, not CIFAR-10 ***\n";
+    const ctnn::data::Dataset test = ctnn::cli::dataset(synthetic, seed, args.get("data", "data/cifar-10-batches-bin"),
+                                                        ctnn::data::Split::test);
+    return vgg16 ? run<ctnn::VGG16>(checkpoint, load, test, batch_size)
                             : run<ctnn::ResNet50_layer4<10>>(checkpoint, load, test, batch_size);
   } catch (const ctnn::cli::UsageError& e) {
     std::cerr << "ctnn-eval: " << e.what() << "\n(run ctnn-eval --help for the options)\n";

@@ -38,17 +38,11 @@ int train_run(const TrainConfig& c) {
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   std::cout << ops::gemm_backend_summary() << "\n";
-  data::Dataset train_set, test_set;
-  if (c.synthetic > 0) {
+  if (c.synthetic > 0)
     std::cout << "*** SYNTHETIC DATA: training on " << c.synthetic
               << " generated images, not CIFAR-10; accuracy says nothing about the real task ***\n";
-    train_set = synthetic_split(c.synthetic, c.train.seed, data::Split::train);
-    test_set = synthetic_split(c.synthetic, c.train.seed, data::Split::test);
-  } else {
-    if (!std::filesystem::is_directory(c.data_dir)) throw UsageError(missing_data_help(c.data_dir));
-    train_set = data::load_cifar10(c.data_dir, data::Split::train);
-    test_set = data::load_cifar10(c.data_dir, data::Split::test);
-  }
+  const data::Dataset train_set = dataset(c.synthetic, c.train.seed, c.data_dir, data::Split::train);
+  const data::Dataset test_set = dataset(c.synthetic, c.train.seed, c.data_dir, data::Split::test);
   TrainerOptions o = c.train;
   o.out_dir = c.out_dir;
   o.model_name = c.model;
@@ -71,7 +65,9 @@ int train_run(const TrainConfig& c) {
 // other failure (missing or malformed data, an unreadable or mismatched checkpoint, a NaN).
 inline int train_main(int argc, char** argv, const std::string& program, const std::vector<TrainModel>& models) {
   std::string names, choices;  // "vgg16 or resnet50", "vgg16|resnet50"
+  std::vector<std::string> model_names;
   for (std::size_t i = 0; i < models.size(); ++i) {
+    model_names.push_back(models[i].name);
     names += (i == 0 ? "" : i + 1 == models.size() ? " or " : ", ") + models[i].name;
     choices += (i == 0 ? "" : "|") + models[i].name;
   }
@@ -104,8 +100,8 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
       return 0;
     }
     TrainConfig c;
-    c.model = args.get("model", "");
-    if (c.model.empty()) throw UsageError("--model is required (" + names + ")");
+    const TrainModel& model = models[model_option(args, model_names, names)];
+    c.model = model.name;
     c.data_dir = args.get("data", "data/cifar-10-batches-bin");
     c.out_dir = args.get("out", ".");
     c.load = args.get("load", "");
@@ -122,9 +118,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
     c.train.progress = isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
     c.synthetic = args.integer("synthetic", 0, 1, 1000000);
     set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
-    for (const auto& m : models)
-      if (c.model == m.name) return m.run(c);
-    throw UsageError("--model must be " + names + ", got '" + c.model + "'");
+    return model.run(c);
   } catch (const UsageError& e) {
     std::cerr << program << ": " << e.what() << "\n(run " << program << " --help for the options)\n";
     return 2;

@@ -43,7 +43,6 @@ template <class Net>
 void mark_buffers(Net& net) {
   struct Marker : StateVisitor {
     int n = 0;
-    void parameter(const std::string&, const TensorShape&, Param&) override {}
     void buffer(const std::string&, const TensorShape&, std::span<float> data) override {
       for (std::size_t i = 0; i < data.size(); ++i) data[i] = 0.25f + static_cast<float>((n * 7 + i) % 13) * 0.5f;
       ++n;
@@ -98,8 +97,9 @@ void round_trip(std::uint64_t seed_a, std::uint64_t seed_b) {
   const auto& entries = a.state_entries();
   REQUIRE(sd.size() == entries.size());
   std::size_t i = 0;
-  for (const auto& [key, t] : sd) {
-    INFO(key);
+  for (const auto& item : sd) {
+    const auto& [key, t] = item;
+    INFO(item.first);  // not the binding: clang before 16 cannot capture one in doctest's lambda
     CHECK(key == entries[i].name);
     CHECK(t.shape() == entries[i].shape);
     CHECK(t.dtype() == (entries[i].kind == StateEntry::Kind::counter ? DType::int64 : DType::float32));
@@ -130,7 +130,7 @@ std::vector<std::uint8_t> rezip(const std::vector<std::uint8_t>& file,
 // The same keys in the same order, with identical tensors.
 void expect_same(const StateDict& a, const StateDict& b) {
   REQUIRE(a.keys() == b.keys());
-  for (const auto& [key, t] : a) CHECK_MESSAGE(identical(t, b.at(key)), key);
+  for (const auto& item : a) CHECK_MESSAGE(identical(item.second, b.at(item.first)), item.first);
 }
 
 // A checkpoint whose data.pkl is `pkl`, with one float storage record "archive/data/0" of
@@ -846,16 +846,18 @@ TEST_CASE("float16, bfloat16 and float64 tensors load converted to float32, int3
   const StateDict bf16 = test::floats_as(sd, DType::bfloat16, to_bf16);
   const StateDict f64 = test::floats_as(sd, DType::float64, to_f64);
   const StateDict f16 = test::floats_as(sd, DType::float16, to_f16);
-  for (const auto& [name, file] : {Case{"bfloat16", bf16}, Case{"float64", f64}, Case{"float16", f16}}) {
-    CAPTURE(name);
+  for (const Case& c : {Case{"bfloat16", bf16}, Case{"float64", f64}, Case{"float16", f16}}) {
+    const auto& [name, file] = c;
+    CAPTURE(c.name);
     SmallNet net(5);
     const LoadResult r = load_bytes(net, serialize_checkpoint(file));
     CHECK(r.notes == std::vector<std::string>{"converted 8 " + std::string(name) +
                                               " tensors to float32 (the network's dtypes), as PyTorch's load_state_dict does"});
     const StateDict after = state_dict(net);
     std::size_t h = 0;
-    for (const auto& [key, t] : sd) {
-      CAPTURE(key);
+    for (const auto& item : sd) {
+      const auto& [key, t] = item;
+      CAPTURE(item.first);
       if (t.dtype() == DType::int64) {
         CHECK(after.at(key).int64s() == t.int64s());
         continue;

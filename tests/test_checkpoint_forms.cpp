@@ -64,7 +64,7 @@ StateDict loaded(const std::string& name, const LoadOptions& options = {}, std::
 // Same keys, and every tensor bit-identical (dtypes as the network holds them).
 void expect_same(const StateDict& a, const StateDict& b) {
   REQUIRE(a.keys() == b.keys());
-  for (const auto& [key, t] : a) CHECK_MESSAGE(identical(t, b.at(key)), key);
+  for (const auto& item : a) CHECK_MESSAGE(identical(item.second, b.at(item.first)), item.first);
 }
 
 std::string error_of(const std::string& name, const LoadOptions& options = {}) {

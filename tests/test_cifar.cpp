@@ -220,6 +220,10 @@ TEST_CASE("A missing batch file is reported with its path") {
   fs::remove(dir / "test_batch.bin");
   CHECK(contains(error_of([&] { load_cifar10(dir, Split::test); }), "test_batch.bin"));
   CHECK(contains(error_of([&] { read_cifar_batch(dir / "nothing.bin"); }), "missing file"));
+  // A control character in the path is shown escaped, as every quoted name in ctnn's messages.
+  const std::string odd = error_of([&] { read_cifar_batch(dir / "a\nb\x01.bin"); });
+  CHECK(contains(odd, "a\\x0ab\\x01.bin'"));
+  CHECK(!contains(odd, "\n"));
 }
 
 TEST_CASE("A truncated file (size not a multiple of 3073) is reported with its size") {

@@ -5,7 +5,7 @@ using namespace ctnn;
 using namespace ctnn::test;
 
 TEST_CASE("Dropout zeroes about p of the values and scales the rest by 1/(1-p)") {
-  Network<Features<1000>, Sequential<Dropout<0.5>>> net(3);
+  Network<Features<1000>, Sequential<Dropout<>>> net(3);
   Batch<Features<1000>> x(20);
   x.fill(1.0f);
   const auto& y = net.forward(x);
@@ -18,7 +18,7 @@ TEST_CASE("Dropout zeroes about p of the values and scales the rest by 1/(1-p)")
 }
 
 TEST_CASE("Dropout's backward routes the gradient through the same mask") {
-  Network<Features<64>, Sequential<Dropout<0.3>>> net(4);
+  Network<Features<64>, Sequential<Dropout<3, 10>>> net(4);
   const auto x = random_batch<Features<64>>(8, 1);
   const auto y = net.forward(x);
   Batch<Features<64>> dy(8), dx;
@@ -28,7 +28,7 @@ TEST_CASE("Dropout's backward routes the gradient through the same mask") {
 }
 
 TEST_CASE("Dropout is the identity in evaluation mode and with p = 0") {
-  Network<Features<16>, Sequential<Dropout<0.5>>> net(5);
+  Network<Features<16>, Sequential<Dropout<>>> net(5);
   const auto x = random_batch<Features<16>>(4, 2);
   net.eval();
   CHECK(net.forward(x).to_nchw() == x.to_nchw());
@@ -40,7 +40,7 @@ TEST_CASE("Dropout is the identity in evaluation mode and with p = 0") {
 TEST_CASE("Dropout masks come from the seed: same seed same masks, at any thread count") {
   auto masks = [](std::uint64_t seed, int threads) {
     set_num_threads(threads);
-    Network<Features<4096>, Sequential<Dropout<0.5>>> net(seed);
+    Network<Features<4096>, Sequential<Dropout<>>> net(seed);
     Batch<Features<4096>> x(16);
     x.fill(1.0f);
     auto a = net.forward(x).to_nchw();
@@ -56,7 +56,7 @@ TEST_CASE("Dropout masks come from the seed: same seed same masks, at any thread
 }
 
 TEST_CASE("Dropout on a share of the batch draws the whole batch's masks for its samples") {
-  Network<Features<64>, Sequential<Dropout<0.5>>> whole_net(11), share_net(11);
+  Network<Features<64>, Sequential<Dropout<>>> whole_net(11), share_net(11);
   Batch<Features<64>> whole(8), share(3);
   whole.fill(1.0f);
   share.fill(1.0f);
@@ -72,4 +72,13 @@ TEST_CASE("Dropout on a share of the batch draws the whole batch's masks for its
   CHECK(std::equal(part.begin(), part.end(), all.begin() + 4 * 64));
   CHECK(current_shard().global == 0);  // the scope restored the whole-batch default
   CHECK(!std::equal(part.begin(), part.end(), all.begin()));
+}
+
+TEST_CASE("Dropout<Num, Den> is p = Num / Den, the same double as the decimal literal") {
+  // The spec takes two integers because clang before 18 rejects a double template parameter.
+  CHECK(Dropout<>::bind<Features<4>>::default_p == 0.5);
+  CHECK(Dropout<3, 10>::bind<Features<4>>::default_p == 0.3);
+  CHECK(Dropout<1, 10>::bind<Features<4>>::default_p == 0.1);
+  CHECK(Dropout<3, 10>::bind<Features<4>>::type_name() == "Dropout(p=0.3)");
+  CHECK(Dropout<>::bind<Features<4>>::type_name() == "Dropout(p=0.5)");
 }

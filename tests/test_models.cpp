@@ -49,7 +49,7 @@ void expect_pytorch_layout(const Net& net, const std::string& model) {
 template <class Net>
 void reset_dropout(Net& net) {
   net.for_each_layer([](auto& layer, const std::string&) {
-    if constexpr (requires { layer.draws; }) layer.draws = 0;
+    if constexpr (ctnn::layer_traits<std::decay_t<decltype(layer)>>::has_random_state) layer.draws = 0;
   });
 }
 
@@ -86,7 +86,7 @@ TEST_CASE("VGG16 initialisation: conv weights N(0, sqrt(2/(9*out))), conv biases
   int convs = 0;
   net.for_each_layer([&](auto& layer, const std::string& name) {
     using L = std::decay_t<decltype(layer)>;
-    if constexpr (requires { L::kernel_size; }) {
+    if constexpr (ctnn::layer_traits<L>::init_role == ctnn::InitRole::convolution) {
       ++convs;
       double sum = 0, sq = 0;
       for (float w : layer.weight.data()) {
@@ -113,7 +113,7 @@ TEST_CASE("ResNet50_layer4 initialisation: xavier_uniform weights, default biase
   ResNet50_layer4<> net(7);
   net.for_each_layer([&](auto& layer, const std::string& name) {
     using L = std::decay_t<decltype(layer)>;
-    if constexpr (requires { L::kernel_size; }) {
+    if constexpr (ctnn::layer_traits<L>::init_role == ctnn::InitRole::convolution) {
       const int k2 = L::kernel_size * L::kernel_size;
       const double a = std::sqrt(6.0 / (L::in_channels * k2 + L::out_channels * k2));
       double mx = 0;
@@ -169,15 +169,15 @@ TEST_CASE("Training-mode gradients of the networks' building blocks agree with f
     require_gradients_ok(gradient_check(net, random_batch<Shape<3, 32, 32>>(2, 3), o));
   }
   SUBCASE("ResidualBlock with make_equal_channel") {
-    Network<Shape<16, 7, 7>, Sequential<ResidualBlock<16, 8, 32, false>>> net(2);
+    Network<Shape<16, 7, 7>, Sequential<resnet::ResidualBlock<16, 8, 32, false>>> net(2);
     require_gradients_ok(gradient_check(net, random_batch<Shape<16, 7, 7>>(2, 4), o));
   }
   SUBCASE("ResidualBlock with downsize, 2x2 input") {
-    Network<Shape<16, 4, 4>, Sequential<ResidualBlock<16, 8, 32, true>>> net(3);
+    Network<Shape<16, 4, 4>, Sequential<resnet::ResidualBlock<16, 8, 32, true>>> net(3);
     require_gradients_ok(gradient_check(net, random_batch<Shape<16, 4, 4>>(3, 5), o));
   }
   SUBCASE("VGG classifier with dropout masks held fixed") {
-    using Net = Network<Features<32>, Sequential<Dropout<0.5>, Linear<32, 16>, BatchNorm1d<16>, ReLU, Dropout<0.5>,
+    using Net = Network<Features<32>, Sequential<Dropout<>, Linear<32, 16>, BatchNorm1d<16>, ReLU, Dropout<>,
                                                  Linear<16, 10>>>;
     Net net(4);
     require_gradients_ok(gradient_check(net, random_batch<Features<32>>(8, 6), o, [&] { reset_dropout(net); }));

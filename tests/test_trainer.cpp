@@ -39,11 +39,19 @@ TEST_CASE("Trainer: the loss goes down on a learnable task and the log reads lik
   o.out_dir = tmp.path;
   o.model_name = "small";
   Trainer<SmallNet> trainer(net, o);
-  std::vector<int> epochs_seen;
-  trainer.on_epoch_end = [&](int e) { epochs_seen.push_back(e); };
+  struct Seen : TrainingObserver {
+    std::vector<int> epochs;
+    long steps = 0, pauses = 0;
+    void on_step(const StepReport& r) override { steps += r.total_steps == steps + 1; }
+    void on_pause() override { ++pauses; }
+    void on_epoch_end(int e) override { epochs.push_back(e); }
+  } seen;
+  trainer.add_observer(seen);
   std::ostringstream log;
   trainer.fit(train, log);
-  CHECK(epochs_seen == std::vector<int>{1, 2});
+  CHECK(seen.epochs == std::vector<int>{1, 2});
+  CHECK(seen.steps == 40);        // every step, in order
+  CHECK(seen.pauses == 10 + 2);   // before each of the 10 log lines, and at each epoch's end
   CHECK(log.str().find("Epoch [1/2], Step [4/20] Loss: ") != std::string::npos);
   CHECK(log.str().find("Epoch [2/2], Step [20/20] Loss: ") != std::string::npos);
 
@@ -109,7 +117,7 @@ TEST_CASE("Trainer rejects impossible options") {
 namespace {
 using DropNet = Network<Shape<3, 32, 32>, Sequential<Conv2d<3, 8, 3, 1, 1>, BatchNorm2d<8>, ReLU, MaxPool2d<4>,
                                                      Conv2d<8, 16, 3, 1, 1>, ReLU, MaxPool2d<8>, Flatten,
-                                                     Dropout<0.5>, Linear<16, 10>>>;
+                                                     Dropout<>, Linear<16, 10>>>;
 
 std::string read_text(const std::filesystem::path& p) {
   std::ifstream in(p);
@@ -171,6 +179,43 @@ TEST_CASE("Trainer writes main.py's checkpoints, and --resume after a stop gives
   other.seed = 5;
   Trainer<DropNet> wrong(d, other);
   CHECK_THROWS_WITH(wrong.fit(train, log), doctest::Contains("resume with the same --seed and --batch-size"));
+}
+
+TEST_CASE("Trainer with SGD and momentum: the snapshot holds the momentum buffer, --resume is bit-identical") {
+  const auto train = data::make_synthetic_cifar(200, 7);
+  TrainerOptions o;
+  o.epochs = 2;
+  o.batch_size = 20;  // 10 steps per epoch
+  o.checkpoint_every = 4;
+  o.model_name = "sgd";
+  const SGD::Options sgd{.lr = 0.01, .momentum = 0.9};
+  std::ostringstream log;
+
+  const TempDir whole("ctnn_test_trainer_sgd_whole");
+  o.out_dir = whole.path;
+  DropNet a(1);
+  Trainer<DropNet, SGD>(a, o, SGD(a, sgd)).fit(train, log);
+
+  const TempDir parts("ctnn_test_trainer_sgd_parts");
+  o.out_dir = parts.path;
+  {
+    DropNet b(1);
+    TrainerOptions first = o;
+    first.max_steps = 13;  // stops in the middle of epoch 2
+    Trainer<DropNet, SGD>(b, first, SGD(b, sgd)).fit(train, log);
+  }
+  const io::StateDict snapshot = io::read_checkpoint(parts.path / "sgd_resume.ckpt");
+  REQUIRE(snapshot.contains("optimizer.momentum_buffer"));
+  CHECK(snapshot.at("optimizer.momentum_buffer").numel() == a.num_parameters());
+  CHECK(snapshot.at("optimizer.step").int64s() == std::vector<std::int64_t>{13});
+  DropNet c(12345);
+  TrainerOptions rest = o;
+  rest.resume = true;
+  Trainer<DropNet, SGD> resumed(c, rest, SGD(c, sgd));
+  resumed.fit(train, log);
+  CHECK(resumed.optimizer().steps() == 20);
+  CHECK(std::memcmp(a.parameters().data(), c.parameters().data(), a.num_parameters() * sizeof(float)) == 0);
+  CHECK(read_text(whole.path / "sgd_final.ckpt") == read_text(parts.path / "sgd_final.ckpt"));
 }
 
 // Numerical faults. Poison is the identity, except that it puts a NaN into its output at one
@@ -339,16 +384,17 @@ TEST_CASE("Trainer: a learning rate that blows the weights up stops with a Numer
   }
   INFO(msg);
   REQUIRE(!msg.empty());
-  CHECK(step >= 1);
-  // Whatever was saved holds finite weights only and loads.
-  if (std::filesystem::exists(run.resume())) {
-    PoisonNet reloaded(9);
-    io::StateDict model;
-    for (const auto& [key, t] : io::read_checkpoint(run.resume()))
-      if (key.rfind("model.", 0) == 0) model.insert_or_assign(key.substr(6), t);
-    io::load_state_dict(reloaded, model);
-    CHECK(all_finite(reloaded.parameters()));
-  }
+  // Step 1 turns the weights into finite ~1e36 values, which are saved; the NaN comes after.
+  CHECK(step >= 2);
+  CHECK(msg.find("the last good checkpoint is " + run.resume().string()) != std::string::npos);
+  // What was saved holds finite weights only and loads.
+  REQUIRE(std::filesystem::exists(run.resume()));
+  PoisonNet reloaded(9);
+  io::StateDict model;
+  for (const auto& [key, t] : io::read_checkpoint(run.resume()))
+    if (key.rfind("model.", 0) == 0) model.insert_or_assign(key.substr(6), t);
+  io::load_state_dict(reloaded, model);
+  CHECK(all_finite(reloaded.parameters()));
 }
 
 TEST_CASE("Trainer removes the temporary files of saves killed half-way, and only those") {

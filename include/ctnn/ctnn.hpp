@@ -13,6 +13,7 @@
 #include "ctnn/layers/conv2d.hpp"
 #include "ctnn/layers/dropout.hpp"
 #include "ctnn/layers/flatten.hpp"
+#include "ctnn/layers/identity.hpp"
 #include "ctnn/layers/linear.hpp"
 #include "ctnn/layers/pooling.hpp"
 #include "ctnn/layers/relu.hpp"

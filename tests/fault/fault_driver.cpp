@@ -17,7 +17,7 @@
 // ARGS are the training options (everything but --model, --out and --resume). A SPEC is a
 // comma-separated list of the kills of one scenario, one per process, then the run is resumed
 // to the end: step:N, write:N[:BYTES|:half], rename:N (CTNN_FAULT_KILL_AT points, see
-// include/ctnn/core/fault.hpp; `half` is half the size of the reference's resume snapshot), or
+// tests/fault/kill_hook.hpp; `half` is half the size of the reference's resume snapshot), or
 // random[*K] (K kills at random instants within the reference run's duration). The random
 // instants come from the seed, printed first; CTNN_FAULT_SEED=S repeats a run. damage:KIND
 // stops a run after 5 steps, damages its snapshot and resumes: KIND is truncate (half the file),

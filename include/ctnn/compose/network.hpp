@@ -67,6 +67,9 @@ class ZeroedFloats {
 template <class In, class RootSpec, class Init = DefaultInit>
 class Network {
  public:
+  static_assert(LayerSpecFor<RootSpec, In>,
+                "Network: the root is not a layer spec (a `template <class In> using bind` giving a ctnn::Layer, "
+                "see layers/layer.hpp)");
   using Root = typename RootSpec::template bind<In>;
   using in_shape = In;
   using out_shape = typename Root::out_shape;
@@ -92,7 +95,8 @@ class Network {
     root_.reset_parameters(rng);
     std::uint64_t index = 0;
     for_each_layer([&](auto& layer, const std::string&) {
-      if constexpr (requires { layer.set_seed(std::uint64_t{}); }) layer.set_seed(mix64(seed ^ mix64(++index)));
+      if constexpr (layer_traits<std::decay_t<decltype(layer)>>::has_random_state)
+        layer.set_seed(mix64(seed ^ mix64(++index)));
     });
     Init::apply(*this, seed);
   }
@@ -178,14 +182,10 @@ class Network {
       values += p.numel;
       grads += p.numel;
     }
-    void buffer(const std::string&, const TensorShape&, std::span<float>) override {}
-    void counter(const std::string&, std::int64_t&) override {}
   };
   struct Count : StateVisitor {
     std::size_t n = 0;
     void parameter(const std::string&, const TensorShape& shape, Param&) override { n += numel(shape); }
-    void buffer(const std::string&, const TensorShape&, std::span<float>) override {}
-    void counter(const std::string&, std::int64_t&) override {}
   };
 
   void require_kept() const {

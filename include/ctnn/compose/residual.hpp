@@ -4,12 +4,16 @@
 #include <string>
 
 #include "ctnn/compose/sequential.hpp"
-#include "ctnn/layers/flatten.hpp"  // Identity, the default shortcut
+#include "ctnn/core/threading.hpp"
+#include "ctnn/layers/identity.hpp"  // the default shortcut
 
 namespace ctnn {
 
 template <class In, class BodySpec, class ShortcutSpec>
 class ResidualLayer {
+  static_assert(LayerSpecFor<BodySpec, In> && LayerSpecFor<ShortcutSpec, In>,
+                "Residual: a branch is not a layer spec (a `template <class In> using bind` giving a ctnn::Layer, "
+                "see layers/layer.hpp)");
   using BodyT = typename BodySpec::template bind<In>;
   using ShortT = typename ShortcutSpec::template bind<In>;
   using BOut = typename BodyT::out_shape;
@@ -36,7 +40,7 @@ class ResidualLayer {
     y_.resize(x.batch());
     const std::size_t n = y_.size();
     float* py = y_.data();
-#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
+#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
     for (std::size_t i = 0; i < n; ++i) py[i] = a.data()[i] + b.data()[i];
     if (!is_grad_enabled()) {  // NoGrad: the branches' outputs are not needed again
       body.release_output();
@@ -59,7 +63,7 @@ class ResidualLayer {
     const std::size_t n = dx->size();
     float* pd = dx->data();
     const float* pt = tmp.data();
-#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
+#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
     for (std::size_t i = 0; i < n; ++i) pd[i] += pt[i];
   }
 

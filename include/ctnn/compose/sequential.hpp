@@ -40,6 +40,9 @@ struct BindChain {
 };
 template <class In, class First, class... Rest>
 struct BindChain<In, First, Rest...> {
+  static_assert(LayerSpecFor<First, In>,
+                "Sequential: an element is not a layer spec (a `template <class In> using bind` giving a ctnn::Layer, "
+                "see layers/layer.hpp)");
   using first = typename First::template bind<In>;
   using next = BindChain<typename first::out_shape, Rest...>;
   using layers = decltype(std::tuple_cat(std::declval<std::tuple<first>>(),

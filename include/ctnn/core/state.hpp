@@ -27,12 +27,13 @@ using TensorShape = std::vector<std::int64_t>;
 //   v.parameter(name, shape, Param&)       weights and biases (trainable)
 //   v.buffer(name, shape, std::span<float>) running statistics (saved, not trained)
 //   v.counter(name, std::int64_t&)          num_batches_tracked (a 0-d int64 tensor)
-// with `name` the full dotted key, e.g. "features.0.weight".
+// with `name` the full dotted key, e.g. "features.0.weight". A visitor overrides the calls it
+// needs; the others do nothing.
 struct StateVisitor {
   virtual ~StateVisitor() = default;
-  virtual void parameter(const std::string& name, const TensorShape& shape, Param& p) = 0;
-  virtual void buffer(const std::string& name, const TensorShape& shape, std::span<float> data) = 0;
-  virtual void counter(const std::string& name, std::int64_t& value) = 0;
+  virtual void parameter(const std::string& /*name*/, const TensorShape& /*shape*/, Param& /*p*/) {}
+  virtual void buffer(const std::string& /*name*/, const TensorShape& /*shape*/, std::span<float> /*data*/) {}
+  virtual void counter(const std::string& /*name*/, std::int64_t& /*value*/) {}
 };
 
 inline std::size_t numel(const TensorShape& shape) {

@@ -154,15 +154,6 @@ class Batch {
     return out;
   }
 
-  // With H = W = 1: the batch as an (N x F) column-major matrix (sample n, feature f).
-  auto matrix() {
-    return Eigen::Map<Eigen::MatrixXf>(data_, static_cast<Eigen::Index>(n_) * S::plane, S::channels);
-  }
-  auto matrix() const {
-    return Eigen::Map<const Eigen::MatrixXf>(data_, static_cast<Eigen::Index>(n_) * S::plane,
-                                             S::channels);
-  }
-
  private:
   int n_ = 0;
   bool owning_ = true;

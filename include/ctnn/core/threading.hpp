@@ -11,6 +11,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <cstddef>
 #include <stdexcept>
 
 #ifdef _OPENMP
@@ -37,6 +38,34 @@ inline void set_num_threads(int n) {
   (void)n;
 #endif
   Eigen::setNbThreads(1);
+}
+
+// The index of the calling thread in its OpenMP team (0 outside a parallel region).
+inline int thread_index() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// The element counts above which ctnn's loops start an OpenMP team (their `if` clauses). Starting
+// one costs a few microseconds: the time of about 2^15 elements of a kernel's work (im2col, a
+// pooling window, a normalisation), 2^16 of one add or multiply per element, 2^18 of a
+// read-only check. Below them a loop runs on the calling thread.
+inline constexpr std::size_t kThreadedWork = std::size_t{1} << 15, kThreadedStream = std::size_t{1} << 16,
+                             kThreadedScan = std::size_t{1} << 18;
+
+// dst[e] += partials[e] + partials[n + e] + ... + partials[(groups - 1) n + e] for e < n: the
+// per-group partial sums of a weight gradient added in group order, so the result does not
+// depend on which thread computed which group.
+inline void add_group_partials(const float* partials, int groups, std::size_t n, float* dst) {
+#pragma omp parallel for schedule(static) if (n > kThreadedWork)
+  for (std::size_t e = 0; e < n; ++e) {
+    float sum = partials[e];
+    for (int gi = 1; gi < groups; ++gi) sum += partials[n * gi + e];
+    dst[e] += sum;
+  }
 }
 
 namespace detail {

@@ -22,6 +22,7 @@
 #include <system_error>
 #include <vector>
 
+#include "ctnn/core/text.hpp"
 #include "ctnn/data/dataset.hpp"
 
 namespace ctnn::data {
@@ -39,13 +40,7 @@ inline const std::vector<std::string>& cifar10_class_names() {
 
 namespace detail {
 
-// Appends rather than writing "'" + s + "'", which trips a false -Wrestrict in GCC 12.
-inline std::string quoted(const std::filesystem::path& p) {
-  std::string s(1, '\'');
-  s += p.string();
-  s += '\'';
-  return s;
-}
+inline std::string quoted(const std::filesystem::path& p) { return ctnn::quoted(p.string()); }
 
 // Number of records in a batch of `bytes` bytes, after checking that it is not empty and holds a
 // whole number of records. `quoted_name` names the file (or buffer) in the message.

@@ -253,7 +253,6 @@ class DataLoader {
   int epoch() const { return epoch_; }
   const Dataset& dataset() const { return *data_; }
   const LoaderOptions& options() const { return options_; }
-  const CifarTransform& transform() const { return transform_; }
 
   // Dataset indices in the order epoch `epoch` visits them (all of them, before drop_last).
   std::vector<int> order(int epoch) const {

@@ -19,7 +19,7 @@
 #include <string_view>
 #include <vector>
 
-#include "ctnn/core/fault.hpp"
+#include "ctnn/core/hooks.hpp"
 #include "ctnn/io/error.hpp"
 
 namespace ctnn::io {
@@ -99,9 +99,8 @@ inline void write_file_atomically(const std::filesystem::path& path, const std::
   if (!std::filesystem::is_directory(dir, ec))
     throw CheckpointError(name, "cannot write: directory '" + dir.string() + "' does not exist");
 
-  // Fault injection for crash tests (ctnn/core/fault.hpp); both are 0 unless requested.
-  const long kill_while_writing = fault::begin_file("write");
-  const long kill_before_rename = fault::begin_file("rename");
+  hooks::Hooks* const hook = hooks::installed();  // crash tests' kill points (core/hooks.hpp)
+  if (hook) hook->file_started();
   std::uint64_t bytes_written = 0;
 
   // A fresh name next to the target: dot-prefixed, with the process id and a random tag.
@@ -143,11 +142,11 @@ inline void write_file_atomically(const std::filesystem::path& path, const std::
       n -= static_cast<std::size_t>(w);
       bytes_written += static_cast<std::uint64_t>(w);
     }
-    if (kill_while_writing) fault::written(kill_while_writing, bytes_written, false);
+    if (hook) hook->file_written(bytes_written, false);
   };
   try {
     produce(sink);
-    if (kill_while_writing) fault::written(kill_while_writing, bytes_written, true);
+    if (hook) hook->file_written(bytes_written, true);
   } catch (...) {
     if (fd >= 0) {  // not already cleaned up by abandon()
       ::close(fd);
@@ -160,7 +159,7 @@ inline void write_file_atomically(const std::filesystem::path& path, const std::
   const int closed = ::close(fd);
   fd = -1;
   if (closed != 0) abandon("cannot close");
-  if (kill_before_rename) fault::detail::die();
+  if (hook) hook->file_before_rename();
   if (::rename(temp.c_str(), name.c_str()) != 0) abandon("cannot rename the temporary file into place");
   // Make the rename itself durable; a failure here leaves a complete file in place.
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -216,8 +216,7 @@ class Unpickler {
         }
         case '.': return pop();  // STOP
         default: {
-          static const char* digits = "0123456789abcdef";
-          fail(std::string("unknown or unsupported pickle opcode 0x") + digits[op >> 4] + digits[op & 15]);
+          fail("unknown or unsupported pickle opcode " + hex(op, 2));
         }
       }
     }

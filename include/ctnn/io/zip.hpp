@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "ctnn/io/error.hpp"
+#include "ctnn/io/file.hpp"  // ByteSink
 
 namespace ctnn::io {
 
@@ -124,8 +125,8 @@ class ZipReader {
     if (verify_crc) {
       const std::uint32_t actual = crc32(data);
       if (actual != e.crc32)
-        fail("entry '" + printable(e.name) + "' is corrupt: its CRC-32 is " + hex(actual) + ", the central directory says " +
-             hex(e.crc32));
+        fail("entry '" + printable(e.name) + "' is corrupt: its CRC-32 is " + hex(actual, 8) + ", the central directory says " +
+             hex(e.crc32, 8));
     }
     return data;
   }
@@ -134,12 +135,6 @@ class ZipReader {
 
  private:
   [[noreturn]] void fail(const std::string& what) const { throw CheckpointError(file_, what); }
-  static std::string hex(std::uint32_t v) {
-    static const char* digits = "0123456789abcdef";
-    std::string s = "0x";
-    for (int i = 7; i >= 0; --i) s += digits[(v >> (4 * i)) & 0xf];
-    return s;
-  }
   // True if [offset, offset + n) lies inside [0, limit).
   static bool fits(std::uint64_t offset, std::uint64_t n, std::uint64_t limit) {
     return offset <= limit && n <= limit - offset;
@@ -270,10 +265,9 @@ class ZipReader {
 // Writes an archive to a sink, entry by entry; finish() appends the central directory.
 class ZipWriter {
  public:
-  using Sink = std::function<void(const std::uint8_t*, std::size_t)>;
   static constexpr std::uint64_t kAlignment = 64;
 
-  ZipWriter(Sink sink, std::string file) : sink_(std::move(sink)), file_(std::move(file)) {}
+  ZipWriter(ByteSink sink, std::string file) : sink_(std::move(sink)), file_(std::move(file)) {}
 
   void add(const std::string& name, Bytes data) {
     if (finished_) throw CheckpointError(file_, "zip writer: add() after finish()");
@@ -368,7 +362,7 @@ class ZipWriter {
     offset_ += n;
   }
 
-  Sink sink_;
+  ByteSink sink_;
   std::string file_;
   std::uint64_t offset_ = 0;
   std::vector<Central> central_;

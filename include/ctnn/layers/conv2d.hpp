@@ -3,30 +3,13 @@
 // them at run time, so every convolution of a program shares one copy of the code.
 #pragma once
 
-#include <cmath>
 #include <string>
 
+#include "ctnn/layers/affine.hpp"
 #include "ctnn/layers/layer.hpp"
 #include "ctnn/ops/conv2d.hpp"
 
 namespace ctnn {
-
-namespace detail {
-// Per-channel sum over a batch, accumulated in double (as PyTorch's CPU reductions do for
-// float), added into `out`.
-template <class S>
-inline void add_channel_sums(const Batch<S>& b, float* out) {
-  ops::add_channel_sums(b.data(), S::channels, b.channel_stride(), out);
-}
-
-// PyTorch's default Conv2d/Linear initialisation: kaiming_uniform_(a = sqrt(5)) for the weight,
-// which is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the same bound for the bias.
-inline void default_affine_init(Param& weight, Param& bias, int fan_in, Rng& rng) {
-  const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
-  for (auto& w : weight.data()) w = static_cast<float>(rng.uniform(-bound, bound));
-  for (auto& b : bias.data()) b = static_cast<float>(rng.uniform(-bound, bound));
-}
-}  // namespace detail
 
 // Bound convolution layer for input sample shape In.
 template <class In, int InC, int OutC, int K, int S, int P>
@@ -44,6 +27,7 @@ class Conv2dLayer
   using typename Base::out_shape;
   static constexpr int in_channels = InC, out_channels = OutC, kernel_size = K, stride = S,
                        padding = P;
+  static constexpr InitRole init_role = InitRole::convolution;
   static constexpr ops::ConvShape shape{InC, In::height, In::width, OutC, K, S, P};
   static constexpr int patch = shape.patch();  // GEMM inner dimension
   static constexpr bool pointwise = shape.pointwise();

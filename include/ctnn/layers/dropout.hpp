@@ -7,25 +7,30 @@
 #include <string>
 
 #include "ctnn/core/shard.hpp"
+#include "ctnn/core/threading.hpp"
 #include "ctnn/layers/layer.hpp"
 
 namespace ctnn {
 
-template <class In, double DefaultP>
-class DropoutLayer : public LeafLayer<DropoutLayer<In, DefaultP>, In, In> {
+template <class In, long Num, long Den>
+class DropoutLayer : public LeafLayer<DropoutLayer<In, Num, Den>, In, In> {
  public:
+  // The spec's probability Num/Den: the quotient of two exact integers is correctly rounded, so
+  // Dropout<3, 10> gives the same double as the literal 0.3.
+  static constexpr double default_p = static_cast<double>(Num) / static_cast<double>(Den);
   // Probability of zeroing; settable at run time (0 makes training deterministic for parity tests).
-  double p = DefaultP;
+  double p = default_p;
 
   static std::string type_name() {
     std::ostringstream os;
-    os << "Dropout(p=" << DefaultP << ")";
+    os << "Dropout(p=" << default_p << ")";
     return os.str();
   }
 
   // The Network gives every dropout layer its own seed derived from the network seed. Masks
   // are counter-based (seed, forward count, element), so they do not depend on the thread count
   // and a run can be resumed exactly by restoring `draws`.
+  static constexpr bool has_random_state = true;
   void set_seed(std::uint64_t seed) { seed_ = seed; }
   std::uint64_t seed() const { return seed_; }
   std::uint64_t draws = 0;  // training forwards so far
@@ -50,7 +55,7 @@ class DropoutLayer : public LeafLayer<DropoutLayer<In, DefaultP>, In, In> {
     const std::size_t run = static_cast<std::size_t>(x.batch()) * In::plane;  // one channel
     const std::size_t extra = static_cast<std::size_t>(shard.global_size(x.batch()) - x.batch()) * In::plane;
     const std::size_t shift = static_cast<std::size_t>(shard.offset) * In::plane;
-#pragma omp parallel for schedule(static) if (n > (1u << 15))
+#pragma omp parallel for schedule(static) if (n > kThreadedWork)
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint64_t key = i + (i / run) * extra + shift;
       mask_[i] = counter_uniform(seed_, draw, key) < p ? 0.0f : scale;
@@ -70,11 +75,13 @@ class DropoutLayer : public LeafLayer<DropoutLayer<In, DefaultP>, In, In> {
   AlignedFloats mask_;
 };
 
-template <double P = 0.5>
+// Dropout<> is p = 0.5 (PyTorch's default); Dropout<Num, Den> is p = Num / Den. Two integers, not
+// a double: a floating-point template parameter needs clang 18 or later (Debian 12's clang is 14).
+template <long Num = 1, long Den = 2>
 struct Dropout {
-  static_assert(P >= 0.0 && P <= 1.0, "Dropout: p must be in [0, 1]");
+  static_assert(Den > 0 && Num >= 0 && Num <= Den, "Dropout: p = Num / Den must be in [0, 1]");
   template <class In>
-  using bind = DropoutLayer<In, P>;
+  using bind = DropoutLayer<In, Num, Den>;
 };
 
 }  // namespace ctnn

@@ -1,4 +1,4 @@
-// Flatten (x.view(N, -1)) and Identity.
+// Flatten: x.view(N, -1).
 #pragma once
 
 #include <algorithm>
@@ -50,27 +50,6 @@ class FlattenLayer : public LeafLayer<FlattenLayer<In>, In, Features<In::size>> 
 struct Flatten {
   template <class In>
   using bind = FlattenLayer<In>;
-};
-
-template <class In>
-class IdentityLayer : public LeafLayer<IdentityLayer<In>, In, In> {
- public:
-  static std::string type_name() { return "Identity()"; }
-  const Batch<In>& forward(const Batch<In>& x) {
-    this->y_ = x;
-    return this->y_;
-  }
-  void backward(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx) {
-    if (!dx) return;
-    dx->resize(x.batch());
-    std::copy(dy.data(), dy.data() + dy.size(), dx->data());
-  }
-};
-
-// The identity, e.g. as the shortcut of a plain residual block.
-struct Identity {
-  template <class In>
-  using bind = IdentityLayer<In>;
 };
 
 }  // namespace ctnn

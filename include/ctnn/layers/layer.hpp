@@ -23,8 +23,16 @@
 //   void reset_parameters(Rng& rng);              PyTorch's default initialisation
 //   template <class F> void for_each_layer(F&& f, const std::string& prefix);
 //        calls f(leaf_layer, name) for every leaf, in module order.
+// The concept `Layer` below states this; Sequential, Residual and Network check every layer
+// they compose against it. Optional abilities are declared, never guessed from members:
+//   static constexpr bool has_random_state = true;     random draws that a resume must restore:
+//        void set_seed(std::uint64_t), std::uint64_t seed() const, std::uint64_t draws
+//   static constexpr InitRole init_role = ...;         how a model's initialisation treats it
+// and read through layer_traits<L>. tests/test_layers.cpp runs check_layer over every layer.
 #pragma once
 
+#include <concepts>
+#include <cstdint>
 #include <string>
 
 #include "ctnn/core/random.hpp"
@@ -32,6 +40,61 @@
 #include "ctnn/core/tensor.hpp"
 
 namespace ctnn {
+
+namespace detail {
+// Stands for any callable for_each_layer accepts.
+struct AnyLeafVisitor {
+  template <class T>
+  void operator()(T&, const std::string&) const {}
+};
+}  // namespace detail
+
+template <class L>
+concept Layer = requires(L& l, const L& cl, const Batch<typename L::in_shape>& x,
+                         const Batch<typename L::out_shape>& dy, Batch<typename L::in_shape>* dx, StateVisitor& v,
+                         const std::string& prefix, Rng& rng) {
+  { L::type_name() } -> std::convertible_to<std::string>;
+  { l.forward(x) } -> std::same_as<const Batch<typename L::out_shape>&>;
+  l.backward(x, dy, dx);
+  { cl.output() } -> std::same_as<const Batch<typename L::out_shape>&>;
+  l.release_output();
+  l.set_training(true);
+  l.visit_state(v, prefix);
+  l.reset_parameters(rng);
+  l.for_each_layer(detail::AnyLeafVisitor{}, prefix);
+};
+
+// A layer spec (what users write: Conv2d<3, 64, 3, 1, 1>, ReLU, ...) that binds to a Layer for
+// input shape In.
+template <class Spec, class In>
+concept LayerSpecFor = requires { typename Spec::template bind<In>; } &&
+                       Layer<typename Spec::template bind<In>> &&
+                       std::same_as<typename Spec::template bind<In>::in_shape, In>;
+
+// What a model's initialisation (models/vgg.hpp, models/resnet.hpp) does with a layer.
+enum class InitRole { none, convolution, linear };
+
+template <class L>
+concept RandomStateLayer = requires(L& l, const L& cl) {
+  l.set_seed(std::uint64_t{});
+  { cl.seed() } -> std::same_as<std::uint64_t>;
+  { l.draws } -> std::convertible_to<std::uint64_t>;
+};
+
+// The optional abilities of layer L, from its declarations (defaults: none).
+template <class L>
+struct layer_traits {
+  static constexpr bool has_random_state = [] {
+    if constexpr (requires { L::has_random_state; }) return L::has_random_state;
+    else return false;
+  }();
+  static constexpr InitRole init_role = [] {
+    if constexpr (requires { L::init_role; }) return L::init_role;
+    else return InitRole::none;
+  }();
+  static_assert(!has_random_state || RandomStateLayer<L>,
+                "a layer with has_random_state needs set_seed(std::uint64_t), seed() and draws");
+};
 
 // Base for leaf layers (CRTP): owns the output buffer and the training flag, and provides
 // the parts of the contract that a layer without parameters does not need to write.

@@ -3,7 +3,9 @@
 
 #include <string>
 
-#include "ctnn/layers/conv2d.hpp"  // detail::default_affine_init, detail::add_channel_sums
+#include "ctnn/layers/affine.hpp"
+#include "ctnn/layers/layer.hpp"
+#include "ctnn/ops/gemm.hpp"
 
 namespace ctnn {
 
@@ -17,6 +19,7 @@ class LinearLayer : public LeafLayer<LinearLayer<In, InF, OutF>, In, Features<Ou
  public:
   using out_shape = Features<OutF>;
   static constexpr int in_features = InF, out_features = OutF;
+  static constexpr InitRole init_role = InitRole::linear;
   Param weight, bias;
 
   static std::string type_name() {
@@ -39,10 +42,7 @@ class LinearLayer : public LeafLayer<LinearLayer<In, InF, OutF>, In, Features<Ou
     auto& y = this->y_;
     y.resize(n);
     ops::gemm({x.data(), n, InF, n}, {weight.value, InF, OutF, InF}, {y.data(), n, OutF, n});
-    for (int o = 0; o < OutF; ++o) {
-      float* p = y.channel(o);
-      for (int i = 0; i < n; ++i) p[i] += bias.value[o];
-    }
+    ops::add_bias(y.data(), bias.value, OutF, static_cast<std::size_t>(n), y.channel_stride());
     return y;
   }
 

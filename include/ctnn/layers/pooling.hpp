@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "ctnn/core/threading.hpp"
 #include "ctnn/layers/layer.hpp"
 #include "ctnn/ops/pool.hpp"
 
@@ -19,8 +20,18 @@ namespace detail {
 template <class In, class F>
 inline void for_each_plane(int n, F&& f) {
   const int planes = n * In::channels;
-#pragma omp parallel for schedule(static) if (std::size_t(planes) * In::plane > (1u << 15))
+#pragma omp parallel for schedule(static) if (std::size_t(planes) * In::plane > kThreadedWork)
   for (int q = 0; q < planes; ++q) f(static_cast<std::size_t>(q));
+}
+
+// A pooling's backward: *dx (unless null) zeroed, then f(q, plane q of dx) adds plane q's gradient.
+template <class In, class F>
+inline void pool_backward(int n, Batch<In>* dx, F&& f) {
+  if (!dx) return;
+  dx->resize(n);
+  dx->set_zero();
+  float* d = dx->data();
+  for_each_plane<In>(n, [&](std::size_t q) { f(q, d + q * In::plane); });
 }
 }  // namespace detail
 
@@ -54,13 +65,9 @@ class MaxPool2dLayer : public LeafLayer<MaxPool2dLayer<In, K, S, P>, In, PoolOut
   const std::vector<std::int32_t>& indices() const { return arg_; }
 
   void backward(const Batch<In>& x, const Batch<out_shape>& dy, Batch<In>* dx) {
-    if (!dx) return;
-    const int n = x.batch();
-    dx->resize(n);
-    dx->set_zero();
-    detail::for_each_plane<In>(n, [&](std::size_t q) {
+    detail::pool_backward(x.batch(), dx, [&](std::size_t q, float* dxq) {
       ops::max_pool_plane_backward(dy.data() + q * out_shape::plane, arg_.data() + q * out_shape::plane,
-                                   out_shape::plane, dx->data() + q * In::plane);
+                                   out_shape::plane, dxq);
     });
   }
 
@@ -92,12 +99,8 @@ class AvgPool2dLayer : public LeafLayer<AvgPool2dLayer<In, K, S>, In, PoolOut<In
   }
 
   void backward(const Batch<In>& x, const Batch<out_shape>& dy, Batch<In>* dx) {
-    if (!dx) return;
-    const int n = x.batch();
-    dx->resize(n);
-    dx->set_zero();
-    detail::for_each_plane<In>(n, [&](std::size_t q) {
-      ops::avg_pool_plane_backward(dy.data() + q * out_shape::plane, geometry(), dx->data() + q * In::plane);
+    detail::pool_backward(x.batch(), dx, [&](std::size_t q, float* dxq) {
+      ops::avg_pool_plane_backward(dy.data() + q * out_shape::plane, geometry(), dxq);
     });
   }
 

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "ctnn/core/threading.hpp"
 #include "ctnn/layers/layer.hpp"
 
 namespace ctnn {
@@ -19,7 +20,7 @@ class ReLULayer : public LeafLayer<ReLULayer<In>, In, In> {
     float* py = y.data();
     const std::size_t n = x.size();
     // `v < 0 ? 0 : v` rather than max(): a NaN passes through, as in PyTorch.
-#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
+#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
     for (std::size_t i = 0; i < n; ++i) py[i] = px[i] < 0.0f ? 0.0f : px[i];
     return y;
   }
@@ -32,7 +33,7 @@ class ReLULayer : public LeafLayer<ReLULayer<In>, In, In> {
     const float* pg = dy.data();
     float* pd = dx->data();
     const std::size_t n = x.size();
-#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
+#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
     for (std::size_t i = 0; i < n; ++i) pd[i] = py[i] > 0.0f ? pg[i] : 0.0f;
   }
 };

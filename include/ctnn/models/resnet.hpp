@@ -12,7 +12,9 @@
 #include "ctnn/layers/pooling.hpp"
 #include "ctnn/layers/relu.hpp"
 
-namespace ctnn {
+// The model's building blocks live in ctnn::resnet (conv1x1 and conv3x3 are names many models
+// use); the model itself, ResNet50_layer4, is in ctnn.
+namespace ctnn::resnet {
 
 // The report's helpers: convolution, BatchNorm2d, ReLU, always ending in ReLU.
 template <int In, int Out, int Stride, int Padding>
@@ -44,6 +46,10 @@ using ResNet50Layer4Root = Sequential<
                                ResidualBlock<1024, 256, 1024, false>, ResidualBlock<1024, 256, 1024, false>>>,
     Named<"avgpool", AvgPool2d<2, 1>>, Flatten, Named<"fc", Linear<1024, NumClasses>>>;
 
+}  // namespace ctnn::resnet
+
+namespace ctnn {
+
 // The assignment's ResNet constructor: xavier_uniform_ on every Conv2d and Linear weight;
 // biases and BatchNorm keep PyTorch's defaults.
 struct XavierInit {
@@ -52,10 +58,10 @@ struct XavierInit {
     Rng rng = Rng::stream(seed, 0x726573);
     net.for_each_layer([&](auto& layer, const std::string&) {
       using L = std::decay_t<decltype(layer)>;
-      if constexpr (requires { L::kernel_size; }) {
+      if constexpr (layer_traits<L>::init_role == InitRole::convolution) {
         constexpr int k2 = L::kernel_size * L::kernel_size;
         xavier_uniform(layer.weight, L::in_channels * k2, L::out_channels * k2, rng);
-      } else if constexpr (requires { L::in_features; }) {
+      } else if constexpr (layer_traits<L>::init_role == InitRole::linear) {
         xavier_uniform(layer.weight, L::in_features, L::out_features, rng);
       }
     });
@@ -69,6 +75,6 @@ struct XavierInit {
 
 // ResNet50_layer4(num_classes) for 3x32x32 inputs.
 template <int NumClasses = 10>
-using ResNet50_layer4 = Network<Shape<3, 32, 32>, ResNet50Layer4Root<NumClasses>, XavierInit>;
+using ResNet50_layer4 = Network<Shape<3, 32, 32>, resnet::ResNet50Layer4Root<NumClasses>, XavierInit>;
 
 }  // namespace ctnn

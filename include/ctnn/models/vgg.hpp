@@ -13,7 +13,9 @@
 #include "ctnn/layers/pooling.hpp"
 #include "ctnn/layers/relu.hpp"
 
-namespace ctnn {
+// The model's building blocks live in ctnn::vgg, so that short names such as M do not reach
+// every user of namespace ctnn; the models themselves (VGG16, VGG<BatchNorm>) are in ctnn.
+namespace ctnn::vgg {
 
 // The max-pooling marker of a VGG configuration ('M' in PyTorch's cfg lists).
 inline constexpr int M = 0;
@@ -54,11 +56,15 @@ using MakeLayers = typename detail::SequentialOf<typename detail::MakeLayers<3, 
 template <bool BatchNorm = false>
 using VGG16Features = MakeLayers<BatchNorm, 64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, M, 512, 512, 512, M>;
 
-using VGG16Classifier = Sequential<Dropout<0.5>, Linear<512, 512>, BatchNorm1d<512>, ReLU, Dropout<0.5>,
+using VGG16Classifier = Sequential<Dropout<>, Linear<512, 512>, BatchNorm1d<512>, ReLU, Dropout<>,
                                    Linear<512, 10>>;
 
 template <class Features>
 using VGGRoot = Sequential<Named<"features", Features>, Flatten, Named<"classifier", VGG16Classifier>>;
+
+}  // namespace ctnn::vgg
+
+namespace ctnn {
 
 // The assignment's VGG constructor: every Conv2d weight ~ Normal(0, sqrt(2 / (k*k*out))) and its
 // bias 0; Linear and BatchNorm1d keep PyTorch's defaults.
@@ -68,7 +74,7 @@ struct VGGInit {
     Rng rng = Rng::stream(seed, 0x766767);
     net.for_each_layer([&](auto& layer, const std::string&) {
       using L = std::decay_t<decltype(layer)>;
-      if constexpr (requires { L::kernel_size; }) {
+      if constexpr (layer_traits<L>::init_role == InitRole::convolution) {
         const double stddev = std::sqrt(2.0 / (L::kernel_size * L::kernel_size * L::out_channels));
         for (auto& w : layer.weight.data()) w = static_cast<float>(rng.normal(0.0, stddev));
         for (auto& b : layer.bias.data()) b = 0.0f;
@@ -79,7 +85,7 @@ struct VGGInit {
 
 // VGG(make_layers(cfg, BatchNorm)) for 3x32x32 inputs.
 template <bool BatchNorm = false>
-using VGG = Network<Shape<3, 32, 32>, VGGRoot<VGG16Features<BatchNorm>>, VGGInit>;
+using VGG = Network<Shape<3, 32, 32>, vgg::VGGRoot<vgg::VGG16Features<BatchNorm>>, VGGInit>;
 
 // The assignment's vgg16(): make_layers(cfg) without batch norm.
 using VGG16 = VGG<false>;

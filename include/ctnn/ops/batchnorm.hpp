@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <vector>
 
+#include "ctnn/core/threading.hpp"  // kThreadedWork
+
 namespace ctnn::ops {
 
 struct BatchNormState {
@@ -72,7 +74,7 @@ inline void batchnorm_batch_channel(const float* px, float* py, std::size_t m, s
 // (two exchanges of `channels` doubles), so every process normalises as one process would.
 inline void batchnorm_forward(const float* x, float* y, int channels, std::size_t m, bool batch_stats,
                               const BatchNormState& st, const BatchNormSync& sync = {}) {
-  const bool parallel = channels * m > (1u << 15);
+  const bool parallel = channels * m > kThreadedWork;
   if (batch_stats && sync.active()) {
     const std::size_t total = sync.total;
     std::vector<double> sums(static_cast<std::size_t>(channels)), devs(sums.size());
@@ -116,7 +118,7 @@ inline void batchnorm_forward(const float* x, float* y, int channels, std::size_
 inline void batchnorm_backward(const float* x, const float* dy, float* dx, int channels, std::size_t m,
                                bool batch_stats, const BatchNormState& st, float* dweight, float* dbias,
                                const BatchNormSync& sync = {}) {
-  const bool parallel = channels * m > (1u << 15);
+  const bool parallel = channels * m > kThreadedWork;
   const bool synced = batch_stats && sync.active() && dx;
   std::vector<double> sums(synced ? 2 * static_cast<std::size_t>(channels) : 0);
   // The input gradient of channel c from the (global) sums of dy and of (x - mean) * dy.

@@ -23,25 +23,13 @@
 #include <cstddef>
 
 #include "ctnn/core/threading.hpp"
+#include "ctnn/ops/bias.hpp"
 #include "ctnn/ops/gemm.hpp"
 #include "ctnn/ops/im2col.hpp"
 #include "ctnn/ops/scratch.hpp"
 #include "ctnn/ops/winograd.hpp"
 
 namespace ctnn::ops {
-
-// Adds the sum of each of `channels` contiguous runs of `stride` floats to out[c], accumulated in
-// double as PyTorch's CPU reductions do for float. Bias gradients of Conv2d and Linear.
-inline void add_channel_sums(const float* data, int channels, std::size_t stride, float* out) {
-#pragma omp parallel for schedule(static) if (channels * stride > (1u << 15))
-  for (int c = 0; c < channels; ++c) {
-    const float* p = data + c * stride;
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (std::size_t i = 0; i < stride; ++i) s += p[i];
-    out[c] += static_cast<float>(s);
-  }
-}
 
 // One convolution's sizes: the input sample, the output channels, kernel, stride and padding.
 struct ConvShape {
@@ -95,13 +83,6 @@ inline int conv_chunk(const ConvShape& s, int n) {
   return static_cast<int>(std::clamp<std::size_t>(col_budget / per_sample, 1, cap));
 }
 
-inline int thread_index() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
 
 inline void conv2d_forward_image_parallel(const ConvShape& s, int n, const float* x, const float* w,
                                           const float* b, float* y) {
@@ -120,11 +101,8 @@ inline void conv2d_forward_image_parallel(const ConvShape& s, int n, const float
     float* out = y + static_cast<std::size_t>(n0) * plane;
     im2col(x, g, n0, cnt, col, /*threaded=*/false);
     gemm_serial({col, rows, patch, rows}, wt, {out, rows, oc, rows_all});
-    for (int c = 0; c < oc; ++c) {  // bias, while the chunk's output is still in cache
-      float* p = out + c * rows_all;
-      const float bc = b[c];
-      for (Eigen::Index r = 0; r < rows; ++r) p[r] += bc;
-    }
+    // The bias, while the chunk's output is still in cache.
+    add_bias(out, b, oc, static_cast<std::size_t>(rows), static_cast<std::size_t>(rows_all), /*threaded=*/false);
   }
 }
 
@@ -161,12 +139,7 @@ inline void conv2d_backward_image_parallel(const ConvShape& s, int n, const floa
       }
     }
   }
-#pragma omp parallel for schedule(static) if (w_floats > (1u << 15))
-  for (std::size_t e = 0; e < w_floats; ++e) {
-    float sum = partials[e];
-    for (int gi = 1; gi < groups; ++gi) sum += partials[w_floats * gi + e];
-    dw[e] += sum;
-  }
+  add_group_partials(partials, groups, w_floats, dw);
 }
 }  // namespace detail
 
@@ -191,13 +164,7 @@ inline void conv2d_forward(const ConvShape& s, int n, const float* x, const floa
       gemm({col, rows, patch, rows}, wt, {y + static_cast<std::size_t>(n0) * plane, rows, oc, rows_all});
     }
   }
-  const std::size_t cs = static_cast<std::size_t>(rows_all);
-#pragma omp parallel for schedule(static) if (oc * cs > (1u << 15))
-  for (int c = 0; c < oc; ++c) {
-    float* p = y + c * cs;
-    const float bc = b[c];
-    for (std::size_t i = 0; i < cs; ++i) p[i] += bc;
-  }
+  add_bias(y, b, oc, static_cast<std::size_t>(rows_all), static_cast<std::size_t>(rows_all));
 }
 
 // Adds the weight and bias gradients of the last forward on x into dw and db, and overwrites dx

@@ -29,6 +29,15 @@ inline const char* isa_name(Isa isa) {
   return "unknown";
 }
 
+// Off x86: NEON where the compiler targets it (every aarch64 CPU has it), else unknown.
+constexpr Isa non_x86_isa() {
+#if defined(__ARM_NEON) || defined(__aarch64__)
+  return Isa::neon;
+#else
+  return Isa::unknown;
+#endif
+}
+
 // The best level this CPU (and its operating system, which must save the wider registers)
 // supports, read with cpuid at run time. GCC's and clang's __builtin_cpu_supports check the OS
 // support (XCR0) for AVX and AVX-512 as well.
@@ -41,10 +50,8 @@ inline Isa cpu_isa() {
   if (__builtin_cpu_supports("sse4.1")) return Isa::sse4;
   if (__builtin_cpu_supports("sse3")) return Isa::sse3;
   return Isa::sse2;
-#elif defined(__ARM_NEON) || defined(__aarch64__)
-  return Isa::neon;
 #else
-  return Isa::unknown;
+  return non_x86_isa();
 #endif
 }
 
@@ -63,10 +70,8 @@ constexpr Isa compiled_isa() {
   return Isa::sse3;
 #elif defined(__SSE2__) || defined(__x86_64__)
   return Isa::sse2;
-#elif defined(__ARM_NEON) || defined(__aarch64__)
-  return Isa::neon;
 #else
-  return Isa::unknown;
+  return non_x86_isa();
 #endif
 }
 

@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cstddef>
 
+#include "ctnn/core/threading.hpp"  // kThreadedWork
+
 namespace ctnn::ops {
 
 struct ConvGeometry {
@@ -55,7 +57,7 @@ inline void im2col(const float* in, const ConvGeometry& g, int n0, int nb, float
     int table[detail::small_plane_max * detail::small_kernel_area_max];
     detail::small_plane_table(g, table);
     const int plane = g.out_plane(), in_plane = g.height * g.width;
-#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > (1u << 15))
+#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > kThreadedWork)
     for (int j = 0; j < g.patch(); ++j) {
       const int* t = table + (j % kk) * plane;
       const float* src = in + (j / kk) * g.in_channel_stride() + static_cast<std::size_t>(n0) * in_plane;
@@ -65,7 +67,7 @@ inline void im2col(const float* in, const ConvGeometry& g, int n0, int nb, float
     }
     return;
   }
-#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > (1u << 15))
+#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > kThreadedWork)
   for (int j = 0; j < g.patch(); ++j) {
     const int c = j / kk, ky = (j % kk) / g.kernel, kx = j % g.kernel;
     float* dst = col + j * ld;
@@ -116,7 +118,7 @@ inline void col2im_add(const float* col, const ConvGeometry& g, int n0, int nb, 
     int table[detail::small_plane_max * detail::small_kernel_area_max];
     detail::small_plane_table(g, table);
     const int plane = g.out_plane(), in_plane = g.height * g.width;
-#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > (1u << 15))
+#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > kThreadedWork)
     for (int c = 0; c < g.in_channels; ++c) {
       for (int r = 0; r < kk; ++r) {
         const int* t = table + r * plane;
@@ -129,7 +131,7 @@ inline void col2im_add(const float* col, const ConvGeometry& g, int n0, int nb, 
     }
     return;
   }
-#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > (1u << 15))
+#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > kThreadedWork)
   for (int c = 0; c < g.in_channels; ++c) {
     for (int r = 0; r < kk; ++r) {
       const int ky = r / g.kernel, kx = r % g.kernel;

@@ -47,6 +47,14 @@
 #include "ctnn/ops/gemm.hpp"
 #include "ctnn/ops/scratch.hpp"
 
+// GCC's "no loop-carried dependence" hint for the transform loops below. Clang has no such
+// pragma (it checks aliasing at run time instead) and warns about unknown ones, so it gets none.
+#if defined(__clang__)
+#define CTNN_IVDEP
+#else
+#define CTNN_IVDEP _Pragma("GCC ivdep")
+#endif
+
 namespace ctnn::ops {
 
 struct Winograd3x3 {
@@ -196,7 +204,7 @@ void data_tiles(const float* chan, int cnt, int h, int w, float* dst, std::size_
       }
       // B^T along y (over j), for every column phase and tile ...
       for (int r = 0; r < A; ++r) {
-#pragma GCC ivdep
+CTNN_IVDEP
         for (int t = 0; t < nt; ++t) {
           float d[A], o[A];
           for (int j = 0; j < A; ++j) d[j] = buf[j][r][t];
@@ -207,7 +215,7 @@ void data_tiles(const float* chan, int cnt, int h, int w, float* dst, std::size_
       // ... then along x (over the phases), stored per point.
       float* out = dst + static_cast<std::size_t>(ty) * strip + t0;
       for (int i = 0; i < A; ++i) {
-#pragma GCC ivdep
+CTNN_IVDEP
         for (int t = 0; t < nt; ++t) {
           float d[A], o[A];
           for (int r = 0; r < A; ++r) d[r] = col[i][r][t];
@@ -250,7 +258,7 @@ void grad_tiles(const float* chan, int cnt, int h, int w, float* dst, std::size_
         }
       }
       for (int r = 0; r < M; ++r) {
-#pragma GCC ivdep
+CTNN_IVDEP
         for (int t = 0; t < nt; ++t) {
           float y[M], o[A];
           for (int j = 0; j < M; ++j) y[j] = buf[j][r][t];
@@ -260,7 +268,7 @@ void grad_tiles(const float* chan, int cnt, int h, int w, float* dst, std::size_
       }
       float* out = dst + static_cast<std::size_t>(ty) * strip + t0;
       for (int i = 0; i < A; ++i) {
-#pragma GCC ivdep
+CTNN_IVDEP
         for (int t = 0; t < nt; ++t) {
           float y[M], o[A];
           for (int r = 0; r < M; ++r) y[r] = col[i][r][t];
@@ -288,7 +296,7 @@ void output_tiles(const float* src, std::size_t ps, float bias, float* chan, int
       const float* in = src + static_cast<std::size_t>(ty) * strip + t0;
       // A^T along x (the second point index) ...
       for (int i = 0; i < A; ++i) {
-#pragma GCC ivdep
+CTNN_IVDEP
         for (int t = 0; t < nt; ++t) {
           float v[A], o[M];
           for (int k = 0; k < A; ++k) v[k] = in[(i * A + k) * ps + t];
@@ -298,7 +306,7 @@ void output_tiles(const float* src, std::size_t ps, float bias, float* chan, int
       }
       // ... then along y: res[q][s][t] is output row q, column s of tile t.
       for (int s = 0; s < M; ++s) {
-#pragma GCC ivdep
+CTNN_IVDEP
         for (int t = 0; t < nt; ++t) {
           float v[A], o[M];
           for (int i = 0; i < A; ++i) v[i] = row[i][s][t];
@@ -331,7 +339,7 @@ void transform_kernels(const float* w, int cin, int cout, bool flip, float* u) {
   using X = Xf<M>;
   constexpr int A = X::a;
   const std::size_t ps = static_cast<std::size_t>(cin) * cout;
-#pragma omp parallel for schedule(static) if (ps * A * A > (1u << 16))
+#pragma omp parallel for schedule(static) if (ps * A * A > kThreadedStream)
   for (int k = 0; k < cout; ++k) {
     for (int c = 0; c < cin; ++c) {
       const float* g = w + (static_cast<std::size_t>(k) * cin + c) * 9;
@@ -359,7 +367,7 @@ void inverse_kernels(const float* du, int cin, int cout, float* dw, bool accumul
   using X = Xf<M>;
   constexpr int A = X::a;
   const std::size_t ps = static_cast<std::size_t>(cin) * cout;
-#pragma omp parallel for schedule(static) if (threaded && ps * A * A > (1u << 16))
+#pragma omp parallel for schedule(static) if (threaded && ps * A * A > kThreadedStream)
   for (int k = 0; k < cout; ++k) {
     for (int c = 0; c < cin; ++c) {
       const std::size_t at = static_cast<std::size_t>(k) * cin + c;
@@ -386,13 +394,6 @@ void inverse_kernels(const float* du, int cin, int cout, float* dw, bool accumul
 inline constexpr std::size_t chunk_budget = std::size_t{1} << 20;  // floats per thread buffer
 inline constexpr int min_chunks = 8, max_groups = 8;
 
-inline int thread_index() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
 
 // Images per chunk: as many as fit the budget, and at least min_chunks chunks so threads stay
 // balanced. Depends only on the problem.
@@ -521,13 +522,7 @@ void backward_weights_core(const Winograd3x3& s, const float* x, const float* dy
     // Back to 3x3 per group: the partials to be summed are 9/P the size.
     inverse_kernels<M>(du, cin, cout, partials + 9 * ups * gi, /*accumulate=*/false, /*threaded=*/false);
   }
-  const std::size_t total = 9 * ups;
-#pragma omp parallel for schedule(static) if (total > (1u << 15))
-  for (std::size_t e = 0; e < total; ++e) {
-    float sum = partials[e];
-    for (int gi = 1; gi < groups; ++gi) sum += partials[total * gi + e];
-    dw[e] += sum;
-  }
+  add_group_partials(partials, groups, 9 * ups, dw);
 }
 
 }  // namespace winograd_detail

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "ctnn/core/state.hpp"
+#include "ctnn/core/threading.hpp"
 
 namespace ctnn {
 
@@ -23,7 +24,7 @@ inline bool all_finite(std::span<const float> v) {
   const float* p = v.data();
   const std::size_t n = v.size();
   std::uint32_t bad = 0;
-#pragma omp parallel for simd schedule(static) reduction(| : bad) if (n > (1u << 18))
+#pragma omp parallel for simd schedule(static) reduction(| : bad) if (n > kThreadedScan)
   for (std::size_t i = 0; i < n; ++i) bad |= (std::bit_cast<std::uint32_t>(p[i]) & 0x7f800000u) == 0x7f800000u;
   return bad == 0;
 }
@@ -71,7 +72,6 @@ struct FiniteProbe : StateVisitor {
   void buffer(const std::string& name, const TensorShape&, std::span<float> data) override {
     if (!gradients) check(name, data);
   }
-  void counter(const std::string&, std::int64_t&) override {}
 };
 
 template <class Layer>

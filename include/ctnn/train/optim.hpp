@@ -1,15 +1,55 @@
 // Optimizers over a network's contiguous parameter and gradient buffers.
+//
+// An optimizer has step(), lr() and set_lr(double), and visit_state(v, prefix): everything a
+// snapshot needs to continue exactly, through the StateVisitor of core/state.hpp (buffers for
+// per-parameter state, counters for 0-d int64 values; the learning rate travels as the int64
+// bit pattern of its double, so that nothing is rounded). Trainer takes any such optimizer.
 #pragma once
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <span>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
+#include "ctnn/core/state.hpp"
 #include "ctnn/core/tensor.hpp"
+#include "ctnn/core/threading.hpp"
 
 namespace ctnn {
+
+namespace detail {
+// What every optimizer has: the two buffers, its options (with lr) and the steps taken.
+template <class Options>
+class OptimizerBase {
+ public:
+  double lr() const { return o_.lr; }
+  void set_lr(double lr) { o_.lr = lr; }
+  std::int64_t steps() const { return step_; }
+
+ protected:
+  OptimizerBase(std::span<float> params, std::span<const float> grads, Options o, const char* name)
+      : p_(params), g_(grads), o_(o) {
+    if (params.size() != grads.size())
+      throw std::invalid_argument(std::string(name) + ": parameter and gradient sizes differ");
+  }
+  // The last entries of visit_state: step, then the learning rate as the int64 bits of its
+  // double (read, and written back).
+  void visit_step_and_lr(StateVisitor& v, const std::string& prefix) {
+    v.counter(join_key(prefix, "step"), step_);
+    auto bits = std::bit_cast<std::int64_t>(o_.lr);
+    v.counter(join_key(prefix, "lr_bits"), bits);
+    o_.lr = std::bit_cast<double>(bits);
+  }
+
+  std::span<float> p_;
+  std::span<const float> g_;
+  Options o_;
+  std::int64_t step_ = 0;
+};
+}  // namespace detail
 
 // torch.optim.Adam (weight_decay = 0, amsgrad off), with PyTorch 1.13's single-tensor update:
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
@@ -19,14 +59,12 @@ struct AdamOptions {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
 };
 
-class Adam {
+class Adam : public detail::OptimizerBase<AdamOptions> {
  public:
   using Options = AdamOptions;
 
   Adam(std::span<float> params, std::span<const float> grads, Options o = {})
-      : p_(params), g_(grads), o_(o), m_(params.size(), 0.0f), v_(params.size(), 0.0f) {
-    if (params.size() != grads.size()) throw std::invalid_argument("Adam: parameter and gradient sizes differ");
-  }
+      : OptimizerBase(params, grads, o, "Adam"), m_(params.size(), 0.0f), v_(params.size(), 0.0f) {}
   template <class Net>
   explicit Adam(Net& net, Options o = {}) : Adam(net.parameters(), net.gradients(), o) {}
 
@@ -45,7 +83,7 @@ class Adam {
     const float* g = g_.data();
     float* m = m_.data();
     float* v = v_.data();
-#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
+#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
     for (std::size_t i = 0; i < n; ++i) {
       m[i] = std::fma(g[i], a1, m[i] * b1);   // mul_(b1).add_(g, alpha=1-b1): a fused add
       v[i] = v[i] * b2 + a2 * g[i] * g[i];     // mul_(b2).addcmul_(g, g, value=1-b2)
@@ -54,21 +92,16 @@ class Adam {
     }
   }
 
-  double lr() const { return o_.lr; }
-  void set_lr(double lr) { o_.lr = lr; }
-  std::int64_t steps() const { return step_; }
-
-  // State for checkpoints and exact resumption.
-  std::span<float> exp_avg() { return m_; }
-  std::span<float> exp_avg_sq() { return v_; }
-  void set_steps(std::int64_t s) { step_ = s; }
+  // torch.optim.Adam's state names: exp_avg, exp_avg_sq, step; then lr_bits.
+  void visit_state(StateVisitor& v, const std::string& prefix) {
+    const TensorShape flat{static_cast<std::int64_t>(m_.size())};
+    v.buffer(join_key(prefix, "exp_avg"), flat, m_);
+    v.buffer(join_key(prefix, "exp_avg_sq"), flat, v_);
+    visit_step_and_lr(v, prefix);
+  }
 
  private:
-  std::span<float> p_;
-  std::span<const float> g_;
-  Options o_;
   AlignedFloats m_, v_;
-  std::int64_t step_ = 0;
 };
 
 // torch.optim.SGD with momentum, dampening, weight decay and optional Nesterov momentum:
@@ -79,13 +112,12 @@ struct SGDOptions {
   bool nesterov = false;
 };
 
-class SGD {
+class SGD : public detail::OptimizerBase<SGDOptions> {
  public:
   using Options = SGDOptions;
 
   SGD(std::span<float> params, std::span<const float> grads, Options o)
-      : p_(params), g_(grads), o_(o), buf_(o.momentum != 0.0 ? params.size() : 0, 0.0f) {
-    if (params.size() != grads.size()) throw std::invalid_argument("SGD: parameter and gradient sizes differ");
+      : OptimizerBase(params, grads, o, "SGD"), buf_(o.momentum != 0.0 ? params.size() : 0, 0.0f) {
     if (o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0))
       throw std::invalid_argument("SGD: Nesterov momentum requires a momentum and zero dampening");
   }
@@ -95,13 +127,12 @@ class SGD {
   void step() {
     const float lr = static_cast<float>(o_.lr), wd = static_cast<float>(o_.weight_decay);
     const float mom = static_cast<float>(o_.momentum), damp = static_cast<float>(o_.dampening);
-    const bool first = !started_;
-    started_ = true;
+    const bool first = step_++ == 0;
     const std::size_t n = p_.size();
     float* p = p_.data();
     const float* g = g_.data();
     float* buf = buf_.data();
-#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
+#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
     for (std::size_t i = 0; i < n; ++i) {
       float d = g[i];
       if (wd != 0.0f) d += wd * p[i];
@@ -113,16 +144,15 @@ class SGD {
     }
   }
 
-  double lr() const { return o_.lr; }
-  void set_lr(double lr) { o_.lr = lr; }
-  std::span<float> momentum_buffer() { return buf_; }
+  // torch.optim.SGD's state name momentum_buffer (with momentum only), the steps taken (the
+  // first step starts the buffer), then lr_bits.
+  void visit_state(StateVisitor& v, const std::string& prefix) {
+    if (!buf_.empty()) v.buffer(join_key(prefix, "momentum_buffer"), {static_cast<std::int64_t>(buf_.size())}, buf_);
+    visit_step_and_lr(v, prefix);
+  }
 
  private:
-  std::span<float> p_;
-  std::span<const float> g_;
-  Options o_;
   AlignedFloats buf_;
-  bool started_ = false;
 };
 
 }  // namespace ctnn

@@ -1,0 +1,140 @@
+// The resume snapshot: everything an interrupted training run needs to continue exactly as if
+// it had not stopped, in a PyTorch-format file (so it is as robust and inspectable as any
+// checkpoint). Its entries, in file order:
+//   model.<key>                   the network's state_dict
+//   optimizer.<name>              the optimizer's state (its visit_state, train/optim.hpp)
+//   trainer.<name>                the run: seed, batch size, position, running-loss sum
+//   dropout.<layer>.seed|draws    every layer with random state (layers/layer.hpp)
+// Every value is a tensor; doubles travel as their int64 bit patterns so that nothing is
+// rounded. One table per group serves both writing and reading.
+#pragma once
+
+#include <bit>
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <type_traits>
+
+#include "ctnn/core/state.hpp"
+#include "ctnn/io/state_dict.hpp"
+#include "ctnn/layers/layer.hpp"
+
+namespace ctnn {
+
+// Where a run is.
+struct TrainPosition {
+  int epoch = 1;          // 1-based epoch in progress
+  int batch = 0;          // batches of it done
+  long total_steps = 0;
+  double loss_sum = 0.0;  // sum of this epoch's losses so far (the running mean's numerator)
+};
+
+namespace detail {
+
+// The trainer.* entries: f(key, value) for each, in file order. The values are read after the
+// calls, so f may either read or assign them.
+template <class Seed, class BatchSize, class F>
+void each_run_entry(Seed& seed, BatchSize& batch_size, TrainPosition& at, F&& f) {
+  auto entry = [&](const char* key, auto& value) {
+    using T = std::remove_reference_t<decltype(value)>;
+    std::int64_t v;
+    if constexpr (std::is_floating_point_v<T>) v = std::bit_cast<std::int64_t>(value);
+    else v = static_cast<std::int64_t>(value);
+    f(key, v);
+    if constexpr (std::is_floating_point_v<T>) value = std::bit_cast<double>(v);
+    else value = static_cast<T>(v);
+  };
+  entry("trainer.seed", seed);
+  entry("trainer.batch_size", batch_size);
+  entry("trainer.epoch", at.epoch);
+  entry("trainer.batch", at.batch);
+  entry("trainer.total_steps", at.total_steps);
+  entry("trainer.loss_sum_bits", at.loss_sum);
+}
+
+// The dropout.* entries, the same way.
+template <class Net, class F>
+void each_random_state_entry(Net& net, F&& f) {
+  net.for_each_layer([&](auto& layer, const std::string& name) {
+    if constexpr (layer_traits<std::decay_t<decltype(layer)>>::has_random_state) {
+      auto seed = static_cast<std::int64_t>(layer.seed()), draws = static_cast<std::int64_t>(layer.draws);
+      f("dropout." + name + ".seed", seed);
+      f("dropout." + name + ".draws", draws);
+      layer.set_seed(static_cast<std::uint64_t>(seed));
+      layer.draws = static_cast<std::uint64_t>(draws);
+    }
+  });
+}
+
+// Writes the optimizer's state into a StateDict.
+struct StateWriter : StateVisitor {
+  io::StateDict& sd;
+  explicit StateWriter(io::StateDict& s) : sd(s) {}
+  void buffer(const std::string& name, const TensorShape& shape, std::span<float> data) override {
+    sd.insert_or_assign(name, io::Tensor::from_floats(shape, data));
+  }
+  void counter(const std::string& name, std::int64_t& value) override {
+    sd.insert_or_assign(name, io::Tensor::scalar_int64(value));
+  }
+};
+
+// Reads a snapshot's entries, each required with its dtype and size.
+struct StateReader : StateVisitor {
+  const io::StateDict& sd;
+  std::string file;
+  StateReader(const io::StateDict& s, std::string f) : sd(s), file(std::move(f)) {}
+  void buffer(const std::string& name, const TensorShape&, std::span<float> data) override {
+    const io::Tensor* t = sd.find(name);
+    if (!t || t->dtype() != io::DType::float32 || t->numel() != data.size())
+      throw io::CheckpointError(file, "entry '" + name + "' is missing or does not fit this network's " +
+                                          std::to_string(data.size()) + " parameters");
+    t->copy_to(data);
+  }
+  void counter(const std::string& name, std::int64_t& value) override {
+    const io::Tensor* t = sd.find(name);
+    if (!t || t->dtype() != io::DType::int64 || t->numel() != 1)
+      throw io::CheckpointError(file, "not a ctnn resume checkpoint: no int64 entry '" + name + "'");
+    value = t->int64s().front();
+  }
+};
+
+}  // namespace detail
+
+template <class Net, class Optimizer>
+void write_snapshot(const std::filesystem::path& file, Net& net, Optimizer& opt, std::uint64_t seed, int batch_size,
+                    TrainPosition at) {
+  io::StateDict sd;
+  for (const auto& [key, t] : io::state_dict(net)) sd.insert_or_assign("model." + key, t);
+  detail::StateWriter writer(sd);
+  opt.visit_state(writer, "optimizer");
+  detail::each_run_entry(seed, batch_size, at, [&](const char* key, std::int64_t& v) { writer.counter(key, v); });
+  detail::each_random_state_entry(net, [&](const std::string& key, std::int64_t& v) { writer.counter(key, v); });
+  io::write_checkpoint(file, sd);
+}
+
+// Restores the network, the optimizer and the layers' random state from `file` and returns
+// the position, after checking that the snapshot belongs to a run with this seed and batch size.
+template <class Net, class Optimizer>
+TrainPosition read_snapshot(const std::filesystem::path& file, Net& net, Optimizer& opt, std::uint64_t seed,
+                            int batch_size) {
+  const io::StateDict sd = io::read_checkpoint(file);
+  detail::StateReader reader(sd, file.string());
+  std::int64_t saved_seed = 0, saved_batch_size = 0;
+  TrainPosition at;
+  detail::each_run_entry(saved_seed, saved_batch_size, at,
+                         [&](const char* key, std::int64_t& v) { reader.counter(key, v); });
+  if (static_cast<std::uint64_t>(saved_seed) != seed || saved_batch_size != batch_size)
+    throw io::CheckpointError(file.string(), "was written by a run with seed " + std::to_string(saved_seed) +
+                                                 " and batch size " + std::to_string(saved_batch_size) +
+                                                 "; resume with the same --seed and --batch-size");
+  io::StateDict model;
+  for (const auto& [key, t] : sd)
+    if (key.rfind("model.", 0) == 0) model.insert_or_assign(key.substr(6), t);
+  io::load_state_dict(net, model, /*strict=*/true, file.string());
+  opt.visit_state(reader, "optimizer");
+  detail::each_random_state_entry(net, [&](const std::string& key, std::int64_t& v) { reader.counter(key, v); });
+  return at;
+}
+
+}  // namespace ctnn
