@@ -10,6 +10,12 @@ int train_resnet50(const TrainConfig& c);  // ctnn_train_resnet50.cpp
 }  // namespace ctnn::cli
 
 int main(int argc, char** argv) {
+#ifdef CTNN_TRAIN_MPI
+  // Under mpiexec: MPI_Init here, MPI_Finalize on return. Run alone, no MPI at all (a singleton
+  // MPI start-up is slow and on some machines noisy).
+  std::optional<ctnn::dist::Environment> mpi;
+  if (ctnn::dist::launched_by_mpiexec()) mpi.emplace(argc, argv);
+#endif
   return ctnn::cli::train_main(argc, argv, "ctnn-train",
                                {{"vgg16", ctnn::cli::train_vgg16}, {"resnet50", ctnn::cli::train_resnet50}});
 }

@@ -13,10 +13,15 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "cli.hpp"
+#ifdef CTNN_TRAIN_MPI  // ctnn-train built with MPI (CMake's CTNN_USE_MPI): runs under mpiexec too
+#include <ctnn/dist/data_parallel.hpp>
+#endif
 
 namespace ctnn::cli {
 
@@ -25,6 +30,8 @@ struct TrainConfig {
   io::LoadOptions load_options;  // how --load reads its file: --checkpoint-key, --strip-prefix
   TrainerOptions train;
   long synthetic = 0;
+  bool local_bn = false;               // --local-bn: BatchNorm statistics per process
+  const Replicas* replicas = nullptr;  // under mpiexec with 2+ processes (ctnn/dist/)
 };
 
 // One --model choice: its name and the program run for it (train_run<Net>).
@@ -37,9 +44,17 @@ template <class Net>
 int train_run(const TrainConfig& c) {
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
-  std::cout << ops::gemm_backend_summary() << "\n";
+  // Of several processes, process 0 alone speaks and evaluates (each loads its own data).
+  const bool lead = !c.replicas || c.replicas->rank() == 0;
+  std::ostream silent(nullptr);
+  std::ostream& out = lead ? std::cout : silent;
+  out << ops::gemm_backend_summary() << "\n";
+  if (c.replicas)
+    out << "Data-parallel: " << c.replicas->size() << " processes x " << num_threads() << " threads, global batch "
+        << c.train.batch_size << " (its share on each), " << (c.local_bn ? "BatchNorm per process" : "BatchNorm over the global batch")
+        << "\n";
   if (c.synthetic > 0)
-    std::cout << "*** SYNTHETIC DATA: training on " << c.synthetic
+    out << "*** SYNTHETIC DATA: training on " << c.synthetic
               << " generated images, not CIFAR-10; accuracy says nothing about the real task ***\n";
   const data::Dataset train_set = dataset(c.synthetic, c.train.seed, c.data_dir, data::Split::train);
   const data::Dataset test_set = dataset(c.synthetic, c.train.seed, c.data_dir, data::Split::test);
@@ -48,12 +63,14 @@ int train_run(const TrainConfig& c) {
   o.model_name = c.model;
   Net net(c.train.seed);
   if (!c.load.empty()) {
-    load_checkpoint(net, c.load, c.load_options, std::cout);
-    std::cout << "Loaded " << c.load << "\n";
+    load_checkpoint(net, c.load, c.load_options, out);
+    out << "Loaded " << c.load << "\n";
   }
   Trainer<Net> trainer(net, o);
-  trainer.fit(train_set, std::cout);
+  if (c.replicas) trainer.set_replicas(*c.replicas);
+  trainer.fit(train_set, out);
   const double train_seconds = seconds();
+  if (!lead) return 0;
   const auto r = evaluate(net, test_set);
   std::cout << "Accuracy of the model on the test images: " << r.accuracy() << " %" << std::endl;
   std::printf("wall time: train %.1f s, total %.1f s (%d threads)\n", train_seconds, seconds(), num_threads());
@@ -71,11 +88,18 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
     names += (i == 0 ? "" : i + 1 == models.size() ? " or " : ", ") + models[i].name;
     choices += (i == 0 ? "" : "|") + models[i].name;
   }
+#ifdef CTNN_TRAIN_MPI
+  // MPI_COMM_WORLD when main() started MPI (launched by mpiexec); alone, no MPI at all.
+  std::optional<dist::Communicator> comm;
+  if (dist::initialized()) comm.emplace();
+  const int procs = comm ? comm->size() : 1;
+  std::unique_ptr<dist::TrainerReplicas> replicas;
+#endif
   try {
     const Args args(argc, argv,
                     {"model", "data", "epochs", "batch-size", "lr", "lr-decay-every", "lr-decay-factor", "out", "seed",
                      "threads", "max-steps", "synthetic", "load", "checkpoint-every", "checkpoint-key", "strip-prefix"},
-                    {"help", "resume"});
+                    {"help", "resume", "local-bn"});
     if (args.flag("help")) {
       std::cout << "usage: " << program << " --model " << choices << " [options]\n"
                 << "  --data DIR              cifar-10-batches-bin folder (default data/cifar-10-batches-bin)\n"
@@ -96,6 +120,8 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
                    "  --threads N             worker threads (default: all cores)\n"
                    "  --max-steps N           stop after N steps (smoke runs)\n"
                    "  --synthetic N           train and test on N generated SYNTHETIC images instead of CIFAR-10\n"
+                   "  --local-bn              under mpiexec: BatchNorm statistics per process (DDP's), not\n"
+                   "                          over the global batch (the default, as one process computes)\n"
                    "  --help\n";
       return 0;
     }
@@ -118,11 +144,43 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
     c.train.progress = isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
     c.synthetic = args.integer("synthetic", 0, 1, 1000000);
     set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
+    c.local_bn = args.flag("local-bn");
+#ifdef CTNN_TRAIN_MPI
+    if (procs > 1) {
+      // Every option that shapes the computation must agree (the thread count, the data and
+      // output folders and the --load path are each process's own).
+      std::string config;
+      for (const char* name : {"model", "epochs", "batch-size", "lr", "lr-decay-every", "lr-decay-factor", "seed",
+                               "max-steps", "synthetic", "checkpoint-every", "checkpoint-key", "strip-prefix"})
+        config += std::string("--") + name + " " + args.get(name, "(default)") + "\n";
+      config += std::string("--resume ") + (args.flag("resume") ? "on" : "off") + "\n--local-bn " +
+                (c.local_bn ? "on" : "off") + "\n--load " + (c.load.empty() ? "no" : "yes");
+      dist::require_same(*comm, config);
+      replicas = std::make_unique<dist::TrainerReplicas>(
+          *comm, c.local_bn ? dist::BatchNormMode::local : dist::BatchNormMode::global);
+      c.replicas = replicas.get();
+      c.train.progress = c.train.progress && comm->rank() == 0;
+    }
+#endif
     return model.run(c);
+#ifdef CTNN_TRAIN_MPI
+  } catch (const dist::CollectiveError& e) {  // raised alike by every process: said once
+    if (comm->rank() == 0) std::cerr << program << ": " << e.what() << "\n";
+    return 1;
+#endif
   } catch (const UsageError& e) {
     std::cerr << program << ": " << e.what() << "\n(run " << program << " --help for the options)\n";
+#ifdef CTNN_TRAIN_MPI
+    if (procs > 1) comm->abort(2);  // as below: the others must not wait for this process
+#endif
     return 2;
   } catch (const std::exception& e) {
+#ifdef CTNN_TRAIN_MPI
+    if (procs > 1) {  // the other processes would wait for this one forever: end the job
+      std::cerr << program << ": process " << comm->rank() << " of " << procs << ": " << e.what() << std::endl;
+      comm->abort(1);
+    }
+#endif
     std::cerr << program << ": " << e.what() << "\n";
     return 1;
   }

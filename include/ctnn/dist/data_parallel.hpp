@@ -34,6 +34,7 @@
 #include "ctnn/core/shard.hpp"
 #include "ctnn/data/loader.hpp"
 #include "ctnn/dist/mpi.hpp"
+#include "ctnn/train/replicas.hpp"
 
 namespace ctnn::dist {
 
@@ -45,27 +46,34 @@ enum class BatchNormMode { global, local };
 // The shard of `comm`'s process, for data::LoaderOptions::shard.
 inline data::LoaderOptions::Shard shard_of(const Communicator& comm) { return {comm.rank(), comm.size()}; }
 
+namespace detail {
+inline void sum_doubles(double* v, std::size_t n, void* comm) {
+  static_cast<const Communicator*>(comm)->allreduce_sum(std::span<double>(v, n));
+}
+}  // namespace detail
+
+// What the layers must know of this process's share of `batch` (core/shard.hpp): its place in
+// the global batch, and with BatchNormMode::global the exchange of BatchNorm's sums.
+inline BatchShard shard_for(const Communicator& comm, const data::LoaderBatch& batch,
+                            BatchNormMode bn = BatchNormMode::global) {
+  BatchShard s;
+  s.offset = batch.offset;
+  s.global = batch.global_size > 0 ? batch.global_size : batch.size();
+  if (bn == BatchNormMode::global && comm.size() > 1) {
+    s.allreduce = &detail::sum_doubles;
+    s.context = const_cast<Communicator*>(&comm);  // only read through
+  }
+  return s;
+}
+
 // For one training step (forward, loss and backward): the layers see this process's batch as its
 // share of the global batch.
 class StepScope {
  public:
   StepScope(const Communicator& comm, const data::LoaderBatch& batch, BatchNormMode bn = BatchNormMode::global)
-      : scope_(shard(comm, batch, bn)) {}
+      : scope_(shard_for(comm, batch, bn)) {}
 
  private:
-  static void sum(double* v, std::size_t n, void* comm) {
-    static_cast<const Communicator*>(comm)->allreduce_sum(std::span<double>(v, n));
-  }
-  static BatchShard shard(const Communicator& comm, const data::LoaderBatch& batch, BatchNormMode bn) {
-    BatchShard s;
-    s.offset = batch.offset;
-    s.global = batch.global_size > 0 ? batch.global_size : batch.size();
-    if (bn == BatchNormMode::global && comm.size() > 1) {
-      s.allreduce = &StepScope::sum;
-      s.context = const_cast<Communicator*>(&comm);  // only read through
-    }
-    return s;
-  }
   ShardScope scope_;
 };
 
@@ -82,6 +90,31 @@ inline double global_loss(const Communicator& comm, float share) {
   comm.allreduce_sum(std::span<double>(&v, 1));
   return v;
 }
+
+// The Trainer's view of the other processes (train/replicas.hpp), over `comm`:
+//   dist::TrainerReplicas replicas(comm);
+//   trainer.set_replicas(replicas);
+class TrainerReplicas : public Replicas {
+ public:
+  explicit TrainerReplicas(const Communicator& comm, BatchNormMode bn = BatchNormMode::global) : comm_(comm), bn_(bn) {}
+  int rank() const override { return comm_.rank(); }
+  int size() const override { return comm_.size(); }
+  BatchShard shard(const data::LoaderBatch& batch) const override { return shard_for(comm_, batch, bn_); }
+  void sum(std::span<float> values) const override { allreduce_gradients(comm_, values); }
+  double sum(double value) const override {
+    comm_.allreduce_sum(std::span<double>(&value, 1));
+    return value;
+  }
+  void broadcast(std::vector<std::uint8_t>& bytes) const override {
+    std::string s(bytes.begin(), bytes.end());
+    comm_.broadcast(s, 0);
+    bytes.assign(s.begin(), s.end());
+  }
+
+ private:
+  const Communicator& comm_;
+  BatchNormMode bn_;
+};
 
 // An error every process raised together (the same message on each): reported once.
 struct CollectiveError : std::runtime_error {

@@ -31,6 +31,22 @@ inline void check(int rc, const char* what) {
 inline constexpr std::size_t max_count = static_cast<std::size_t>(std::numeric_limits<int>::max());
 }  // namespace detail
 
+// Whether this process was started by an MPI launcher (Open MPI's mpiexec, MPICH's Hydra, PMIx):
+// programs that also run alone can start MPI only then.
+inline bool launched_by_mpiexec() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
+    if (std::getenv(v)) return true;
+  return false;
+}
+
+// Whether MPI has been started (and not yet finalised) in this process.
+inline bool initialized() {
+  int started = 0, finished = 0;
+  MPI_Initialized(&started);
+  MPI_Finalized(&finished);
+  return started && !finished;
+}
+
 // MPI_Init_thread on construction, MPI_Finalize on destruction: one per program, in main().
 // MPI_THREAD_FUNNELED: ctnn's OpenMP threads never call MPI; only the thread that runs the
 // training step does.

@@ -113,28 +113,35 @@ void write_snapshot(const std::filesystem::path& file, Net& net, Optimizer& opt,
   io::write_checkpoint(file, sd);
 }
 
-// Restores the network, the optimizer and the layers' random state from `file` and returns
-// the position, after checking that the snapshot belongs to a run with this seed and batch size.
+// The same from a snapshot already read (`sd`, read from `file`): how the processes of a
+// data-parallel run restore the one snapshot process 0 read and sent them.
 template <class Net, class Optimizer>
-TrainPosition read_snapshot(const std::filesystem::path& file, Net& net, Optimizer& opt, std::uint64_t seed,
-                            int batch_size) {
-  const io::StateDict sd = io::read_checkpoint(file);
-  detail::StateReader reader(sd, file.string());
+TrainPosition restore_snapshot(const io::StateDict& sd, const std::string& file, Net& net, Optimizer& opt,
+                               std::uint64_t seed, int batch_size) {
+  detail::StateReader reader(sd, file);
   std::int64_t saved_seed = 0, saved_batch_size = 0;
   TrainPosition at;
   detail::each_run_entry(saved_seed, saved_batch_size, at,
                          [&](const char* key, std::int64_t& v) { reader.counter(key, v); });
   if (static_cast<std::uint64_t>(saved_seed) != seed || saved_batch_size != batch_size)
-    throw io::CheckpointError(file.string(), "was written by a run with seed " + std::to_string(saved_seed) +
+    throw io::CheckpointError(file, "was written by a run with seed " + std::to_string(saved_seed) +
                                                  " and batch size " + std::to_string(saved_batch_size) +
                                                  "; resume with the same --seed and --batch-size");
   io::StateDict model;
   for (const auto& [key, t] : sd)
     if (key.rfind("model.", 0) == 0) model.insert_or_assign(key.substr(6), t);
-  io::load_state_dict(net, model, /*strict=*/true, file.string());
+  io::load_state_dict(net, model, /*strict=*/true, file);
   opt.visit_state(reader, "optimizer");
   detail::each_random_state_entry(net, [&](const std::string& key, std::int64_t& v) { reader.counter(key, v); });
   return at;
+}
+
+// Restores the network, the optimizer and the layers' random state from `file` and returns
+// the position, after checking that the snapshot belongs to a run with this seed and batch size.
+template <class Net, class Optimizer>
+TrainPosition read_snapshot(const std::filesystem::path& file, Net& net, Optimizer& opt, std::uint64_t seed,
+                            int batch_size) {
+  return restore_snapshot(io::read_checkpoint(file), file.string(), net, opt, seed, batch_size);
 }
 
 }  // namespace ctnn

@@ -31,6 +31,7 @@
 #include "ctnn/train/numerics.hpp"
 #include "ctnn/train/optim.hpp"
 #include "ctnn/train/progress.hpp"
+#include "ctnn/train/replicas.hpp"
 #include "ctnn/train/snapshot.hpp"
 
 namespace ctnn {
@@ -122,6 +123,12 @@ class Trainer {
   // Told of every step, pause and epoch end (train/progress.hpp), after the progress line of
   // TrainerOptions::progress; not owned.
   void add_observer(TrainingObserver& observer) { observers_.push_back(&observer); }
+  // Data-parallel training (ctnn/dist/): this trainer is one of replicas.size() processes, each
+  // training on its share of every global batch of batch_size images, with the gradients summed
+  // over all before every optimizer step. Process 0 alone writes the log, the loss log, the
+  // snapshots and the checkpoints and tells the observers; a resumed run restores the snapshot
+  // process 0 reads, whatever the process count that wrote it. Not owned; set before fit().
+  void set_replicas(const Replicas& replicas) { replicas_ = &replicas; }
   std::filesystem::path checkpoint_path(const std::string& what) const {
     return o_.out_dir / (o_.model_name + "_" + what + ".ckpt");
   }
@@ -130,11 +137,13 @@ class Trainer {
   // Returns the mean loss of the last epoch trained. When resuming a run that had finished,
   // trains nothing.
   double fit(const data::Dataset& train, std::ostream& log) {
-    data::DataLoader loader(train, data::LoaderOptions::train(o_.seed, o_.batch_size));
+    auto loader_options = data::LoaderOptions::train(o_.seed, o_.batch_size);
+    if (replicas_) loader_options.shard = {replicas_->rank(), replicas_->size()};
+    data::DataLoader loader(train, loader_options);
     const int steps_per_epoch = loader.num_batches();
-    remove_abandoned_saves(log);
+    if (lead()) remove_abandoned_saves(log);
     TrainPosition at = resume(log);
-    if (!o_.out_dir.empty()) csv_.open(csv_path(), at.epoch, at.batch, at.total_steps);
+    if (lead() && !o_.out_dir.empty()) csv_.open(csv_path(), at.epoch, at.batch, at.total_steps);
     progress_ = ProgressLine();  // the rate counts from here
     CrossEntropyLoss<classes> criterion;
     data::LoaderBatch batch;
@@ -150,7 +159,7 @@ class Trainer {
         mean = at.loss_sum / at.batch;
         csv_.row(at.epoch, at.batch, loss, mean, opt_.lr());
         notify(&TrainingObserver::on_step, StepReport{at.epoch, o_.epochs, at.batch, steps_per_epoch, at.total_steps,
-                                                      loss, mean, opt_.lr(), batch.size(), o_.batch_size});
+                                                      loss, mean, opt_.lr(), batch.global_size, o_.batch_size});
         if (at.batch % o_.log_every == 0) log_line(log, at, steps_per_epoch, mean);
         if (o_.checkpoint_every > 0 && at.total_steps % o_.checkpoint_every == 0 && at.batch < steps_per_epoch)
           snapshot(at);
@@ -163,7 +172,7 @@ class Trainer {
       end_epoch(at);
     }
     csv_.flush();
-    if (!o_.out_dir.empty() && at.epoch > o_.epochs) save_weights(at, checkpoint_path("final"));
+    if (lead() && !o_.out_dir.empty() && at.epoch > o_.epochs) save_weights(at, checkpoint_path("final"));
     return mean;
   }
 
@@ -173,10 +182,18 @@ class Trainer {
   float step(CrossEntropyLoss<classes>& criterion, const data::LoaderBatch& batch, const TrainPosition& at,
              int steps_per_epoch) {
     net_.zero_grad();
-    const float loss = criterion.forward(net_.forward(batch.images), batch.labels);
-    if (!std::isfinite(loss)) [[unlikely]]
-      forward_fault(at, steps_per_epoch, loss, batch);
-    net_.backward(batch.images, criterion.grad());
+    float loss;
+    {
+      // With replicas: the layers see the global batch, this share's loss is its part of the
+      // global mean, and the parts are summed (so every process sees the same loss).
+      const ShardScope scope(replicas_ ? replicas_->shard(batch) : BatchShard{});
+      loss = criterion.forward(net_.forward(batch.images), batch.labels, replicas_ ? batch.global_size : 0);
+      if (replicas_) loss = static_cast<float>(replicas_->sum(static_cast<double>(loss)));
+      if (!std::isfinite(loss)) [[unlikely]]
+        forward_fault(at, steps_per_epoch, loss, batch);
+      net_.backward(batch.images, criterion.grad());
+    }
+    if (replicas_) replicas_->sum(net_.gradients());
     if (auto* hook = hooks::installed()) [[unlikely]]
       hook->step_computed();
     if (!all_finite(net_.gradients())) [[unlikely]]
@@ -187,6 +204,7 @@ class Trainer {
 
   // main.py's line every log_every steps.
   void log_line(std::ostream& log, const TrainPosition& at, int steps_per_epoch, double mean) {
+    if (!lead()) return;
     notify(&TrainingObserver::on_pause);
     char line[128];
     std::snprintf(line, sizeof line, "Epoch [%d/%d], Step [%d/%d] Loss: %.4f", at.epoch, o_.epochs, at.batch,
@@ -199,7 +217,7 @@ class Trainer {
   void end_epoch(const TrainPosition& at) {
     if (o_.lr_decay_every > 0 && at.epoch % o_.lr_decay_every == 0) {
       opt_.set_lr(opt_.lr() / o_.lr_decay_factor);
-      if (!o_.out_dir.empty()) save_weights(at, checkpoint_path("epoch" + std::to_string(at.epoch)));
+      if (lead() && !o_.out_dir.empty()) save_weights(at, checkpoint_path("epoch" + std::to_string(at.epoch)));
     }
     snapshot(TrainPosition{at.epoch + 1, 0, at.total_steps, 0.0});
     notify(&TrainingObserver::on_epoch_end, at.epoch);
@@ -207,10 +225,12 @@ class Trainer {
 
   template <class... A>
   void notify(void (TrainingObserver::*event)(A...), const std::remove_cvref_t<A>&... args) {
+    if (!lead()) return;
     if (o_.progress) (progress_.*event)(args...);
     for (TrainingObserver* o : observers_) (o->*event)(args...);
   }
 
+  bool lead() const { return !replicas_ || replicas_->rank() == 0; }
   bool stop(const TrainPosition& at) const { return o_.max_steps >= 0 && at.total_steps >= o_.max_steps; }
 
   // Leftovers of saves that were killed half-way; never taken for checkpoints, but large.
@@ -225,9 +245,22 @@ class Trainer {
 
   // Where to start: the resume snapshot's position if asked to resume and there is one.
   TrainPosition resume(std::ostream& log) {
-    if (!o_.resume || o_.out_dir.empty() || !std::filesystem::exists(checkpoint_path("resume"))) return {};
-    const TrainPosition at = read_snapshot(checkpoint_path("resume"), net_, opt_, o_.seed, o_.batch_size);
+    if (!o_.resume || o_.out_dir.empty()) return {};
+    const auto file = checkpoint_path("resume");
+    TrainPosition at;
+    if (!replicas_) {
+      if (!std::filesystem::exists(file)) return {};
+      at = read_snapshot(file, net_, opt_, o_.seed, o_.batch_size);
+    } else {  // process 0 reads the file; every process restores those bytes
+      std::vector<std::uint8_t> bytes;
+      if (lead() && std::filesystem::exists(file)) bytes = io::read_file(file);
+      replicas_->broadcast(bytes);
+      if (bytes.empty()) return {};
+      at = restore_snapshot(io::parse_checkpoint(bytes, file.string()), file.string(), net_, opt_, o_.seed,
+                            o_.batch_size);
+    }
     last_saved_step_ = at.total_steps;
+    if (!lead()) return at;
     log << "Resuming from " << checkpoint_path("resume").string() << ": epoch " << at.epoch << ", step " << at.batch
         << ", " << at.total_steps << " steps done" << std::endl;
     return at;
@@ -281,7 +314,7 @@ class Trainer {
     io::save_state_dict(net_, file);
   }
   void snapshot(const TrainPosition& at) {
-    if (o_.out_dir.empty()) return;
+    if (o_.out_dir.empty() || !lead()) return;
     check_state(at, checkpoint_path("resume"));
     csv_.flush();  // the log's rows up to the snapshot are complete on disk before it is
     write_snapshot(checkpoint_path("resume"), net_, opt_, o_.seed, o_.batch_size, at);
@@ -294,6 +327,7 @@ class Trainer {
   CsvLog csv_;
   ProgressLine progress_;  // told first, when o_.progress
   std::vector<TrainingObserver*> observers_;
+  const Replicas* replicas_ = nullptr;
   long last_saved_step_ = -1;  // the position of the resume snapshot on disk, if this run wrote or read one
 };
 
