@@ -8,6 +8,11 @@
 //   dist_train --compare A B --max-diff X      exit 0 if every loss and state value agrees within
 //                                              X (relative to the largest magnitude of its tensor)
 //   dist_train --compare A B --differ X        exit 0 only if some value differs by more than X
+//   dist_train --compare A.ckpt B.ckpt --checkpoints X [KEY...]   two PyTorch-format
+//                                              checkpoints agree within X of each tensor's
+//                                              largest value (the KEYs left out: see run.cmake)
+//   dist_train --compare A.csv B.csv --logs X  two ctnn-train loss logs: the same steps, losses
+//                                              and running means within X relative
 //   dist_train --compare A B --within C D F    exit 0 if A and B are at most F times as far apart
 //                                              as C and D (Euclidean distance over every value):
 //                                              C and D are two correct runs that add in another
@@ -21,6 +26,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -159,6 +165,62 @@ int compare(const std::string& a_path, const std::string& b_path, double limit, 
   return expect_differ ? (worst > limit ? 0 : 1) : (worst <= limit ? 0 : 1);
 }
 
+// Two checkpoints, tensor by tensor.
+int compare_checkpoints(const std::string& a_path, const std::string& b_path, double limit,
+                        const std::vector<std::string>& skip) {
+  const io::StateDict a = io::read_checkpoint(a_path), b = io::read_checkpoint(b_path);
+  double worst = 0.0;
+  std::string where;
+  std::size_t tensors = 0;
+  for (const auto& [name, ta] : a) {
+    const io::Tensor* tb = b.find(name);
+    if (!tb || tb->numel() != ta.numel() || tb->dtype() != ta.dtype()) throw std::runtime_error(name + " differs in kind");
+    if (std::find(skip.begin(), skip.end(), name) != skip.end() || ta.dtype() != io::DType::float32) continue;
+    std::vector<float> va(ta.numel()), vb(ta.numel());
+    ta.copy_to(va);
+    tb->copy_to(vb);
+    double scale = 1e-30;
+    for (float x : va) scale = std::max(scale, std::abs(static_cast<double>(x)));
+    for (std::size_t i = 0; i < va.size(); ++i) {
+      const double d = std::abs(static_cast<double>(va[i]) - vb[i]) / scale;
+      if (d > worst) worst = d, where = name + "[" + std::to_string(i) + "]";
+    }
+    ++tensors;
+  }
+  std::printf("%zu tensors: largest relative difference %.3g at %s (limit %.3g)\n", tensors, worst,
+              where.empty() ? "-" : where.c_str(), limit);
+  return tensors > 0 && worst <= limit ? 0 : 1;
+}
+
+// Two loss logs (epoch,step,loss,running_loss,lr rows), row by row.
+int compare_logs(const std::string& a_path, const std::string& b_path, double limit) {
+  auto rows = [](const std::string& path) {
+    std::ifstream f(path);
+    if (!f) throw std::runtime_error("cannot read " + path);
+    std::vector<std::vector<double>> out;
+    std::string line;
+    std::getline(f, line);  // header
+    while (std::getline(f, line)) {
+      if (line.empty() || line[0] == '#') continue;
+      std::vector<double> v;
+      std::stringstream ss(line);
+      for (std::string cell; std::getline(ss, cell, ',');) v.push_back(std::stod(cell));
+      out.push_back(v);
+    }
+    return out;
+  };
+  const auto a = rows(a_path), b = rows(b_path);
+  if (a.empty() || a.size() != b.size()) throw std::runtime_error("the logs have different numbers of steps");
+  double worst = 0.0;
+  for (std::size_t r = 0; r < a.size(); ++r) {
+    if (a[r].size() != 5 || b[r].size() != 5 || a[r][0] != b[r][0] || a[r][1] != b[r][1] || a[r][4] != b[r][4])
+      throw std::runtime_error("row " + std::to_string(r + 1) + ": different step or learning rate");
+    for (int k : {2, 3}) worst = std::max(worst, std::abs(a[r][k] - b[r][k]) / std::abs(a[r][k]));
+  }
+  std::printf("%zu steps: largest relative loss difference %.3g (limit %.3g)\n", a.size(), worst, limit);
+  return worst <= limit ? 0 : 1;
+}
+
 double distance(const std::map<std::string, std::vector<double>>& a, const std::map<std::string, std::vector<double>>& b) {
   double s = 0.0;
   for (const auto& [name, va] : a) {
@@ -178,6 +240,10 @@ int main(int argc, char** argv) {
     std::printf("distance %.3g, reference distance %.3g, allowed %.3g\n", ab, cd, factor * cd);
     return ab <= factor * cd ? 0 : 1;
   }
+  if (argc >= 6 && std::strcmp(argv[1], "--compare") == 0 && std::strcmp(argv[4], "--checkpoints") == 0)
+    return compare_checkpoints(argv[2], argv[3], std::stod(argv[5]), std::vector<std::string>(argv + 6, argv + argc));
+  if (argc == 6 && std::strcmp(argv[1], "--compare") == 0 && std::strcmp(argv[4], "--logs") == 0)
+    return compare_logs(argv[2], argv[3], std::stod(argv[5]));
   if (argc >= 2 && std::strcmp(argv[1], "--compare") == 0) {
     if (argc != 6) return 2;
     try {

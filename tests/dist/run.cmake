@@ -20,6 +20,18 @@
 #            naming the setting.
 # missing_data: process 1 alone gets a data directory that does not exist: the job ends
 #            non-zero within the test's timeout (no hang), with that process's message naming it.
+# kill_resume: ctnn-train-small (ctnn-train's program around a small network; TRAIN) under
+#            mpiexec, 2 processes, 3 epochs of 20 steps, a snapshot every 5 steps. Process 1 is
+#            killed with SIGKILL at its 12th step (tests/fault/kill_hook.hpp): the job must end
+#            non-zero within 20 s. --resume with 2 processes must then finish with the very bytes
+#            of an uninterrupted 2-process run (final checkpoint and loss log); --resume with 1
+#            process from the same snapshot must log the same losses to 1e-4 and end with the
+#            same weights to 5e-4 of each tensor's largest value (measured 4.7e-5 after the 50 Adam
+#            steps past the snapshot: Adam divides by each gradient's own magnitude, so small
+#            gradients carry their rounding into the weights), except the first convolution's
+#            bias and the running mean of the BatchNorm2d after it: BatchNorm subtracts the bias
+#            out, so its exact gradient is zero and Adam turns the rounding noise into steps of up
+#            to lr in any direction, which the running mean (of the convolution's output) follows.
 cmake_minimum_required(VERSION 3.21)
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
@@ -77,6 +89,42 @@ elseif(CASE STREQUAL "missing_data")
   if(rc EQUAL 0 OR NOT rc_text MATCHES "process 1 of 2: .*no-such-dir")
     message(FATAL_ERROR "expected a non-zero exit and process 1's message naming the directory")
   endif()
+elseif(CASE STREQUAL "kill_resume")
+  set(args --model small --synthetic 400 --batch-size 20 --epochs 3 --lr-decay-every 2 --checkpoint-every 5
+      --seed 3 --threads 1)
+  execute_process(COMMAND ${MPIEXEC} -n 2 --oversubscribe ${TRAIN} ${args} --out ${WORK}/whole
+                  RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err TIMEOUT 240)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "the uninterrupted run failed (${rc}): ${err}")
+  endif()
+  string(TIMESTAMP t0 "%s")
+  execute_process(COMMAND ${MPIEXEC} -n 1 --oversubscribe ${TRAIN} ${args} --out ${WORK}/killed
+                          : -n 1 /usr/bin/env CTNN_FAULT_KILL_AT=step:12 ${TRAIN} ${args} --out ${WORK}/killed
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
+  string(TIMESTAMP t1 "%s")
+  math(EXPR seconds "${t1} - ${t0}")
+  message("killed run: exit ${rc} after ${seconds} s\n${out}${err}")
+  if(rc EQUAL 0 OR seconds GREATER 20 OR EXISTS ${WORK}/killed/small_final.ckpt)
+    message(FATAL_ERROR "expected the job to end non-zero within 20 s, before finishing")
+  endif()
+  file(COPY ${WORK}/killed/ DESTINATION ${WORK}/alone)
+  execute_process(COMMAND ${MPIEXEC} -n 2 --oversubscribe ${TRAIN} ${args} --out ${WORK}/killed --resume
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 240)
+  message("resumed, 2 processes: exit ${rc}\n${out}${err}")
+  execute_process(COMMAND ${TRAIN} ${args} --out ${WORK}/alone --resume
+                  RESULT_VARIABLE rc1 OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 240)
+  message("resumed, 1 process: exit ${rc1}\n${out}${err}")
+  if(NOT rc EQUAL 0 OR NOT rc1 EQUAL 0 OR NOT out MATCHES "Resuming from")
+    message(FATAL_ERROR "a resumed run failed")
+  endif()
+  foreach(f small_final.ckpt small_train_log.csv)
+    execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files ${WORK}/whole/${f} ${WORK}/killed/${f} RESULT_VARIABLE same)
+    if(NOT same EQUAL 0)
+      message(FATAL_ERROR "${f} of the resumed 2-process run differs from the uninterrupted run's")
+    endif()
+  endforeach()
+  compare(0 ${WORK}/whole/small_final.ckpt ${WORK}/alone/small_final.ckpt --checkpoints 5e-4 0.bias 1.running_mean)
+  compare(0 ${WORK}/whole/small_train_log.csv ${WORK}/alone/small_train_log.csv --logs 1e-4)
 else()
   message(FATAL_ERROR "unknown CASE ${CASE}")
 endif()

@@ -26,6 +26,10 @@ using SmallNet =
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef CTNN_TRAIN_MPI
+  std::optional<ctnn::dist::Environment> mpi;  // as ctnn-train: MPI only under mpiexec
+  if (ctnn::dist::launched_by_mpiexec()) mpi.emplace(argc, argv);
+#endif
   try {
     ctnn::test::install_kill_hook();
   } catch (const std::invalid_argument& e) {
