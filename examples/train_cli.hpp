@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <ctnn/ops/gemm.hpp>
@@ -15,6 +16,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -149,13 +151,19 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
     if (procs > 1) {
       // Every option that shapes the computation must agree (the thread count, the data and
       // output folders and the --load path are each process's own).
-      std::string config;
-      for (const char* name : {"model", "epochs", "batch-size", "lr", "lr-decay-every", "lr-decay-factor", "seed",
-                               "max-steps", "synthetic", "checkpoint-every", "checkpoint-key", "strip-prefix"})
-        config += std::string("--") + name + " " + args.get(name, "(default)") + "\n";
-      config += std::string("--resume ") + (args.flag("resume") ? "on" : "off") + "\n--local-bn " +
-                (c.local_bn ? "on" : "off") + "\n--load " + (c.load.empty() ? "no" : "yes");
-      dist::require_same(*comm, config);
+      auto num = [](double v) {  // the shortest text that reads back as v
+        char b[32];
+        return std::string(b, std::to_chars(b, b + sizeof b, v).ptr);
+      };
+      std::ostringstream config;
+      config << "--model " << c.model << "\n--epochs " << c.train.epochs << "\n--batch-size " << c.train.batch_size
+             << "\n--lr " << num(c.train.lr) << "\n--lr-decay-every " << c.train.lr_decay_every << "\n--lr-decay-factor "
+             << num(c.train.lr_decay_factor) << "\n--seed " << c.train.seed << "\n--max-steps " << c.train.max_steps
+             << "\n--synthetic " << c.synthetic << "\n--checkpoint-every " << c.train.checkpoint_every
+             << "\n--checkpoint-key " << args.get("checkpoint-key", "-") << "\n--strip-prefix "
+             << args.get("strip-prefix", "-") << "\n--resume " << (c.train.resume ? "on" : "off") << "\n--local-bn "
+             << (c.local_bn ? "on" : "off") << "\n--load " << (c.load.empty() ? "no" : "a file");
+      dist::require_same(*comm, config.str());
       replicas = std::make_unique<dist::TrainerReplicas>(
           *comm, c.local_bn ? dist::BatchNormMode::local : dist::BatchNormMode::global);
       c.replicas = replicas.get();

@@ -125,6 +125,15 @@ elseif(CASE STREQUAL "kill_resume")
   endforeach()
   compare(0 ${WORK}/whole/small_final.ckpt ${WORK}/alone/small_final.ckpt --checkpoints 5e-4 0.bias 1.running_mean)
   compare(0 ${WORK}/whole/small_train_log.csv ${WORK}/alone/small_train_log.csv --logs 1e-4)
+elseif(CASE STREQUAL "train_mismatch")
+  # ctnn-train-small (ctnn-train's program) started with different --epochs on its processes.
+  execute_process(COMMAND ${MPIEXEC} -n 1 --oversubscribe ${TRAIN} --model small --synthetic 40 --out ${WORK}
+                          : -n 1 ${TRAIN} --model small --synthetic 40 --epochs 2 --out ${WORK}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 60)
+  message("exit ${rc}\n${out}${err}")
+  if(rc EQUAL 0 OR NOT "${out}${err}" MATCHES "process 1 has '--epochs 2' where process 0 has '--epochs 1'")
+    message(FATAL_ERROR "expected a non-zero exit and one message naming --epochs")
+  endif()
 else()
   message(FATAL_ERROR "unknown CASE ${CASE}")
 endif()

@@ -15,8 +15,9 @@ struct StepReport {
   float loss;                  // this step's
   double running_loss;         // the epoch's mean so far
   double lr;
-  int images;                  // in this step's batch
+  int images;                  // in this step's batch (the global batch, of all processes)
   int batch_size;
+  int processes = 1;           // training it together (data-parallel, ctnn/dist/)
 };
 
 class TrainingObserver {
@@ -41,6 +42,7 @@ class ProgressLine : public TrainingObserver {
     const double eta = rate > 0 ? (static_cast<double>(r.steps_per_epoch - r.batch) * r.batch_size) / rate : 0.0;
     std::fprintf(stderr, "\r\033[Kepoch %d/%d  step %d/%d  loss %.4f  %.1f img/s  ETA %.0f s", r.epoch, r.epochs,
                  r.batch, r.steps_per_epoch, r.running_loss, rate, eta);
+    if (r.processes > 1) std::fprintf(stderr, "  (%d processes)", r.processes);
     std::fflush(stderr);
   }
   void on_pause() override { std::fprintf(stderr, "\r\033[K"); }

@@ -159,7 +159,8 @@ class Trainer {
         mean = at.loss_sum / at.batch;
         csv_.row(at.epoch, at.batch, loss, mean, opt_.lr());
         notify(&TrainingObserver::on_step, StepReport{at.epoch, o_.epochs, at.batch, steps_per_epoch, at.total_steps,
-                                                      loss, mean, opt_.lr(), batch.global_size, o_.batch_size});
+                                                      loss, mean, opt_.lr(), batch.global_size, o_.batch_size,
+                                                      replicas_ ? replicas_->size() : 1});
         if (at.batch % o_.log_every == 0) log_line(log, at, steps_per_epoch, mean);
         if (o_.checkpoint_every > 0 && at.total_steps % o_.checkpoint_every == 0 && at.batch < steps_per_epoch)
           snapshot(at);
