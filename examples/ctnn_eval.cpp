@@ -12,9 +12,12 @@
 
 namespace {
 
-const char* kUsage =
+const std::string kUsage =
     "usage: ctnn-eval --model vgg16|resnet50 --checkpoint CKPT [options]\n"
-    "  --data DIR        cifar-10-batches-bin folder (default data/cifar-10-batches-bin)\n"
+    "  --checkpoint CKPT a state_dict file (PyTorch's or ctnn's), a nested checkpoint, or ctnn-train's\n"
+    "                    <model>_resume.ckpt (its weights)\n"
+    "  --data DIR        cifar-10-batches-bin folder (default " + ctnn::cli::default_data_dir() + ",\n"
+    "                    where the build's cifar10 target puts it)\n"
     "  --checkpoint-key KEY  the state_dict's key in a nested checkpoint (default: found, e.g. 'model_state_dict')\n"
     "  --strip-prefix P  remove P from the keys first ('module.' of nn.DataParallel, '_orig_mod.' of torch.compile)\n"
     "  --batch-size N    (default 100)\n"
@@ -74,7 +77,7 @@ int main(int argc, char** argv) {
       std::cout << "*** SYNTHETIC DATA: evaluating on generated images, not CIFAR-10 ***\n";
       test = ctnn::cli::synthetic_split(synthetic, seed, ctnn::data::Split::test);
     } else {
-      const std::string dir = args.get("data", "data/cifar-10-batches-bin");
+      const std::string dir = args.get("data", ctnn::cli::default_data_dir());
       if (!std::filesystem::is_directory(dir)) throw ctnn::cli::UsageError(ctnn::cli::missing_data_help(dir));
       test = ctnn::data::load_cifar10(dir, ctnn::data::Split::test);
     }

@@ -82,14 +82,16 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
                     {"help", "resume"});
     if (args.flag("help")) {
       std::cout << "usage: " << program << " --model " << choices << " [options]\n"
-                << "  --data DIR              cifar-10-batches-bin folder (default data/cifar-10-batches-bin)\n"
+                << "  --data DIR              cifar-10-batches-bin folder (default " << default_data_dir()
+                << ",\n                          where the build's cifar10 target puts it)\n"
                    "  --epochs N              (default 1)\n"
                    "  --batch-size N          (default 100)\n"
                    "  --lr X                  Adam learning rate (default 0.001)\n"
                    "  --lr-decay-every N      epochs between learning-rate decays (default 20)\n"
                    "  --lr-decay-factor X     divide the learning rate by X (default 3)\n"
                    "  --out DIR               checkpoints and the loss log (default .)\n"
-                   "  --load CKPT             start from a checkpoint (PyTorch's or ctnn's state_dict file)\n"
+                   "  --load CKPT             start from a checkpoint (PyTorch's or ctnn's state_dict file, or the\n"
+                   "                          weights of a <model>_resume.ckpt)\n"
                    "  --checkpoint-key KEY    with --load: the state_dict's key in a nested checkpoint\n"
                    "                          (default: found, e.g. 'model_state_dict')\n"
                    "  --strip-prefix P        with --load: remove P from the keys first ('module.' of\n"
@@ -106,7 +108,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
     TrainConfig c;
     c.model = args.get("model", "");
     if (c.model.empty()) throw UsageError("--model is required (" + names + ")");
-    c.data_dir = args.get("data", "data/cifar-10-batches-bin");
+    c.data_dir = args.get("data", default_data_dir());
     c.out_dir = args.get("out", ".");
     c.load = args.get("load", "");
     c.load_options = load_options(args, !c.load.empty(), "--load");
