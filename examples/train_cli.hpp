@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <ctnn/io/svg.hpp>
 #include <ctnn/ops/gemm.hpp>
 #include <ctnn/train/trainer.hpp>
 #include <filesystem>
@@ -64,6 +65,11 @@ int train_run(const TrainConfig& c) {
   std::cout << "Accuracy of the model on the test images: " << r.accuracy() << " %" << std::endl;
   std::printf("wall time: train %.1f s, total %.1f s (%d threads)\n", train_seconds, seconds(), num_threads());
   std::ofstream(trainer.csv_path(), std::ios::app) << "# test accuracy," << r.accuracy() << "\n";
+  // The loss curve, drawn from the log just completed (so the picture is whatever the log says,
+  // on resumption too).
+  const auto svg = trainer.csv_path().parent_path() / (c.model + "_train.svg");
+  io::write_training_svg(trainer.csv_path(), svg, c.model + (c.synthetic > 0 ? " (SYNTHETIC data)" : ""));
+  std::cout << "Loss curve: " << svg.string() << "\n";
   return 0;
 }
 
