@@ -200,6 +200,11 @@ inline std::string tick_label(double v) {
   std::snprintf(buf, sizeof buf, "%g", std::abs(v) < 1e-12 ? 0.0 : v);
   return buf;
 }
+inline std::string percent(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f %%", v);
+  return buf;
+}
 inline std::string scientific(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3g", v);
@@ -210,24 +215,26 @@ inline std::string scientific(double v) {
 // The loss curve of a run: every step's loss and the epoch's running mean against the step
 // (counted across epochs), a dashed mark where each epoch starts, a mark with the new value where
 // the learning rate changes, and the test accuracy when the log has it. The y range fits 98 % of
-// the steps' losses, so that a few early spikes (and the running mean of an epoch's first
-// steps, which is theirs) do not flatten the rest: values above it are drawn at its top edge,
-// and the legend says at how many steps.
+// the steps' losses and of their running means, so that a few spikes (and the running mean of
+// the steps just after a spike at an epoch's start) do not flatten the rest: values above it are
+// drawn at its top edge, and the legend says at how many steps.
 inline std::string training_curve_svg(const TrainingLog& log, const std::string& title) {
-  constexpr double W = 960, H = 520, left = 80, right = 700, top = 60, bottom = 450;
+  constexpr double W = 980, H = 520, left = 80, right = 700, top = 60, bottom = 450;
   SvgDocument svg(W, H);
   const auto& steps = log.steps;
   const std::size_t n = steps.size();
 
-  double y_max = 0;
-  std::vector<double> losses;
-  for (const auto& s : steps)
+  // The 98th percentile (rounded up: a short log keeps its highest values in range).
+  auto p98 = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[static_cast<std::size_t>(std::ceil(0.98 * static_cast<double>(v.size() - 1)))];
+  };
+  std::vector<double> losses, means;
+  for (const auto& s : steps) {
     if (std::isfinite(s.loss)) losses.push_back(s.loss);
-  if (!losses.empty()) {
-    std::sort(losses.begin(), losses.end());
-    y_max = losses[static_cast<std::size_t>(0.98 * static_cast<double>(losses.size() - 1))];
+    if (std::isfinite(s.running_loss)) means.push_back(s.running_loss);
   }
-  if (n > 0 && std::isfinite(steps.back().running_loss)) y_max = std::max(y_max, steps.back().running_loss);
+  double y_max = std::max(p98(losses), p98(means));
   if (!(y_max > 0)) y_max = 1;
   const auto y_ticks = detail::nice_ticks(0, y_max * 1.05, 6);
   y_max = std::max(y_ticks.back(), y_max * 1.05);
@@ -250,7 +257,7 @@ inline std::string training_curve_svg(const TrainingLog& log, const std::string&
   svg.text(22, (top + bottom) / 2, "loss (cross-entropy)",
            "class=\"label\" text-anchor=\"middle\" transform=\"rotate(-90 22 " + SvgDocument::num((top + bottom) / 2) + ")\"");
   std::string heading = title + ": training loss";
-  if (log.test_accuracy) heading += ", test accuracy " + detail::tick_label(*log.test_accuracy) + " %";
+  if (log.test_accuracy) heading += ", test accuracy " + detail::percent(*log.test_accuracy);
   svg.text(left, 32, heading, "class=\"title\"");
 
   // Epoch starts and learning-rate changes, under the curves.
@@ -301,8 +308,11 @@ inline std::string training_curve_svg(const TrainingLog& log, const std::string&
   note(std::to_string(n) + " steps, " + std::to_string(n ? steps.back().epoch : 0) + " epoch(s)");
   if (n) note("learning rate at first " + detail::scientific(steps.front().lr));
   if (n) note("last running mean " + detail::tick_label(std::round(steps.back().running_loss * 1e4) / 1e4));
-  note(log.test_accuracy ? "test accuracy " + detail::tick_label(*log.test_accuracy) + " %" : "no test accuracy yet");
-  if (clipped) note(std::to_string(clipped) + " step(s) above " + detail::tick_label(y_max) + " drawn at the top edge");
+  note(log.test_accuracy ? "test accuracy " + detail::percent(*log.test_accuracy) : "no test accuracy yet");
+  if (clipped) {
+    note(std::to_string(clipped) + " step(s) above " + detail::tick_label(y_max) + ":");
+    note("drawn at the top edge");
+  }
 
   const std::string style =
       "text { font-family: sans-serif; fill: #222; }\n"
@@ -331,9 +341,6 @@ inline std::string confusion_matrix_svg(const std::vector<std::vector<long>>& ma
   auto name = [&](std::size_t c) { return c < class_names.size() ? class_names[c] : std::to_string(c); };
   constexpr double cell = 46, left = 150, top = 70;
   const double size = cell * static_cast<double>(k);
-  const double W = left + size + 130, H = top + size + 130;
-  SvgDocument svg(W, H);
-
   long total = 0, correct = 0;
   for (std::size_t t = 0; t < k; ++t)
     for (std::size_t p = 0; p < k; ++p) {
@@ -346,6 +353,9 @@ inline std::string confusion_matrix_svg(const std::vector<std::vector<long>>& ma
     std::snprintf(acc, sizeof acc, ", accuracy %.2f %% of %ld images", 100.0 * static_cast<double>(correct) / static_cast<double>(total), total);
     heading += acc;
   }
+  // Wide enough for the title too (about 9 px a character at its size).
+  const double W = std::max(left + size + 130, 40 + 9.0 * static_cast<double>(heading.size())), H = top + size + 130;
+  SvgDocument svg(W, H);
   svg.text(20, 32, heading, "class=\"title\"");
 
   // White to dark blue by share; the count is white on the darker half.
