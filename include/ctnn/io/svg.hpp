@@ -310,7 +310,7 @@ inline std::string training_curve_svg(const TrainingLog& log, const std::string&
   if (n) note("last running mean " + detail::tick_label(std::round(steps.back().running_loss * 1e4) / 1e4));
   note(log.test_accuracy ? "test accuracy " + detail::percent(*log.test_accuracy) : "no test accuracy yet");
   if (clipped) {
-    note(std::to_string(clipped) + " step(s) above " + detail::tick_label(y_max) + ":");
+    note(std::to_string(clipped) + " step(s) above " + detail::scientific(y_max) + ":");
     note("drawn at the top edge");
   }
 
