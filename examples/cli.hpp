@@ -116,7 +116,7 @@ inline std::string missing_data_help(const std::string& dir) {
 #endif
   return "CIFAR-10 not found at '" + dir + "'. Fetch it once with the build's target\n" +
          "  cmake --build " + build + " --target cifar10\n" +
-         "(the official cifar-10-binary.tar.gz, checked against its MD5 and unpacked to " + default_data_dir() +
+         "(the official cifar-10-binary.tar.gz, checked against its checksum and unpacked to " + default_data_dir() +
          ", where the programs look without --data), or unpack that archive yourself and pass --data "
          ".../cifar-10-batches-bin; --synthetic N runs without the data set.";
 }
