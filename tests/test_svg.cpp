@@ -298,6 +298,25 @@ TEST_CASE("The loss curve's y range leaves out a spike above 98 % of the steps: 
   CHECK(has_text(*root, "1 step(s) above"));
 }
 
+TEST_CASE("A long run: every epoch start marked, labels only where they fit") {
+  TrainingLog log;
+  for (int e = 1; e <= 50; ++e)
+    for (int b = 1; b <= 10; ++b) log.steps.push_back({e, b, 2.0, 2.0, e <= 20 ? 1e-3 : e <= 40 ? 1e-3 / 3 : 1e-3 / 9});
+  const auto root = parse(training_curve_svg(log, "long"));
+  CHECK(points(*root->all("polyline", "loss").at(0)).size() == 500);
+  CHECK(root->all("line", "epoch-mark").size() == 49 + 1);  // and the legend's sample
+  CHECK(root->all("line", "lr-change").size() == 2 + 1);
+  const auto labels = root->all("text", "note");
+  CHECK(labels.size() > 5);
+  CHECK(labels.size() < 20);  // 49 epoch labels 12 px apart would overlap
+  std::vector<double> xs;
+  for (const auto* t : labels)
+    if (t->text.rfind("epoch", 0) == 0) xs.push_back(t->number("x"));
+  for (std::size_t i = 1; i < xs.size(); ++i) CHECK(xs[i] - xs[i - 1] >= 55);
+  CHECK(has_text(*root, "lr 0.000333"));
+  CHECK(has_text(*root, "lr 0.000111"));
+}
+
 TEST_CASE("The confusion matrix: K x K cells shaded by the share of the true class, counts and class names") {
   const std::vector<std::vector<long>> m{{8, 2, 0}, {0, 5, 5}, {0, 0, 0}};
   const auto root = parse(confusion_matrix_svg(m, {"cat", "dog & <wolf>", "bird"}, "net"));

@@ -260,16 +260,24 @@ inline std::string training_curve_svg(const TrainingLog& log, const std::string&
   if (log.test_accuracy) heading += ", test accuracy " + detail::percent(*log.test_accuracy);
   svg.text(left, 32, heading, "class=\"title\"");
 
-  // Epoch starts and learning-rate changes, under the curves.
+  // Epoch starts and learning-rate changes, under the curves. Every one is marked; a label is
+  // written only where it does not run into the previous one (a long run has many epochs).
+  double epoch_label_x = -1e9, lr_label_x = -1e9;
   for (std::size_t i = 1; i < n; ++i) {
     const double x = X(static_cast<double>(i + 1));
     if (steps[i].epoch != steps[i - 1].epoch) {
       svg.line(x, top, x, bottom, "class=\"epoch-mark\"");
-      svg.text(x + 3, top + 12, "epoch " + std::to_string(steps[i].epoch), "class=\"note\"");
+      if (x - epoch_label_x >= 55 && x + 50 <= right) {
+        svg.text(x + 3, top + 12, "epoch " + std::to_string(steps[i].epoch), "class=\"note\"");
+        epoch_label_x = x;
+      }
     }
     if (steps[i].lr != steps[i - 1].lr) {
       svg.line(x, top, x, bottom, "class=\"lr-change\"");
-      svg.text(x + 3, bottom - 8, "lr " + detail::scientific(steps[i].lr), "class=\"note lr\"");
+      if (x - lr_label_x >= 75 && x + 70 <= right) {
+        svg.text(x + 3, bottom - 8, "lr " + detail::scientific(steps[i].lr), "class=\"note lr\"");
+        lr_label_x = x;
+      }
     }
   }
 
