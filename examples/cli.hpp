@@ -96,14 +96,31 @@ class Args {
   std::map<std::string, bool> switches_;
 };
 
-// The message for a missing CIFAR-10 directory: how to get the official binary version.
+// Where the programs look for CIFAR-10 without --data: where the build's `cifar10` target
+// unpacks it (CMake's CTNN_CIFAR10_DIR, passed to ctnn's programs as CTNN_DEFAULT_CIFAR10_DIR, an
+// absolute path, so any working directory finds it), else data/cifar-10-batches-bin under the
+// working directory (programs built without that definition).
+inline std::string default_data_dir() {
+#ifdef CTNN_DEFAULT_CIFAR10_DIR
+  return CTNN_DEFAULT_CIFAR10_DIR;
+#else
+  return "data/cifar-10-batches-bin";
+#endif
+}
+
+// The message for a missing CIFAR-10 directory: the build target that fetches it (the command
+// names this build's own directory when CMake passed it as CTNN_BUILD_DIR).
 inline std::string missing_data_help(const std::string& dir) {
-  return "CIFAR-10 not found at '" + dir +
-         "'. Get the official binary version and unpack it there, e.g.:\n"
-         "  mkdir -p data && cd data\n"
-         "  curl -LO https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz\n"
-         "  tar xzf cifar-10-binary.tar.gz      # creates cifar-10-batches-bin/\n"
-         "then pass --data data/cifar-10-batches-bin (or use --synthetic N for a smoke run without data).";
+#ifdef CTNN_BUILD_DIR
+  const std::string build = CTNN_BUILD_DIR;
+#else
+  const std::string build = "build";
+#endif
+  return "CIFAR-10 not found at '" + dir + "'. Fetch it once with the build's target\n" +
+         "  cmake --build " + build + " --target cifar10\n" +
+         "(the official cifar-10-binary.tar.gz, checked against its checksum and unpacked to " + default_data_dir() +
+         ", where the programs look without --data), or unpack that archive yourself and pass --data "
+         ".../cifar-10-batches-bin; --synthetic N runs without the data set.";
 }
 
 // The options of --checkpoint-key KEY and --strip-prefix PREFIX (shared by ctnn-eval's

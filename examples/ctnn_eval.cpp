@@ -2,6 +2,7 @@
 // with per-class accuracy and the confusion matrix.
 #include <ctnn/ctnn.hpp>
 #include <ctnn/io/state_dict.hpp>
+#include <ctnn/io/svg.hpp>
 #include <ctnn/train/trainer.hpp>
 
 #include <cstdio>
@@ -12,20 +13,24 @@
 
 namespace {
 
-const char* kUsage =
+const std::string kUsage =
     "usage: ctnn-eval --model vgg16|resnet50 --checkpoint CKPT [options]\n"
-    "  --data DIR        cifar-10-batches-bin folder (default data/cifar-10-batches-bin)\n"
+    "  --checkpoint CKPT a state_dict file (PyTorch's or ctnn's), a nested checkpoint, or ctnn-train's\n"
+    "                    <model>_resume.ckpt (its weights)\n"
+    "  --data DIR        cifar-10-batches-bin folder (default " + ctnn::cli::default_data_dir() + ",\n"
+    "                    where the build's cifar10 target puts it)\n"
     "  --checkpoint-key KEY  the state_dict's key in a nested checkpoint (default: found, e.g. 'model_state_dict')\n"
     "  --strip-prefix P  remove P from the keys first ('module.' of nn.DataParallel, '_orig_mod.' of torch.compile)\n"
     "  --batch-size N    (default 100)\n"
     "  --threads N       worker threads (default: all cores)\n"
+    "  --svg PATH        also draw the confusion matrix as an SVG heat map with the class names\n"
     "  --synthetic N     evaluate on the SYNTHETIC test set that ctnn-train --synthetic N --seed S used\n"
     "  --seed S          (with --synthetic; default 0)\n"
     "  --help\n";
 
 template <class Net>
 int run(const std::string& checkpoint, const ctnn::io::LoadOptions& load, const ctnn::data::Dataset& test,
-        int batch_size) {
+        int batch_size, const std::string& svg = "", const std::string& title = "") {
   Net net;
   ctnn::cli::load_checkpoint(net, checkpoint, load, std::cout);
   const auto r = ctnn::evaluate(net, test, batch_size);
@@ -43,6 +48,10 @@ int run(const std::string& checkpoint, const ctnn::io::LoadOptions& load, const 
     for (int p = 0; p < K; ++p) std::printf("%6ld", r.confusion[t][p]);
     std::printf("\n");
   }
+  if (!svg.empty()) {
+    ctnn::io::write_svg(svg, ctnn::io::confusion_matrix_svg(r.confusion, test.class_names, title));
+    std::printf("\nConfusion matrix: %s\n", svg.c_str());
+  }
   return 0;
 }
 
@@ -51,7 +60,7 @@ int run(const std::string& checkpoint, const ctnn::io::LoadOptions& load, const 
 int main(int argc, char** argv) {
   try {
     const ctnn::cli::Args args(argc, argv, {"model", "checkpoint", "data", "batch-size", "threads", "synthetic", "seed",
-                                "checkpoint-key", "strip-prefix"},
+                                "checkpoint-key", "strip-prefix", "svg"},
                                {"help"});
     if (args.flag("help")) {
       std::cout << kUsage;
@@ -61,16 +70,26 @@ int main(int argc, char** argv) {
     const std::string checkpoint = args.get("checkpoint", "");
     if (checkpoint.empty()) throw ctnn::cli::UsageError("--checkpoint is required");
     const ctnn::io::LoadOptions load = ctnn::cli::load_options(args, true, "--checkpoint");
+    if (args.has("svg")) {  // checked now, not after the whole evaluation
+      const std::filesystem::path svg_dir = std::filesystem::path(args.get("svg", "")).parent_path();
+      if (args.get("svg", "").empty()) throw ctnn::cli::UsageError("--svg needs a file name");
+      if (!svg_dir.empty() && !std::filesystem::is_directory(svg_dir))
+        throw ctnn::cli::UsageError("--svg: the directory '" + svg_dir.string() + "' does not exist");
+    }
     const int batch_size = static_cast<int>(args.integer("batch-size", 100, 1, 50000));
     const long synthetic = args.integer("synthetic", 0, 1, 1000000);
     const auto seed = static_cast<std::uint64_t>(args.integer("seed", 0, 0, 1L << 62));
     ctnn::set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
     std::cout << ctnn::ops::gemm_backend_summary() << "\n";
     if (synthetic > 0) std::cout << "*** SYNTHETIC DATA: evaluating on generated images, not CIFAR-10 ***\n";
-    const ctnn::data::Dataset test = ctnn::cli::dataset(synthetic, seed, args.get("data", "data/cifar-10-batches-bin"),
+    const ctnn::data::Dataset test = ctnn::cli::dataset(synthetic, seed, args.get("data", ctnn::cli::default_data_dir()),
                                                         ctnn::data::Split::test);
-    return vgg16 ? run<ctnn::VGG16>(checkpoint, load, test, batch_size)
-                            : run<ctnn::ResNet50_layer4<10>>(checkpoint, load, test, batch_size);
+    const std::string svg = args.get("svg", "");
+    const std::string title = std::string(vgg16 ? "vgg16" : "resnet50") + ", " +
+                              std::filesystem::path(checkpoint).filename().string() +
+                              (synthetic > 0 ? " (SYNTHETIC data)" : "");
+    return vgg16 ? run<ctnn::VGG16>(checkpoint, load, test, batch_size, svg, title)
+                 : run<ctnn::ResNet50_layer4<10>>(checkpoint, load, test, batch_size, svg, title);
   } catch (const ctnn::cli::UsageError& e) {
     std::cerr << "ctnn-eval: " << e.what() << "\n(run ctnn-eval --help for the options)\n";
     return 2;

@@ -9,6 +9,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <ctnn/io/svg.hpp>
 #include <ctnn/ops/gemm.hpp>
 #include <ctnn/train/trainer.hpp>
 #include <filesystem>
@@ -77,6 +78,11 @@ int train_run(const TrainConfig& c) {
   std::cout << "Accuracy of the model on the test images: " << r.accuracy() << " %" << std::endl;
   std::printf("wall time: train %.1f s, total %.1f s (%d threads)\n", train_seconds, seconds(), num_threads());
   std::ofstream(trainer.csv_path(), std::ios::app) << "# test accuracy," << r.accuracy() << "\n";
+  // The loss curve, drawn from the log just completed (so the picture is whatever the log says,
+  // on resumption too).
+  const auto svg = trainer.csv_path().parent_path() / (c.model + "_train.svg");
+  io::write_training_svg(trainer.csv_path(), svg, c.model + (c.synthetic > 0 ? " (SYNTHETIC data)" : ""));
+  std::cout << "Loss curve: " << svg.string() << "\n";
   return 0;
 }
 
@@ -104,14 +110,16 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
                     {"help", "resume", "local-bn"});
     if (args.flag("help")) {
       std::cout << "usage: " << program << " --model " << choices << " [options]\n"
-                << "  --data DIR              cifar-10-batches-bin folder (default data/cifar-10-batches-bin)\n"
+                << "  --data DIR              cifar-10-batches-bin folder (default " << default_data_dir()
+                << ",\n                          where the build's cifar10 target puts it)\n"
                    "  --epochs N              (default 1)\n"
                    "  --batch-size N          (default 100)\n"
                    "  --lr X                  Adam learning rate (default 0.001)\n"
                    "  --lr-decay-every N      epochs between learning-rate decays (default 20)\n"
                    "  --lr-decay-factor X     divide the learning rate by X (default 3)\n"
                    "  --out DIR               checkpoints and the loss log (default .)\n"
-                   "  --load CKPT             start from a checkpoint (PyTorch's or ctnn's state_dict file)\n"
+                   "  --load CKPT             start from a checkpoint (PyTorch's or ctnn's state_dict file, or the\n"
+                   "                          weights of a <model>_resume.ckpt)\n"
                    "  --checkpoint-key KEY    with --load: the state_dict's key in a nested checkpoint\n"
                    "                          (default: found, e.g. 'model_state_dict')\n"
                    "  --strip-prefix P        with --load: remove P from the keys first ('module.' of\n"
@@ -130,7 +138,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
     TrainConfig c;
     const TrainModel& model = models[model_option(args, model_names, names)];
     c.model = model.name;
-    c.data_dir = args.get("data", "data/cifar-10-batches-bin");
+    c.data_dir = args.get("data", default_data_dir());
     c.out_dir = args.get("out", ".");
     c.load = args.get("load", "");
     c.load_options = load_options(args, !c.load.empty(), "--load");

@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "ctnn/io/state_dict.hpp"
+#include "ctnn/train/trainer.hpp"
 #include "support/temp_dir.hpp"
 #include "support/nested_checkpoint.hpp"
 #include "support/zip_layouts.hpp"
@@ -1124,4 +1125,48 @@ TEST_CASE("One long memoized key in many nested dictionaries is refused: the con
   // A few copies are fine (as an optimizer's per-parameter dicts share 'exp_avg').
   CHECK(parse_checkpoint_contents(build(10), "few.ckpt").state_dicts.size() == 11);
   expect_error(build(200000), "data.pkl: its containers repeat the same keys over and over");
+}
+
+TEST_CASE("ctnn-train's resume snapshot loads as its weights: Adam's moments and the position are left out, and said") {
+  // A snapshot as the Trainer really writes it (a run stopped by max_steps), so that the loader
+  // and the writer cannot drift apart.
+  using TinyNet = Network<Shape<3, 32, 32>, Sequential<Conv2d<3, 4, 3, 1, 1>, BatchNorm2d<4>, ReLU, MaxPool2d<8>,
+                                                       Flatten, Linear<64, 10>>>;
+  TempDir dir;
+  TinyNet trained(3);
+  TrainerOptions o;
+  o.batch_size = 20;
+  o.max_steps = 2;
+  o.out_dir = dir.path;
+  o.model_name = "tiny";
+  std::ostringstream log;
+  Trainer<TinyNet>(trained, o).fit(data::make_synthetic_cifar(60, 1), log);
+  const fs::path snapshot = dir.path / "tiny_resume.ckpt";
+  REQUIRE(fs::exists(snapshot));
+  REQUIRE(read_checkpoint(snapshot).contains("optimizer.exp_avg"));  // Adam's moments are in the file
+
+  TinyNet net(9);
+  REQUIRE(!same_state(net, trained));
+  const LoadResult r = load_state_dict(net, snapshot, LoadOptions{});
+  CHECK(same_state(net, trained));  // weights, BatchNorm statistics and counters
+  CHECK(r.notes == std::vector<std::string>{
+                       "a ctnn-train resume snapshot after step 2 (epoch 1, 2 batches into it): loaded its weights (the "
+                       "model.* entries), not Adam's moments or the run's position (--resume takes those)"});
+
+  // Another network's snapshot: the usual strict mismatch, naming the file and the entries used.
+  SmallNet other(1);
+  try {
+    load_state_dict(other, snapshot, LoadOptions{});
+    FAIL("a TinyNet snapshot loaded into SmallNet");
+  } catch (const CheckpointError& e) {
+    CHECK(std::string(e.what()).find(snapshot.string() + " (its model.* entries)") != std::string::npos);
+  }
+
+  // A plain state_dict that merely has a key named like the trainer's is not taken for a snapshot.
+  StateDict sd = state_dict(trained);
+  sd.insert_or_assign("trainer.total_steps", Tensor::scalar_int64(2));
+  sd.insert_or_assign("optimizer.exp_avg", sd.at("0.weight"));
+  TinyNet plain(2);
+  CHECK_THROWS_WITH(load_state_dict(plain, parse_checkpoint_contents(serialize_checkpoint(sd), "f.ckpt")),
+                    doctest::Contains("unexpected keys (2): trainer.total_steps, optimizer.exp_avg"));
 }

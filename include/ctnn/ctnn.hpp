@@ -31,5 +31,6 @@
 #include "ctnn/data/all.hpp"
 
 #include "ctnn/io/state_dict.hpp"
+#include "ctnn/io/svg.hpp"
 
 #include "ctnn/train/trainer.hpp"

@@ -320,7 +320,8 @@ class Driver {
         }
         continue;
       }
-      if (leaf == o_.model + "_train_log.csv") continue;
+      // The log, and the loss curve drawn from it as the last thing a finished run does.
+      if (leaf == o_.model + "_train_log.csv" || leaf == o_.model + "_train.svg") continue;
       if (!ends_with(leaf, ".ckpt")) throw Failure("unexpected file after a kill: " + leaf);
       ctnn::io::StateDict sd;
       try {

@@ -8,11 +8,13 @@
 // Any type with visit_state(StateVisitor&) works (every ctnn::Network does). A file may also be
 // a training checkpoint with the state_dict inside (found, or named by LoadOptions::checkpoint_key),
 // with keys under a wrapper's prefix (LoadOptions::strip_prefix) or with float16, bfloat16 or
-// float64 tensors (converted to float32, as PyTorch's load_state_dict converts).
+// float64 tensors (converted to float32, as PyTorch's load_state_dict converts), or ctnn-train's
+// resume snapshot (its weights are taken).
 #pragma once
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -273,6 +275,33 @@ LoadResult load_state_dict(Net& net, const StateDict& sd, bool strict = true, co
   return load_state_dict(net, sd, LoadOptions{.strict = strict}, source);
 }
 
+namespace detail {
+// ctnn-train's resume snapshot (<model>_resume.ckpt, written by Trainer) is a flat dictionary
+// of tensors: the weights and buffers under "model.", Adam's moments under "optimizer.", the
+// run's position under "trainer." (int64 scalars) and dropout counters under "dropout.". Its
+// weights are what a user means when giving it to an evaluation or to --load, so they are
+// taken from it (Adam's moments and the position belong to --resume, not to a load). Returns
+// nothing for any other file; `note` says what was taken.
+inline std::optional<StateDict> resume_snapshot_weights(const StateDict& sd, std::string& note) {
+  const Tensor* steps = sd.find("trainer.total_steps");
+  if (!steps || steps->dtype() != DType::int64 || steps->numel() != 1 || !sd.contains("optimizer.exp_avg"))
+    return std::nullopt;
+  StateDict weights;
+  for (const auto& [key, t] : sd)
+    if (key.rfind("model.", 0) == 0) weights.insert_or_assign(key.substr(6), t);
+  if (weights.empty()) return std::nullopt;
+  const Tensor* epoch = sd.find("trainer.epoch");
+  const Tensor* batch = sd.find("trainer.batch");
+  note = "a ctnn-train resume snapshot after step " + std::to_string(steps->int64s().front());
+  if (epoch && batch && epoch->dtype() == DType::int64 && batch->dtype() == DType::int64 && epoch->numel() == 1 &&
+      batch->numel() == 1)
+    note += " (epoch " + std::to_string(epoch->int64s().front()) + ", " + std::to_string(batch->int64s().front()) +
+            " batches into it)";
+  note += ": loaded its weights (the model.* entries), not Adam's moments or the run's position (--resume takes those)";
+  return weights;
+}
+}  // namespace detail
+
 // model.load_state_dict(...) from whatever a checkpoint holds: a plain state_dict, or the one
 // dictionary of tensors inside a nested checkpoint that fits the network (its keys, after
 // options.strip_prefix, are the network's; failing that, the only one sharing any key with
@@ -355,6 +384,14 @@ LoadResult load_state_dict(Net& net, const CheckpointContents& contents, const L
   LoadOptions inner = options;
   inner.checkpoint_key.clear();
   const std::string source = chosen->key.empty() ? file : file + ", '" + printable(chosen->key, 100) + "'";
+  if (contents.plain && options.checkpoint_key.empty()) {
+    std::string note;
+    if (auto weights = detail::resume_snapshot_weights(chosen->tensors, note)) {
+      LoadResult r = load_state_dict(net, *weights, inner, file + " (its model.* entries)");
+      r.notes.insert(r.notes.begin(), note);
+      return r;
+    }
+  }
   LoadResult r = load_state_dict(net, chosen->tensors, inner, source);
   r.checkpoint_key = chosen->key;
   if (!chosen->key.empty()) r.notes.insert(r.notes.begin(), "using '" + printable(chosen->key, 100) + "'");
