@@ -11,7 +11,7 @@
 # compares stdout, stderr and the exit status (the timing line "wall time: ..." left out, the
 # run's directory written as WORK), and every file written. Exit status 0 when all agree; otherwise the differences are listed.
 set -uo pipefail
-old=$1 new=$2 work=${3:-$(mktemp -d)}
+old=$(cd "$1" && pwd) new=$(cd "$2" && pwd) work=${3:-$(mktemp -d)}
 rm -rf "$work" && mkdir -p "$work"
 fails=0
 
@@ -41,7 +41,7 @@ run() {
 
 common=(--synthetic 60 --batch-size 20 --seed 3 --threads 2 --checkpoint-every 2 --lr-decay-every 1 --out @OUT)
 for model in vgg16 resnet50; do
-  run ${model}_partial ctnn-train --model $model "${common[@]}" --max-steps 4
+  run ${model}_partial ctnn-train --model $model "${common[@]}" --epochs 2 --max-steps 4  # stops in epoch 2
   # Resume the partial run in a copy of its directory, to the end of two epochs.
   for side in old new; do cp -r "$work/$side/${model}_partial" "$work/$side/${model}_resumed"; done
   run ${model}_resumed ctnn-train --model $model "${common[@]}" --epochs 2 --resume

@@ -117,6 +117,8 @@ TEST_CASE("layer_traits: the optional abilities are declared, not guessed from m
   static_assert(!layer_traits<Linear<4, 4>::bind<Features<4>>>::has_random_state);
   static_assert(layer_traits<Conv2d<3, 4, 3, 1, 1>::bind<Shape<3, 6, 6>>>::init_role == InitRole::convolution);
   static_assert(layer_traits<Linear<4, 4>::bind<Features<4>>>::init_role == InitRole::linear);
+  static_assert(PoolWithKernelSize::kernel_size > 0 && PoolWithKernelSize::in_features > 0,
+                "it has the members the initialisations once took for a convolution's or a Linear's");
   static_assert(layer_traits<PoolWithKernelSize>::init_role == InitRole::none);
   static_assert(!layer_traits<PoolWithKernelSize>::has_random_state);
   static_assert(layer_traits<MaxPool2d<2>::bind<Shape<2, 4, 4>>>::init_role == InitRole::none);

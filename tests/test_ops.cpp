@@ -173,10 +173,10 @@ TEST_CASE("im2col puts zeros in the padding and the shifted plane elsewhere") {
 TEST_CASE("im2col and col2im match a direct definition on large and small planes") {
   // Planes of at most 64 outputs with kernels up to 3x3 take the table-driven path; the rest
   // the run-copy loops. Both must equal the definition, and col2im's sums must be bit-exact.
-  for (const auto& c : {std::array{3, 1, 1, 9}, std::array{3, 1, 1, 7}, std::array{3, 1, 1, 2},
-                        std::array{1, 2, 0, 7}, std::array{3, 2, 1, 8}, std::array{7, 2, 3, 9},
-                        std::array{3, 2, 1, 20}, std::array{1, 2, 0, 19}, std::array{7, 2, 3, 32}}) {
-    const int k = c[0], s = c[1], p = c[2], h = c[3];  // not a structured binding: INFO's lambda captures them
+  for (const auto& cs : {std::array{3, 1, 1, 9}, std::array{3, 1, 1, 7}, std::array{3, 1, 1, 2},
+                         std::array{1, 2, 0, 7}, std::array{3, 2, 1, 8}, std::array{7, 2, 3, 9},
+                         std::array{3, 2, 1, 20}, std::array{1, 2, 0, 19}, std::array{7, 2, 3, 32}}) {
+    const int k = cs[0], s = cs[1], p = cs[2], h = cs[3];  // not a structured binding: INFO's lambda captures them
     INFO("kernel ", k, " stride ", s, " padding ", p, " input ", h);
     const int cin = 3, w = h, n = 4, n0 = 1, nb = 3;
     const int oh = window_out(h, k, s, p), ow = window_out(w, k, s, p);
