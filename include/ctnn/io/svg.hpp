@@ -361,8 +361,8 @@ inline std::string confusion_matrix_svg(const std::vector<std::vector<long>>& ma
     std::snprintf(acc, sizeof acc, ", accuracy %.2f %% of %ld images", 100.0 * static_cast<double>(correct) / static_cast<double>(total), total);
     heading += acc;
   }
-  // Wide enough for the title too (about 9 px a character at its size).
-  const double W = std::max(left + size + 130, 40 + 9.0 * static_cast<double>(heading.size())), H = top + size + 130;
+  // Wide enough for the title too (up to 10 px a character in bold at its size).
+  const double W = std::max(left + size + 130, 40 + 10.0 * static_cast<double>(heading.size())), H = top + size + 130;
   SvgDocument svg(W, H);
   svg.text(20, 32, heading, "class=\"title\"");
 
