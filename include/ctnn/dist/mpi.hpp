@@ -97,20 +97,6 @@ class Communicator {
                               MPI_CHAR, root, comm_),
                     "MPI_Bcast");
   }
-  void broadcast(std::span<float> v, int root = 0) const {
-    for (std::size_t at = 0; at < v.size(); at += detail::max_count)
-      detail::check(MPI_Bcast(v.data() + at, static_cast<int>(std::min(v.size() - at, detail::max_count)), MPI_FLOAT,
-                              root, comm_),
-                    "MPI_Bcast");
-  }
-
-  // Whether `flag` holds on any process.
-  bool any(bool flag) const {
-    int in = flag ? 1 : 0, out = 0;
-    detail::check(MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_LOR, comm_), "MPI_Allreduce");
-    return out != 0;
-  }
-
   void barrier() const { detail::check(MPI_Barrier(comm_), "MPI_Barrier"); }
 
   // Ends every process of the job with `code` (the launcher reports it). For a failure on one

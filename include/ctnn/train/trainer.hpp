@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <ostream>
 #include <sstream>
 #include <stdexcept>
@@ -248,18 +249,19 @@ class Trainer {
   TrainPosition resume(std::ostream& log) {
     if (!o_.resume || o_.out_dir.empty()) return {};
     const auto file = checkpoint_path("resume");
-    TrainPosition at;
-    if (!replicas_) {
-      if (!std::filesystem::exists(file)) return {};
-      at = read_snapshot(file, net_, opt_, o_.seed, o_.batch_size);
-    } else {  // process 0 reads the file; every process restores those bytes
-      std::vector<std::uint8_t> bytes;
-      if (lead() && std::filesystem::exists(file)) bytes = io::read_file(file);
+    // Process 0 reads the file; with replicas, every process restores those bytes.
+    bool found = lead() && std::filesystem::exists(file);
+    std::vector<std::uint8_t> bytes;
+    if (found) bytes = io::read_file(file);
+    if (replicas_) {
+      found = replicas_->sum(found ? 1.0 : 0.0) > 0;
       replicas_->broadcast(bytes);
-      if (bytes.empty()) return {};
-      at = restore_snapshot(io::parse_checkpoint(bytes, file.string()), file.string(), net_, opt_, o_.seed,
-                            o_.batch_size);
     }
+    if (!found) return {};
+    const TrainPosition at =
+        restore_snapshot(io::parse_checkpoint(std::make_shared<const std::vector<std::uint8_t>>(std::move(bytes)),
+                                              file.string()),
+                         file.string(), net_, opt_, o_.seed, o_.batch_size);
     last_saved_step_ = at.total_steps;
     if (!lead()) return at;
     log << "Resuming from " << checkpoint_path("resume").string() << ": epoch " << at.epoch << ", step " << at.batch
