@@ -9,6 +9,8 @@
 #include "ctnn/core/grad_mode.hpp"
 #include "ctnn/core/shard.hpp"
 
+#include "ctnn/ops/precision.hpp"
+
 #include "ctnn/layers/batchnorm.hpp"
 #include "ctnn/layers/conv2d.hpp"
 #include "ctnn/layers/dropout.hpp"

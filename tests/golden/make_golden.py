@@ -131,6 +131,38 @@ def case_conv2d(name, seed, n, cin, cout, k, stride, pad, hw):
     return affine_case(name, conv, (n, cin, hw, hw), cin * k * k)
 
 
+def bf16_affine_case(name, layer, x_shape, fan_in):
+    """affine_case under torch.autocast("cpu", torch.bfloat16): PyTorch multiplies bf16-rounded
+    inputs and weights with fp32 sums (oneDNN) and returns bf16 outputs; the gradients reach
+    the fp32 leaves through autocast's casts. ctnn's bf16 policy must match within bf16's
+    rounding (tests/test_bf16.cpp)."""
+    randomize_(layer.weight, 1.0 / math.sqrt(fan_in))
+    randomize_(layer.bias, 0.5)
+    x = torch.randn(*x_shape, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    dy = torch.randn(y.shape)
+    y.float().backward(dy)
+
+    fx = Fixture(name)
+    fx.add("x", x)
+    fx.add("weight", layer.weight)
+    fx.add("bias", layer.bias)
+    fx.add("dy", dy)
+    fx.add("y", y.float())
+    fx.add("dx", x.grad)
+    fx.add("dweight", layer.weight.grad)
+    fx.add("dbias", layer.bias.grad)
+    return fx
+
+
+def case_conv2d_bf16(name, seed, n, cin, cout, k, stride, pad, hw):
+    start(seed)
+    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=pad, bias=True)
+    return bf16_affine_case(name, conv, (n, cin, hw, hw), cin * k * k)
+
+
 def case_linear(name, seed):
     start(seed)
     n, fin, fout = 3, 6, 4
@@ -288,6 +320,16 @@ CONV_CONFIGS = [
     ("conv2d_k7s2p3_chunked", 9, 2, 3, 7, 2, 3, 16),
 ]
 
+# Larger than the fp32 cases: bf16 products need sums long enough to cross ctnn's k-blocks
+# (384) and panels of 32 rows x 12 columns with their edges.
+CONV_BF16_CONFIGS = [
+    ("conv2d_bf16_k3s1p1", 2, 48, 13, 3, 1, 1, 5),           # patch 432: two k-blocks
+    ("conv2d_bf16_k3s1p1_chunked", 9, 16, 4, 3, 1, 1, 8),    # image-parallel; Winograd in fp32
+    ("conv2d_bf16_k1s1p0", 2, 40, 20, 1, 1, 0, 4),           # the pointwise product
+    ("conv2d_bf16_k1s2p0", 2, 24, 16, 1, 2, 0, 5),
+    ("conv2d_bf16_k7s2p3", 3, 3, 8, 7, 2, 3, 16),            # ResNet's stem, image-parallel
+]
+
 MAXPOOL_CONFIGS = [
     # name, N, C, H=W, K, stride, padding
     ("maxpool2d_k2s2p0", 2, 3, 8, 2, 2, 0),
@@ -308,6 +350,10 @@ def build_cases():
     for cfg in CONV_CONFIGS:
         cases.append((cfg[0], lambda s, c=cfg: case_conv2d(c[0], s, *c[1:])))
     cases.append(("linear", lambda s: case_linear("linear", s)))
+    for cfg in CONV_BF16_CONFIGS:
+        cases.append((cfg[0], lambda s, c=cfg: case_conv2d_bf16(c[0], s, *c[1:])))
+    cases.append(("linear_bf16", lambda s: (start(s), bf16_affine_case(
+        "linear_bf16", nn.Linear(200, 10), (5, 200), 200))[1]))
     cases.append(("batchnorm2d", lambda s: case_batchnorm("batchnorm2d", s, nn.BatchNorm2d, (4, 3, 3, 3))))
     cases.append(("batchnorm1d", lambda s: case_batchnorm("batchnorm1d", s, nn.BatchNorm1d, (6, 5))))
     cases.append(("relu", lambda s: case_relu("relu", s)))

@@ -14,7 +14,7 @@
 // - GEMM-parallel (small planes, where a chunk of images makes a thin GEMM against a large weight
 //   that every chunk would have to re-pack): each chunk's product is split over its output.
 // 3x3 stride-1 padding-1 convolutions instead run as Winograd convolutions (ops/winograd.hpp)
-// where that measured faster (winograd_plan below).
+// where that measured faster (winograd_plan below), in fp32 only (ops/precision.hpp says why).
 // Chunk and group boundaries depend only on the batch size, and every output element is
 // computed by the same code whichever thread runs it, so results do not depend on thread count.
 #pragma once
@@ -70,6 +70,13 @@ constexpr Winograd3x3 winograd_plan(const ConvShape& s, int n) {
 }
 
 namespace detail {
+// The Winograd plan of this call: none under bf16, whose products round their operands.
+inline Winograd3x3 winograd_now(const ConvShape& s, int n) {
+  Winograd3x3 plan = winograd_plan(s, n);
+  if (matmul_precision() != Precision::fp32) plan.tile = 0;
+  return plan;
+}
+
 // Upper bound on the floats of one chunk's patch matrix: large enough for efficient GEMMs, small
 // enough to stay in the last-level cache instead of streaming the whole batch.
 inline constexpr std::size_t col_budget = std::size_t{1} << 20;
@@ -146,7 +153,7 @@ inline void conv2d_backward_image_parallel(const ConvShape& s, int n, const floa
 // y = conv(x, w) + b for a batch of n samples. w is PyTorch's [Cout][Cin][K][K], used as the
 // (Cin*K*K x Cout) column-major matrix it already is.
 inline void conv2d_forward(const ConvShape& s, int n, const float* x, const float* w, const float* b, float* y) {
-  if (const auto wg = winograd_plan(s, n); wg.tile) return winograd_forward(wg, x, w, b, y);  // bias included
+  if (const auto wg = detail::winograd_now(s, n); wg.tile) return winograd_forward(wg, x, w, b, y);  // bias included
   if (s.image_parallel()) return detail::conv2d_forward_image_parallel(s, n, x, w, b, y);  // bias included
   const int plane = s.out_plane(), patch = s.patch(), oc = s.out_channels;
   const Eigen::Index rows_all = static_cast<Eigen::Index>(n) * plane;
@@ -176,7 +183,7 @@ inline void conv2d_backward(const ConvShape& s, int n, const float* x, const flo
   const MatRef wt{w, patch, oc, patch};
   const MutMatRef dwt{dw, patch, oc, patch};
   add_channel_sums(dy, oc, static_cast<std::size_t>(rows_all), db);
-  if (const auto wg = winograd_plan(s, n); wg.tile) {
+  if (const auto wg = detail::winograd_now(s, n); wg.tile) {
     winograd_backward_weights(wg, x, dy, dw);
     if (dx) winograd_backward_data(wg, dy, w, dx);
   } else if (s.pointwise()) {

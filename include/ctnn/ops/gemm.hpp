@@ -13,6 +13,8 @@
 
 #include "ctnn/core/threading.hpp"
 #include "ctnn/ops/cpu.hpp"
+#include "ctnn/ops/matrix.hpp"
+#include "ctnn/ops/precision.hpp"
 
 // CTNN_USE_OPENBLAS (the CMake option of the same name, on when libopenblas-dev is found): each
 // fixed block below may run as one single-threaded OpenBLAS sgemm instead of an Eigen product.
@@ -116,22 +118,6 @@ inline void set_gemm_backend(GemmBackend b) {
   detail::gemm_choice() = {b, why + ", set by the program"};
 }
 
-// A column-major matrix operand: `rows` x `cols` at `data` with leading dimension `ld`,
-// optionally used transposed.
-struct MatRef {
-  const float* data;
-  Eigen::Index rows, cols, ld;
-  bool transposed = false;
-  MatRef t() const { return {data, rows, cols, ld, !transposed}; }
-  Eigen::Index out_rows() const { return transposed ? cols : rows; }
-  Eigen::Index out_cols() const { return transposed ? rows : cols; }
-};
-
-struct MutMatRef {
-  float* data;
-  Eigen::Index rows, cols, ld;
-};
-
 namespace detail {
 
 using ConstMap = Eigen::Map<const Eigen::MatrixXf, 0, Eigen::OuterStride<>>;
@@ -168,23 +154,25 @@ inline void blas_product(float* c, Eigen::Index ldc, const MatRef& a, const MatR
 }
 #endif
 
-template <class Dst>
-inline void product_into(Dst&& c, const MatRef& a, const MatRef& b, bool accumulate) {
+// One block's product on the calling thread, in the current precision (ops/precision.hpp).
+inline void product_into(float* c, Eigen::Index ldc, const MatRef& a, const MatRef& b, bool accumulate,
+                         Precision precision) {
+  if (precision == Precision::bf16) return gemm_bf16_serial(a, b, c, ldc, accumulate);
 #ifdef CTNN_USE_OPENBLAS
-  if (gemm_backend() == GemmBackend::openblas && a.out_cols() > 0)
-    return blas_product(c.data(), c.outerStride(), a, b, accumulate);
+  if (gemm_backend() == GemmBackend::openblas && a.out_cols() > 0) return blas_product(c, ldc, a, b, accumulate);
 #endif
+  MutMap dst(c, a.out_rows(), b.out_cols(), Eigen::OuterStride<>(ldc));
   auto ma = map(a);
   auto mb = map(b);
   if (!a.transposed && !b.transposed) {
-    if (accumulate) c.noalias() += ma * mb; else c.noalias() = ma * mb;
+    if (accumulate) dst.noalias() += ma * mb; else dst.noalias() = ma * mb;
   } else if (a.transposed && !b.transposed) {
-    if (accumulate) c.noalias() += ma.transpose() * mb; else c.noalias() = ma.transpose() * mb;
+    if (accumulate) dst.noalias() += ma.transpose() * mb; else dst.noalias() = ma.transpose() * mb;
   } else if (!a.transposed && b.transposed) {
-    if (accumulate) c.noalias() += ma * mb.transpose(); else c.noalias() = ma * mb.transpose();
+    if (accumulate) dst.noalias() += ma * mb.transpose(); else dst.noalias() = ma * mb.transpose();
   } else {
-    if (accumulate) c.noalias() += ma.transpose() * mb.transpose();
-    else c.noalias() = ma.transpose() * mb.transpose();
+    if (accumulate) dst.noalias() += ma.transpose() * mb.transpose();
+    else dst.noalias() = ma.transpose() * mb.transpose();
   }
 }
 
@@ -206,7 +194,7 @@ inline void gemm_serial(const MatRef& a, const MatRef& b, const MutMatRef& c, bo
   ctnn::detail::eigen_single_threaded();
   eigen_assert(a.out_cols() == b.out_rows() && c.rows == a.out_rows() && c.cols == b.out_cols());
   if (c.rows == 0 || c.cols == 0) return;
-  detail::product_into(detail::MutMap(c.data, c.rows, c.cols, Eigen::OuterStride<>(c.ld)), a, b, accumulate);
+  detail::product_into(c.data, c.ld, a, b, accumulate, matmul_precision());
 }
 
 // C = A * B, or C += A * B when `accumulate`. The larger output extent is cut into fixed blocks,
@@ -221,18 +209,16 @@ inline void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accu
   const long work = static_cast<long>(m) * n * a.out_cols();
   const Eigen::Index len = detail::block_length(extent, work);
   const Eigen::Index blocks = (extent + len - 1) / len;
+  const Precision precision = matmul_precision();
 // Dynamic hand-out: a thread that another process slows down takes fewer blocks, and which
 // thread computes a block never changes its result.
 #pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
   for (Eigen::Index i = 0; i < blocks; ++i) {
     const Eigen::Index s = i * len, l = std::min(len, extent - s);
-    if (split_rows) {
-      detail::MutMap cb(c.data + s, l, n, Eigen::OuterStride<>(c.ld));
-      detail::product_into(cb, detail::logical_rows(a, s, l), b, accumulate);
-    } else {
-      detail::MutMap cb(c.data + s * c.ld, m, l, Eigen::OuterStride<>(c.ld));
-      detail::product_into(cb, a, detail::logical_cols(b, s, l), accumulate);
-    }
+    if (split_rows)
+      detail::product_into(c.data + s, c.ld, detail::logical_rows(a, s, l), b, accumulate, precision);
+    else
+      detail::product_into(c.data + s * c.ld, c.ld, a, detail::logical_cols(b, s, l), accumulate, precision);
   }
 }
 

@@ -1,0 +1,243 @@
+// bf16 products with fp32 accumulation, for the bf16 precision policy (ops/precision.hpp).
+//
+// C (fp32) = A * B or C += A * B where every element of A and B is first rounded to bfloat16
+// (round to nearest even, as PyTorch's float -> bfloat16 conversion) and the products are
+// summed in fp32: the arithmetic of PyTorch's autocast convolutions and linear layers on a CPU.
+//
+// The kernel is ctnn's own, for CPUs with AVX512_BF16 (AMD Zen 4 and later, Intel Cooper Lake
+// and Sapphire Rapids and later): VDPBF16PS multiplies pairs of bf16 values and adds both
+// products to one fp32 lane, twice the multiply-adds of an fp32 FMA per instruction, and the
+// packed operands take half the memory traffic. It is compiled for that instruction set with a
+// function attribute and chosen at run time from cpuid, so a program built for any x86-64 CPU
+// runs it where the CPU has it and never executes it (SIGILL) where it has not.
+//
+// Layout (the classic packed GEMM): the operands are copied, rounded, into panels whose inner
+// pairs are consecutive k: A in panels of kMr = 32 rows ([k/2][32 rows] of bf16 pairs, two
+// 512-bit registers per pair of k), B in panels of kNr = 12 columns ([k/2][12 columns] of pairs,
+// each broadcast to a register). A 32 x 12 block of C lives in 24 registers for a whole k-block.
+// Cache blocks: kKc values of k (the B micro-panel, 12 x 384 bf16 = 9 KiB, stays in L1), kMc
+// rows of A (192 x 384 bf16 = 144 KiB in L2), kNc columns of B. Packing converts while it
+// copies, so rounding to bf16 costs no pass of its own.
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "ctnn/ops/cpu.hpp"
+#include "ctnn/ops/matrix.hpp"
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define CTNN_HAVE_BF16_KERNEL 1
+#include <cpuid.h>
+#include <immintrin.h>
+// Functions compiled for AVX512_BF16 whatever the translation unit's -march: they run only
+// after bf16_support() found the instructions.
+#define CTNN_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#else
+#define CTNN_HAVE_BF16_KERNEL 0
+#endif
+
+namespace ctnn::ops {
+
+// The bfloat16 bits of a float, rounded to nearest even, NaN kept a (quiet) NaN: PyTorch's
+// round_to_nearest_even, so values match torch's .to(torch.bfloat16) bit for bit.
+inline std::uint16_t to_bf16_bits(float f) {
+  const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+  return static_cast<std::uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+inline float from_bf16_bits(std::uint16_t h) { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
+// f rounded to the nearest bfloat16, as a float.
+inline float round_to_bf16(float f) { return from_bf16_bits(to_bf16_bits(f)); }
+
+// What the CPU offers for bf16 products.
+struct Bf16Support {
+  bool avx512_bf16 = false;  // VDPBF16PS, with AVX-512F/BW/VL and the OS saving zmm registers
+  bool amx_bf16 = false;     // AMX tiles with bf16 (Sapphire Rapids and later)
+};
+
+inline Bf16Support bf16_support() {
+  Bf16Support s;
+#if CTNN_HAVE_BF16_KERNEL
+  __builtin_cpu_init();
+  // __builtin_cpu_supports checks that the OS saves the AVX-512 state too (XCR0).
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl");
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) s.avx512_bf16 = avx512 && ((a >> 5) & 1u);
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) s.amx_bf16 = ((d >> 22) & 1u) && ((d >> 24) & 1u);
+#endif
+  return s;
+}
+
+// Empty when bf16 products can run here, else the one line that says why not.
+inline std::string bf16_unavailable_reason() {
+  if (!CTNN_HAVE_BF16_KERNEL) return "bf16 precision needs an x86-64 CPU with AVX512_BF16 and GCC or clang";
+  if (bf16_support().avx512_bf16) return {};
+  const std::string model = cpu_model_name();
+  return "bf16 precision needs a CPU with AVX512_BF16 (AMD Zen 4 or later, Intel Cooper Lake, Sapphire Rapids "
+         "or later); this one" + (model.empty() ? std::string() : " (" + model + ")") +
+         " has not: use fp32 precision";
+}
+
+// One line for programs to print beside their figures.
+inline std::string bf16_kernel_summary() {
+  const Bf16Support s = bf16_support();
+  if (!s.avx512_bf16) return bf16_unavailable_reason();
+  return std::string("bf16: ctnn's AVX512_BF16 kernels (fp32 accumulation)") +
+         (s.amx_bf16 ? "; this CPU has AMX-BF16 tiles, which ctnn does not use yet" : "");
+}
+
+#if CTNN_HAVE_BF16_KERNEL
+namespace detail::bf16 {
+
+inline constexpr Eigen::Index kMr = 32, kNr = 12, kKc = 384, kMc = 192, kNc = 1536;
+
+inline std::uint32_t pair(float lo, float hi) {
+  return static_cast<std::uint32_t>(to_bf16_bits(lo)) | static_cast<std::uint32_t>(to_bf16_bits(hi)) << 16;
+}
+
+// Shifts of all 16 lanes. The maskz forms: GCC 12's plain _mm512_srli_epi32 merges into an
+// "undefined" vector that -Wmaybe-uninitialized reports when compiled for a lower -march.
+CTNN_BF16_TARGET inline __m512i shift_right16(__m512i v) { return _mm512_maskz_srli_epi32(0xffff, v, 16); }
+CTNN_BF16_TARGET inline __m512i shift_left16(__m512i v) { return _mm512_maskz_slli_epi32(0xffff, v, 16); }
+
+// to_bf16_bits on 16 lanes, in the low half of each 32-bit lane.
+CTNN_BF16_TARGET inline __m512i round16(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i bias = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(shift_right16(u), _mm512_set1_epi32(1)));
+  const __m512i r = shift_right16(_mm512_add_epi32(u, bias));
+  return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
+}
+
+// Rows [i0, i0+mc) and k [k0, k0+kc) of A into micro-panels of kMr rows; missing rows and the
+// odd k's partner are zeros.
+CTNN_BF16_TARGET inline void pack_a(const MatRef& a, Eigen::Index i0, Eigen::Index mc, Eigen::Index k0,
+                                    Eigen::Index kc, std::uint32_t* out) {
+  const Eigen::Index pairs = (kc + 1) / 2;
+  for (Eigen::Index ir = 0; ir < mc; ir += kMr) {
+    const Eigen::Index m = std::min(kMr, mc - ir);
+    if (!a.transposed && m == kMr) {
+      // Columns of A are contiguous in i: two vector loads per 16 rows and pair of k.
+      for (Eigen::Index p = 0; p < pairs; ++p, out += kMr) {
+        const Eigen::Index k = k0 + 2 * p;
+        for (int h = 0; h < 2; ++h) {
+          const float* src = a.data + (i0 + ir + 16 * h) + k * a.ld;
+          const __m512i lo = round16(_mm512_loadu_ps(src));
+          const __m512i hi = 2 * p + 1 < kc ? round16(_mm512_loadu_ps(src + a.ld)) : _mm512_setzero_si512();
+          _mm512_storeu_si512(out + 16 * h, _mm512_or_si512(lo, shift_left16(hi)));
+        }
+      }
+      continue;
+    }
+    for (Eigen::Index p = 0; p < pairs; ++p, out += kMr) {
+      const Eigen::Index k = k0 + 2 * p;
+      const bool two = 2 * p + 1 < kc;
+      for (Eigen::Index i = 0; i < kMr; ++i)
+        out[i] = i < m ? pair(a.at(i0 + ir + i, k), two ? a.at(i0 + ir + i, k + 1) : 0.0f) : 0u;
+    }
+  }
+}
+
+// k [k0, k0+kc) and columns [j0, j0+nc) of B into micro-panels of kNr columns, zero-padded.
+inline void pack_b(const MatRef& b, Eigen::Index k0, Eigen::Index kc, Eigen::Index j0, Eigen::Index nc,
+                   std::uint32_t* out) {
+  const Eigen::Index pairs = (kc + 1) / 2;
+  for (Eigen::Index jr = 0; jr < nc; jr += kNr) {
+    const Eigen::Index n = std::min(kNr, nc - jr);
+    for (Eigen::Index p = 0; p < pairs; ++p, out += kNr) {
+      const Eigen::Index k = k0 + 2 * p;
+      const bool two = 2 * p + 1 < kc;
+      for (Eigen::Index j = 0; j < kNr; ++j)
+        out[j] = j < n ? pair(b.at(k, j0 + jr + j), two ? b.at(k + 1, j0 + jr + j) : 0.0f) : 0u;
+    }
+  }
+}
+
+// C[0:mr, 0:nr] (leading dimension ldc) = (add ? C : 0) + the product of one A micro-panel and
+// one B micro-panel over `pairs` pairs of k.
+CTNN_BF16_TARGET inline void micro_kernel(Eigen::Index pairs, const std::uint32_t* ap, const std::uint32_t* bp,
+                                          float* c, Eigen::Index ldc, int mr, int nr, bool add) {
+  __m512 c0[kNr], c1[kNr];
+  for (int j = 0; j < kNr; ++j) c0[j] = c1[j] = _mm512_setzero_ps();
+  for (Eigen::Index p = 0; p < pairs; ++p, ap += kMr, bp += kNr) {
+    const __m512bh a0 = (__m512bh)_mm512_loadu_si512(ap);
+    const __m512bh a1 = (__m512bh)_mm512_loadu_si512(ap + 16);
+    for (int j = 0; j < kNr; ++j) {
+      const __m512bh bj = (__m512bh)_mm512_set1_epi32(static_cast<int>(bp[j]));
+      c0[j] = _mm512_dpbf16_ps(c0[j], a0, bj);
+      c1[j] = _mm512_dpbf16_ps(c1[j], a1, bj);
+    }
+  }
+  const __mmask16 m0 = mr >= 16 ? __mmask16(0xffff) : __mmask16((1u << mr) - 1);
+  const __mmask16 m1 = mr >= 32 ? __mmask16(0xffff) : mr > 16 ? __mmask16((1u << (mr - 16)) - 1) : __mmask16(0);
+  for (int j = 0; j < nr; ++j) {
+    float* cj = c + j * ldc;
+    __m512 x0 = c0[j], x1 = c1[j];
+    if (add) {
+      x0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cj), x0);
+      x1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cj + 16), x1);
+    }
+    _mm512_mask_storeu_ps(cj, m0, x0);
+    _mm512_mask_storeu_ps(cj + 16, m1, x1);
+  }
+}
+
+inline std::uint32_t* panel_buffer(int slot, std::size_t words) {
+  thread_local std::vector<std::uint32_t, Eigen::aligned_allocator<std::uint32_t>> buffers[2];
+  auto& b = buffers[slot];
+  if (b.size() < words) {
+    b = {};
+    b.resize(words);
+  }
+  return b.data();
+}
+
+CTNN_BF16_TARGET inline void product(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate) {
+  const Eigen::Index m = a.out_rows(), k = a.out_cols(), n = b.out_cols();
+  std::uint32_t* ap = panel_buffer(0, static_cast<std::size_t>(kMc + kMr) * (kKc / 2));
+  std::uint32_t* bp = panel_buffer(1, static_cast<std::size_t>(kNc + kNr) * (kKc / 2));
+  for (Eigen::Index j0 = 0; j0 < n; j0 += kNc) {
+    const Eigen::Index nc = std::min(kNc, n - j0);
+    for (Eigen::Index k0 = 0; k0 < k; k0 += kKc) {
+      const Eigen::Index kc = std::min(kKc, k - k0), pairs = (kc + 1) / 2;
+      pack_b(b, k0, kc, j0, nc, bp);
+      for (Eigen::Index i0 = 0; i0 < m; i0 += kMc) {
+        const Eigen::Index mc = std::min(kMc, m - i0);
+        pack_a(a, i0, mc, k0, kc, ap);
+        for (Eigen::Index jr = 0; jr < nc; jr += kNr)
+          for (Eigen::Index ir = 0; ir < mc; ir += kMr)
+            micro_kernel(pairs, ap + ir * pairs, bp + jr * pairs, c + (i0 + ir) + (j0 + jr) * ldc, ldc,
+                         static_cast<int>(std::min(kMr, mc - ir)), static_cast<int>(std::min(kNr, nc - jr)),
+                         accumulate || k0 > 0);
+      }
+    }
+  }
+}
+
+}  // namespace detail::bf16
+#endif
+
+// C (m x n, leading dimension ldc) = A * B, or += when `accumulate`, with A and B rounded to
+// bf16 and fp32 sums, on the calling thread. Only after bf16_unavailable_reason() came back
+// empty (ops/precision.hpp's Autocast checks it): elsewhere the kernel cannot run.
+inline void gemm_bf16_serial(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate) {
+  if (a.out_rows() == 0 || b.out_cols() == 0) return;
+#if CTNN_HAVE_BF16_KERNEL
+  if (a.out_cols() == 0) {
+    if (!accumulate)
+      for (Eigen::Index j = 0; j < b.out_cols(); ++j) std::fill_n(c + j * ldc, a.out_rows(), 0.0f);
+    return;
+  }
+  detail::bf16::product(a, b, c, ldc, accumulate);
+#else
+  (void)c, (void)ldc, (void)accumulate;
+#endif
+}
+
+}  // namespace ctnn::ops

@@ -1,0 +1,66 @@
+// The precision policy of convolutions and linear layers: fp32 (the default) or bf16 mixed
+// precision with the semantics of PyTorch's torch.autocast("cpu", dtype=torch.bfloat16) for
+// these layers.
+//
+// Under bf16, every product of a convolution or linear layer (forward, input gradient, weight
+// gradient) rounds its two operands to bfloat16 and sums in fp32 (ops/bf16.hpp). Everything
+// else stays fp32: the master weights and their gradients, the bias, BatchNorm, ReLU, pooling,
+// the loss, the optimizer and checkpoints (a bf16 run's checkpoint is an ordinary fp32
+// state_dict). One difference from PyTorch, on purpose: autocast also rounds each convolution's
+// output (and so the gradient that comes back to it) to bf16, where ctnn keeps the fp32 sum it
+// computed; the operands of the next product are rounded all the same. 3x3 convolutions run as
+// im2col products under bf16, not Winograd: Winograd's transforms would multiply bf16's rounding
+// error by the size of their coefficients.
+//
+// The policy is process-wide (a training program sets it once), read at the start of each
+// product, so it must not change while a step runs.
+#pragma once
+
+#include <atomic>
+#include <optional>
+#include <stdexcept>
+#include <string_view>
+
+#include "ctnn/ops/bf16.hpp"
+
+namespace ctnn {
+
+enum class Precision { fp32, bf16 };
+
+inline const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "fp32"; }
+
+inline std::optional<Precision> parse_precision(std::string_view s) {
+  if (s == "fp32") return Precision::fp32;
+  if (s == "bf16") return Precision::bf16;
+  return std::nullopt;
+}
+
+namespace ops::detail {
+inline std::atomic<Precision>& matmul_precision_state() {
+  static std::atomic<Precision> p{Precision::fp32};
+  return p;
+}
+}  // namespace ops::detail
+
+// The precision convolutions and linear layers multiply in now.
+inline Precision matmul_precision() { return ops::detail::matmul_precision_state().load(std::memory_order_relaxed); }
+
+// Sets the policy for its lifetime and restores the previous one after, like torch.autocast's
+// `with` block. bf16 on a CPU that cannot run the kernels throws std::runtime_error with the
+// reason (ops::bf16_unavailable_reason()) instead of ever reaching an instruction the CPU lacks.
+class Autocast {
+ public:
+  explicit Autocast(Precision p) : previous_(matmul_precision()) {
+    if (p == Precision::bf16)
+      if (const auto why = ops::bf16_unavailable_reason(); !why.empty()) throw std::runtime_error(why);
+    ops::detail::matmul_precision_state().store(p, std::memory_order_relaxed);
+  }
+  ~Autocast() { ops::detail::matmul_precision_state().store(previous_, std::memory_order_relaxed); }
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
+
+ private:
+  Precision previous_;
+};
+
+}  // namespace ctnn

@@ -1,0 +1,213 @@
+// bf16 mixed precision (ops/bf16.hpp, ops/precision.hpp): the rounding, the kernel against
+// double sums of the rounded operands, each layer against PyTorch's autocast, and the fp32 path
+// unchanged bit for bit. On a CPU without AVX512_BF16 the cases that need the kernel print
+// CTNN_TEST_SKIPPED with the reason, and ctest reports the test as skipped.
+#include <bit>
+#include <cstdint>
+#include <random>
+
+#include "support/check.hpp"
+
+using namespace ctnn;
+using namespace ctnn::test;
+
+namespace {
+
+bool bf16_runs_here() {
+  const std::string why = ops::bf16_unavailable_reason();
+  if (!why.empty()) MESSAGE("CTNN_TEST_SKIPPED: " << why);
+  return why.empty();
+}
+
+float from_bits(std::uint32_t u) { return std::bit_cast<float>(u); }
+
+// bf16 keeps 8 significant bits: one rounding is within 2^-9 of the value. PyTorch's autocast
+// rounds its convolution and linear outputs (and so their gradients) and the bias to bf16,
+// ctnn keeps the fp32 sums; both round the same operands before multiplying. So each element
+// must lie within 2^-8 of its own size (two roundings) plus 2^-8 of the tensor's largest
+// magnitude (a rounded bias or a rounded addend of a sum that cancels).
+void expect_bf16(std::span<const float> actual, const std::vector<double>& expected, const std::string& what) {
+  double scale = 0.0;
+  for (double v : expected) scale = std::max(scale, std::abs(v));
+  expect_close(actual, expected, 0x1p-8, 0x1p-8 * scale, what);
+}
+void expect_bf16(const std::vector<float>& actual, const std::vector<double>& expected, const std::string& what) {
+  expect_bf16(std::span<const float>(actual), expected, what);
+}
+
+// The largest difference relative to the tensor's scale: bf16 must differ from fp32 by more
+// than fp32's rounding, or the test would pass with the policy ignored.
+double relative_gap(std::span<const float> a, std::span<const float> b) {
+  double gap = 0.0, scale = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    gap = std::max(gap, std::abs(double(a[i]) - double(b[i])));
+    scale = std::max(scale, std::abs(double(b[i])));
+  }
+  return gap / scale;
+}
+
+template <int Cin, int Cout, int K, int S, int P, int H>
+void conv_bf16(const char* name) {
+  using In = Shape<Cin, H, H>;
+  using Net = Network<In, Sequential<Conv2d<Cin, Cout, K, S, P>>>;
+  using Out = typename Net::out_shape;
+  Golden g(name);
+  Net net;
+  auto& conv = net.root().template get<0>();
+  set_values(conv.weight.data(), g.floats("weight"));
+  set_values(conv.bias.data(), g.floats("bias"));
+  const auto x = batch_from<In>(g, "x");
+  const auto dy = batch_from<Out>(g, "dy");
+  const std::vector<float> y32 = net.forward(x).to_nchw();
+  Batch<In> dx;
+  {
+    Autocast bf16(Precision::bf16);
+    const std::vector<float> y = net.forward(x).to_nchw();
+    expect_bf16(y, g["y"].values, std::string(name) + " y");
+    CHECK_MESSAGE(relative_gap(y, y32) > 1e-4, name << ": bf16 output equals fp32's: the policy was not applied");
+    net.zero_grad();
+    net.backward(x, dy, dx);
+  }
+  expect_bf16(dx.to_nchw(), g["dx"].values, std::string(name) + " dx");
+  expect_bf16(conv.weight.gradient(), g["dweight"].values, std::string(name) + " dweight");
+  expect_bf16(conv.bias.gradient(), g["dbias"].values, std::string(name) + " dbias");
+  // The scope restored fp32: the same forward again, bit for bit.
+  const std::vector<float> again = net.forward(x).to_nchw();
+  CHECK(std::equal(again.begin(), again.end(), y32.begin(),
+                   [](float a, float b) { return std::bit_cast<std::uint32_t>(a) == std::bit_cast<std::uint32_t>(b); }));
+}
+
+}  // namespace
+
+TEST_CASE("to_bf16_bits rounds to nearest even, as torch's .to(torch.bfloat16)") {
+  CHECK(ops::to_bf16_bits(1.0f) == 0x3f80);
+  CHECK(ops::to_bf16_bits(from_bits(0x3f808000u)) == 0x3f80);  // a tie: down to the even neighbour
+  CHECK(ops::to_bf16_bits(from_bits(0x3f818000u)) == 0x3f82);  // a tie: up to the even neighbour
+  CHECK(ops::to_bf16_bits(from_bits(0x3f808001u)) == 0x3f81);  // above the tie
+  CHECK(ops::to_bf16_bits(-2.5f) == 0xc020);
+  CHECK(ops::to_bf16_bits(from_bits(0x7f7fffffu)) == 0x7f80);  // FLT_MAX rounds to infinity
+  CHECK(ops::to_bf16_bits(from_bits(0x7f800000u)) == 0x7f80);
+  CHECK(ops::to_bf16_bits(from_bits(0x7f800001u)) == 0x7fc0);  // a NaN stays a NaN
+  CHECK(ops::to_bf16_bits(from_bits(0x00000001u)) == 0x0000);  // the smallest subnormal
+  CHECK(ops::round_to_bf16(3.14159265f) == 3.140625f);
+}
+
+TEST_CASE("Autocast and the precision names") {
+  CHECK(parse_precision("bf16") == Precision::bf16);
+  CHECK(parse_precision("fp32") == Precision::fp32);
+  CHECK_FALSE(parse_precision("fp16").has_value());
+  CHECK(matmul_precision() == Precision::fp32);
+  {
+    Autocast fp32(Precision::fp32);
+    CHECK(matmul_precision() == Precision::fp32);
+  }
+  if (!ops::bf16_unavailable_reason().empty()) {
+    // On a CPU without the instructions, the policy is refused with the reason, never run.
+    CHECK_THROWS_WITH_AS(Autocast{Precision::bf16}, doctest::Contains("AVX512_BF16"), std::runtime_error);
+    CHECK(matmul_precision() == Precision::fp32);
+    return;
+  }
+  {
+    Autocast outer(Precision::bf16);
+    CHECK(matmul_precision() == Precision::bf16);
+    {
+      Autocast inner(Precision::fp32);
+      CHECK(matmul_precision() == Precision::fp32);
+    }
+    CHECK(matmul_precision() == Precision::bf16);
+  }
+  CHECK(matmul_precision() == Precision::fp32);
+}
+
+TEST_CASE("bf16 products: every transposition, k-blocks and panel edges, against double sums of the rounded operands") {
+  if (!bf16_runs_here()) return;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  struct Size {
+    Eigen::Index m, k, n;
+  };
+  // 32-row and 12-column panels, 384-deep k-blocks, 192-row A blocks: full and partial of each.
+  for (const Size s : {Size{1, 1, 1}, Size{37, 7, 13}, Size{70, 385, 25}, Size{225, 800, 12}, Size{32, 2, 24},
+                       Size{5, 1000, 3}}) {
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb)
+        for (int acc = 0; acc < 2; ++acc) {
+          std::vector<float> av(s.m * s.k), bv(s.k * s.n), c(s.m * s.n);
+          for (auto& v : av) v = u(rng);
+          for (auto& v : bv) v = u(rng);
+          for (auto& v : c) v = u(rng);
+          const std::vector<float> c0 = c;
+          const ops::MatRef a = ta ? ops::MatRef{av.data(), s.k, s.m, s.k, true} : ops::MatRef{av.data(), s.m, s.k, s.m};
+          const ops::MatRef b = tb ? ops::MatRef{bv.data(), s.n, s.k, s.n, true} : ops::MatRef{bv.data(), s.k, s.n, s.k};
+          ops::gemm_bf16_serial(a, b, c.data(), s.m, acc == 1);
+          int bad = 0;
+          for (Eigen::Index i = 0; i < s.m; ++i)
+            for (Eigen::Index j = 0; j < s.n; ++j) {
+              double sum = acc ? c0[i + j * s.m] : 0.0, mag = std::abs(sum);
+              for (Eigen::Index k = 0; k < s.k; ++k) {
+                const double p = double(ops::round_to_bf16(a.at(i, k))) * double(ops::round_to_bf16(b.at(k, j)));
+                sum += p;
+                mag += std::abs(p);
+              }
+              // The products of bf16 values are exact in fp32; each of the at most k + 1
+              // fp32 additions rounds by 2^-24 of a partial sum no larger than `mag`.
+              if (!(std::abs(c[i + j * s.m] - sum) <= double(s.k + 2) * 0x1p-24 * mag)) ++bad;
+            }
+          CHECK_MESSAGE(bad == 0, bad << " elements off for m " << s.m << " k " << s.k << " n " << s.n << " ta " << ta
+                                      << " tb " << tb << " accumulate " << acc);
+        }
+  }
+}
+
+TEST_CASE("Under Autocast, ops::gemm runs the bf16 kernel, with the same bits at any thread count") {
+  if (!bf16_runs_here()) return;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  const Eigen::Index m = 3000, k = 300, n = 700;  // large enough for ops::gemm to split it
+  std::vector<float> av(m * k), bv(k * n), serial(m * n), fp32(m * n), one(m * n), two(m * n);
+  for (auto& v : av) v = u(rng);
+  for (auto& v : bv) v = u(rng);
+  const ops::MatRef a{av.data(), m, k, m}, b{bv.data(), k, n, k};
+  ops::gemm(a, b, {fp32.data(), m, n, m});
+  ops::gemm_bf16_serial(a, b, serial.data(), m, false);
+  Autocast bf16(Precision::bf16);
+  const int threads = num_threads();
+  set_num_threads(1);
+  ops::gemm(a, b, {one.data(), m, n, m});
+  set_num_threads(2);
+  ops::gemm(a, b, {two.data(), m, n, m});
+  set_num_threads(threads);
+  CHECK(one == serial);
+  CHECK(two == serial);
+  CHECK(relative_gap(one, fp32) > 1e-4);
+}
+
+TEST_CASE("Conv2d under bf16 matches PyTorch's autocast: forward, input, weight and bias gradients") {
+  if (!bf16_runs_here()) return;
+  static_assert(Conv2d<16, 4, 3, 1, 1>::bind<Shape<16, 8, 8>>::winograd,
+                "the chunked case must be a Winograd layer in fp32, so that bf16's im2col path is tested");
+  conv_bf16<48, 13, 3, 1, 1, 5>("conv2d_bf16_k3s1p1");
+  conv_bf16<16, 4, 3, 1, 1, 8>("conv2d_bf16_k3s1p1_chunked");
+  conv_bf16<40, 20, 1, 1, 0, 4>("conv2d_bf16_k1s1p0");
+  conv_bf16<24, 16, 1, 2, 0, 5>("conv2d_bf16_k1s2p0");
+  conv_bf16<3, 8, 7, 2, 3, 16>("conv2d_bf16_k7s2p3");
+}
+
+TEST_CASE("Linear under bf16 matches PyTorch's autocast") {
+  if (!bf16_runs_here()) return;
+  using In = Features<200>;
+  Golden g("linear_bf16");
+  Network<In, Sequential<Linear<200, 10>>> net;
+  auto& fc = net.root().get<0>();
+  set_values(fc.weight.data(), g.floats("weight"));
+  set_values(fc.bias.data(), g.floats("bias"));
+  const auto x = batch_from<In>(g, "x");
+  Autocast bf16(Precision::bf16);
+  expect_bf16(net.forward(x).to_nchw(), g["y"].values, "y");
+  Batch<In> dx;
+  net.zero_grad();
+  net.backward(x, batch_from<Features<10>>(g, "dy"), dx);
+  expect_bf16(dx.to_nchw(), g["dx"].values, "dx");
+  expect_bf16(fc.weight.gradient(), g["dweight"].values, "dweight");
+  expect_bf16(fc.bias.gradient(), g["dbias"].values, "dbias");
+}
