@@ -58,6 +58,7 @@ const char* kUsage =
     "  --breakdown        with --model: then time every layer alone on its own input shape and print\n"
     "                     one line of where a step's time goes, by layer kind\n"
     "  --gemm BACKEND     auto (default: chosen by the CPU's instruction set), eigen or openblas\n"
+    "  --precision P      fp32 (default) or bf16 (convolutions and linear layers: bf16 products, fp32 sums)\n"
     "  --help\n";
 
 using Clock = std::chrono::steady_clock;
@@ -206,11 +207,11 @@ void run_model(const Options& o) {
   std::printf(
       "model=%s mode=%s batch=%d threads=%d steps=%d images_per_s=%.1f gflops=%.1f step_ms_mean=%.1f "
       "step_ms_median=%.1f step_ms_min=%.1f images_per_s_best=%.1f gflop_per_image=%.4f peak_rss_mib=%.0f "
-      "gemm=%s isa=%s\n",
+      "gemm=%s isa=%s precision=%s\n",
       o.model.c_str(), o.mode.c_str(), o.batch, ctnn::num_threads(), o.steps, images_per_s,
       images_per_s * flop_per_image * 1e-9, 1e3 * total / o.steps, 1e3 * median(times), 1e3 * best,
       o.batch / best, flop_per_image * 1e-9, peak_rss_mib(), ctnn::ops::backend_name(ctnn::ops::gemm_backend()),
-      ctnn::ops::isa_name(ctnn::ops::cpu_isa()));
+      ctnn::ops::isa_name(ctnn::ops::cpu_isa()), ctnn::precision_name(ctnn::matmul_precision()));
   if (o.breakdown) print_breakdown(*net, o, train, 1e3 * median(times), optimizer ? &*optimizer : nullptr);
 }
 
@@ -317,7 +318,7 @@ int run_convs(const Options& o, bool list_only) {
 
 int main(int argc, char** argv) {
   try {
-    const ctnn::cli::Args args(argc, argv, {"model", "mode", "batch-size", "threads", "steps", "warmup", "conv", "seed", "gemm"},
+    const ctnn::cli::Args args(argc, argv, {"model", "mode", "batch-size", "threads", "steps", "warmup", "conv", "seed", "gemm", "precision"},
                                {"list-convs", "help", "breakdown"});
     if (args.flag("help")) {
       std::cout << kUsage;
@@ -350,7 +351,10 @@ int main(int argc, char** argv) {
     } else if (gemm != "auto") {
       throw ctnn::cli::UsageError("--gemm must be auto, eigen or openblas, got '" + gemm + "'");
     }
-    std::fprintf(stderr, "ctnn-bench: %s\n", ctnn::ops::gemm_backend_summary().c_str());
+    const ctnn::Precision precision = ctnn::cli::precision_option(args);
+    std::fprintf(stderr, "ctnn-bench: %s\nctnn-bench: %s\n", ctnn::ops::gemm_backend_summary().c_str(),
+                 ctnn::cli::precision_summary(precision).c_str());
+    const ctnn::Autocast autocast(precision);
 
     if (convs) return run_convs(o, args.flag("list-convs"));
     if (o.model == "vgg16") {

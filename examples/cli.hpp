@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ctnn/data/cifar.hpp"
+#include "ctnn/ops/precision.hpp"
 #include "ctnn/data/synthetic.hpp"
 #include "ctnn/io/state_dict.hpp"
 
@@ -158,6 +159,19 @@ inline data::Dataset dataset(long synthetic, std::uint64_t seed, const std::stri
   if (synthetic > 0) return synthetic_split(synthetic, seed, split);
   if (!std::filesystem::is_directory(dir)) throw UsageError(missing_data_help(dir));
   return data::load_cifar10(dir, split);
+}
+
+// --precision fp32|bf16 (default fp32, the assignment's arithmetic).
+inline Precision precision_option(const Args& args) {
+  const std::string p = args.get("precision", "fp32");
+  if (const auto v = parse_precision(p)) return *v;
+  throw UsageError("--precision must be fp32 or bf16, got '" + p + "'");
+}
+
+// The line programs print beside the GEMM line: the precision and, for bf16, its kernels.
+inline std::string precision_summary(Precision p) {
+  return p == Precision::fp32 ? "Precision: fp32"
+                              : "Precision: bf16 products, fp32 sums, weights and everything else; " + ops::bf16_kernel_summary();
 }
 
 // The index in `names` of --model's value, which is required; `choices` says the names

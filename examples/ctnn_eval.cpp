@@ -23,6 +23,7 @@ const std::string kUsage =
     "  --strip-prefix P  remove P from the keys first ('module.' of nn.DataParallel, '_orig_mod.' of torch.compile)\n"
     "  --batch-size N    (default 100)\n"
     "  --threads N       worker threads (default: all cores)\n"
+    "  --precision P     fp32 (default) or bf16 (products in bf16 with fp32 sums; needs AVX512_BF16)\n"
     "  --svg PATH        also draw the confusion matrix as an SVG heat map with the class names\n"
     "  --synthetic N     evaluate on the SYNTHETIC test set that ctnn-train --synthetic N --seed S used\n"
     "  --seed S          (with --synthetic; default 0)\n"
@@ -60,7 +61,7 @@ int run(const std::string& checkpoint, const ctnn::io::LoadOptions& load, const 
 int main(int argc, char** argv) {
   try {
     const ctnn::cli::Args args(argc, argv, {"model", "checkpoint", "data", "batch-size", "threads", "synthetic", "seed",
-                                "checkpoint-key", "strip-prefix", "svg"},
+                                "checkpoint-key", "strip-prefix", "svg", "precision"},
                                {"help"});
     if (args.flag("help")) {
       std::cout << kUsage;
@@ -80,7 +81,9 @@ int main(int argc, char** argv) {
     const long synthetic = args.integer("synthetic", 0, 1, 1000000);
     const auto seed = static_cast<std::uint64_t>(args.integer("seed", 0, 0, 1L << 62));
     ctnn::set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
-    std::cout << ctnn::ops::gemm_backend_summary() << "\n";
+    const ctnn::Precision precision = ctnn::cli::precision_option(args);
+    std::cout << ctnn::ops::gemm_backend_summary() << "\n" << ctnn::cli::precision_summary(precision) << "\n";
+    const ctnn::Autocast autocast(precision);
     if (synthetic > 0) std::cout << "*** SYNTHETIC DATA: evaluating on generated images, not CIFAR-10 ***\n";
     const ctnn::data::Dataset test = ctnn::cli::dataset(synthetic, seed, args.get("data", ctnn::cli::default_data_dir()),
                                                         ctnn::data::Split::test);

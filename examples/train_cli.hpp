@@ -33,6 +33,7 @@ struct TrainConfig {
   io::LoadOptions load_options;  // how --load reads its file: --checkpoint-key, --strip-prefix
   TrainerOptions train;
   long synthetic = 0;
+  Precision precision = Precision::fp32;  // --precision
   bool local_bn = false;               // --local-bn: BatchNorm statistics per process
   const Replicas* replicas = nullptr;  // under mpiexec with 2+ processes (ctnn/dist/)
 };
@@ -51,7 +52,8 @@ int train_run(const TrainConfig& c) {
   const bool lead = !c.replicas || c.replicas->rank() == 0;
   std::ostream silent(nullptr);
   std::ostream& out = lead ? std::cout : silent;
-  out << ops::gemm_backend_summary() << "\n";
+  out << ops::gemm_backend_summary() << "\n" << precision_summary(c.precision) << "\n";
+  const Autocast autocast(c.precision);  // training and the final evaluation alike
   if (c.replicas)
     out << "Data-parallel: " << c.replicas->size() << " processes x " << num_threads() << " threads, global batch "
         << c.train.batch_size << " (its share on each), " << (c.local_bn ? "BatchNorm per process" : "BatchNorm over the global batch")
@@ -106,7 +108,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
   try {
     const Args args(argc, argv,
                     {"model", "data", "epochs", "batch-size", "lr", "lr-decay-every", "lr-decay-factor", "out", "seed",
-                     "threads", "max-steps", "synthetic", "load", "checkpoint-every", "checkpoint-key", "strip-prefix"},
+                     "threads", "max-steps", "synthetic", "load", "checkpoint-every", "checkpoint-key", "strip-prefix", "precision"},
                     {"help", "resume", "local-bn"});
     if (args.flag("help")) {
       std::cout << "usage: " << program << " --model " << choices << " [options]\n"
@@ -129,6 +131,8 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
                    "  --seed N                seed of every random choice (default 0)\n"
                    "  --threads N             worker threads (default: all cores)\n"
                    "  --max-steps N           stop after N steps (smoke runs)\n"
+                   "  --precision P           fp32 (default) or bf16: convolutions and linear layers multiply in\n"
+                   "                          bf16 with fp32 sums (needs AVX512_BF16); weights stay fp32\n"
                    "  --synthetic N           train and test on N generated SYNTHETIC images instead of CIFAR-10\n"
                    "  --local-bn              under mpiexec: BatchNorm statistics per process (DDP's), not\n"
                    "                          over the global batch (the default, as one process computes)\n"
@@ -155,6 +159,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
     c.synthetic = args.integer("synthetic", 0, 1, 1000000);
     set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
     c.local_bn = args.flag("local-bn");
+    c.precision = precision_option(args);
 #ifdef CTNN_TRAIN_MPI
     if (procs > 1) {
       // Every option that shapes the computation must agree (the thread count, the data and
@@ -167,7 +172,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
       config << "--model " << c.model << "\n--epochs " << c.train.epochs << "\n--batch-size " << c.train.batch_size
              << "\n--lr " << num(c.train.lr) << "\n--lr-decay-every " << c.train.lr_decay_every << "\n--lr-decay-factor "
              << num(c.train.lr_decay_factor) << "\n--seed " << c.train.seed << "\n--max-steps " << c.train.max_steps
-             << "\n--synthetic " << c.synthetic << "\n--checkpoint-every " << c.train.checkpoint_every
+             << "\n--synthetic " << c.synthetic << "\n--precision " << precision_name(c.precision) << "\n--checkpoint-every " << c.train.checkpoint_every
              << "\n--checkpoint-key " << args.get("checkpoint-key", "-") << "\n--strip-prefix "
              << args.get("strip-prefix", "-") << "\n--resume " << (c.train.resume ? "on" : "off") << "\n--local-bn "
              << (c.local_bn ? "on" : "off") << "\n--load " << (c.load.empty() ? "no" : "a file");

@@ -98,10 +98,6 @@ namespace detail::bf16 {
 
 inline constexpr Eigen::Index kMr = 32, kNr = 12, kKc = 384, kMc = 192, kNc = 1536;
 
-inline std::uint32_t pair(float lo, float hi) {
-  return static_cast<std::uint32_t>(to_bf16_bits(lo)) | static_cast<std::uint32_t>(to_bf16_bits(hi)) << 16;
-}
-
 // Shifts of all 16 lanes. The maskz forms: GCC 12's plain _mm512_srli_epi32 merges into an
 // "undefined" vector that -Wmaybe-uninitialized reports when compiled for a lower -march.
 CTNN_BF16_TARGET inline __m512i shift_right16(__m512i v) { return _mm512_maskz_srli_epi32(0xffff, v, 16); }
@@ -115,46 +111,63 @@ CTNN_BF16_TARGET inline __m512i round16(__m512 x) {
   return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
 }
 
-// Rows [i0, i0+mc) and k [k0, k0+kc) of A into micro-panels of kMr rows; missing rows and the
-// odd k's partner are zeros.
-CTNN_BF16_TARGET inline void pack_a(const MatRef& a, Eigen::Index i0, Eigen::Index mc, Eigen::Index k0,
-                                    Eigen::Index kc, std::uint32_t* out) {
+// An operand as panels see it: `lines` (A's rows or B's columns) by k. Element (line l, k) is
+// at data[k + l * ld] when k_contiguous (A transposed, B as is), else at data[l + k * ld].
+struct PanelSource {
+  const float* data;
+  Eigen::Index ld;
+  bool k_contiguous;
+};
+inline PanelSource source_of_a(const MatRef& a) { return {a.data, a.ld, a.transposed}; }
+inline PanelSource source_of_b(const MatRef& b) { return {b.data, b.ld, !b.transposed}; }
+
+inline __mmask16 first_lanes(Eigen::Index n) {
+  return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
+// Lines [l0, l0+count) and k [k0, k0+kc) into micro-panels of W lines: [k/2][W] bf16 pairs, the
+// lower k in the low half. Missing lines and the odd k's partner are zeros.
+template <int W>
+CTNN_BF16_TARGET inline void pack_panels(const PanelSource& src, Eigen::Index l0, Eigen::Index count, Eigen::Index k0,
+                                         Eigen::Index kc, std::uint32_t* out) {
+  static_assert(W % 4 == 0 && W <= 32, "a panel is at most two vectors wide");
   const Eigen::Index pairs = (kc + 1) / 2;
-  for (Eigen::Index ir = 0; ir < mc; ir += kMr) {
-    const Eigen::Index m = std::min(kMr, mc - ir);
-    if (!a.transposed && m == kMr) {
-      // Columns of A are contiguous in i: two vector loads per 16 rows and pair of k.
-      for (Eigen::Index p = 0; p < pairs; ++p, out += kMr) {
-        const Eigen::Index k = k0 + 2 * p;
-        for (int h = 0; h < 2; ++h) {
-          const float* src = a.data + (i0 + ir + 16 * h) + k * a.ld;
-          const __m512i lo = round16(_mm512_loadu_ps(src));
-          const __m512i hi = 2 * p + 1 < kc ? round16(_mm512_loadu_ps(src + a.ld)) : _mm512_setzero_si512();
-          _mm512_storeu_si512(out + 16 * h, _mm512_or_si512(lo, shift_left16(hi)));
+  for (Eigen::Index lr = 0; lr < count; lr += W) {
+    const Eigen::Index n = std::min<Eigen::Index>(W, count - lr);
+    if (!src.k_contiguous) {
+      // A pair of k is two rows of the panel's lines: one masked load, rounding and store per
+      // 16 lines.
+      for (Eigen::Index p = 0; p < pairs; ++p, out += W) {
+        const float* row = src.data + (l0 + lr) + (k0 + 2 * p) * src.ld;
+        const bool two = 2 * p + 1 < kc;
+        for (int h = 0; h * 16 < W; ++h) {
+          const __mmask16 valid = first_lanes(n - 16 * h);
+          const __m512i lo = round16(_mm512_maskz_loadu_ps(valid, row + 16 * h));
+          const __m512i hi = two ? round16(_mm512_maskz_loadu_ps(valid, row + src.ld + 16 * h)) : _mm512_setzero_si512();
+          _mm512_mask_storeu_epi32(out + 16 * h, first_lanes(W - 16 * h), _mm512_or_si512(lo, shift_left16(hi)));
         }
       }
       continue;
     }
-    for (Eigen::Index p = 0; p < pairs; ++p, out += kMr) {
-      const Eigen::Index k = k0 + 2 * p;
-      const bool two = 2 * p + 1 < kc;
-      for (Eigen::Index i = 0; i < kMr; ++i)
-        out[i] = i < m ? pair(a.at(i0 + ir + i, k), two ? a.at(i0 + ir + i, k + 1) : 0.0f) : 0u;
-    }
-  }
-}
-
-// k [k0, k0+kc) and columns [j0, j0+nc) of B into micro-panels of kNr columns, zero-padded.
-inline void pack_b(const MatRef& b, Eigen::Index k0, Eigen::Index kc, Eigen::Index j0, Eigen::Index nc,
-                   std::uint32_t* out) {
-  const Eigen::Index pairs = (kc + 1) / 2;
-  for (Eigen::Index jr = 0; jr < nc; jr += kNr) {
-    const Eigen::Index n = std::min(kNr, nc - jr);
-    for (Eigen::Index p = 0; p < pairs; ++p, out += kNr) {
-      const Eigen::Index k = k0 + 2 * p;
-      const bool two = 2 * p + 1 < kc;
-      for (Eigen::Index j = 0; j < kNr; ++j)
-        out[j] = j < n ? pair(b.at(k, j0 + jr + j), two ? b.at(k + 1, j0 + jr + j) : 0.0f) : 0u;
+    // Each line's k are contiguous, so its bf16 values in order are already its pairs: round 32
+    // values at a time into 16 pairs, then write them across the panel (a transposition through
+    // a small block on the stack).
+    alignas(64) std::uint32_t block[W][16];
+    for (Eigen::Index p0 = 0; p0 < pairs; p0 += 16) {
+      const Eigen::Index left = kc - 2 * p0;  // values of k still to pack in each line
+      for (Eigen::Index l = 0; l < W; ++l) {
+        if (l >= n) {
+          _mm512_store_si512(block[l], _mm512_setzero_si512());
+          continue;
+        }
+        const float* line = src.data + (k0 + 2 * p0) + (l0 + lr + l) * src.ld;
+        const __m256i lo = _mm512_cvtepi32_epi16(round16(_mm512_maskz_loadu_ps(first_lanes(left), line)));
+        const __m256i hi = _mm512_cvtepi32_epi16(round16(_mm512_maskz_loadu_ps(first_lanes(left - 16), line + 16)));
+        _mm512_store_si512(block[l], _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+      }
+      const Eigen::Index np = std::min<Eigen::Index>(16, pairs - p0);
+      for (Eigen::Index p = 0; p < np; ++p, out += W)
+        for (int l = 0; l < W; ++l) out[l] = block[l][p];
     }
   }
 }
@@ -206,10 +219,10 @@ CTNN_BF16_TARGET inline void product(const MatRef& a, const MatRef& b, float* c,
     const Eigen::Index nc = std::min(kNc, n - j0);
     for (Eigen::Index k0 = 0; k0 < k; k0 += kKc) {
       const Eigen::Index kc = std::min(kKc, k - k0), pairs = (kc + 1) / 2;
-      pack_b(b, k0, kc, j0, nc, bp);
+      pack_panels<kNr>(source_of_b(b), j0, nc, k0, kc, bp);
       for (Eigen::Index i0 = 0; i0 < m; i0 += kMc) {
         const Eigen::Index mc = std::min(kMc, m - i0);
-        pack_a(a, i0, mc, k0, kc, ap);
+        pack_panels<kMr>(source_of_a(a), i0, mc, k0, kc, ap);
         for (Eigen::Index jr = 0; jr < nc; jr += kNr)
           for (Eigen::Index ir = 0; ir < mc; ir += kMr)
             micro_kernel(pairs, ap + ir * pairs, bp + jr * pairs, c + (i0 + ir) + (j0 + jr) * ldc, ldc,
