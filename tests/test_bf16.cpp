@@ -46,8 +46,10 @@ double relative_gap(std::span<const float> a, std::span<const float> b) {
   return gap / scale;
 }
 
+// `bf16_products`: whether the layer multiplies in bf16 under the policy (false for the layers
+// that stay fp32 Winograd, whose output must then be fp32's bit for bit).
 template <int Cin, int Cout, int K, int S, int P, int H>
-void conv_bf16(const char* name) {
+void conv_bf16(const char* name, bool bf16_products = true) {
   using In = Shape<Cin, H, H>;
   using Net = Network<In, Sequential<Conv2d<Cin, Cout, K, S, P>>>;
   using Out = typename Net::out_shape;
@@ -64,7 +66,10 @@ void conv_bf16(const char* name) {
     Autocast bf16(Precision::bf16);
     const std::vector<float> y = net.forward(x).to_nchw();
     expect_bf16(y, g["y"].values, std::string(name) + " y");
-    CHECK_MESSAGE(relative_gap(y, y32) > 1e-4, name << ": bf16 output equals fp32's: the policy was not applied");
+    if (bf16_products)
+      CHECK_MESSAGE(relative_gap(y, y32) > 1e-4, name << ": bf16 output equals fp32's: the policy was not applied");
+    else
+      CHECK_MESSAGE(y == y32, name << ": a Winograd F(4x4) layer must stay fp32 under bf16");
     net.zero_grad();
     net.backward(x, dy, dx);
   }
@@ -132,18 +137,20 @@ TEST_CASE("bf16 products: every transposition, k-blocks and panel edges, against
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb)
         for (int acc = 0; acc < 2; ++acc) {
-          std::vector<float> av(s.m * s.k), bv(s.k * s.n), c(s.m * s.n);
+          // Leading dimensions longer than the columns, as views into larger buffers have.
+          const Eigen::Index lda = (ta ? s.k : s.m) + 3, ldb = (tb ? s.n : s.k) + 5, ldc = s.m + 2;
+          std::vector<float> av(lda * (ta ? s.m : s.k)), bv(ldb * (tb ? s.k : s.n)), c(ldc * s.n);
           for (auto& v : av) v = u(rng);
           for (auto& v : bv) v = u(rng);
           for (auto& v : c) v = u(rng);
           const std::vector<float> c0 = c;
-          const ops::MatRef a = ta ? ops::MatRef{av.data(), s.k, s.m, s.k, true} : ops::MatRef{av.data(), s.m, s.k, s.m};
-          const ops::MatRef b = tb ? ops::MatRef{bv.data(), s.n, s.k, s.n, true} : ops::MatRef{bv.data(), s.k, s.n, s.k};
-          ops::gemm_bf16_serial(a, b, c.data(), s.m, acc == 1);
+          const ops::MatRef a = ta ? ops::MatRef{av.data(), s.k, s.m, lda, true} : ops::MatRef{av.data(), s.m, s.k, lda};
+          const ops::MatRef b = tb ? ops::MatRef{bv.data(), s.n, s.k, ldb, true} : ops::MatRef{bv.data(), s.k, s.n, ldb};
+          ops::gemm_bf16_serial(a, b, c.data(), ldc, acc == 1);
           int bad = 0;
           for (Eigen::Index i = 0; i < s.m; ++i)
             for (Eigen::Index j = 0; j < s.n; ++j) {
-              double sum = acc ? c0[i + j * s.m] : 0.0, mag = std::abs(sum);
+              double sum = acc ? c0[i + j * ldc] : 0.0, mag = std::abs(sum);
               for (Eigen::Index k = 0; k < s.k; ++k) {
                 const double p = double(ops::round_to_bf16(a.at(i, k))) * double(ops::round_to_bf16(b.at(k, j)));
                 sum += p;
@@ -151,8 +158,10 @@ TEST_CASE("bf16 products: every transposition, k-blocks and panel edges, against
               }
               // The products of bf16 values are exact in fp32; each of the at most k + 1
               // fp32 additions rounds by 2^-24 of a partial sum no larger than `mag`.
-              if (!(std::abs(c[i + j * s.m] - sum) <= double(s.k + 2) * 0x1p-24 * mag)) ++bad;
+              if (!(std::abs(c[i + j * ldc] - sum) <= double(s.k + 2) * 0x1p-24 * mag)) ++bad;
             }
+          for (Eigen::Index j = 0; j < s.n; ++j)  // the padding between columns is not written
+            for (Eigen::Index i = s.m; i < ldc; ++i) bad += c[i + j * ldc] != c0[i + j * ldc];
           CHECK_MESSAGE(bad == 0, bad << " elements off for m " << s.m << " k " << s.k << " n " << s.n << " ta " << ta
                                       << " tb " << tb << " accumulate " << acc);
         }
@@ -184,10 +193,12 @@ TEST_CASE("Under Autocast, ops::gemm runs the bf16 kernel, with the same bits at
 
 TEST_CASE("Conv2d under bf16 matches PyTorch's autocast: forward, input, weight and bias gradients") {
   if (!bf16_runs_here()) return;
-  static_assert(Conv2d<16, 4, 3, 1, 1>::bind<Shape<16, 8, 8>>::winograd,
-                "the chunked case must be a Winograd layer in fp32, so that bf16's im2col path is tested");
+  static_assert(Conv2d<48, 13, 3, 1, 1>::bind<Shape<48, 5, 5>>::winograd_plan().tile == 2,
+                "an F(2x2) Winograd layer in fp32: bf16 runs it as im2col products");
+  static_assert(Conv2d<16, 4, 3, 1, 1>::bind<Shape<16, 8, 8>>::winograd_plan().tile == 4,
+                "an F(4x4) Winograd layer: it stays fp32 under bf16");
   conv_bf16<48, 13, 3, 1, 1, 5>("conv2d_bf16_k3s1p1");
-  conv_bf16<16, 4, 3, 1, 1, 8>("conv2d_bf16_k3s1p1_chunked");
+  conv_bf16<16, 4, 3, 1, 1, 8>("conv2d_bf16_k3s1p1_chunked", /*bf16_products=*/false);
   conv_bf16<40, 20, 1, 1, 0, 4>("conv2d_bf16_k1s1p0");
   conv_bf16<24, 16, 1, 2, 0, 5>("conv2d_bf16_k1s2p0");
   conv_bf16<3, 8, 7, 2, 3, 16>("conv2d_bf16_k7s2p3");

@@ -190,16 +190,19 @@ inline Eigen::Index block_length(Eigen::Index extent, long work) {
 
 // C = A * B (or += when `accumulate`) on the calling thread alone: for kernels that already
 // run inside ctnn's parallel loop, one chunk of work per thread.
-inline void gemm_serial(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false) {
+// `precision`: of the operands' rounding; Winograd's tile products are always fp32.
+inline void gemm_serial(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false,
+                        Precision precision = matmul_precision()) {
   ctnn::detail::eigen_single_threaded();
   eigen_assert(a.out_cols() == b.out_rows() && c.rows == a.out_rows() && c.cols == b.out_cols());
   if (c.rows == 0 || c.cols == 0) return;
-  detail::product_into(c.data, c.ld, a, b, accumulate, matmul_precision());
+  detail::product_into(c.data, c.ld, a, b, accumulate, precision);
 }
 
 // C = A * B, or C += A * B when `accumulate`. The larger output extent is cut into fixed blocks,
 // each a single-threaded Eigen product, shared out over ctnn's OpenMP threads.
-inline void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false) {
+inline void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false,
+                 Precision precision = matmul_precision()) {
   ctnn::detail::eigen_single_threaded();
   const Eigen::Index m = a.out_rows(), n = b.out_cols();
   eigen_assert(a.out_cols() == b.out_rows() && c.rows == m && c.cols == n);
@@ -209,7 +212,6 @@ inline void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accu
   const long work = static_cast<long>(m) * n * a.out_cols();
   const Eigen::Index len = detail::block_length(extent, work);
   const Eigen::Index blocks = (extent + len - 1) / len;
-  const Precision precision = matmul_precision();
 // Dynamic hand-out: a thread that another process slows down takes fewer blocks, and which
 // thread computes a block never changes its result.
 #pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)

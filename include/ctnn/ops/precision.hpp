@@ -1,16 +1,18 @@
 // The precision policy of convolutions and linear layers: fp32 (the default) or bf16 mixed
 // precision with the semantics of PyTorch's torch.autocast("cpu", dtype=torch.bfloat16) for
-// these layers.
+// these layers, give or take two differences that are more accurate (below).
 //
-// Under bf16, every product of a convolution or linear layer (forward, input gradient, weight
-// gradient) rounds its two operands to bfloat16 and sums in fp32 (ops/bf16.hpp). Everything
+// Under bf16, the products of convolutions and linear layers (forward, input gradient, weight
+// gradient) round their two operands to bfloat16 and sum in fp32 (ops/bf16.hpp). Everything
 // else stays fp32: the master weights and their gradients, the bias, BatchNorm, ReLU, pooling,
 // the loss, the optimizer and checkpoints (a bf16 run's checkpoint is an ordinary fp32
-// state_dict). One difference from PyTorch, on purpose: autocast also rounds each convolution's
-// output (and so the gradient that comes back to it) to bf16, where ctnn keeps the fp32 sum it
-// computed; the operands of the next product are rounded all the same. 3x3 convolutions run as
-// im2col products under bf16, not Winograd: Winograd's transforms would multiply bf16's rounding
-// error by the size of their coefficients.
+// state_dict). Two differences from PyTorch, both towards fp32:
+// - autocast also rounds each convolution's output (and so the gradient that comes back to it)
+//   to bf16, where ctnn keeps the fp32 sum it computed (the next product rounds it anyway);
+// - the 3x3 layers that fp32 runs as Winograd F(4x4, 3x3) (planes of 8x8 and up: most of
+//   VGG16) stay fp32 Winograd, which multiplies 4x less than a direct product and so beats
+//   bf16's 2x rate on AVX512_BF16 (ops/conv2d.hpp, winograd_now). The other 3x3 layers run as
+//   bf16 im2col products: bf16 has no Winograd, whose transforms would magnify its rounding.
 //
 // The policy is process-wide (a training program sets it once), read at the start of each
 // product, so it must not change while a step runs.

@@ -435,7 +435,7 @@ void forward_core(const Winograd3x3& s, const float* x, const float* u, const fl
       const Eigen::Index t = static_cast<Eigen::Index>(tiles);
 #pragma omp parallel for schedule(dynamic, 1)
       for (int p = 0; p < P; ++p)
-        gemm_serial({v + p * tiles * cin, t, cin, t}, {u + p * ups, cin, cout, cin}, {mm + p * tiles * cout, t, cout, t});
+        gemm_serial({v + p * tiles * cin, t, cin, t}, {u + p * ups, cin, cout, cin}, {mm + p * tiles * cout, t, cout, t}, false, Precision::fp32);
 #pragma omp parallel for schedule(static)
       for (int k = 0; k < cout; ++k)
         output_tiles<M>(mm + k * tiles, tiles * cout, bias ? bias[k] : 0.0f, y + k * cs + n0 * plane, cnt, h, w);
@@ -454,7 +454,7 @@ void forward_core(const Winograd3x3& s, const float* x, const float* u, const fl
     for (int c = 0; c < cin; ++c) data_tiles<M>(x + c * cs + n0 * plane, cnt, h, w, v + c * tiles, tiles * cin);
     const Eigen::Index t = static_cast<Eigen::Index>(tiles);
     for (int p = 0; p < P; ++p)
-      gemm_serial({v + p * tiles * cin, t, cin, t}, {u + p * ups, cin, cout, cin}, {mm + p * tiles * cout, t, cout, t});
+      gemm_serial({v + p * tiles * cin, t, cin, t}, {u + p * ups, cin, cout, cin}, {mm + p * tiles * cout, t, cout, t}, false, Precision::fp32);
     for (int k = 0; k < cout; ++k)
       output_tiles<M>(mm + k * tiles, tiles * cout, bias ? bias[k] : 0.0f, y + k * cs + n0 * plane, cnt, h, w);
   }
@@ -488,7 +488,7 @@ void backward_weights_core(const Winograd3x3& s, const float* x, const float* dy
 #pragma omp parallel for schedule(dynamic, 1)
       for (int p = 0; p < P; ++p)
         gemm_serial(MatRef{v + p * tiles * cin, t, cin, t}.t(), {gy + p * tiles * cout, t, cout, t},
-                    {du + p * ups, cin, cout, cin}, /*accumulate=*/n0 > 0);
+                    {du + p * ups, cin, cout, cin}, /*accumulate=*/n0 > 0, Precision::fp32);
     }
     inverse_kernels<M>(du, cin, cout, dw, /*accumulate=*/true, /*threaded=*/true);
     return;
@@ -517,7 +517,7 @@ void backward_weights_core(const Winograd3x3& s, const float* x, const float* dy
       const Eigen::Index t = static_cast<Eigen::Index>(tiles);
       for (int p = 0; p < P; ++p)
         gemm_serial(MatRef{v + p * tiles * cin, t, cin, t}.t(), {gy + p * tiles * cout, t, cout, t},
-                    {du + p * ups, cin, cout, cin}, /*accumulate=*/i != first);
+                    {du + p * ups, cin, cout, cin}, /*accumulate=*/i != first, Precision::fp32);
     }
     // Back to 3x3 per group: the partials to be summed are 9/P the size.
     inverse_kernels<M>(du, cin, cout, partials + 9 * ups * gi, /*accumulate=*/false, /*threaded=*/false);
