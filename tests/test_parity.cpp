@@ -327,6 +327,71 @@ void parity(const std::string& model) {
 
 // The small network of make_parity.py's format files: Conv2d(3,4,3), BatchNorm2d(4), Flatten,
 // Linear(4,2) on 3x3 inputs.
+// bf16 (ops/precision.hpp) against PyTorch's autocast, from the same checkpoint and batch. Two
+// bf16 computations of a deep network differ by about as much as bf16 differs from fp32: every
+// rounded operand moves its products by up to 2^-9, the two libraries round different
+// intermediate values (autocast rounds each convolution's output too; ctnn keeps F(4x4)
+// Winograd layers in fp32) and depth compounds it. So the yardstick is PyTorch's own distance
+// between its autocast and fp32 results: ctnn's bf16 logits, loss and gradients must lie within
+// 3x that distance of PyTorch's autocast ones (logits and loss: max error over the logits'
+// scale; gradients: L2 error of each tensor against the worst tensor's distance), which still
+// catches a layer computed wrongly, and ctnn's bf16 logits must differ from its fp32 ones (the
+// policy applied). The BatchNorm-cancelled biases' gradients are noise and left out.
+template <class Net>
+void parity_bf16(const std::string& model) {
+  if (skipped()) return;
+  if (const std::string why = ops::bf16_unavailable_reason(); !why.empty()) {
+    std::cout << "CTNN_BF16_SKIPPED: " << why << std::endl;
+    return;
+  }
+  const fs::path dir = parity_dir();
+  const StateDict fp32 = read_checkpoint(dir / (model + "_expected.pt"));
+  const StateDict bf16 = read_checkpoint(dir / (model + "_bf16.pt"));
+  auto net = std::make_unique<Net>(12345);
+  load_state_dict(*net, read_checkpoint(dir / (model + ".ckpt")), true, (dir / (model + ".ckpt")).string());
+  NamedState state;
+  net->visit_state(state);
+  typename Net::Input x;
+  x.from_nchw(fp32.at("x").floats().data(), kBatch);
+  std::vector<int> labels;
+  for (std::int64_t l : fp32.at("labels").int64s()) labels.push_back(static_cast<int>(l));
+
+  net->eval();
+  const std::vector<float> ctnn_fp32 = net->forward(x).to_nchw();
+  Autocast autocast(Precision::bf16);
+  const std::vector<float> ctnn_eval = net->forward(x).to_nchw();
+  const double d_eval = scaled_error(bf16.at("logits_eval").floats(), fp32.at("logits_eval").floats());
+  const double e_eval = scaled_error(ctnn_eval, bf16.at("logits_eval").floats());
+  MESSAGE(model << " bf16 logits_eval: " << e_eval << " from PyTorch's autocast, which is " << d_eval << " from fp32");
+  CHECK(e_eval <= 3 * d_eval);
+  CHECK(scaled_error(ctnn_eval, ctnn_fp32) > 1e-4);
+
+  net->train();
+  disable_dropout(*net);
+  net->zero_grad();
+  CrossEntropyLoss<10> criterion;
+  const auto& logits = net->forward(x);
+  const double d_train = scaled_error(bf16.at("logits_train").floats(), fp32.at("logits_train").floats());
+  const double e_train = scaled_error(logits.to_nchw(), bf16.at("logits_train").floats());
+  MESSAGE(model << " bf16 logits_train: " << e_train << " (PyTorch autocast vs fp32: " << d_train << ")");
+  CHECK(e_train <= 3 * d_train);
+  const float loss = criterion.forward(logits, labels);
+  const double torch_loss = bf16.at("loss").floats()[0], d_loss = std::abs(torch_loss - fp32.at("loss").floats()[0]);
+  CHECK_MESSAGE(std::abs(loss - torch_loss) <= 3 * d_loss + 1e-6,
+                "loss " << loss << ", PyTorch autocast " << torch_loss << ", fp32 " << fp32.at("loss").floats()[0]);
+  net->backward(x, criterion.grad());
+  const auto cancelled = biases_cancelled_by_batchnorm(*net);
+  Worst distance, error;
+  for (const auto& key : state.parameter_keys)
+    if (!cancelled.count(key)) {
+      distance.add(l2_error(bf16.at("grad." + key).floats(), fp32.at("grad." + key).floats()), key);
+      error.add(l2_error(state.gradients.at(key), bf16.at("grad." + key).floats()), key);
+    }
+  MESSAGE(model << " bf16 gradients: worst L2 error " << error.value << " (" << error.key
+                << "); PyTorch autocast vs fp32: " << distance.value << " (" << distance.key << ")");
+  CHECK(error.value <= 3 * distance.value);
+}
+
 using FormatNet = Network<Shape<3, 3, 3>, Sequential<Conv2d<3, 4, 3, 1, 0>, BatchNorm2d<4>, Flatten, Linear<4, 2>>>;
 
 // The same keys in the same order, with identical tensors.
@@ -343,6 +408,12 @@ TEST_CASE("VGG16 matches PyTorch: logits, loss, gradients and one Adam step, fro
 
 TEST_CASE("ResNet50_layer4 matches PyTorch: logits, loss, gradients and one Adam step, from PyTorch's checkpoint") {
   parity<ResNet50_layer4<10>>("resnet50");
+}
+
+TEST_CASE("bf16: VGG16 matches PyTorch's autocast: logits, loss and gradients") { parity_bf16<VGG16>("vgg16"); }
+
+TEST_CASE("bf16: ResNet50_layer4 matches PyTorch's autocast: logits, loss and gradients") {
+  parity_bf16<ResNet50_layer4<10>>("resnet50");
 }
 
 TEST_CASE("Every form of file PyTorch writes is read; legacy and TorchScript files are refused by name") {

@@ -18,6 +18,9 @@ assignment's networks (built by assignment_models.py exactly as the report defin
                                    float64 (stored as float32): how far float32 itself is from
                                    exact arithmetic, which test_parity.cpp uses to state its
                                    training-mode tolerances
+    OUT_DIR/<model>_bf16.pt        logits_eval, logits_train, loss and grad.<key> of the same
+                                   evaluation and training step under torch.autocast("cpu",
+                                   torch.bfloat16), for ctnn's bf16 policy
 
 and, for the reader's format tests, a few small files in the forms PyTorch writes:
 
@@ -141,6 +144,28 @@ def generate():
         for key, p in model64.named_parameters():
             reference['grad.' + key] = p.grad.detach().float()
         torch.save(reference, out(name + '_float64.pt'))
+
+        # The same evaluation and training step under torch.autocast("cpu", torch.bfloat16), from
+        # the same checkpoint: what ctnn's bf16 policy is compared with (test_parity.cpp).
+        model16 = MODELS[name]()
+        model16.load_state_dict(torch.load(out(name + '.ckpt')))
+        for m in model16.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        bf16 = collections.OrderedDict()
+        model16.eval()
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+            bf16['logits_eval'] = model16(x).float()
+        model16.train()
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            logits16 = model16(x).float()
+            loss16 = nn.CrossEntropyLoss()(logits16, labels)
+        loss16.backward()
+        bf16['logits_train'] = logits16.detach()
+        bf16['loss'] = loss16.detach()
+        for key, p in model16.named_parameters():
+            bf16['grad.' + key] = p.grad.detach().clone()
+        torch.save(bf16, out(name + '_bf16.pt'))
         print('%s: %d state_dict entries, loss %.6f -> %s' % (name, len(model.state_dict()), loss.item(), OUT_DIR))
 
     # The forms of file the reader must accept (and two it must refuse with a clear message).
