@@ -172,23 +172,32 @@ TEST_CASE("Under Autocast, ops::gemm runs the bf16 kernel, with the same bits at
   if (!bf16_runs_here()) return;
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  const Eigen::Index m = 3000, k = 300, n = 700;  // large enough for ops::gemm to split it
-  std::vector<float> av(m * k), bv(k * n), serial(m * n), fp32(m * n), one(m * n), two(m * n);
-  for (auto& v : av) v = u(rng);
-  for (auto& v : bv) v = u(rng);
-  const ops::MatRef a{av.data(), m, k, m}, b{bv.data(), k, n, k};
-  ops::gemm(a, b, {fp32.data(), m, n, m});
-  ops::gemm_bf16_serial(a, b, serial.data(), m, false);
-  Autocast bf16(Precision::bf16);
-  const int threads = num_threads();
-  set_num_threads(1);
-  ops::gemm(a, b, {one.data(), m, n, m});
-  set_num_threads(2);
-  ops::gemm(a, b, {two.data(), m, n, m});
-  set_num_threads(threads);
-  CHECK(one == serial);
-  CHECK(two == serial);
-  CHECK(relative_gap(one, fp32) > 1e-4);
+  // Large enough for ops::gemm to cut them into blocks: by rows (the whole B packed once) and,
+  // with transposed operands, by columns (the whole A packed once).
+  struct Case {
+    Eigen::Index m, k, n;
+    bool ta, tb;
+  };
+  for (const Case cs : {Case{3000, 300, 700, false, false}, Case{300, 500, 3001, true, true}}) {
+    const Eigen::Index m = cs.m, k = cs.k, n = cs.n;
+    std::vector<float> av(m * k), bv(k * n), serial(m * n), fp32(m * n), one(m * n), two(m * n);
+    for (auto& v : av) v = u(rng);
+    for (auto& v : bv) v = u(rng);
+    const ops::MatRef a = cs.ta ? ops::MatRef{av.data(), k, m, k, true} : ops::MatRef{av.data(), m, k, m};
+    const ops::MatRef b = cs.tb ? ops::MatRef{bv.data(), n, k, n, true} : ops::MatRef{bv.data(), k, n, k};
+    ops::gemm(a, b, {fp32.data(), m, n, m});
+    ops::gemm_bf16_serial(a, b, serial.data(), m, false);
+    Autocast bf16(Precision::bf16);
+    const int threads = num_threads();
+    set_num_threads(1);
+    ops::gemm(a, b, {one.data(), m, n, m});
+    set_num_threads(2);
+    ops::gemm(a, b, {two.data(), m, n, m});
+    set_num_threads(threads);
+    CHECK(one == serial);
+    CHECK(two == serial);
+    CHECK(relative_gap(one, fp32) > 1e-4);
+  }
 }
 
 TEST_CASE("Conv2d under bf16 matches PyTorch's autocast: forward, input, weight and bias gradients") {

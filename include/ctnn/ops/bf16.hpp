@@ -202,7 +202,7 @@ CTNN_BF16_TARGET inline void micro_kernel(Eigen::Index pairs, const std::uint32_
 }
 
 inline std::uint32_t* panel_buffer(int slot, std::size_t words) {
-  thread_local std::vector<std::uint32_t, Eigen::aligned_allocator<std::uint32_t>> buffers[2];
+  thread_local std::vector<std::uint32_t, Eigen::aligned_allocator<std::uint32_t>> buffers[3];
   auto& b = buffers[slot];
   if (b.size() < words) {
     b = {};
@@ -211,21 +211,63 @@ inline std::uint32_t* panel_buffer(int slot, std::size_t words) {
   return b.data();
 }
 
-CTNN_BF16_TARGET inline void product(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate) {
+// A whole operand packed once, for a product cut into blocks that all read it (ops::gemm):
+// for each k-block in turn, all its panels of W lines. Within a k-block the layout is
+// pack_panels's, so a block of the product finds its panels at an offset.
+struct Packed {
+  const std::uint32_t* data = nullptr;
+  Eigen::Index panels = 0;  // of the whole operand
+};
+
+template <int W>
+inline std::size_t packed_words(Eigen::Index lines, Eigen::Index k) {
+  return static_cast<std::size_t>((lines + W - 1) / W) * W * static_cast<std::size_t>((k + 1) / 2);
+}
+
+// The panels of k-block [k0, k0+kc) from line `line0` on (a multiple of W).
+template <int W>
+inline const std::uint32_t* packed_at(const Packed& p, Eigen::Index line0, Eigen::Index k0, Eigen::Index kc) {
+  return p.data + (k0 / 2) * p.panels * W + (line0 / W) * W * ((kc + 1) / 2);
+}
+
+// Packs all `lines` x k of `src` into `out` (packed_words<W>(lines, k) words), with the
+// calling team of threads when there is one.
+template <int W>
+CTNN_BF16_TARGET inline Packed pack_whole(const PanelSource& src, Eigen::Index lines, Eigen::Index k,
+                                          std::uint32_t* out) {
+  const Packed p{out, (lines + W - 1) / W};
+  const Eigen::Index kblocks = (k + kKc - 1) / kKc, groups = (p.panels + 7) / 8;  // 8 panels a task
+#pragma omp parallel for schedule(dynamic, 1) if (kblocks * groups > 1)
+  for (Eigen::Index t = 0; t < kblocks * groups; ++t) {
+    const Eigen::Index k0 = (t / groups) * kKc, kc = std::min(kKc, k - k0), l0 = (t % groups) * 8 * W;
+    pack_panels<W>(src, l0, std::min<Eigen::Index>(8 * W, lines - l0), k0, kc,
+                   const_cast<std::uint32_t*>(packed_at<W>(p, l0, k0, kc)));
+  }
+  return p;
+}
+
+// C = A * B (+ C). `whole_a` / `whole_b`, when given, are the packings of the whole operand
+// of which `a` is rows [a_line0, ...) / `b` is columns [b_line0, ...); the other operand is
+// packed here, block by block.
+CTNN_BF16_TARGET inline void product(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate,
+                                     const Packed& whole_a = {}, Eigen::Index a_line0 = 0, const Packed& whole_b = {},
+                                     Eigen::Index b_line0 = 0) {
   const Eigen::Index m = a.out_rows(), k = a.out_cols(), n = b.out_cols();
-  std::uint32_t* ap = panel_buffer(0, static_cast<std::size_t>(kMc + kMr) * (kKc / 2));
-  std::uint32_t* bp = panel_buffer(1, static_cast<std::size_t>(kNc + kNr) * (kKc / 2));
+  std::uint32_t* ap = whole_a.data ? nullptr : panel_buffer(0, static_cast<std::size_t>(kMc + kMr) * (kKc / 2));
+  std::uint32_t* bp = whole_b.data ? nullptr : panel_buffer(1, static_cast<std::size_t>(kNc + kNr) * (kKc / 2));
   for (Eigen::Index j0 = 0; j0 < n; j0 += kNc) {
     const Eigen::Index nc = std::min(kNc, n - j0);
     for (Eigen::Index k0 = 0; k0 < k; k0 += kKc) {
       const Eigen::Index kc = std::min(kKc, k - k0), pairs = (kc + 1) / 2;
-      pack_panels<kNr>(source_of_b(b), j0, nc, k0, kc, bp);
+      const std::uint32_t* bpan = whole_b.data ? packed_at<kNr>(whole_b, b_line0 + j0, k0, kc) : bp;
+      if (!whole_b.data) pack_panels<kNr>(source_of_b(b), j0, nc, k0, kc, bp);
       for (Eigen::Index i0 = 0; i0 < m; i0 += kMc) {
         const Eigen::Index mc = std::min(kMc, m - i0);
-        pack_panels<kMr>(source_of_a(a), i0, mc, k0, kc, ap);
+        const std::uint32_t* apan = whole_a.data ? packed_at<kMr>(whole_a, a_line0 + i0, k0, kc) : ap;
+        if (!whole_a.data) pack_panels<kMr>(source_of_a(a), i0, mc, k0, kc, ap);
         for (Eigen::Index jr = 0; jr < nc; jr += kNr)
           for (Eigen::Index ir = 0; ir < mc; ir += kMr)
-            micro_kernel(pairs, ap + ir * pairs, bp + jr * pairs, c + (i0 + ir) + (j0 + jr) * ldc, ldc,
+            micro_kernel(pairs, apan + ir * pairs, bpan + jr * pairs, c + (i0 + ir) + (j0 + jr) * ldc, ldc,
                          static_cast<int>(std::min(kMr, mc - ir)), static_cast<int>(std::min(kNr, nc - jr)),
                          accumulate || k0 > 0);
       }
@@ -250,6 +292,36 @@ inline void gemm_bf16_serial(const MatRef& a, const MatRef& b, float* c, Eigen::
   detail::bf16::product(a, b, c, ldc, accumulate);
 #else
   (void)c, (void)ldc, (void)accumulate;
+#endif
+}
+
+// C = A * B (or +=) in bf16 cut into `blocks` blocks of `len` rows (split_rows) or columns,
+// shared out over ctnn's threads. The operand every block reads whole is packed once, by all
+// threads, instead of once per block. Results are gemm_bf16_serial's, bit for bit, at any
+// thread count: packing only rounds and moves values.
+inline void gemm_bf16_blocks(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate,
+                             bool split_rows, Eigen::Index len) {
+#if CTNN_HAVE_BF16_KERNEL
+  using namespace detail::bf16;
+  const Eigen::Index m = a.out_rows(), k = a.out_cols(), n = b.out_cols(), extent = split_rows ? m : n;
+  const Eigen::Index blocks = (extent + len - 1) / len;
+  if (blocks <= 1 || k == 0) return gemm_bf16_serial(a, b, c, ldc, accumulate);
+  // The shared operand is used whole by every block, so block edges need not meet panel edges.
+  std::uint32_t* whole = panel_buffer(2, split_rows ? packed_words<kNr>(n, k) : packed_words<kMr>(m, k));
+  const Packed shared = split_rows ? pack_whole<kNr>(source_of_b(b), n, k, whole) : pack_whole<kMr>(source_of_a(a), m, k, whole);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (Eigen::Index i = 0; i < blocks; ++i) {
+    const Eigen::Index s = i * len, l = std::min(len, extent - s);
+    if (split_rows) {
+      const MatRef rows = a.transposed ? MatRef{a.data + s * a.ld, a.rows, l, a.ld, true} : MatRef{a.data + s, l, a.cols, a.ld};
+      product(rows, b, c + s, ldc, accumulate, {}, 0, shared, 0);
+    } else {
+      const MatRef cols = b.transposed ? MatRef{b.data + s, l, b.cols, b.ld, true} : MatRef{b.data + s * b.ld, b.rows, l, b.ld};
+      product(a, cols, c + s * ldc, ldc, accumulate, shared, 0, {}, s);
+    }
+  }
+#else
+  (void)a, (void)b, (void)c, (void)ldc, (void)accumulate, (void)split_rows, (void)len;
 #endif
 }
 

@@ -211,6 +211,7 @@ inline void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accu
   const Eigen::Index extent = split_rows ? m : n;
   const long work = static_cast<long>(m) * n * a.out_cols();
   const Eigen::Index len = detail::block_length(extent, work);
+  if (precision == Precision::bf16) return gemm_bf16_blocks(a, b, c.data, c.ld, accumulate, split_rows, len);
   const Eigen::Index blocks = (extent + len - 1) / len;
 // Dynamic hand-out: a thread that another process slows down takes fewer blocks, and which
 // thread computes a block never changes its result.
