@@ -63,7 +63,8 @@ def blas_libraries():
     return sorted(libs)
 
 
-def worker_model(model_name, mode, batch, threads, steps, warmup):
+def worker_model(model_name, mode, batch, threads, steps, warmup, precision='fp32'):
+    import contextlib
     import torch
     import torch.nn as nn
     from assignment_models import MODELS
@@ -73,6 +74,11 @@ def worker_model(model_name, mode, batch, threads, steps, warmup):
     model = MODELS[model_name]()
     x = torch.randn(batch, 3, 32, 32)
     labels = torch.randint(0, 10, (batch,))
+
+    def autocast():  # bf16: PyTorch's own mixed precision, the counterpart of ctnn's --precision bf16
+        if precision == 'bf16':
+            return torch.autocast('cpu', dtype=torch.bfloat16)
+        return contextlib.nullcontext()
     if mode == 'train':
         model.train()
         criterion = nn.CrossEntropyLoss()
@@ -80,14 +86,15 @@ def worker_model(model_name, mode, batch, threads, steps, warmup):
 
         def step():
             optimizer.zero_grad()
-            loss = criterion(model(x), labels)
+            with autocast():
+                loss = criterion(model(x), labels)
             loss.backward()
             optimizer.step()
     else:
         model.eval()
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 model(x)
     for _ in range(warmup):
         step()
@@ -219,26 +226,29 @@ def compare_models(args):
     info = None
     for model in args.models:
         for mode in args.modes:
-            steps = args.train_steps if mode == 'train' else args.eval_steps
-            torch_runs, ctnn_runs = [], []
-            for rnd in range(args.rounds):
-                out = run([sys.executable, __file__, '--worker', 'model', '--model', model, '--mode', mode,
-                           '--batch-size', str(args.batch_size), '--threads', str(args.threads),
-                           '--steps', str(steps), '--warmup', str(args.warmup)], env=torch_env(args.threads))
-                t = json.loads(out.strip().splitlines()[-1])
-                info = info or t
-                torch_runs.append(t)
-                line = f'  round {rnd + 1}: {model:8s} {mode:5s} images/s mean (best step): ' \
-                       f'torch {t["images_per_s"]:6.1f} ({t["images_per_s_best"]:6.1f})'
-                for gemm in args.gemm:
-                    c = parse_kv(run([args.ctnn_bench, '--model', model, '--mode', mode, '--batch-size',
-                                      str(args.batch_size), '--threads', str(args.threads), '--steps', str(steps),
-                                      '--warmup', str(args.warmup), '--gemm', gemm]).strip().splitlines()[-1])
-                    ctnn_runs.append(c)
-                    line += f'   ctnn[{gemm}] {float(c["images_per_s"]):6.1f} ({float(c["images_per_s_best"]):6.1f})'
-                print(line, flush=True)
-            for i, gemm in enumerate(args.gemm):
-                results[(model, mode, gemm)] = (torch_runs, ctnn_runs[i::len(args.gemm)])
+            for precision in args.precisions:
+                steps = args.train_steps if mode == 'train' else args.eval_steps
+                torch_runs, ctnn_runs = [], []
+                for rnd in range(args.rounds):
+                    out = run([sys.executable, __file__, '--worker', 'model', '--model', model, '--mode', mode,
+                               '--batch-size', str(args.batch_size), '--threads', str(args.threads),
+                               '--steps', str(steps), '--warmup', str(args.warmup), '--precisions', precision],
+                              env=torch_env(args.threads))
+                    t = json.loads(out.strip().splitlines()[-1])
+                    info = info or t
+                    torch_runs.append(t)
+                    line = f'  round {rnd + 1}: {model:8s} {mode:5s} {precision} images/s mean (best step): ' \
+                           f'torch {t["images_per_s"]:6.1f} ({t["images_per_s_best"]:6.1f})'
+                    for gemm in args.gemm:
+                        c = parse_kv(run([args.ctnn_bench, '--model', model, '--mode', mode, '--batch-size',
+                                          str(args.batch_size), '--threads', str(args.threads), '--steps', str(steps),
+                                          '--warmup', str(args.warmup), '--gemm', gemm, '--precision', precision]
+                                         ).strip().splitlines()[-1])
+                        ctnn_runs.append(c)
+                        line += f'   ctnn[{gemm}] {float(c["images_per_s"]):6.1f} ({float(c["images_per_s_best"]):6.1f})'
+                    print(line, flush=True)
+                for i, gemm in enumerate(args.gemm):
+                    results[(model, mode, gemm, precision)] = (torch_runs, ctnn_runs[i::len(args.gemm)])
     return results, info
 
 
@@ -248,9 +258,9 @@ def print_model_table(results, args):
     print(f'\nWhole networks: batch {args.batch_size}, {args.threads} thread(s), {args.rounds} alternating rounds; '
           f'images/s from {what}; ratio = ctnn / PyTorch (above 1: ctnn faster); per-round: range of the '
           'ratio of each round\'s mean throughputs')
-    print(f'{"model":9s}{"mode":6s}{"ctnn gemm":>10s}{"torch img/s":>12s}{"ctnn img/s":>12s}{"ratio":>8s}'
+    print(f'{"model":9s}{"mode":6s}{"prec":5s}{"ctnn gemm":>10s}{"torch img/s":>12s}{"ctnn img/s":>12s}{"ratio":>8s}'
           f'{"per-round":>18s}{"ctnn GFLOP/s":>14s}{"torch peak MiB":>16s}{"(import)":>10s}{"ctnn peak MiB":>15s}')
-    for (model, mode, gemm), (tr, cr) in results.items():
+    for (model, mode, gemm, precision), (tr, cr) in results.items():
         if args.stat == 'best':
             t = max(r['images_per_s_best'] for r in tr)
             c = max(float(r['images_per_s_best']) for r in cr)
@@ -263,7 +273,7 @@ def print_model_table(results, args):
         timport = statistics.median(r['import_rss_mib'] for r in tr)
         cpeak = max(float(r['peak_rss_mib']) for r in cr)
         gemm = f'{gemm}:{cr[0]["gemm"]}' if gemm == 'auto' else gemm
-        print(f'{model:9s}{mode:6s}{gemm:>10s}{t:12.1f}{c:12.1f}{c / t:8.2f}{min(per_round):9.2f}-{max(per_round):<8.2f}'
+        print(f'{model:9s}{mode:6s}{precision:5s}{gemm:>10s}{t:12.1f}{c:12.1f}{c / t:8.2f}{min(per_round):9.2f}-{max(per_round):<8.2f}'
               f'{gflops:14.1f}{tpeak:16.0f}{timport:10.0f}{cpeak:15.0f}')
     print('(torch peak includes the Python interpreter and torch itself: "(import)" is the resident size '
           'right after importing torch)')
@@ -350,6 +360,9 @@ def main():
     ap.add_argument('--stat', choices=['best', 'median'], default='best',
                     help='best (default): fastest step / call, least disturbed by other programs; '
                          'median: typical throughput')
+    ap.add_argument('--precisions', default='fp32',
+                    help='comma-separated: fp32, bf16 (PyTorch: torch.autocast("cpu", torch.bfloat16); '
+                         'ctnn: --precision bf16)')
     ap.add_argument('--no-convs', action='store_true', help='skip the per-convolution table')
     ap.add_argument('--no-models', action='store_true', help='skip the whole-network comparison')
     # Internal: the PyTorch side, run in a subprocess.
@@ -360,13 +373,17 @@ def main():
     args = ap.parse_args()
 
     if args.worker == 'model':
-        return worker_model(args.model, args.mode, args.batch_size, args.threads, args.steps, args.warmup)
+        return worker_model(args.model, args.mode, args.batch_size, args.threads, args.steps, args.warmup,
+                            args.precisions)
     if args.worker == 'convs':
         return worker_convs(args.batch_size, args.threads, args.steps, args.warmup)
 
     args.models = [m for m in args.models.split(',') if m]
     args.modes = [m for m in args.modes.split(',') if m]
     args.gemm = [g for g in args.gemm.split(',') if g]
+    args.precisions = [p for p in args.precisions.split(',') if p]
+    if not args.precisions or any(p not in ('fp32', 'bf16') for p in args.precisions):
+        ap.error('--precisions takes fp32 and bf16, comma-separated')
     bad = [m for m in args.models if m not in ('vgg16', 'resnet50')] + \
           [m for m in args.modes if m not in ('train', 'eval')]
     if bad:
@@ -408,8 +425,8 @@ def main():
         if not args.no_models and 'train' in args.modes:
             print('\nConvolutions (weighted sums above) within a whole training step:')
             key = 'step_ms_min' if args.stat == 'best' else 'step_ms_median'
-            for (model, mode, gemm), (tr, cr) in results.items():
-                if mode != 'train' or gemm != args.gemm[0]:
+            for (model, mode, gemm, precision), (tr, cr) in results.items():
+                if mode != 'train' or gemm != args.gemm[0] or precision != 'fp32':
                     continue
                 t_step = pick_step(r[key] for r in tr)
                 c_step = pick_step(float(r[key]) for r in cr)
