@@ -35,7 +35,7 @@ namespace ctnn::test {
 class KillHook : public hooks::Hooks {
  public:
   // Parses CTNN_FAULT_KILL_AT's value.
-  explicit KillHook(std::string_view s, int signal = SIGKILL) : signal_(signal) {
+  explicit KillHook(std::string_view s, int sig = SIGKILL) : signal_(sig) {
     const auto c1 = s.find(':');
     const auto c2 = c1 == std::string_view::npos ? c1 : s.find(':', c1 + 1);
     std::uint64_t n = 0;
@@ -93,12 +93,12 @@ inline void install_kill_hook() {
   const char* env = std::getenv("CTNN_FAULT_KILL_AT");
   if (!env || !*env) return;
   const std::string_view name = std::getenv("CTNN_FAULT_SIGNAL") ? std::getenv("CTNN_FAULT_SIGNAL") : "";
-  int signal = SIGKILL;
-  if (name == "TERM") signal = SIGTERM;
-  else if (name == "INT") signal = SIGINT;
+  int sig = SIGKILL;
+  if (name == "TERM") sig = SIGTERM;
+  else if (name == "INT") sig = SIGINT;
   else if (!name.empty() && name != "KILL")
     throw std::invalid_argument("CTNN_FAULT_SIGNAL='" + std::string(name) + "' is not KILL, TERM or INT");
-  static KillHook hook(env, signal);
+  static KillHook hook(env, sig);
   hooks::installed() = &hook;
 }
 

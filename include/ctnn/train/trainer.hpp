@@ -285,8 +285,9 @@ class Trainer {
     if (!lead()) return;
     std::string why = "max_steps reached";
     if (interrupted_)
-      why = signal_ != 0 ? signal_name(signal_) + " received (a second one stops at once)"
-                         : "another process was asked to stop";
+      why = signal_ == 0                          ? std::string("another process was asked to stop")
+            : stop_flag_ == &StopSignals::flag() ? signal_name(signal_) + " received (a second one stops at once)"
+                                                 : signal_name(signal_) + " received";
     log << "Stopped after step " << at.total_steps << " of "
         << static_cast<long>(steps_per_epoch) * o_.epochs << ": " << why << std::endl;
     if (o_.out_dir.empty()) return;
