@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <ctnn/io/svg.hpp>
 #include <ctnn/ops/gemm.hpp>
+#include <ctnn/train/stop.hpp>
 #include <ctnn/train/trainer.hpp>
 #include <filesystem>
 #include <fstream>
@@ -28,6 +29,9 @@
 
 namespace ctnn::cli {
 
+// The exit status of a run stopped by Ctrl-C or SIGTERM (the shell's for Ctrl-C: 128 + SIGINT).
+inline constexpr int kInterrupted = 130;
+
 struct TrainConfig {
   std::string model, data_dir, out_dir, load;
   io::LoadOptions load_options;  // how --load reads its file: --checkpoint-key, --strip-prefix
@@ -36,6 +40,17 @@ struct TrainConfig {
   Precision precision = Precision::fp32;  // --precision
   bool local_bn = false;               // --local-bn: BatchNorm statistics per process
   const Replicas* replicas = nullptr;  // under mpiexec with 2+ processes (ctnn/dist/)
+};
+
+// Redraws <model>_train.svg from the loss log at the end of every epoch, so that a long run has
+// its picture long before it ends (the Trainer flushes the log before telling its observers).
+struct TrainingSvg : TrainingObserver {
+  std::filesystem::path csv, svg;
+  std::string title;
+  TrainingSvg(std::filesystem::path c, std::filesystem::path s, std::string t)
+      : csv(std::move(c)), svg(std::move(s)), title(std::move(t)) {}
+  void on_epoch_end(int) override { draw(); }
+  void draw() const { io::write_training_svg(csv, svg, title); }
 };
 
 // One --model choice: its name and the program run for it (train_run<Net>).
@@ -73,24 +88,42 @@ int train_run(const TrainConfig& c) {
   }
   Trainer<Net> trainer(net, o);
   if (c.replicas) trainer.set_replicas(*c.replicas);
+  trainer.stop_when(StopSignals::flag());  // train_main handles Ctrl-C and SIGTERM
+  // The loss curve, drawn from the log (so the picture is whatever the log says, on resumption
+  // too): at each epoch's end, and once more at the end with the test accuracy.
+  TrainingSvg picture(trainer.csv_path(), trainer.csv_path().parent_path() / (c.model + "_train.svg"),
+                      c.model + (c.synthetic > 0 ? " (SYNTHETIC data)" : ""));
+  trainer.add_observer(picture);
   trainer.fit(train_set, out);
   const double train_seconds = seconds();
+  if (trainer.interrupted()) {  // Ctrl-C or SIGTERM: the snapshot and the weights are saved; no evaluation
+    if (!lead) return kInterrupted;
+    picture.draw();
+    std::cout << "Loss curve: " << picture.svg.string() << "\n";
+    return kInterrupted;
+  }
   if (!lead) return 0;
   const auto r = evaluate(net, test_set);
   std::cout << "Accuracy of the model on the test images: " << r.accuracy() << " %" << std::endl;
   std::printf("wall time: train %.1f s, total %.1f s (%d threads)\n", train_seconds, seconds(), num_threads());
   std::ofstream(trainer.csv_path(), std::ios::app) << "# test accuracy," << r.accuracy() << "\n";
-  // The loss curve, drawn from the log just completed (so the picture is whatever the log says,
-  // on resumption too).
-  const auto svg = trainer.csv_path().parent_path() / (c.model + "_train.svg");
-  io::write_training_svg(trainer.csv_path(), svg, c.model + (c.synthetic > 0 ? " (SYNTHETIC data)" : ""));
-  std::cout << "Loss curve: " << svg.string() << "\n";
+  picture.draw();
+  std::cout << "Loss curve: " << picture.svg.string() << "\n";
+  if (const int sig = StopSignals::received()) {  // after the last step: everything is saved
+    std::cout << signal_name(sig) << " received after the last step: the run is complete\n";
+    return kInterrupted;
+  }
   return 0;
 }
 
 // main(): exit 0 on success, 2 for bad options (one line, then a pointer to --help), 1 for any
-// other failure (missing or malformed data, an unreadable or mismatched checkpoint, a NaN).
+// other failure (missing or malformed data, an unreadable or mismatched checkpoint, a NaN),
+// kInterrupted (130, the shell's status for Ctrl-C) when Ctrl-C or SIGTERM stopped the run
+// after its step in progress, with the snapshot and the weights so far saved.
 inline int train_main(int argc, char** argv, const std::string& program, const std::vector<TrainModel>& models) {
+  // From here on the first Ctrl-C or SIGTERM asks the Trainer to stop after its step (a second
+  // one stops at once; before training starts, the first still lets one step run).
+  const StopSignals stop_signals;
   std::string names, choices;  // "vgg16 or resnet50", "vgg16|resnet50"
   std::vector<std::string> model_names;
   for (std::size_t i = 0; i < models.size(); ++i) {
@@ -116,7 +149,8 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
                 << ",\n                          where the build's cifar10 target puts it)\n"
                    "  --epochs N              (default 1)\n"
                    "  --batch-size N          (default 100)\n"
-                   "  --lr X                  Adam learning rate (default 0.001)\n"
+                   "  --lr X                  Adam learning rate (default 0.001); with --resume it replaces\n"
+                   "                          the snapshot's (divided by the decays so far), and says so\n"
                    "  --lr-decay-every N      epochs between learning-rate decays (default 20)\n"
                    "  --lr-decay-factor X     divide the learning rate by X (default 3)\n"
                    "  --out DIR               checkpoints and the loss log (default .)\n"
@@ -130,7 +164,9 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
                    "  --checkpoint-every N    steps between resume snapshots (default 100)\n"
                    "  --seed N                seed of every random choice (default 0)\n"
                    "  --threads N             worker threads (default: all cores)\n"
-                   "  --max-steps N           stop after N steps (smoke runs)\n"
+                   "  --max-steps N           stop after N steps (smoke runs), leaving the weights so far as\n"
+                   "                          <model>_step<N>.ckpt beside the snapshot (Ctrl-C and SIGTERM\n"
+                   "                          do the same after the step in progress, then exit with 130)\n"
                    "  --precision P           fp32 (default) or bf16: convolutions and linear layers multiply in\n"
                    "                          bf16 with fp32 sums (needs AVX512_BF16); weights stay fp32\n"
                    "  --synthetic N           train and test on N generated SYNTHETIC images instead of CIFAR-10\n"
@@ -151,6 +187,9 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
     c.train.epochs = static_cast<int>(args.integer("epochs", 1, 1, 100000));
     c.train.batch_size = static_cast<int>(args.integer("batch-size", 100, 1, 50000));
     c.train.lr = args.number("lr", 1e-3, 0.0);
+    // --lr with --resume replaces the snapshot's rate (scaled by the decays so far); without it
+    // the snapshot's rate is kept, whatever the default says.
+    c.train.resume_with_lr = c.train.resume && args.has("lr");
     c.train.lr_decay_every = static_cast<int>(args.integer("lr-decay-every", 20, 0, 100000));
     c.train.lr_decay_factor = args.number("lr-decay-factor", 3.0, 0.0);
     c.train.seed = static_cast<std::uint64_t>(args.integer("seed", 0, 0, 1L << 62));
@@ -170,7 +209,8 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
       };
       std::ostringstream config;
       config << "--model " << c.model << "\n--epochs " << c.train.epochs << "\n--batch-size " << c.train.batch_size
-             << "\n--lr " << num(c.train.lr) << "\n--lr-decay-every " << c.train.lr_decay_every << "\n--lr-decay-factor "
+             << "\n--lr " << num(c.train.lr) << (c.train.resume_with_lr ? " (replacing the snapshot's)" : "")
+             << "\n--lr-decay-every " << c.train.lr_decay_every << "\n--lr-decay-factor "
              << num(c.train.lr_decay_factor) << "\n--seed " << c.train.seed << "\n--max-steps " << c.train.max_steps
              << "\n--synthetic " << c.synthetic << "\n--precision " << precision_name(c.precision) << "\n--checkpoint-every " << c.train.checkpoint_every
              << "\n--checkpoint-key " << args.get("checkpoint-key", "-") << "\n--strip-prefix "

@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <csignal>
 #include <cstring>
 #include <limits>
 
@@ -179,6 +181,162 @@ TEST_CASE("Trainer writes main.py's checkpoints, and --resume after a stop gives
   other.seed = 5;
   Trainer<DropNet> wrong(d, other);
   CHECK_THROWS_WITH(wrong.fit(train, log), doctest::Contains("resume with the same --seed and --batch-size"));
+}
+
+TEST_CASE("Trainer: a stop request ends the run after the step in progress, saving the snapshot and the weights") {
+  const auto train = data::make_synthetic_cifar(200, 7);
+  TrainerOptions o;
+  o.epochs = 3;
+  o.batch_size = 20;  // 10 steps per epoch
+  o.lr_decay_every = 2;
+  o.checkpoint_every = 4;
+  o.model_name = "drop";
+  std::ostringstream log;
+  const TempDir whole("ctnn_test_trainer_stop_whole");
+  o.out_dir = whole.path;
+  DropNet a(1);
+  Trainer<DropNet>(a, o).fit(train, log);
+
+  // The flag as a signal handler sets it (train/stop.hpp), here in the middle of step 13.
+  const TempDir parts("ctnn_test_trainer_stop_parts");
+  o.out_dir = parts.path;
+  std::atomic<int> flag{0};
+  struct Signaller : TrainingObserver {
+    std::atomic<int>& flag;
+    explicit Signaller(std::atomic<int>& f) : flag(f) {}
+    void on_step(const StepReport& r) override {
+      if (r.total_steps == 13) flag = SIGTERM;
+    }
+  } signaller(flag);
+  DropNet b(1);
+  Trainer<DropNet> stopped(b, o);
+  stopped.add_observer(signaller);
+  stopped.stop_when(flag);
+  std::ostringstream stop_log;
+  stopped.fit(train, stop_log);
+  CHECK(stopped.interrupted());
+  CHECK(!stopped.finished());
+  CHECK(stopped.optimizer().steps() == 13);  // the step in progress finished, no other began
+  CHECK(stop_log.str().find("Stopped after step 13 of 30: SIGTERM received") != std::string::npos);
+  CHECK(stopped.stopped_weights() == parts.path / "drop_step13.ckpt");
+  CHECK(stop_log.str().find("Weights after step 13: " + (parts.path / "drop_step13.ckpt").string()) !=
+        std::string::npos);
+  CHECK(!std::filesystem::exists(parts.path / "drop_final.ckpt"));
+  CHECK(io::read_checkpoint(parts.path / "drop_resume.ckpt").find("trainer.total_steps")->int64s().front() == 13);
+  DropNet reloaded(99);  // the step's weights: a plain state_dict of the network, loaded strictly
+  io::load_state_dict(reloaded, parts.path / "drop_step13.ckpt");
+  CHECK(std::memcmp(b.parameters().data(), reloaded.parameters().data(), b.num_parameters() * sizeof(float)) == 0);
+
+  // --resume goes on from there to the uninterrupted run's very bytes.
+  TrainerOptions rest = o;
+  rest.resume = true;
+  DropNet c(12345);
+  Trainer<DropNet> resumed(c, rest);
+  flag = 0;
+  resumed.stop_when(flag);
+  resumed.fit(train, log);
+  CHECK(resumed.finished());
+  CHECK(!resumed.interrupted());
+  CHECK(resumed.stopped_weights().empty());
+  CHECK(read_text(whole.path / "drop_final.ckpt") == read_text(parts.path / "drop_final.ckpt"));
+  CHECK(read_text(whole.path / "drop_train_log.csv") == read_text(parts.path / "drop_train_log.csv"));
+
+  // max_steps stops the same way (and names the reason).
+  const TempDir smoke("ctnn_test_trainer_stop_smoke");
+  o.out_dir = smoke.path;
+  o.max_steps = 10;  // an epoch's end: its decay-free snapshot, then the weights
+  DropNet d(1);
+  Trainer<DropNet> short_run(d, o);
+  std::ostringstream smoke_log;
+  short_run.fit(train, smoke_log);
+  CHECK(!short_run.interrupted());
+  CHECK(!short_run.finished());
+  CHECK(smoke_log.str().find("Stopped after step 10 of 30: max_steps reached") != std::string::npos);
+  CHECK(std::filesystem::exists(smoke.path / "drop_step10.ckpt"));
+  CHECK(io::read_checkpoint(smoke.path / "drop_resume.ckpt").find("trainer.epoch")->int64s().front() == 2);
+}
+
+TEST_CASE("Trainer: resume_with_lr replaces the snapshot's learning rate, scaled by the decays so far, and logs it") {
+  const auto train = data::make_synthetic_cifar(200, 7);
+  TrainerOptions o;
+  o.epochs = 3;
+  o.batch_size = 20;  // 10 steps per epoch
+  o.lr = 1e-3;
+  o.lr_decay_every = 1;
+  o.lr_decay_factor = 2;
+  o.checkpoint_every = 4;
+  o.model_name = "drop";
+  std::ostringstream log;
+  const TempDir whole("ctnn_test_trainer_lr_whole");
+  o.out_dir = whole.path;
+  DropNet a(1);
+  Trainer<DropNet>(a, o).fit(train, log);
+
+  const TempDir dir("ctnn_test_trainer_lr");
+  o.out_dir = dir.path;
+  o.max_steps = 15;  // in epoch 2, after one decay: the snapshot's rate is 5e-4
+  DropNet b(1);
+  Trainer<DropNet>(b, o).fit(train, log);
+  const TempDir same("ctnn_test_trainer_lr_same");  // the same stop, for a resume with the run's own rate
+  std::filesystem::copy(dir.path, same.path, std::filesystem::copy_options::recursive);
+
+  TrainerOptions lower = o;
+  lower.max_steps = -1;
+  lower.resume = true;
+  lower.resume_with_lr = true;
+  lower.lr = 1e-4;
+  DropNet c(1);
+  Trainer<DropNet> resumed(c, lower);
+  std::ostringstream resumed_log;
+  resumed.fit(train, resumed_log);
+  INFO(resumed_log.str());
+  CHECK(resumed_log.str().find("Learning rate lowered from 0.0005 to 5e-05 on resume (0.0001 divided by 2 at the "
+                               "decay so far)") != std::string::npos);
+  CHECK(resumed.optimizer().lr() == doctest::Approx(1e-4 / 8));  // and the later decays follow it
+  // The loss log shows the rate every step used: the snapshot's up to step 15, the new one after.
+  const std::string csv = read_text(dir.path / "drop_train_log.csv");
+  CHECK(csv.find("\n2,5,") != std::string::npos);
+  CHECK(csv.substr(csv.find("\n2,5,"), csv.find('\n', csv.find("\n2,5,") + 1) - csv.find("\n2,5,")).ends_with(",0.0005"));
+  CHECK(csv.substr(csv.find("\n2,6,"), csv.find('\n', csv.find("\n2,6,") + 1) - csv.find("\n2,6,")).ends_with(",5e-05"));
+  CHECK(read_text(whole.path / "drop_final.ckpt") != read_text(dir.path / "drop_final.ckpt"));
+
+  // The run's own rate given again changes nothing: no line, and the uninterrupted run's bytes.
+  TrainerOptions own = lower;
+  own.out_dir = same.path;
+  own.lr = 1e-3;
+  DropNet d(1);
+  std::ostringstream own_log;
+  Trainer<DropNet>(d, own).fit(train, own_log);
+  CHECK(own_log.str().find("Resuming from") != std::string::npos);
+  CHECK(own_log.str().find("Learning rate") == std::string::npos);
+  CHECK(read_text(whole.path / "drop_final.ckpt") == read_text(same.path / "drop_final.ckpt"));
+}
+
+TEST_CASE("Trainer: observers told of an epoch's end can read the whole epoch in the loss log") {
+  const TempDir dir("ctnn_test_trainer_epoch_log");
+  TrainerOptions o;
+  o.epochs = 2;
+  o.batch_size = 20;
+  o.checkpoint_every = 0;
+  o.out_dir = dir.path;
+  o.model_name = "m";
+  SmallNet net(0);
+  Trainer<SmallNet> trainer(net, o);
+  struct Reader : TrainingObserver {
+    std::filesystem::path csv;
+    std::vector<long> lines;
+    void on_epoch_end(int) override {
+      std::ifstream in(csv);
+      long n = 0;
+      for (std::string line; std::getline(in, line);) ++n;
+      lines.push_back(n);
+    }
+  } reader;
+  reader.csv = trainer.csv_path();
+  trainer.add_observer(reader);
+  std::ostringstream log;
+  trainer.fit(data::make_synthetic_cifar(100, 1), log);
+  CHECK(reader.lines == std::vector<long>{1 + 5, 1 + 10});  // the header and every step so far
 }
 
 TEST_CASE("Trainer with SGD and momentum: the snapshot holds the momentum buffer, --resume is bit-identical") {

@@ -32,6 +32,9 @@
 #            bias and the running mean of the BatchNorm2d after it: BatchNorm subtracts the bias
 #            out, so its exact gradient is zero and Adam turns the rounding noise into steps of up
 #            to lr in any direction, which the running mean (of the convolution's output) follows.
+# term_resume: the same run, with SIGTERM sent to process 1 alone in the middle of its step 12:
+#            both processes stop after step 12 (exit 130), process 0 saves the snapshot and
+#            small_step12.ckpt, and --resume ends on the uninterrupted run's bytes.
 cmake_minimum_required(VERSION 3.21)
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
@@ -125,6 +128,39 @@ elseif(CASE STREQUAL "kill_resume")
   endforeach()
   compare(0 ${WORK}/whole/small_final.ckpt ${WORK}/alone/small_final.ckpt --checkpoints 5e-4 0.bias 1.running_mean)
   compare(0 ${WORK}/whole/small_train_log.csv ${WORK}/alone/small_train_log.csv --logs 1e-4)
+elseif(CASE STREQUAL "term_resume")
+  # SIGTERM reaches process 1 alone, in the middle of its step 12 (kill_hook.hpp): both processes
+  # must stop after that same step (they agree on the stop flag after every step), exit 130, and
+  # process 0 must save the snapshot and small_step12.ckpt; --resume then ends on the bytes of an
+  # uninterrupted run.
+  set(args --model small --synthetic 400 --batch-size 20 --epochs 3 --lr-decay-every 2 --checkpoint-every 5
+      --seed 3 --threads 1)
+  execute_process(COMMAND ${MPIEXEC} -n 2 --oversubscribe ${TRAIN} ${args} --out ${WORK}/whole
+                  RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err TIMEOUT 240)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "the uninterrupted run failed (${rc}): ${err}")
+  endif()
+  execute_process(COMMAND ${MPIEXEC} -n 1 --oversubscribe ${TRAIN} ${args} --out ${WORK}/stopped
+                          : -n 1 /usr/bin/env CTNN_FAULT_KILL_AT=step:12 CTNN_FAULT_SIGNAL=TERM ${TRAIN} ${args}
+                            --out ${WORK}/stopped
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
+  message("stopped run: exit ${rc}\n${out}${err}")
+  if(NOT rc EQUAL 130 OR NOT out MATCHES "Stopped after step 12 of 60: another process was asked to stop"
+     OR NOT EXISTS ${WORK}/stopped/small_step12.ckpt OR EXISTS ${WORK}/stopped/small_final.ckpt)
+    message(FATAL_ERROR "expected exit 130 and process 0 stopping after step 12 with small_step12.ckpt")
+  endif()
+  execute_process(COMMAND ${MPIEXEC} -n 2 --oversubscribe ${TRAIN} ${args} --out ${WORK}/stopped --resume
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 240)
+  message("resumed: exit ${rc}\n${out}${err}")
+  if(NOT rc EQUAL 0 OR NOT out MATCHES "Resuming from [^\n]*: epoch 1, step 12, 12 steps done")
+    message(FATAL_ERROR "the resumed run failed or did not start from step 12")
+  endif()
+  foreach(f small_final.ckpt small_train_log.csv)
+    execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files ${WORK}/whole/${f} ${WORK}/stopped/${f} RESULT_VARIABLE same)
+    if(NOT same EQUAL 0)
+      message(FATAL_ERROR "${f} of the stopped and resumed run differs from the uninterrupted run's")
+    endif()
+  endforeach()
 elseif(CASE STREQUAL "train_mismatch")
   # ctnn-train-small (ctnn-train's program) started with different --epochs on its processes.
   execute_process(COMMAND ${MPIEXEC} -n 1 --oversubscribe ${TRAIN} --model small --synthetic 40 --out ${WORK}

@@ -10,14 +10,19 @@
 //   - the finished run's files (every checkpoint, the loss log) are byte for byte those of an
 //     uninterrupted run, its accuracy line is the same, and no temporary file is left.
 // and, with damage:KIND scenarios, that --resume refuses a damaged resume snapshot with exit
-// status 1 and a message naming the file and the problem, changing no file.
+// status 1 and a message naming the file and the problem, changing no file; and, with term:N and
+// int:N, that SIGTERM or SIGINT arriving in the middle of the N-th step (CTNN_FAULT_SIGNAL) stops
+// the run gracefully: exit status 130, the step finished, its snapshot and <model>_step<N>.ckpt
+// (the snapshot's weights, as a state_dict) saved, no temporary file left, and a resumed run
+// still ends byte for byte as the uninterrupted one.
 //
 //   fault_driver --train BIN --model NAME --work DIR [--scenario SPEC]... [--seed S] -- ARGS...
 //
 // ARGS are the training options (everything but --model, --out and --resume). A SPEC is a
 // comma-separated list of the kills of one scenario, one per process, then the run is resumed
 // to the end: step:N, write:N[:BYTES|:half], rename:N (CTNN_FAULT_KILL_AT points, see
-// tests/fault/kill_hook.hpp; `half` is half the size of the reference's resume snapshot), or
+// tests/fault/kill_hook.hpp; `half` is half the size of the reference's resume snapshot),
+// term:N or int:N (SIGTERM or SIGINT at step:N instead of SIGKILL: a graceful stop), or
 // random[*K] (K kills at random instants within the reference run's duration). The random
 // instants come from the seed, printed first; CTNN_FAULT_SEED=S repeats a run. damage:KIND
 // stops a run after 5 steps, damages its snapshot and resumes: KIND is truncate (half the file),
@@ -79,8 +84,9 @@ std::string read_all(const fs::path& p) {
 
 // Runs the trainer into `out`, with CTNN_FAULT_KILL_AT=fault if not empty; kills it with SIGKILL
 // after `kill_after` seconds if that is >= 0 and it is still running.
+// With `signal` (TERM or INT) the fault point sends that signal instead of SIGKILL.
 Outcome run(const Options& o, const fs::path& out, bool resume, const std::string& fault, double kill_after,
-            const fs::path& log, double timeout) {
+            const fs::path& log, double timeout, const std::string& signal = "") {
   std::vector<std::string> args{o.train, "--model", o.model, "--out", out.string()};
   args.insert(args.end(), o.train_args.begin(), o.train_args.end());
   if (resume) args.push_back("--resume");
@@ -101,6 +107,10 @@ Outcome run(const Options& o, const fs::path& out, bool resume, const std::strin
       ::unsetenv("CTNN_FAULT_KILL_AT");
     else
       ::setenv("CTNN_FAULT_KILL_AT", fault.c_str(), 1);
+    if (signal.empty())
+      ::unsetenv("CTNN_FAULT_SIGNAL");
+    else
+      ::setenv("CTNN_FAULT_SIGNAL", signal.c_str(), 1);
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
@@ -134,6 +144,13 @@ bool is_temp(const std::string& leaf) {
 }
 bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+// <model>_step<N>.ckpt: the weights a stopped run leaves (not in an uninterrupted run's files).
+bool is_step_weights(const std::string& leaf, const std::string& model) {
+  const std::string head = model + "_step", tail = ".ckpt";
+  if (leaf.size() <= head.size() + tail.size() || leaf.rfind(head, 0) != 0 || !ends_with(leaf, tail)) return false;
+  const std::string n = leaf.substr(head.size(), leaf.size() - head.size() - tail.size());
+  return n.find_first_not_of("0123456789") == std::string::npos;
 }
 
 // "key float32 [3, 4]" lines: what a checkpoint holds, without the values.
@@ -204,9 +221,12 @@ class Driver {
     for (std::string kill : kills) {
       ++attempt;
       const fs::path log = o_.work / (name + "." + std::to_string(attempt) + ".log");
-      std::string fault;
+      std::string fault, signal;
       double after = -1;
-      if (kill == "random") {
+      if (kill.rfind("term:", 0) == 0 || kill.rfind("int:", 0) == 0) {
+        signal = kill.substr(0, kill.find(':')) == "term" ? "TERM" : "INT";
+        fault = "step:" + kill.substr(kill.find(':') + 1);
+      } else if (kill == "random") {
         // Within what is left of the run: the reference's time scaled by the steps still to
         // train (at least a quarter of it, for the start-up, the evaluation and the saves).
         const double left =
@@ -217,10 +237,14 @@ class Driver {
         if (ends_with(fault, ":half"))
           fault = fault.substr(0, fault.size() - 4) + std::to_string(ref_.files[resume_name()].size() / 2);
       }
-      const Outcome r = run(o_, dir, true, fault, after, log, 600);
+      const Outcome r = run(o_, dir, true, fault, after, log, 600, signal);
       std::cout << "  " << attempt << ". "
                 << (fault.empty() ? "kill after " + std::to_string(after) + " s" : "CTNN_FAULT_KILL_AT=" + fault)
-                << ": ";
+                << (signal.empty() ? "" : " CTNN_FAULT_SIGNAL=" + signal) << ": ";
+      if (!signal.empty()) {
+        std::cout << check_after_stop(dir, r, signal, std::stol(fault.substr(5)), last_step) << std::endl;
+        continue;
+      }
       if (!r.killed) {
         if (r.signalled || r.status != 0) throw Failure("the run failed instead of being killed:\n" + r.output);
         if (!fault.empty()) throw Failure("the run never reached " + fault + " (it finished):\n" + r.output);
@@ -302,6 +326,41 @@ class Driver {
     if (contents(dir) != before) throw Failure("the failed --resume changed files in " + dir.string());
   }
 
+  // A graceful stop by SIG`signal` in the middle of this process's `nth` step (the process resumed
+  // from the snapshot at `last_step`, or started afresh): exit status 130, the step finished and
+  // saved, the weights so far as <model>_step<N>.ckpt equal to the snapshot's, no temporary file.
+  std::string check_after_stop(const fs::path& dir, const Outcome& r, const std::string& signal, long nth,
+                               long& last_step) {
+    const long step = std::max(last_step, 0L) + nth;
+    if (r.signalled || r.status != 130)
+      throw Failure("SIG" + signal + " in step " + std::to_string(step) + " did not end the run with exit status 130 (" +
+                    (r.signalled ? "signal " : "status ") + std::to_string(r.status) + "):\n" + r.output);
+    const std::string weights = o_.model + "_step" + std::to_string(step) + ".ckpt";
+    for (const std::string& said : {"Stopped after step " + std::to_string(step) + " of " +
+                                       std::to_string(ref_.steps) + ": SIG" + signal + " received",
+                                   "Weights after step " + std::to_string(step) + ": " + (dir / weights).string()})
+      if (r.output.find(said) == std::string::npos) throw Failure("the stopped run did not say '" + said + "':\n" + r.output);
+    if (r.output.find("Accuracy of the model") != std::string::npos)
+      throw Failure("the stopped run went on to evaluate:\n" + r.output);
+    check_after_kill(dir, "stop", last_step);  // everything loads; the snapshot did not go back
+    if (last_step != step)
+      throw Failure("after the stop in step " + std::to_string(step) + " the snapshot is at step " +
+                    std::to_string(last_step));
+    for (const auto& e : fs::directory_iterator(dir))
+      if (is_temp(e.path().filename().string()))
+        throw Failure("a graceful stop left a temporary file: " + e.path().filename().string());
+    // The step's weights are the snapshot's model.* entries, tensor for tensor.
+    const ctnn::io::StateDict w = ctnn::io::read_checkpoint(dir / weights);
+    const ctnn::io::StateDict snap = ctnn::io::read_checkpoint(dir / resume_name());
+    for (const auto& [key, t] : w) {
+      const ctnn::io::Tensor* s = snap.find("model." + key);
+      if (!s || s->raw_elements() != t.raw_elements())
+        throw Failure(weights + "'s " + key + " is not the snapshot's model." + key);
+    }
+    return "stopped with exit status 130 after step " + std::to_string(step) + "; " + resume_name() + " and " + weights +
+           " (its weights) saved";
+  }
+
   // The invariants a kill at any instant must keep. Returns what it saw, for the log.
   std::string check_after_kill(const fs::path& dir, const std::string& kill, long& last_step) {
     std::vector<std::string> temps, ckpts;
@@ -329,7 +388,8 @@ class Driver {
       } catch (const std::exception& err) {
         throw Failure("after a kill (" + kill + "), " + leaf + " does not load: " + err.what());
       }
-      const auto ref = ref_.layouts.find(leaf);
+      // A stopped run's weights hold what the final checkpoint holds.
+      const auto ref = ref_.layouts.find(is_step_weights(leaf, o_.model) ? o_.model + "_final.ckpt" : leaf);
       if (ref == ref_.layouts.end())
         throw Failure("after a kill, " + leaf + " exists but the uninterrupted run has no such file");
       if (layout(sd) != ref->second)
@@ -365,6 +425,7 @@ class Driver {
     for (const auto& e : fs::directory_iterator(dir)) {
       const std::string leaf = e.path().filename().string();
       if (is_temp(leaf)) throw Failure("a temporary file is left after the resumed run finished: " + leaf);
+      if (is_step_weights(leaf, o_.model)) continue;  // left by a stop on the way (checked then)
       files[leaf] = read_all(e.path());
     }
     for (const auto& [leaf, bytes] : ref_.files) {

@@ -12,8 +12,11 @@
 //   rename:N      the N-th such file, complete and flushed in its temporary file but not yet
 //                 renamed over the target
 //
-// Counting starts at 1 in every process. A malformed value makes install_kill_hook() throw
-// std::invalid_argument, so a test with a typo fails instead of silently testing nothing.
+// Counting starts at 1 in every process. CTNN_FAULT_SIGNAL=TERM or INT sends that signal instead
+// of SIGKILL (to this process, from inside the point, so it lands mid-step exactly where a kill
+// would): the graceful stop of train/stop.hpp, which must finish the step and save. A malformed
+// value makes install_kill_hook() throw std::invalid_argument, so a test with a typo fails
+// instead of silently testing nothing.
 #pragma once
 
 #include <signal.h>
@@ -32,7 +35,7 @@ namespace ctnn::test {
 class KillHook : public hooks::Hooks {
  public:
   // Parses CTNN_FAULT_KILL_AT's value.
-  explicit KillHook(std::string_view s) {
+  explicit KillHook(std::string_view s, int sig = SIGKILL) : signal_(sig) {
     const auto c1 = s.find(':');
     const auto c2 = c1 == std::string_view::npos ? c1 : s.find(':', c1 + 1);
     std::uint64_t n = 0;
@@ -48,16 +51,16 @@ class KillHook : public hooks::Hooks {
   }
 
   void step_computed() override {
-    if (point_ == "step" && ++seen_ == n_) die();
+    if (point_ == "step" && ++seen_ == n_) fire();
   }
   void file_started() override {
     if (point_ != "step") target_ = ++seen_ == n_;  // write and rename both count files
   }
   void file_written(std::uint64_t bytes, bool complete) override {
-    if (target_ && point_ == "write" && (bytes >= bytes_ || complete)) die();
+    if (target_ && point_ == "write" && (bytes >= bytes_ || complete)) fire();
   }
   void file_before_rename() override {
-    if (target_ && point_ == "rename") die();
+    if (target_ && point_ == "rename") fire();
   }
 
  private:
@@ -70,11 +73,16 @@ class KillHook : public hooks::Hooks {
     }
     return true;
   }
-  [[noreturn]] static void die() {
+  void fire() const {
+    if (signal_ != SIGKILL) {
+      ::raise(signal_);  // handled (train/stop.hpp): the program goes on, asked to stop
+      return;
+    }
     ::kill(::getpid(), SIGKILL);
     ::_exit(137);  // not reached
   }
 
+  int signal_;
   std::string point_;
   std::uint64_t n_ = 0, seen_ = 0, bytes_ = 1u << 20;
   bool target_ = false;  // the file being written is the planned one
@@ -84,7 +92,13 @@ class KillHook : public hooks::Hooks {
 inline void install_kill_hook() {
   const char* env = std::getenv("CTNN_FAULT_KILL_AT");
   if (!env || !*env) return;
-  static KillHook hook(env);
+  const std::string_view name = std::getenv("CTNN_FAULT_SIGNAL") ? std::getenv("CTNN_FAULT_SIGNAL") : "";
+  int sig = SIGKILL;
+  if (name == "TERM") sig = SIGTERM;
+  else if (name == "INT") sig = SIGINT;
+  else if (!name.empty() && name != "KILL")
+    throw std::invalid_argument("CTNN_FAULT_SIGNAL='" + std::string(name) + "' is not KILL, TERM or INT");
+  static KillHook hook(env, sig);
   hooks::installed() = &hook;
 }
 

@@ -1,13 +1,16 @@
 // The assignment's training loop (main.py) as a library piece: Adam (or another optimizer),
 // step-decayed learning rate, running-mean loss lines every 100 steps, checkpoints named as
 // main.py names them, exact resumption of an interrupted run (also after SIGKILL at any point;
-// the snapshot format is train/snapshot.hpp, the loss log train/csv_log.hpp), a stop with the
+// the snapshot format is train/snapshot.hpp, the loss log train/csv_log.hpp), a graceful stop on
+// request (Ctrl-C or SIGTERM through train/stop.hpp, or max_steps) that leaves the weights so
+// far as a state_dict <model>_step<N>.ckpt beside the snapshot, a stop with the
 // step and the layer named when the loss or a gradient turns NaN or infinite, progress
 // reported to observers (train/progress.hpp), and test accuracy in evaluation mode.
 #pragma once
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
 #include <chrono>
 #include <cstdint>
@@ -34,6 +37,7 @@
 #include "ctnn/train/progress.hpp"
 #include "ctnn/train/replicas.hpp"
 #include "ctnn/train/snapshot.hpp"
+#include "ctnn/train/stop.hpp"
 
 namespace ctnn {
 
@@ -53,6 +57,12 @@ struct TrainerOptions {
   std::string model_name = "model";
   long checkpoint_every = 100;  // steps between resume snapshots (and at every epoch end); 0 = epoch ends only
   bool resume = false;          // continue from <model>_resume.ckpt in out_dir if it exists
+  // On resumption, take the learning rate from `lr` (divided by lr_decay_factor once per decay
+  // the run has already gone through, as if it had started with it) instead of the snapshot's,
+  // and say so in the log if that changes it: resuming with a lower rate after a NaN. Off, the
+  // snapshot's rate is kept whatever `lr` is, so resuming reproduces an uninterrupted run bit
+  // for bit; on with the run's own `lr` that holds too (the same divisions give the same bits).
+  bool resume_with_lr = false;
 };
 
 // Accuracy and confusion matrix of a classifier over a data set, in evaluation mode.
@@ -130,6 +140,19 @@ class Trainer {
   // snapshots and the checkpoints and tells the observers; a resumed run restores the snapshot
   // process 0 reads, whatever the process count that wrote it. Not owned; set before fit().
   void set_replicas(const Replicas& replicas) { replicas_ = &replicas; }
+  // Polls `flag` after every step (StopSignals::flag(), train/stop.hpp: set by Ctrl-C or
+  // SIGTERM): once it is not 0, fit() finishes the step, writes the resume snapshot and the
+  // weights so far (<model>_step<N>.ckpt) and returns, with interrupted() true. With replicas,
+  // give every process a flag (or none): the processes agree after each step whether any of
+  // them was asked to stop (one number summed, every step), so a signal that reaches one process
+  // stops all of them after the same step. Not owned; set before fit().
+  void stop_when(const std::atomic<int>& flag) { stop_flag_ = &flag; }
+  // After fit(): whether it stopped because of stop_when's flag; whether the run is complete
+  // (all epochs trained, <model>_final.ckpt written); and, for a run stopped before its end (by
+  // the flag or by max_steps) with an out_dir, the state_dict of the weights so far.
+  bool interrupted() const { return interrupted_; }
+  bool finished() const { return finished_; }
+  const std::filesystem::path& stopped_weights() const { return stopped_weights_; }
   std::filesystem::path checkpoint_path(const std::string& what) const {
     return o_.out_dir / (o_.model_name + "_" + what + ".ckpt");
   }
@@ -138,6 +161,9 @@ class Trainer {
   // Returns the mean loss of the last epoch trained. When resuming a run that had finished,
   // trains nothing.
   double fit(const data::Dataset& train, std::ostream& log) {
+    interrupted_ = finished_ = false;
+    signal_ = 0;
+    stopped_weights_.clear();
     auto loader_options = data::LoaderOptions::train(o_.seed, o_.batch_size);
     if (replicas_) loader_options.shard = {replicas_->rank(), replicas_->size()};
     data::DataLoader loader(train, loader_options);
@@ -163,18 +189,26 @@ class Trainer {
                                                       loss, mean, opt_.lr(), batch.global_size, o_.batch_size,
                                                       replicas_ ? replicas_->size() : 1});
         if (at.batch % o_.log_every == 0) log_line(log, at, steps_per_epoch, mean);
-        if (o_.checkpoint_every > 0 && at.total_steps % o_.checkpoint_every == 0 && at.batch < steps_per_epoch)
+        poll_stop_flag();
+        // (a run about to stop mid-epoch writes its snapshot once, below)
+        if (o_.checkpoint_every > 0 && at.total_steps % o_.checkpoint_every == 0 && at.batch < steps_per_epoch &&
+            !stop(at))
           snapshot(at);
       }
       notify(&TrainingObserver::on_pause);
-      if (at.batch < steps_per_epoch) {  // stopped early (max_steps): keep the place for --resume
+      if (at.batch < steps_per_epoch) {  // stopped early (max_steps, stop flag): keep the place for --resume
         snapshot(at);
         break;
       }
       end_epoch(at);
     }
     csv_.flush();
-    if (lead() && !o_.out_dir.empty() && at.epoch > o_.epochs) save_weights(at, checkpoint_path("final"));
+    finished_ = at.epoch > o_.epochs;
+    if (finished_) {
+      if (lead() && !o_.out_dir.empty()) save_weights(at, checkpoint_path("final"));
+    } else {
+      stopped(at, steps_per_epoch, log);
+    }
     return mean;
   }
 
@@ -222,6 +256,7 @@ class Trainer {
       if (lead() && !o_.out_dir.empty()) save_weights(at, checkpoint_path("epoch" + std::to_string(at.epoch)));
     }
     snapshot(TrainPosition{at.epoch + 1, 0, at.total_steps, 0.0});
+    csv_.flush();  // observers may read the log of the whole epoch (ctnn-train draws it)
     notify(&TrainingObserver::on_epoch_end, at.epoch);
   }
 
@@ -233,7 +268,35 @@ class Trainer {
   }
 
   bool lead() const { return !replicas_ || replicas_->rank() == 0; }
-  bool stop(const TrainPosition& at) const { return o_.max_steps >= 0 && at.total_steps >= o_.max_steps; }
+  bool stop(const TrainPosition& at) const {
+    return interrupted_ || (o_.max_steps >= 0 && at.total_steps >= o_.max_steps);
+  }
+  // Once per step, on every process alike (with replicas it is a collective call).
+  void poll_stop_flag() {
+    if (!stop_flag_) return;
+    signal_ = stop_flag_->load(std::memory_order_relaxed);
+    interrupted_ = replicas_ ? replicas_->sum(signal_ != 0 ? 1.0 : 0.0) > 0 : signal_ != 0;
+  }
+
+  // A run that stops before its end (max_steps, the stop flag) leaves its weights so far as a
+  // state_dict that ctnn-eval and PyTorch's load_state_dict take, named by the step so that it
+  // is never taken for a finished run's <model>_final.ckpt; the snapshot is already on disk.
+  void stopped(const TrainPosition& at, int steps_per_epoch, std::ostream& log) {
+    if (!lead()) return;
+    std::string why = "max_steps reached";
+    if (interrupted_)
+      why = signal_ == 0                          ? std::string("another process was asked to stop")
+            : stop_flag_ == &StopSignals::flag() ? signal_name(signal_) + " received (a second one stops at once)"
+                                                 : signal_name(signal_) + " received";
+    log << "Stopped after step " << at.total_steps << " of "
+        << static_cast<long>(steps_per_epoch) * o_.epochs << ": " << why << std::endl;
+    if (o_.out_dir.empty()) return;
+    stopped_weights_ = checkpoint_path("step" + std::to_string(at.total_steps));
+    save_weights(at, stopped_weights_);
+    log << "Weights after step " << at.total_steps << ": " << stopped_weights_.string()
+        << " (a PyTorch state_dict; the run is not finished: --resume continues it from "
+        << checkpoint_path("resume").string() << ")" << std::endl;
+  }
 
   // Leftovers of saves that were killed half-way; never taken for checkpoints, but large.
   void remove_abandoned_saves(std::ostream& log) const {
@@ -263,10 +326,36 @@ class Trainer {
                                               file.string()),
                          file.string(), net_, opt_, o_.seed, o_.batch_size);
     last_saved_step_ = at.total_steps;
-    if (!lead()) return at;
-    log << "Resuming from " << checkpoint_path("resume").string() << ": epoch " << at.epoch << ", step " << at.batch
-        << ", " << at.total_steps << " steps done" << std::endl;
+    if (lead())
+      log << "Resuming from " << checkpoint_path("resume").string() << ": epoch " << at.epoch << ", step " << at.batch
+          << ", " << at.total_steps << " steps done" << std::endl;
+    if (o_.resume_with_lr) resume_lr(at, log);
     return at;
+  }
+
+  // TrainerOptions::resume_with_lr: the rate `lr` would have reached at `at`, in place of the
+  // snapshot's. Every process computes the same; process 0 logs a change.
+  void resume_lr(const TrainPosition& at, std::ostream& log) {
+    const int decays = o_.lr_decay_every > 0 ? (at.epoch - 1) / o_.lr_decay_every : 0;
+    double lr = o_.lr;
+    for (int i = 0; i < decays; ++i) lr /= o_.lr_decay_factor;  // as end_epoch divides it
+    const double was = opt_.lr();
+    if (lr == was) return;
+    opt_.set_lr(lr);
+    if (!lead()) return;
+    log << "Learning rate " << (lr < was ? "lowered" : "raised") << " from " << number(was) << " to " << number(lr)
+        << " on resume";
+    if (decays > 0)
+      log << " (" << number(o_.lr) << " divided by " << number(o_.lr_decay_factor)
+          << (decays == 1 ? std::string(" at the decay") : " at each of the " + std::to_string(decays) + " decays")
+          << " so far)";
+    log << std::endl;
+  }
+  // Six significant digits, as the loss log has them (0.0001, 3.33333e-05).
+  static std::string number(double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.6g", v);
+    return b;
   }
 
   // "step 37 (epoch 1, batch 37 of 500)" for the step being trained at `at`.
@@ -331,6 +420,11 @@ class Trainer {
   ProgressLine progress_;  // told first, when o_.progress
   std::vector<TrainingObserver*> observers_;
   const Replicas* replicas_ = nullptr;
+  const std::atomic<int>* stop_flag_ = nullptr;
+  int signal_ = 0;            // this process's stop flag when last polled
+  bool interrupted_ = false;  // some process's flag was set: stop after this step
+  bool finished_ = false;
+  std::filesystem::path stopped_weights_;
   long last_saved_step_ = -1;  // the position of the resume snapshot on disk, if this run wrote or read one
 };
 
