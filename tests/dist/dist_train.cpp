@@ -235,10 +235,19 @@ double distance(const std::map<std::string, std::vector<double>>& a, const std::
 
 int main(int argc, char** argv) {
   if (argc == 8 && std::strcmp(argv[1], "--compare") == 0 && std::strcmp(argv[4], "--within") == 0) {
-    const double ab = distance(read(argv[2]), read(argv[3])), cd = distance(read(argv[5]), read(argv[6]));
-    const double factor = std::stod(argv[7]);
-    std::printf("distance %.3g, reference distance %.3g, allowed %.3g\n", ab, cd, factor * cd);
-    return ab <= factor * cd ? 0 : 1;
+    const auto a = read(argv[2]);
+    const double ab = distance(a, read(argv[3])), cd = distance(read(argv[5]), read(argv[6]));
+    // The reference never counts as less than one float rounding (2^-24) of every weight: on a
+    // CPU whose kernels sum the swapped halves of the batch almost as before, the reordered run
+    // lands closer than the float noise of any other order (measured on AMD Zen 4 with
+    // OpenBLAS's Cooperlake kernels: 7.5e-7 against 3.1e-6 for 2 processes, with weights of norm
+    // in the hundreds).
+    std::map<std::string, std::vector<double>> zero;
+    for (const auto& [name, v] : a) zero[name].assign(v.size(), 0.0);
+    const double floor = 0x1p-24 * distance(a, zero), factor = std::stod(argv[7]);
+    const double allowed = factor * std::max(cd, floor);
+    std::printf("distance %.3g, reference distance %.3g (floor %.3g), allowed %.3g\n", ab, cd, floor, allowed);
+    return ab <= allowed ? 0 : 1;
   }
   if (argc >= 6 && std::strcmp(argv[1], "--compare") == 0 && std::strcmp(argv[4], "--checkpoints") == 0)
     return compare_checkpoints(argv[2], argv[3], std::stod(argv[5]), std::vector<std::string>(argv + 6, argv + argc));
