@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -278,10 +279,20 @@ CTNN_BF16_TARGET inline void product(const MatRef& a, const MatRef& b, float* c,
 }  // namespace detail::bf16
 #endif
 
+namespace detail::bf16 {
+// Throws where the kernel cannot run, before any instruction the CPU lacks. Autocast refuses
+// bf16 there already; this guards direct calls.
+inline void require_kernel() {
+  static const bool available = bf16_unavailable_reason().empty();
+  if (!available) throw std::runtime_error(bf16_unavailable_reason());
+}
+}  // namespace detail::bf16
+
 // C (m x n, leading dimension ldc) = A * B, or += when `accumulate`, with A and B rounded to
-// bf16 and fp32 sums, on the calling thread. Only after bf16_unavailable_reason() came back
-// empty (ops/precision.hpp's Autocast checks it): elsewhere the kernel cannot run.
+// bf16 and fp32 sums, on the calling thread. Throws std::runtime_error on a CPU without
+// AVX512_BF16 (ops/precision.hpp's Autocast refuses bf16 there up front).
 inline void gemm_bf16_serial(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate) {
+  detail::bf16::require_kernel();
   if (a.out_rows() == 0 || b.out_cols() == 0) return;
 #if CTNN_HAVE_BF16_KERNEL
   if (a.out_cols() == 0) {
@@ -301,6 +312,7 @@ inline void gemm_bf16_serial(const MatRef& a, const MatRef& b, float* c, Eigen::
 // thread count: packing only rounds and moves values.
 inline void gemm_bf16_blocks(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate,
                              bool split_rows, Eigen::Index len) {
+  detail::bf16::require_kernel();
 #if CTNN_HAVE_BF16_KERNEL
   using namespace detail::bf16;
   const Eigen::Index m = a.out_rows(), k = a.out_cols(), n = b.out_cols(), extent = split_rows ? m : n;
