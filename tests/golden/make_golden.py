@@ -103,13 +103,21 @@ def randomize_(param, scale):
 # --------------------------------------------------------------------------- cases
 
 
-def affine_case(name, layer, x_shape, fan_in):
+def affine_case(name, layer, x_shape, fan_in, bf16=False):
     """Forward and backward of a Conv2d or Linear with random weights (scale 1/sqrt(fan_in))
-    and biases (scale 0.5), so every gradient term matters."""
+    and biases (scale 0.5), so every gradient term matters.
+
+    bf16: under torch.autocast("cpu", torch.bfloat16), where PyTorch multiplies bf16-rounded
+    inputs and weights with fp32 sums (oneDNN) and returns bf16 outputs; the gradients reach the
+    fp32 leaves through autocast's casts. ctnn's bf16 policy must match within bf16's rounding
+    (tests/test_bf16.cpp)."""
     randomize_(layer.weight, 1.0 / math.sqrt(fan_in))
     randomize_(layer.bias, 0.5)
     x = torch.randn(*x_shape, requires_grad=True)
-    y = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        y = layer(x)
+    assert y.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    y = y.float()
     dy = torch.randn(y.shape)
     y.backward(dy)
 
@@ -131,36 +139,10 @@ def case_conv2d(name, seed, n, cin, cout, k, stride, pad, hw):
     return affine_case(name, conv, (n, cin, hw, hw), cin * k * k)
 
 
-def bf16_affine_case(name, layer, x_shape, fan_in):
-    """affine_case under torch.autocast("cpu", torch.bfloat16): PyTorch multiplies bf16-rounded
-    inputs and weights with fp32 sums (oneDNN) and returns bf16 outputs; the gradients reach
-    the fp32 leaves through autocast's casts. ctnn's bf16 policy must match within bf16's
-    rounding (tests/test_bf16.cpp)."""
-    randomize_(layer.weight, 1.0 / math.sqrt(fan_in))
-    randomize_(layer.bias, 0.5)
-    x = torch.randn(*x_shape, requires_grad=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = layer(x)
-    assert y.dtype == torch.bfloat16
-    dy = torch.randn(y.shape)
-    y.float().backward(dy)
-
-    fx = Fixture(name)
-    fx.add("x", x)
-    fx.add("weight", layer.weight)
-    fx.add("bias", layer.bias)
-    fx.add("dy", dy)
-    fx.add("y", y.float())
-    fx.add("dx", x.grad)
-    fx.add("dweight", layer.weight.grad)
-    fx.add("dbias", layer.bias.grad)
-    return fx
-
-
 def case_conv2d_bf16(name, seed, n, cin, cout, k, stride, pad, hw):
     start(seed)
     conv = nn.Conv2d(cin, cout, k, stride=stride, padding=pad, bias=True)
-    return bf16_affine_case(name, conv, (n, cin, hw, hw), cin * k * k)
+    return affine_case(name, conv, (n, cin, hw, hw), cin * k * k, bf16=True)
 
 
 def case_linear(name, seed):
@@ -352,8 +334,8 @@ def build_cases():
     cases.append(("linear", lambda s: case_linear("linear", s)))
     for cfg in CONV_BF16_CONFIGS:
         cases.append((cfg[0], lambda s, c=cfg: case_conv2d_bf16(c[0], s, *c[1:])))
-    cases.append(("linear_bf16", lambda s: (start(s), bf16_affine_case(
-        "linear_bf16", nn.Linear(200, 10), (5, 200), 200))[1]))
+    cases.append(("linear_bf16", lambda s: (start(s), affine_case(
+        "linear_bf16", nn.Linear(200, 10), (5, 200), 200, bf16=True))[1]))
     cases.append(("batchnorm2d", lambda s: case_batchnorm("batchnorm2d", s, nn.BatchNorm2d, (4, 3, 3, 3))))
     cases.append(("batchnorm1d", lambda s: case_batchnorm("batchnorm1d", s, nn.BatchNorm1d, (6, 5))))
     cases.append(("relu", lambda s: case_relu("relu", s)))
