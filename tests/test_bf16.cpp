@@ -56,8 +56,7 @@ void conv_bf16(const char* name, bool bf16_products = true) {
   Golden g(name);
   Net net;
   auto& conv = net.root().template get<0>();
-  set_values(conv.weight.data(), g.floats("weight"));
-  set_values(conv.bias.data(), g.floats("bias"));
+  set_affine(conv, g);
   const auto x = batch_from<In>(g, "x");
   const auto dy = batch_from<Out>(g, "dy");
   const std::vector<float> y32 = net.forward(x).to_nchw();
@@ -219,8 +218,7 @@ TEST_CASE("Linear under bf16 matches PyTorch's autocast") {
   Golden g("linear_bf16");
   Network<In, Sequential<Linear<200, 10>>> net;
   auto& fc = net.root().get<0>();
-  set_values(fc.weight.data(), g.floats("weight"));
-  set_values(fc.bias.data(), g.floats("bias"));
+  set_affine(fc, g);
   const auto x = batch_from<In>(g, "x");
   Autocast bf16(Precision::bf16);
   expect_bf16(net.forward(x).to_nchw(), g["y"].values, "y");

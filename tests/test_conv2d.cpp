@@ -15,8 +15,7 @@ void conv_parity(const char* name) {
   Golden g(name);
   Net net;
   auto& conv = net.root().template get<0>();
-  set_values(conv.weight.data(), g.floats("weight"));
-  set_values(conv.bias.data(), g.floats("bias"));
+  set_affine(conv, g);
   const auto x = batch_from<In>(g, "x");
   expect_parity(net.forward(x).to_nchw(), g["y"].values, std::string(name) + " y");
 

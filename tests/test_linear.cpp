@@ -9,8 +9,7 @@ TEST_CASE("Linear matches PyTorch: forward, input, weight and bias gradients") {
   Golden g("linear");
   Network<In, Sequential<Linear<6, 4>>> net;
   auto& fc = net.root().get<0>();
-  set_values(fc.weight.data(), g.floats("weight"));
-  set_values(fc.bias.data(), g.floats("bias"));
+  set_affine(fc, g);
   const auto x = batch_from<In>(g, "x");
   expect_parity(net.forward(x).to_nchw(), g["y"].values, "y");
   Batch<In> dx;

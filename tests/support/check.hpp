@@ -33,6 +33,13 @@ inline void set_values(std::span<float> dst, const std::vector<float>& src) {
   std::copy(src.begin(), src.end(), dst.begin());
 }
 
+// A Conv2d's or Linear's weight and bias from a golden file's "weight" and "bias".
+template <class L>
+void set_affine(L& layer, const Golden& g) {
+  set_values(layer.weight.data(), g.floats("weight"));
+  set_values(layer.bias.data(), g.floats("bias"));
+}
+
 // Every element within atol + rtol * |expected|. Reports the worst element on failure.
 inline void expect_close(std::span<const float> actual, const std::vector<double>& expected, double rtol,
                          double atol, const std::string& what) {
