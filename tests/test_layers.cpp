@@ -1,9 +1,12 @@
 // check_layer: the layer contract of layers/layer.hpp, checked the same way for every layer type
 // (as dlib's test_layer), so a new layer gets the whole check by adding one line to the list.
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "support/check.hpp"
 #include "support/example_layer.hpp"  // README's example of adding a layer
@@ -19,6 +22,52 @@ void reset_random_state(Net& net) {
   net.for_each_layer([](auto& layer, const std::string&) {
     if constexpr (layer_traits<std::decay_t<decltype(layer)>>::has_random_state) layer.draws = 0;
   });
+}
+
+// The run-time view of each leaf (layers/leaf.hpp, used by the library's own walks) says what
+// its type says, and for_each_leaf visits the leaves for_each_layer visits, in the same order.
+template <class Net>
+void check_leaf_views(Net& net) {
+  std::vector<std::string> typed, erased;
+  net.for_each_layer([&](auto& layer, const std::string& name) {
+    using T = std::decay_t<decltype(layer)>;
+    using S = typename T::out_shape;
+    using traits = layer_traits<T>;
+    typed.push_back(name);
+    LeafOf<T> leaf(layer);
+    CHECK(leaf.type_name() == T::type_name());
+    CHECK(leaf.output_shape() == std::array<int, 3>{S::channels, S::height, S::width});
+    CHECK(leaf.output().data() == layer.output().data());
+    CHECK(leaf.output().size() == layer.output().size());
+    CHECK(leaf.init_role() == traits::init_role);
+    const Leaf::Affine a = leaf.affine();
+    if constexpr (traits::init_role == InitRole::convolution) {
+      CHECK(a.in == T::in_channels);
+      CHECK(a.out == T::out_channels);
+      CHECK(a.kernel == T::kernel_size);
+    } else if constexpr (traits::init_role == InitRole::linear) {
+      CHECK(a.in == T::in_features);
+      CHECK(a.out == T::out_features);
+      CHECK(a.kernel == 1);
+    }
+    if constexpr (traits::init_role != InitRole::none) {
+      CHECK(a.weight == &layer.weight);
+      CHECK(a.bias == &layer.bias);
+    } else {
+      CHECK(a.weight == nullptr);
+    }
+    CHECK(leaf.has_random_state() == traits::has_random_state);
+    if constexpr (traits::has_random_state) {
+      CHECK(leaf.draws() == &layer.draws);
+      leaf.set_seed(leaf.seed() + 1);
+      CHECK(leaf.seed() == layer.seed());
+    } else {
+      CHECK(leaf.draws() == nullptr);
+    }
+  });
+  for_each_leaf(net, [&](Leaf&, const std::string& name) { erased.push_back(name); });
+  CHECK(!typed.empty());
+  CHECK(erased == typed);
 }
 
 template <class Spec, class In>
@@ -53,6 +102,7 @@ void check_layer() {
   REQUIRE(y.batch() == 3);
   const std::vector<float> y_eval = y.to_nchw();
   CHECK(net.forward(x).to_nchw() == y_eval);
+  check_leaf_views(net);
   Batch<In> x1;
   x1.from_nchw(x.to_nchw().data(), 1);
   const std::vector<float> y1 = net.forward(x1).to_nchw();

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ctnn/compose/sequential.hpp"
+#include "ctnn/layers/leaf.hpp"
 
 namespace ctnn {
 
@@ -94,9 +95,8 @@ class Network {
     Rng rng(seed);
     root_.reset_parameters(rng);
     std::uint64_t index = 0;
-    for_each_layer([&](auto& layer, const std::string&) {
-      if constexpr (layer_traits<std::decay_t<decltype(layer)>>::has_random_state)
-        layer.set_seed(mix64(seed ^ mix64(++index)));
+    for_each_leaf(*this, [&](Leaf& layer, const std::string&) {
+      if (layer.has_random_state()) layer.set_seed(mix64(seed ^ mix64(++index)));
     });
     Init::apply(*this, seed);
   }
@@ -135,7 +135,7 @@ class Network {
   const std::vector<StateEntry>& state_entries() const { return entries_; }
   void visit_state(StateVisitor& v) { root_.visit_state(v, ""); }
   template <class F>
-  void for_each_layer(F&& f) { root_.for_each_layer(f, ""); }
+  void for_each_layer(F&& f, const std::string& prefix = "") { root_.for_each_layer(f, prefix); }
 
   Root& root() { return root_; }
 
@@ -143,14 +143,13 @@ class Network {
   void summary(std::ostream& os) {
     os << std::left << std::setw(34) << "layer" << std::setw(56) << "type" << std::setw(16)
        << "output" << std::right << std::setw(12) << "params" << "\n";
-    for_each_layer([&](auto& layer, const std::string& name) {
-      using L = std::decay_t<decltype(layer)>;
-      using S = typename L::out_shape;
+    for_each_leaf(*this, [&](Leaf& layer, const std::string& name) {
+      const auto s = layer.output_shape();
       Count count;
       layer.visit_state(count, "");
       std::ostringstream shape;
-      shape << S::channels << "x" << S::height << "x" << S::width;
-      os << std::left << std::setw(34) << name << std::setw(56) << L::type_name() << std::setw(16)
+      shape << s[0] << "x" << s[1] << "x" << s[2];
+      os << std::left << std::setw(34) << name << std::setw(56) << layer.type_name() << std::setw(16)
          << shape.str() << std::right << std::setw(12) << count.n << "\n";
     });
     os << "trainable parameters: " << num_parameters() << "\n";

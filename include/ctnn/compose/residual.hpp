@@ -4,8 +4,8 @@
 #include <string>
 
 #include "ctnn/compose/sequential.hpp"
-#include "ctnn/core/threading.hpp"
 #include "ctnn/layers/identity.hpp"  // the default shortcut
+#include "ctnn/ops/elementwise.hpp"
 
 namespace ctnn {
 
@@ -38,10 +38,7 @@ class ResidualLayer {
     const auto& a = body.forward(x);
     const auto& b = shortcut.forward(x);
     y_.resize(x.batch());
-    const std::size_t n = y_.size();
-    float* py = y_.data();
-#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
-    for (std::size_t i = 0; i < n; ++i) py[i] = a.data()[i] + b.data()[i];
+    ops::add(a.data(), b.data(), y_.data(), y_.size());
     if (!is_grad_enabled()) {  // NoGrad: the branches' outputs are not needed again
       body.release_output();
       shortcut.release_output();
@@ -60,27 +57,23 @@ class ResidualLayer {
     detail::GradFrame frame(1);
     auto tmp = Batch<In>::view(frame.buffer(0, static_cast<std::size_t>(x.batch()) * In::size), x.batch());
     shortcut.backward(x, dy, &tmp);
-    const std::size_t n = dx->size();
-    float* pd = dx->data();
-    const float* pt = tmp.data();
-#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
-    for (std::size_t i = 0; i < n; ++i) pd[i] += pt[i];
+    ops::add_into(dx->data(), tmp.data(), dx->size());
   }
 
   void set_training(bool on) {
     body.set_training(on);
     shortcut.set_training(on);
   }
-  void visit_state(StateVisitor& v, const std::string& prefix) {
+  [[gnu::cold]] void visit_state(StateVisitor& v, const std::string& prefix) {
     body.visit_state(v, join_key(prefix, detail::child_key<BodyT>(0)));
     shortcut.visit_state(v, join_key(prefix, detail::child_key<ShortT>(1)));
   }
-  void reset_parameters(Rng& rng) {
+  [[gnu::cold]] void reset_parameters(Rng& rng) {
     body.reset_parameters(rng);
     shortcut.reset_parameters(rng);
   }
   template <class F>
-  void for_each_layer(F&& f, const std::string& prefix) {
+  [[gnu::cold]] void for_each_layer(F&& f, const std::string& prefix) {
     body.for_each_layer(f, join_key(prefix, detail::child_key<BodyT>(0)));
     shortcut.for_each_layer(f, join_key(prefix, detail::child_key<ShortT>(1)));
   }

@@ -86,16 +86,16 @@ class SequentialLayer {
   void set_training(bool on) {
     std::apply([on](auto&... l) { (l.set_training(on), ...); }, layers_);
   }
-  void visit_state(StateVisitor& v, const std::string& prefix) {
+  [[gnu::cold]] void visit_state(StateVisitor& v, const std::string& prefix) {
     each([&](auto& l, std::size_t i) {
       l.visit_state(v, join_key(prefix, detail::child_key<std::decay_t<decltype(l)>>(i)));
     });
   }
-  void reset_parameters(Rng& rng) {
+  [[gnu::cold]] void reset_parameters(Rng& rng) {
     std::apply([&rng](auto&... l) { (l.reset_parameters(rng), ...); }, layers_);
   }
   template <class F>
-  void for_each_layer(F&& f, const std::string& prefix) {
+  [[gnu::cold]] void for_each_layer(F&& f, const std::string& prefix) {
     each([&](auto& l, std::size_t i) {
       l.for_each_layer(f, join_key(prefix, detail::child_key<std::decay_t<decltype(l)>>(i)));
     });

@@ -7,6 +7,7 @@
 #include <cassert>
 #include <cstddef>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "ctnn/core/shape.hpp"
@@ -36,6 +37,58 @@ inline AlignedFloats take_spare(std::size_t floats) {
   spares.erase(spares.begin() + static_cast<std::ptrdiff_t>(best));
   return taken;
 }
+
+// What a Batch holds, whatever its shape: the storage and the code that manages it, outside the
+// template so that the batches of every shape share one copy. `sample` is floats per sample.
+class BatchStorage {
+ protected:
+  BatchStorage() = default;
+  BatchStorage(const BatchStorage& o, std::size_t floats) : n_(o.n_), storage_(o.data_, o.data_ + floats) {
+    data_ = storage_.data();
+  }
+  BatchStorage(const BatchStorage&) = delete;
+  BatchStorage& operator=(const BatchStorage&) = delete;
+
+  void copy_from(const BatchStorage& o, std::size_t sample) {
+    resize(o.n_, sample);
+    std::copy(o.data_, o.data_ + static_cast<std::size_t>(o.n_) * sample, data_);
+  }
+  void move_from(BatchStorage& o) noexcept {
+    n_ = o.n_;
+    owning_ = o.owning_;
+    storage_ = std::move(o.storage_);
+    data_ = owning_ ? storage_.data() : o.data_;
+    o.n_ = 0;
+    o.data_ = nullptr;
+    o.owning_ = true;
+  }
+
+  void resize(int n, std::size_t sample) {
+    if (n < 0) throw std::invalid_argument("ctnn::Batch: negative batch size");
+    if (!owning_) {
+      if (n != n_) throw std::logic_error("ctnn::Batch: cannot resize a view");
+      return;
+    }
+    n_ = n;
+    const std::size_t need = static_cast<std::size_t>(n) * sample;
+    if (storage_.capacity() == 0 && need > 0) storage_ = take_spare(need);
+    storage_.resize(need);
+    data_ = storage_.data();
+  }
+
+  void release() {
+    if (!owning_ || storage_.capacity() == 0) return;
+    spare_storage().push_back(std::move(storage_));
+    storage_ = AlignedFloats();
+    n_ = 0;
+    data_ = nullptr;
+  }
+
+  int n_ = 0;
+  bool owning_ = true;
+  float* data_ = nullptr;
+  AlignedFloats storage_;
+};
 }  // namespace detail
 
 // A batch of N samples of shape S, stored channel-major: (C, N, H, W), row-major.
@@ -52,30 +105,21 @@ inline AlignedFloats take_spare(std::size_t floats) {
 // is not allowed. Capacity is kept across resize() so a training step allocates nothing
 // once the first batch has been seen.
 template <class S>
-class Batch {
+class Batch : detail::BatchStorage {
  public:
   using shape = S;
 
   Batch() = default;
   explicit Batch(int n) { resize(n); }
 
-  Batch(const Batch& o) : n_(o.n_), storage_(o.data(), o.data() + o.size()) { data_ = storage_.data(); }
+  Batch(const Batch& o) : BatchStorage(o, o.size()) {}
   Batch& operator=(const Batch& o) {
-    if (this != &o) {
-      resize(o.n_);
-      std::copy(o.data(), o.data() + o.size(), data_);
-    }
+    if (this != &o) copy_from(o, S::size);
     return *this;
   }
-  Batch(Batch&& o) noexcept { *this = std::move(o); }
+  Batch(Batch&& o) noexcept { move_from(o); }
   Batch& operator=(Batch&& o) noexcept {
-    n_ = o.n_;
-    owning_ = o.owning_;
-    storage_ = std::move(o.storage_);
-    data_ = owning_ ? storage_.data() : o.data_;
-    o.n_ = 0;
-    o.data_ = nullptr;
-    o.owning_ = true;
+    move_from(o);
     return *this;
   }
 
@@ -88,28 +132,11 @@ class Batch {
     return b;
   }
 
-  void resize(int n) {
-    if (n < 0) throw std::invalid_argument("ctnn::Batch: negative batch size");
-    if (!owning_) {
-      if (n != n_) throw std::logic_error("ctnn::Batch: cannot resize a view");
-      return;
-    }
-    n_ = n;
-    const std::size_t need = static_cast<std::size_t>(n) * S::size;
-    if (storage_.capacity() == 0 && need > 0) storage_ = detail::take_spare(need);
-    storage_.resize(need);
-    data_ = storage_.data();
-  }
+  void resize(int n) { BatchStorage::resize(n, S::size); }
 
   // Gives an owning batch's storage back for other batches to reuse (see detail::spare_storage);
   // the batch is then empty. A view is left as it is.
-  void release() {
-    if (!owning_ || storage_.capacity() == 0) return;
-    detail::spare_storage().push_back(std::move(storage_));
-    storage_ = AlignedFloats();
-    n_ = 0;
-    data_ = nullptr;
-  }
+  void release() { BatchStorage::release(); }
 
   int batch() const { return n_; }
   std::size_t size() const { return static_cast<std::size_t>(n_) * S::size; }
@@ -154,11 +181,6 @@ class Batch {
     return out;
   }
 
- private:
-  int n_ = 0;
-  bool owning_ = true;
-  float* data_ = nullptr;
-  AlignedFloats storage_;
 };
 
 }  // namespace ctnn

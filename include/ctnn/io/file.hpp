@@ -25,7 +25,7 @@
 namespace ctnn::io {
 
 // The whole file, in one read.
-inline std::vector<std::uint8_t> read_file(const std::filesystem::path& path) {
+[[gnu::cold]] inline std::vector<std::uint8_t> read_file(const std::filesystem::path& path) {
   const std::string name = path.string();
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
@@ -91,7 +91,7 @@ using ByteSink = std::function<void(const std::uint8_t*, std::size_t)>;
 // `produce` streams the bytes into a new file in the same directory, which is flushed to disk
 // and then renamed over `path`. If anything fails (including `produce` throwing), the
 // temporary file is removed and `path` is untouched.
-inline void write_file_atomically(const std::filesystem::path& path, const std::function<void(const ByteSink&)>& produce) {
+[[gnu::cold]] inline void write_file_atomically(const std::filesystem::path& path, const std::function<void(const ByteSink&)>& produce) {
   const std::string name = path.string();
   if (path.filename().empty()) throw CheckpointError(name, "cannot write: not a file name");
   const std::filesystem::path dir = path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
@@ -174,7 +174,7 @@ inline void write_file_atomically(const std::filesystem::path& path, const std::
 // by a process id that no longer exists, or by this process's own id but not being written by
 // it (a restarted container often reuses the id). Files of any other live process are never
 // listed, so removing these cannot disturb a write in progress on this machine.
-inline std::vector<std::filesystem::path> abandoned_temp_files(const std::filesystem::path& dir,
+[[gnu::cold]] inline std::vector<std::filesystem::path> abandoned_temp_files(const std::filesystem::path& dir,
                                                                 const std::string& prefix) {
   std::vector<std::filesystem::path> found;
   std::error_code ec;

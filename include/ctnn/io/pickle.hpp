@@ -75,7 +75,7 @@ class Unpickler {
       : data_(data), file_(std::move(file)), record_(std::move(record)), hooks_(hooks) {}
 
   // Runs the opcodes up to STOP and returns the root value.
-  Ref run() {
+  [[gnu::cold]] Ref run() {
     for (;;) {
       if (pos_ >= data_.size()) fail_at(data_.size(), "ends before its STOP opcode: truncated");
       op_pos_ = pos_;

@@ -175,7 +175,7 @@ inline bool convertible(DType have, DType want) {
 }
 
 // "converted 62 float16 tensors to float32" for every kind of conversion made, in one line.
-inline std::string conversion_note(const std::vector<std::pair<std::string, std::size_t>>& counts) {
+[[gnu::cold]] inline std::string conversion_note(const std::vector<std::pair<std::string, std::size_t>>& counts) {
   if (counts.empty()) return "";
   std::string s = "converted ";
   for (std::size_t i = 0; i < counts.size(); ++i)
@@ -186,7 +186,7 @@ inline std::string conversion_note(const std::vector<std::pair<std::string, std:
 
 // load_state_dict on keys as they are: everything checked first, nothing changed unless all fit.
 template <class Net>
-LoadResult load_exact(Net& net, const StateDict& sd, bool strict, const std::string& source) {
+[[gnu::cold]] LoadResult load_exact(Net& net, const StateDict& sd, bool strict, const std::string& source) {
   const auto slots = slots_of(net);
   std::vector<std::string> missing, unexpected, mismatched;
   std::unordered_map<std::string, const StateSlot*> by_name;
@@ -228,7 +228,7 @@ LoadResult load_exact(Net& net, const StateDict& sd, bool strict, const std::str
 
 // `sd` with `prefix` taken off every key that starts with it (PyTorch's
 // consume_prefix_in_state_dict_if_present); two keys becoming one is an error.
-inline StateDict strip_prefix(const StateDict& sd, const std::string& prefix, const std::string& source,
+[[gnu::cold]] inline StateDict strip_prefix(const StateDict& sd, const std::string& prefix, const std::string& source,
                               std::vector<std::string>& notes) {
   StateDict out;
   std::size_t stripped = 0;
@@ -257,7 +257,7 @@ inline StateDict strip_prefix(const StateDict& sd, const std::string& prefix, co
 // StateDictMismatch (or CheckpointError), named by `source`. options.strip_prefix is taken off
 // the keys first; options.checkpoint_key is for nested files (CheckpointContents) only.
 template <HasState Net>
-LoadResult load_state_dict(Net& net, const StateDict& sd, const LoadOptions& options,
+[[gnu::cold]] LoadResult load_state_dict(Net& net, const StateDict& sd, const LoadOptions& options,
                            const std::string& source = "state_dict") {
   if (!options.checkpoint_key.empty())
     throw CheckpointError(source, "a checkpoint key ('" + printable(options.checkpoint_key) +
@@ -271,7 +271,7 @@ LoadResult load_state_dict(Net& net, const StateDict& sd, const LoadOptions& opt
 }
 
 template <HasState Net>
-LoadResult load_state_dict(Net& net, const StateDict& sd, bool strict = true, const std::string& source = "state_dict") {
+[[gnu::cold]] LoadResult load_state_dict(Net& net, const StateDict& sd, bool strict = true, const std::string& source = "state_dict") {
   return load_state_dict(net, sd, LoadOptions{.strict = strict}, source);
 }
 
@@ -282,7 +282,7 @@ namespace detail {
 // weights are what a user means when giving it to an evaluation or to --load, so they are
 // taken from it (Adam's moments and the position belong to --resume, not to a load). Returns
 // nothing for any other file; `note` says what was taken.
-inline std::optional<StateDict> resume_snapshot_weights(const StateDict& sd, std::string& note) {
+[[gnu::cold]] inline std::optional<StateDict> resume_snapshot_weights(const StateDict& sd, std::string& note) {
   const Tensor* steps = sd.find("trainer.total_steps");
   if (!steps || steps->dtype() != DType::int64 || steps->numel() != 1 || !sd.contains("optimizer.exp_avg"))
     return std::nullopt;
@@ -308,7 +308,7 @@ inline std::optional<StateDict> resume_snapshot_weights(const StateDict& sd, std
 // it), or the one options.checkpoint_key names. Anything else is a CheckpointError listing the
 // dictionaries of tensors there are.
 template <HasState Net>
-LoadResult load_state_dict(Net& net, const CheckpointContents& contents, const LoadOptions& options = {}) {
+[[gnu::cold]] LoadResult load_state_dict(Net& net, const CheckpointContents& contents, const LoadOptions& options = {}) {
   const std::string& file = contents.file;
   std::unordered_set<std::string> names;
   for (const auto& slot : detail::slots_of(net)) names.insert(slot.name);
@@ -400,13 +400,13 @@ LoadResult load_state_dict(Net& net, const CheckpointContents& contents, const L
 
 // model.load_state_dict(torch.load(file, weights_only=True)[...]), as above.
 template <HasState Net>
-LoadResult load_state_dict(Net& net, const std::filesystem::path& file, const LoadOptions& options) {
+[[gnu::cold]] LoadResult load_state_dict(Net& net, const std::filesystem::path& file, const LoadOptions& options) {
   return load_state_dict(net, read_checkpoint_contents(file), options);
 }
 
 // model.load_state_dict(torch.load(file), strict).
 template <HasState Net>
-LoadResult load_state_dict(Net& net, const std::filesystem::path& file, bool strict = true) {
+[[gnu::cold]] LoadResult load_state_dict(Net& net, const std::filesystem::path& file, bool strict = true) {
   return load_state_dict(net, file, LoadOptions{.strict = strict});
 }
 

@@ -99,7 +99,7 @@ class SvgDocument {
 };
 
 // Writes an SVG file atomically (a complete old file or a complete new one, never a cut one).
-inline void write_svg(const std::filesystem::path& path, const std::string& svg) {
+[[gnu::cold]] inline void write_svg(const std::filesystem::path& path, const std::string& svg) {
   write_file_atomically(path, [&](const ByteSink& sink) {
     sink(reinterpret_cast<const std::uint8_t*>(svg.data()), svg.size());
   });
@@ -119,7 +119,7 @@ struct TrainingLog {
 
 // Reads a loss log. A last line without its newline (a run killed while writing it) is left
 // out; any other malformed line throws std::runtime_error naming the file and line.
-inline TrainingLog read_training_log(const std::filesystem::path& csv) {
+[[gnu::cold]] inline TrainingLog read_training_log(const std::filesystem::path& csv) {
   std::ifstream in(csv, std::ios::binary);
   if (!in) throw std::runtime_error(csv.string() + ": cannot open the training log");
   std::stringstream whole;
@@ -218,7 +218,7 @@ inline std::string scientific(double v) {
 // the steps' losses and of their running means, so that a few spikes (and the running mean of
 // the steps just after a spike at an epoch's start) do not flatten the rest: values above it are
 // drawn at its top edge, and the legend says at how many steps.
-inline std::string training_curve_svg(const TrainingLog& log, const std::string& title) {
+[[gnu::cold]] inline std::string training_curve_svg(const TrainingLog& log, const std::string& title) {
   constexpr double W = 980, H = 520, left = 80, right = 700, top = 60, bottom = 450;
   SvgDocument svg(W, H);
   const auto& steps = log.steps;
@@ -341,7 +341,7 @@ inline std::string training_curve_svg(const TrainingLog& log, const std::string&
 // A confusion matrix (rows: true class, columns: predicted) as a heat map: each cell shaded by
 // its share of the true class's images (so every row reads as that class's recall and its
 // confusions, whatever the class sizes), with its count written in it and as a tooltip.
-inline std::string confusion_matrix_svg(const std::vector<std::vector<long>>& matrix,
+[[gnu::cold]] inline std::string confusion_matrix_svg(const std::vector<std::vector<long>>& matrix,
                                         const std::vector<std::string>& class_names, const std::string& title) {
   const std::size_t k = matrix.size();
   for (const auto& row : matrix)
@@ -441,7 +441,7 @@ std::string confusion_matrix_svg(const std::array<std::array<long, K>, K>& matri
 
 // Draws a loss log as training_curve_svg does and writes it to `svg` (atomically): what
 // ctnn-train calls after a run (and a Trainer can call at every epoch's end).
-inline void write_training_svg(const std::filesystem::path& csv, const std::filesystem::path& svg,
+[[gnu::cold]] inline void write_training_svg(const std::filesystem::path& csv, const std::filesystem::path& svg,
                                const std::string& title) {
   write_svg(svg, training_curve_svg(read_training_log(csv), title));
 }

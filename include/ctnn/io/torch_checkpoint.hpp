@@ -670,7 +670,7 @@ inline constexpr std::size_t kMaxPathKey = 256;
 // possible) and collects the dictionaries of tensors. Keys and paths are copied into the result,
 // and one memoized key may be referenced from many dictionaries for two bytes each, so the bytes
 // copied are bounded by a multiple of the pickle's size: memory and time stay linear in it.
-inline CheckpointContents collect_contents(const pickle::Unpickler& u, pickle::Ref root_ref, const TorchHooks& hooks,
+[[gnu::cold]] inline CheckpointContents collect_contents(const pickle::Unpickler& u, pickle::Ref root_ref, const TorchHooks& hooks,
                                            const std::string& file, std::size_t pickle_size) {
   using K = pickle::Value::Kind;
   CheckpointContents c;
@@ -780,7 +780,7 @@ inline CheckpointContents collect_contents(const pickle::Unpickler& u, pickle::R
 }
 
 // Everything before the pickle's values are interpreted: signatures, zip, records, version.
-inline CheckpointContents parse_contents(std::shared_ptr<const std::vector<std::uint8_t>> buffer, const std::string& file,
+[[gnu::cold]] inline CheckpointContents parse_contents(std::shared_ptr<const std::vector<std::uint8_t>> buffer, const std::string& file,
                                          ReadOptions options) {
   const std::vector<std::uint8_t>& b = *buffer;
   auto starts_with = [&](std::initializer_list<std::uint8_t> sig) {
@@ -836,23 +836,23 @@ inline CheckpointContents parse_contents(std::shared_ptr<const std::vector<std::
 
 // What a checkpoint held in memory contains: every dictionary of tensors in it, whatever
 // containers hold them. `file` names it in errors.
-inline CheckpointContents parse_checkpoint_contents(std::shared_ptr<const std::vector<std::uint8_t>> buffer,
+[[gnu::cold]] inline CheckpointContents parse_checkpoint_contents(std::shared_ptr<const std::vector<std::uint8_t>> buffer,
                                                     const std::string& file, ReadOptions options = {}) {
   return detail::parse_contents(std::move(buffer), file, options);
 }
-inline CheckpointContents parse_checkpoint_contents(Bytes bytes, const std::string& file, ReadOptions options = {}) {
+[[gnu::cold]] inline CheckpointContents parse_checkpoint_contents(Bytes bytes, const std::string& file, ReadOptions options = {}) {
   return parse_checkpoint_contents(std::make_shared<const std::vector<std::uint8_t>>(bytes.begin(), bytes.end()), file,
                                    options);
 }
 // torch.load(path, weights_only=True), as data: every dictionary of tensors in the file.
-inline CheckpointContents read_checkpoint_contents(const std::filesystem::path& path, ReadOptions options = {}) {
+[[gnu::cold]] inline CheckpointContents read_checkpoint_contents(const std::filesystem::path& path, ReadOptions options = {}) {
   return parse_checkpoint_contents(std::make_shared<const std::vector<std::uint8_t>>(read_file(path)), path.string(),
                                    options);
 }
 
 // The state_dict of a plain checkpoint (torch.save(model.state_dict(), path)); anything else
 // is a CheckpointError saying what the file holds instead.
-inline StateDict plain_state_dict(CheckpointContents contents) {
+[[gnu::cold]] inline StateDict plain_state_dict(CheckpointContents contents) {
   if (contents.plain) return std::move(contents.state_dicts.front().tensors);
   std::string what = contents.not_plain + ": not a plain state_dict (torch.save(model.state_dict(), path))";
   if (!contents.state_dicts.empty()) {
@@ -867,17 +867,17 @@ inline StateDict plain_state_dict(CheckpointContents contents) {
 }
 
 // Reads a plain checkpoint held in memory; `file` names it in errors.
-inline StateDict parse_checkpoint(std::shared_ptr<const std::vector<std::uint8_t>> buffer, const std::string& file,
+[[gnu::cold]] inline StateDict parse_checkpoint(std::shared_ptr<const std::vector<std::uint8_t>> buffer, const std::string& file,
                                   ReadOptions options = {}) {
   return plain_state_dict(detail::parse_contents(std::move(buffer), file, options));
 }
 
-inline StateDict parse_checkpoint(Bytes bytes, const std::string& file, ReadOptions options = {}) {
+[[gnu::cold]] inline StateDict parse_checkpoint(Bytes bytes, const std::string& file, ReadOptions options = {}) {
   return parse_checkpoint(std::make_shared<const std::vector<std::uint8_t>>(bytes.begin(), bytes.end()), file, options);
 }
 
 // torch.load(path) for a plain state_dict.
-inline StateDict read_checkpoint(const std::filesystem::path& path, ReadOptions options = {}) {
+[[gnu::cold]] inline StateDict read_checkpoint(const std::filesystem::path& path, ReadOptions options = {}) {
   return parse_checkpoint(std::make_shared<const std::vector<std::uint8_t>>(read_file(path)), path.string(), options);
 }
 
@@ -885,7 +885,7 @@ inline StateDict read_checkpoint(const std::filesystem::path& path, ReadOptions 
 // `<prefix>/data/0..N-1` (each tensor contiguous, in its own storage of the tensor's dtype,
 // little-endian) and
 // `<prefix>/version`. `file` names the destination in errors.
-inline void write_checkpoint(const StateDict& sd, const ByteSink& sink, const std::string& file,
+[[gnu::cold]] inline void write_checkpoint(const StateDict& sd, const ByteSink& sink, const std::string& file,
                              const std::string& prefix = "archive") {
   pickle::Writer w;
   std::uint32_t memo = 0;
@@ -963,7 +963,7 @@ inline void write_checkpoint(const StateDict& sd, const ByteSink& sink, const st
 }
 
 // The checkpoint file in memory.
-inline std::vector<std::uint8_t> serialize_checkpoint(const StateDict& sd, const std::string& prefix = "archive") {
+[[gnu::cold]] inline std::vector<std::uint8_t> serialize_checkpoint(const StateDict& sd, const std::string& prefix = "archive") {
   std::vector<std::uint8_t> out;
   std::size_t estimate = 4096;  // the pickle, headers and central directory, roughly
   for (const auto& [key, t] : sd) estimate += t.numel() * element_size(t.dtype()) + 2 * ZipWriter::kAlignment + 128;
@@ -974,7 +974,7 @@ inline std::vector<std::uint8_t> serialize_checkpoint(const StateDict& sd, const
 }
 
 // torch.save(sd, path), atomically: `path` is replaced only by a complete checkpoint.
-inline void write_checkpoint(const std::filesystem::path& path, const StateDict& sd) {
+[[gnu::cold]] inline void write_checkpoint(const std::filesystem::path& path, const StateDict& sd) {
   write_file_atomically(path, [&](const ByteSink& sink) { write_checkpoint(sd, sink, path.string()); });
 }
 

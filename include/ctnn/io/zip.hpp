@@ -141,7 +141,7 @@ class ZipReader {
   }
   std::uint64_t u(std::uint64_t offset, int n) const { return detail::load_le(bytes_.data() + offset, n); }
 
-  void parse() {
+  [[gnu::cold]] void parse() {
     const std::uint64_t size = bytes_.size();
     if (size < 22) fail("truncated or not a zip archive: " + std::to_string(size) + " bytes");
 
@@ -297,7 +297,7 @@ class ZipWriter {
     central_.push_back(std::move(c));
   }
 
-  void finish() {
+  [[gnu::cold]] void finish() {
     if (finished_) return;
     if (central_.size() > 0xfffe) throw CheckpointError(file_, "too many zip entries for a non-ZIP64 archive");
     const std::uint64_t cd_offset = offset_;

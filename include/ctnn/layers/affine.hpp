@@ -1,8 +1,10 @@
-// What Conv2d and Linear share: PyTorch's default initialisation of a weight and a bias, and the
-// bias gradient.
+// What Conv2d and Linear share: PyTorch's default initialisation of a weight and a bias, their
+// state entries, and the bias gradient. Plain functions taking the sizes, so that every layer
+// type of a network shares one copy of this cold code.
 #pragma once
 
 #include <cmath>
+#include <string>
 
 #include "ctnn/core/random.hpp"
 #include "ctnn/core/state.hpp"
@@ -25,6 +27,24 @@ inline void default_affine_init(Param& weight, Param& bias, int fan_in, Rng& rng
   const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
   for (auto& w : weight.data()) w = static_cast<float>(rng.uniform(-bound, bound));
   for (auto& b : bias.data()) b = static_cast<float>(rng.uniform(-bound, bound));
+}
+
+// The two state entries "<prefix>.weight" (of weight_shape) and "<prefix>.bias" (out features).
+inline void visit_affine(StateVisitor& v, const std::string& prefix, const TensorShape& weight_shape, Param& weight,
+                         Param& bias) {
+  weight.numel = numel(weight_shape);
+  bias.numel = static_cast<std::size_t>(weight_shape.front());
+  v.parameter(join_key(prefix, "weight"), weight_shape, weight);
+  v.parameter(join_key(prefix, "bias"), {weight_shape.front()}, bias);
+}
+
+// "Conv2d(3, 64, kernel_size=3, stride=1, padding=1)", as PyTorch prints the module.
+inline std::string conv2d_type_name(int in, int out, int k, int s, int p) {
+  return "Conv2d(" + std::to_string(in) + ", " + std::to_string(out) + ", kernel_size=" + std::to_string(k) +
+         ", stride=" + std::to_string(s) + ", padding=" + std::to_string(p) + ")";
+}
+inline std::string linear_type_name(int in, int out) {
+  return "Linear(in_features=" + std::to_string(in) + ", out_features=" + std::to_string(out) + ")";
 }
 }  // namespace detail
 

@@ -12,6 +12,25 @@
 
 namespace ctnn {
 
+namespace detail {
+inline std::string batchnorm_type_name(bool one_d, int c) {
+  return std::string(one_d ? "BatchNorm1d(" : "BatchNorm2d(") + std::to_string(c) + ", eps=1e-05, momentum=0.1)";
+}
+
+// A BatchNorm's state entries, in PyTorch's order (one copy for every BatchNorm type).
+inline void visit_batchnorm_state(StateVisitor& v, const std::string& prefix, Param& weight, Param& bias,
+                                  std::vector<float>& running_mean, std::vector<float>& running_var,
+                                  std::int64_t& num_batches_tracked) {
+  const auto c = static_cast<std::int64_t>(running_mean.size());
+  weight.numel = bias.numel = running_mean.size();
+  v.parameter(join_key(prefix, "weight"), {c}, weight);
+  v.parameter(join_key(prefix, "bias"), {c}, bias);
+  v.buffer(join_key(prefix, "running_mean"), {c}, running_mean);
+  v.buffer(join_key(prefix, "running_var"), {c}, running_var);
+  v.counter(join_key(prefix, "num_batches_tracked"), num_batches_tracked);
+}
+}  // namespace detail
+
 // Normalises each channel over the batch (and, for 2d, the spatial plane). Training uses the
 // biased batch variance and updates running_var with the unbiased one; evaluation uses the
 // running statistics. The arithmetic (ops/batchnorm.hpp) follows PyTorch's CPU kernel step by
@@ -32,18 +51,10 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
   std::vector<float> running_var = std::vector<float>(C, 1.0f);
   std::int64_t num_batches_tracked = 0;
 
-  static std::string type_name() {
-    return std::string(OneD ? "BatchNorm1d(" : "BatchNorm2d(") + std::to_string(C) +
-           ", eps=1e-05, momentum=0.1)";
-  }
+  static std::string type_name() { return detail::batchnorm_type_name(OneD, C); }
 
   void visit_state(StateVisitor& v, const std::string& prefix) {
-    weight.numel = bias.numel = C;
-    v.parameter(join_key(prefix, "weight"), {C}, weight);
-    v.parameter(join_key(prefix, "bias"), {C}, bias);
-    v.buffer(join_key(prefix, "running_mean"), {C}, running_mean);
-    v.buffer(join_key(prefix, "running_var"), {C}, running_var);
-    v.counter(join_key(prefix, "num_batches_tracked"), num_batches_tracked);
+    detail::visit_batchnorm_state(v, prefix, weight, bias, running_mean, running_var, num_batches_tracked);
   }
 
   void reset_parameters(Rng&) {

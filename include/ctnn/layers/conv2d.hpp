@@ -39,16 +39,10 @@ class Conv2dLayer
 
   Param weight, bias;
 
-  static std::string type_name() {
-    return "Conv2d(" + std::to_string(InC) + ", " + std::to_string(OutC) + ", kernel_size=" +
-           std::to_string(K) + ", stride=" + std::to_string(S) + ", padding=" + std::to_string(P) + ")";
-  }
+  static std::string type_name() { return detail::conv2d_type_name(InC, OutC, K, S, P); }
 
   void visit_state(StateVisitor& v, const std::string& prefix) {
-    weight.numel = std::size_t{OutC} * patch;
-    bias.numel = OutC;
-    v.parameter(join_key(prefix, "weight"), {OutC, InC, K, K}, weight);
-    v.parameter(join_key(prefix, "bias"), {OutC}, bias);
+    detail::visit_affine(v, prefix, {OutC, InC, K, K}, weight, bias);
   }
 
   void reset_parameters(Rng& rng) { detail::default_affine_init(weight, bias, patch, rng); }

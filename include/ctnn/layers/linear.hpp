@@ -22,16 +22,9 @@ class LinearLayer : public LeafLayer<LinearLayer<In, InF, OutF>, In, Features<Ou
   static constexpr InitRole init_role = InitRole::linear;
   Param weight, bias;
 
-  static std::string type_name() {
-    return "Linear(in_features=" + std::to_string(InF) + ", out_features=" + std::to_string(OutF) + ")";
-  }
+  static std::string type_name() { return detail::linear_type_name(InF, OutF); }
 
-  void visit_state(StateVisitor& v, const std::string& prefix) {
-    weight.numel = std::size_t{OutF} * InF;
-    bias.numel = OutF;
-    v.parameter(join_key(prefix, "weight"), {OutF, InF}, weight);
-    v.parameter(join_key(prefix, "bias"), {OutF}, bias);
-  }
+  void visit_state(StateVisitor& v, const std::string& prefix) { detail::visit_affine(v, prefix, {OutF, InF}, weight, bias); }
 
   void reset_parameters(Rng& rng) { detail::default_affine_init(weight, bias, InF, rng); }
 

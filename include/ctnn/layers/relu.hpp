@@ -3,8 +3,8 @@
 
 #include <string>
 
-#include "ctnn/core/threading.hpp"
 #include "ctnn/layers/layer.hpp"
+#include "ctnn/ops/elementwise.hpp"
 
 namespace ctnn {
 
@@ -16,12 +16,7 @@ class ReLULayer : public LeafLayer<ReLULayer<In>, In, In> {
   const Batch<In>& forward(const Batch<In>& x) {
     auto& y = this->y_;
     y.resize(x.batch());
-    const float* px = x.data();
-    float* py = y.data();
-    const std::size_t n = x.size();
-    // `v < 0 ? 0 : v` rather than max(): a NaN passes through, as in PyTorch.
-#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
-    for (std::size_t i = 0; i < n; ++i) py[i] = px[i] < 0.0f ? 0.0f : px[i];
+    ops::relu_forward(x.data(), y.data(), x.size());  // a NaN passes through, as in PyTorch
     return y;
   }
 
@@ -29,12 +24,7 @@ class ReLULayer : public LeafLayer<ReLULayer<In>, In, In> {
   void backward(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx) {
     if (!dx) return;
     dx->resize(x.batch());
-    const float* py = this->y_.data();
-    const float* pg = dy.data();
-    float* pd = dx->data();
-    const std::size_t n = x.size();
-#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
-    for (std::size_t i = 0; i < n; ++i) pd[i] = py[i] > 0.0f ? pg[i] : 0.0f;
+    ops::relu_backward(this->y_.data(), dy.data(), dx->data(), x.size());
   }
 };
 

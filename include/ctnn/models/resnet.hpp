@@ -56,14 +56,11 @@ struct XavierInit {
   template <class Net>
   static void apply(Net& net, std::uint64_t seed) {
     Rng rng = Rng::stream(seed, 0x726573);
-    net.for_each_layer([&](auto& layer, const std::string&) {
-      using L = std::decay_t<decltype(layer)>;
-      if constexpr (layer_traits<L>::init_role == InitRole::convolution) {
-        constexpr int k2 = L::kernel_size * L::kernel_size;
-        xavier_uniform(layer.weight, L::in_channels * k2, L::out_channels * k2, rng);
-      } else if constexpr (layer_traits<L>::init_role == InitRole::linear) {
-        xavier_uniform(layer.weight, L::in_features, L::out_features, rng);
-      }
+    for_each_leaf(net, [&](Leaf& layer, const std::string&) {
+      const InitRole role = layer.init_role();
+      if (role != InitRole::convolution && role != InitRole::linear) return;
+      const Leaf::Affine a = layer.affine();  // kernel 1 for Linear
+      xavier_uniform(*a.weight, a.in * a.kernel * a.kernel, a.out * a.kernel * a.kernel, rng);
     });
   }
   // U(-a, a) with a = sqrt(6 / (fan_in + fan_out)).

@@ -72,13 +72,12 @@ struct VGGInit {
   template <class Net>
   static void apply(Net& net, std::uint64_t seed) {
     Rng rng = Rng::stream(seed, 0x766767);
-    net.for_each_layer([&](auto& layer, const std::string&) {
-      using L = std::decay_t<decltype(layer)>;
-      if constexpr (layer_traits<L>::init_role == InitRole::convolution) {
-        const double stddev = std::sqrt(2.0 / (L::kernel_size * L::kernel_size * L::out_channels));
-        for (auto& w : layer.weight.data()) w = static_cast<float>(rng.normal(0.0, stddev));
-        for (auto& b : layer.bias.data()) b = 0.0f;
-      }
+    for_each_leaf(net, [&](Leaf& layer, const std::string&) {
+      if (layer.init_role() != InitRole::convolution) return;
+      const Leaf::Affine a = layer.affine();
+      const double stddev = std::sqrt(2.0 / (a.kernel * a.kernel * a.out));
+      for (auto& w : a.weight->data()) w = static_cast<float>(rng.normal(0.0, stddev));
+      for (auto& b : a.bias->data()) b = 0.0f;
     });
   }
 };

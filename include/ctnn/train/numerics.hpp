@@ -14,6 +14,7 @@
 
 #include "ctnn/core/state.hpp"
 #include "ctnn/core/threading.hpp"
+#include "ctnn/layers/leaf.hpp"
 
 namespace ctnn {
 
@@ -74,8 +75,7 @@ struct FiniteProbe : StateVisitor {
   }
 };
 
-template <class Layer>
-std::string bad_state_of(Layer& layer, const std::string& name, bool gradients) {
+inline std::string bad_state_of(Leaf& layer, const std::string& name, bool gradients) {
   FiniteProbe probe;
   probe.gradients = gradients;
   probe.prefix = name;
@@ -93,14 +93,13 @@ std::string locate_forward_fault(Net& net, std::span<const float> input, std::st
   layer.clear();
   if (!all_finite(input)) return "the input batch itself holds " + first_non_finite(input) + " values";
   std::string sentence;
-  net.for_each_layer([&](auto& l, const std::string& name) {
+  for_each_leaf(net, [&](Leaf& l, const std::string& name) {
     if (!layer.empty()) return;
-    const auto& y = l.output();
-    const std::span<const float> out(y.data(), y.size());
+    const std::span<const float> out = l.output();
     if (all_finite(out)) return;
     layer = name;
     sentence = "first non-finite value (" + first_non_finite(out) + ") in the output of " + name + " (" +
-               detail::short_type(std::decay_t<decltype(l)>::type_name()) + ")";
+               detail::short_type(l.type_name()) + ")";
     const std::string bad = detail::bad_state_of(l, name, false);
     if (!bad.empty()) sentence += "; its " + bad + " already";
   });
@@ -116,12 +115,12 @@ template <class Net>
 std::string locate_gradient_fault(Net& net, std::string& layer) {
   layer.clear();
   std::string sentence;
-  net.for_each_layer([&](auto& l, const std::string& name) {  // forward order; the last hit wins
+  for_each_leaf(net, [&](Leaf& l, const std::string& name) {  // forward order; the last hit wins
     const std::string bad = detail::bad_state_of(l, name, true);
     if (bad.empty()) return;
     layer = name;
     sentence = "first non-finite gradient going back from the loss in " + name + " (" +
-               detail::short_type(std::decay_t<decltype(l)>::type_name()) + "): the gradient of its " + bad;
+               detail::short_type(l.type_name()) + "): the gradient of its " + bad;
   });
   if (layer.empty()) sentence = "no parameter gradient is non-finite";
   return sentence;
@@ -133,12 +132,12 @@ template <class Net>
 std::string locate_bad_state(Net& net, std::string& layer) {
   layer.clear();
   std::string sentence;
-  net.for_each_layer([&](auto& l, const std::string& name) {
+  for_each_leaf(net, [&](Leaf& l, const std::string& name) {
     if (!layer.empty()) return;
     const std::string bad = detail::bad_state_of(l, name, false);
     if (bad.empty()) return;
     layer = name;
-    sentence = name + " (" + detail::short_type(std::decay_t<decltype(l)>::type_name()) + "): " + bad;
+    sentence = name + " (" + detail::short_type(l.type_name()) + "): " + bad;
   });
   return sentence;
 }

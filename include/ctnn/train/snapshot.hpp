@@ -18,7 +18,7 @@
 
 #include "ctnn/core/state.hpp"
 #include "ctnn/io/state_dict.hpp"
-#include "ctnn/layers/layer.hpp"
+#include "ctnn/layers/leaf.hpp"
 
 namespace ctnn {
 
@@ -56,14 +56,13 @@ void each_run_entry(Seed& seed, BatchSize& batch_size, TrainPosition& at, F&& f)
 // The dropout.* entries, the same way.
 template <class Net, class F>
 void each_random_state_entry(Net& net, F&& f) {
-  net.for_each_layer([&](auto& layer, const std::string& name) {
-    if constexpr (layer_traits<std::decay_t<decltype(layer)>>::has_random_state) {
-      auto seed = static_cast<std::int64_t>(layer.seed()), draws = static_cast<std::int64_t>(layer.draws);
-      f("dropout." + name + ".seed", seed);
-      f("dropout." + name + ".draws", draws);
-      layer.set_seed(static_cast<std::uint64_t>(seed));
-      layer.draws = static_cast<std::uint64_t>(draws);
-    }
+  for_each_leaf(net, [&](Leaf& layer, const std::string& name) {
+    if (!layer.has_random_state()) return;
+    auto seed = static_cast<std::int64_t>(layer.seed()), draws = static_cast<std::int64_t>(*layer.draws());
+    f("dropout." + name + ".seed", seed);
+    f("dropout." + name + ".draws", draws);
+    layer.set_seed(static_cast<std::uint64_t>(seed));
+    *layer.draws() = static_cast<std::uint64_t>(draws);
   });
 }
 

@@ -1,0 +1,35 @@
+// Element-wise kernels on flat arrays: ReLU and the sum of two branches. Plain functions, so that
+// the ReLU and Residual layers of every shape share one compiled copy (with its OpenMP region).
+#pragma once
+
+#include <cstddef>
+
+#include "ctnn/core/threading.hpp"
+
+namespace ctnn::ops {
+
+// y = relu(x); `v < 0 ? 0 : v` rather than max(): a NaN passes through, as in PyTorch.
+inline void relu_forward(const float* x, float* y, std::size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
+  for (std::size_t i = 0; i < n; ++i) y[i] = x[i] < 0.0f ? 0.0f : x[i];
+}
+
+// PyTorch's threshold_backward on the result y: the gradient passes where y > 0.
+inline void relu_backward(const float* y, const float* dy, float* dx, std::size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
+  for (std::size_t i = 0; i < n; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+// y = a + b.
+inline void add(const float* a, const float* b, float* y, std::size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
+  for (std::size_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+// y += a.
+inline void add_into(float* y, const float* a, std::size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
+  for (std::size_t i = 0; i < n; ++i) y[i] += a[i];
+}
+
+}  // namespace ctnn::ops
