@@ -1,6 +1,8 @@
 // Kernels: the blocked GEMM against a naive product, im2col/col2im as adjoint linear maps,
 // pooling planes.
 #include <array>
+#include <cstdlib>
+#include <tuple>
 
 #include "support/check.hpp"
 
@@ -42,7 +44,7 @@ std::vector<ops::GemmBackend> backends() {
 
 TEST_CASE("gemm equals the naive product for every transpose combination, split or not, on every backend") {
   // Sizes chosen so that both the row split (m >= n) and the column split are exercised and
-  // blocks have ragged ends (a product is split only above 2^25 multiply-adds).
+  // blocks have unequal lengths (a product is split only above 2^25 multiply-adds).
   static_assert((1010L * 150 * 300) >> 24 == 2 && (130L * 1500 * 260) >> 24 == 3);
   const auto automatic = ops::gemm_backend();
   for (auto backend : backends())
@@ -123,6 +125,45 @@ TEST_CASE("the live GEMM backend is the one the rules choose, also when OpenBLAS
     MESSAGE("CTNN_TEST_SKIPPED: ctnn is built without OpenBLAS (CTNN_USE_OPENBLAS is OFF)");
 #endif
   }
+}
+
+TEST_CASE("gemm's blocks: an even count of near-equal blocks, fixed by the problem; 1 and 2 threads agree bit for bit") {
+  using ops::detail::block_count, ops::detail::block_start;
+  CHECK(block_count(400, 10'000'000) == 1);              // under 2^24 multiply-adds: whole
+  CHECK(block_count(400, 400L * 256 * 1024) == 6);       // 6 from the work (ResNet's 1024->256 1x1, 2x2 planes)
+  CHECK(block_count(400, 5L << 24) == 6);                // 5 rounded up to even
+  CHECK(block_count(40, 8L << 24) == 2);                 // none shorter than 16
+  CHECK(block_count(10, 8L << 24) == 1);
+  for (Eigen::Index extent : {16, 40, 100, 400, 401, 1010, 4900})
+    for (long work : {1L << 24, 3L << 24, 5L << 24, 7L << 24, 100L << 24}) {
+      const Eigen::Index blocks = block_count(extent, work);
+      CAPTURE(extent);
+      CAPTURE(blocks);
+      CHECK((blocks == 1 || blocks % 2 == 0 || blocks == extent / 16));
+      CHECK(block_start(0, blocks, extent) == 0);
+      CHECK(block_start(blocks, blocks, extent) == extent);
+      for (Eigen::Index i = 0; i < blocks; ++i) {
+        const Eigen::Index len = block_start(i + 1, blocks, extent) - block_start(i, blocks, extent);
+        CHECK(len >= std::min<Eigen::Index>(extent, 16));
+        CHECK(std::abs(len * blocks - extent) < 16 * blocks);  // within 16 of an equal share
+        if (i > 0) CHECK(block_start(i, blocks, extent) % 16 == 0);
+      }
+    }
+  // Split both ways at 1 and 2 threads: the same bits (the blocks never depend on the threads).
+  const int threads = num_threads();
+  for (auto [m, n, k] : {std::tuple{400, 256, 1024}, std::tuple{256, 401, 1024}}) {
+    const auto av = random_vector(static_cast<std::size_t>(m * k), 3);
+    const auto bv = random_vector(static_cast<std::size_t>(k * n), 4);
+    const ops::MatRef a{av.data(), m, k, m}, b{bv.data(), k, n, k};
+    std::vector<float> one(static_cast<std::size_t>(m * n)), two(one.size());
+    set_num_threads(1);
+    ops::gemm(a, b, {one.data(), m, n, m});
+    set_num_threads(2);
+    ops::gemm(a, b, {two.data(), m, n, m});
+    CHECK(one == two);
+    expect_close(two, naive(a, b), 1e-5, 1e-5 * k, "split gemm");
+  }
+  set_num_threads(threads);
 }
 
 TEST_CASE("gemm writes only inside its leading-dimension window") {

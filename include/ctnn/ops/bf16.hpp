@@ -306,24 +306,24 @@ inline void gemm_bf16_serial(const MatRef& a, const MatRef& b, float* c, Eigen::
 #endif
 }
 
-// C = A * B (or +=) in bf16 cut into `blocks` blocks of `len` rows (split_rows) or columns,
+// C = A * B (or +=) in bf16 cut into `blocks` blocks of rows (split_rows) or columns,
 // shared out over ctnn's threads. The operand every block reads whole is packed once, by all
 // threads, instead of once per block. Results are gemm_bf16_serial's, bit for bit, at any
 // thread count: packing only rounds and moves values.
 inline void gemm_bf16_blocks(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate,
-                             bool split_rows, Eigen::Index len) {
+                             bool split_rows, Eigen::Index blocks) {
   detail::bf16::require_kernel();
 #if CTNN_HAVE_BF16_KERNEL
   using namespace detail::bf16;
   const Eigen::Index m = a.out_rows(), k = a.out_cols(), n = b.out_cols(), extent = split_rows ? m : n;
-  const Eigen::Index blocks = (extent + len - 1) / len;
   if (blocks <= 1 || k == 0) return gemm_bf16_serial(a, b, c, ldc, accumulate);
   // The shared operand is used whole by every block, so block edges need not meet panel edges.
   std::uint32_t* whole = panel_buffer(2, split_rows ? packed_words<kNr>(n, k) : packed_words<kMr>(m, k));
   const Packed shared = split_rows ? pack_whole<kNr>(source_of_b(b), n, k, whole) : pack_whole<kMr>(source_of_a(a), m, k, whole);
 #pragma omp parallel for schedule(dynamic, 1)
   for (Eigen::Index i = 0; i < blocks; ++i) {
-    const Eigen::Index s = i * len, l = std::min(len, extent - s);
+    const Eigen::Index s = detail::block_start(i, blocks, extent);
+    const Eigen::Index l = detail::block_start(i + 1, blocks, extent) - s;
     if (split_rows) {
       const MatRef rows = a.transposed ? MatRef{a.data + s * a.ld, a.rows, l, a.ld, true} : MatRef{a.data + s, l, a.cols, a.ld};
       product(rows, b, c + s, ldc, accumulate, {}, 0, shared, 0);
@@ -333,7 +333,7 @@ inline void gemm_bf16_blocks(const MatRef& a, const MatRef& b, float* c, Eigen::
     }
   }
 #else
-  (void)a, (void)b, (void)c, (void)ldc, (void)accumulate, (void)split_rows, (void)len;
+  (void)a, (void)b, (void)c, (void)ldc, (void)accumulate, (void)split_rows, (void)blocks;
 #endif
 }
 

@@ -176,16 +176,6 @@ inline void product_into(float* c, Eigen::Index ldc, const MatRef& a, const MatR
   }
 }
 
-// Block length for splitting an extent of a product with `work` multiply-adds: a function of
-// the problem alone (never of the thread count), so every output element is computed by the
-// same code path whatever the threads. At most eight blocks, and none under ~16M multiply-adds:
-// every block re-packs the operand it shares with the others, so small products stay whole.
-inline Eigen::Index block_length(Eigen::Index extent, long work) {
-  const long blocks = std::clamp<long>(work >> 24, 1, 8);
-  const Eigen::Index target = (extent + blocks - 1) / blocks;
-  return std::max<Eigen::Index>(16, (target + 15) / 16 * 16);   // a multiple of 16
-}
-
 }  // namespace detail
 
 // C = A * B (or += when `accumulate`) on the calling thread alone: for kernels that already
@@ -210,14 +200,13 @@ inline void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accu
   const bool split_rows = m >= n;
   const Eigen::Index extent = split_rows ? m : n;
   const long work = static_cast<long>(m) * n * a.out_cols();
-  const Eigen::Index len = detail::block_length(extent, work);
-  if (precision == Precision::bf16) return gemm_bf16_blocks(a, b, c.data, c.ld, accumulate, split_rows, len);
-  const Eigen::Index blocks = (extent + len - 1) / len;
+  const Eigen::Index blocks = detail::block_count(extent, work);
+  if (precision == Precision::bf16) return gemm_bf16_blocks(a, b, c.data, c.ld, accumulate, split_rows, blocks);
 // Dynamic hand-out: a thread that another process slows down takes fewer blocks, and which
 // thread computes a block never changes its result.
 #pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
   for (Eigen::Index i = 0; i < blocks; ++i) {
-    const Eigen::Index s = i * len, l = std::min(len, extent - s);
+    const Eigen::Index s = detail::block_start(i, blocks, extent), l = detail::block_start(i + 1, blocks, extent) - s;
     if (split_rows)
       detail::product_into(c.data + s, c.ld, detail::logical_rows(a, s, l), b, accumulate, precision);
     else
