@@ -1,4 +1,10 @@
 // MaxPool2d and AvgPool2d: PyTorch parity (floor output sizes, padding) and gradients.
+#include <cstring>
+#include <iterator>
+#include <limits>
+#include <utility>
+#include <vector>
+
 #include "support/check.hpp"
 
 using namespace ctnn;
@@ -23,6 +29,30 @@ TEST_CASE("MaxPool2d matches PyTorch") {
   pool_parity<Shape<3, 8, 8>, MaxPool2d<2, 2, 0>>("maxpool2d_k2s2p0");
   pool_parity<Shape<2, 16, 16>, MaxPool2d<3, 2, 0>>("maxpool2d_k3s2p0");  // 16 -> 7, as ResNet's stem
   pool_parity<Shape<2, 7, 7>, MaxPool2d<3, 2, 1>>("maxpool2d_k3s2p1");
+}
+
+TEST_CASE("The 2x2 stride-2 max-pool kernel gives the general kernel's values and indices, NaNs and ties included") {
+  // Values drawn from a small set, so that windows hold ties, NaNs, infinities and signed zeros
+  // in every position; odd sizes leave a last row and column that no window covers.
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const float values[] = {0.0f, -0.0f, 1.0f, -1.0f, 2.5f, nan, inf, -inf};
+  Rng rng(5);
+  for (auto [h, w] : {std::pair{8, 8}, std::pair{7, 9}, std::pair{2, 34}, std::pair{32, 32}}) {
+    const ops::PoolGeometry g{h, w, 2, 2, 0, h / 2, w / 2};
+    const std::size_t outputs = static_cast<std::size_t>(g.out_height * g.out_width);
+    for (int trial = 0; trial < 50; ++trial) {
+      std::vector<float> x(static_cast<std::size_t>(h * w));
+      for (auto& v : x) v = values[rng.below(std::size(values))];
+      std::vector<float> general(outputs), fast(outputs);
+      std::vector<std::int32_t> general_arg(outputs), fast_arg(outputs);
+      ops::max_pool_plane(x.data(), g, general.data(), general_arg.data());
+      ops::max_pool_plane_2x2(x.data(), g, fast.data(), fast_arg.data());
+      CAPTURE(h);
+      CAPTURE(w);
+      CHECK(fast_arg == general_arg);
+      CHECK(std::memcmp(fast.data(), general.data(), outputs * sizeof(float)) == 0);
+    }
+  }
 }
 
 TEST_CASE("AvgPool2d matches PyTorch") {

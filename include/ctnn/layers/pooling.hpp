@@ -56,9 +56,9 @@ class MaxPool2dLayer : public LeafLayer<MaxPool2dLayer<In, K, S, P>, In, PoolOut
     auto& y = this->y_;
     y.resize(n);
     arg_.resize(y.size());
+    constexpr auto pool = K == 2 && S == 2 && P == 0 ? ops::max_pool_plane_2x2 : ops::max_pool_plane;
     detail::for_each_plane<In>(n, [&](std::size_t q) {
-      ops::max_pool_plane(x.data() + q * In::plane, geometry(), y.data() + q * out_shape::plane,
-                          arg_.data() + q * out_shape::plane);
+      pool(x.data() + q * In::plane, geometry(), y.data() + q * out_shape::plane, arg_.data() + q * out_shape::plane);
     });
     return y;
   }
