@@ -1,4 +1,4 @@
-// ctnn-train-small: ctnn-train's program (examples/train_cli.hpp: the same options, Trainer,
+// ctnn-train-small: ctnn-train's program (examples/train_main.hpp: the same options, Trainer,
 // files and exit codes) for the fault-injection tests (tests/fault/fault_driver.cpp), with the
 // kill points of kill_hook.hpp installed from CTNN_FAULT_KILL_AT (ctnn-train itself has none).
 // --model small is a network small enough that a whole run takes about a second: it has
@@ -11,7 +11,7 @@
 #include <ctnn/ctnn.hpp>
 
 #include "kill_hook.hpp"
-#include "train_cli.hpp"
+#include "train_main.hpp"
 
 namespace ctnn::cli {
 int train_resnet50(const TrainConfig& c);  // examples/ctnn_train_resnet50.cpp
