@@ -37,7 +37,8 @@ TEST_CASE("The 2x2 stride-2 max-pool kernel gives the general kernel's values an
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   const float values[] = {0.0f, -0.0f, 1.0f, -1.0f, 2.5f, nan, inf, -inf};
   Rng rng(5);
-  for (auto [h, w] : {std::pair{8, 8}, std::pair{7, 9}, std::pair{2, 34}, std::pair{32, 32}}) {
+  for (const auto& size : {std::pair{8, 8}, std::pair{7, 9}, std::pair{2, 34}, std::pair{32, 32}}) {
+    const int h = size.first, w = size.second;  // not a structured binding: CAPTURE takes it in a lambda
     const ops::PoolGeometry g{h, w, 2, 2, 0, h / 2, w / 2};
     const std::size_t outputs = static_cast<std::size_t>(g.out_height * g.out_width);
     for (int trial = 0; trial < 50; ++trial) {
