@@ -5,9 +5,6 @@
 // in seconds.
 #pragma once
 
-#include <unistd.h>
-
-#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <ctnn/io/svg.hpp>
@@ -17,11 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <memory>
-#include <optional>
-#include <sstream>
 #include <string>
-#include <vector>
 
 #include "cli.hpp"
 

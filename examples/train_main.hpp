@@ -3,6 +3,15 @@
 // networks' files (ctnn_train_<model>.cpp) parse neither MPI nor the option handling.
 #pragma once
 
+#include <unistd.h>
+
+#include <charconv>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
 #include "train_cli.hpp"
 #ifdef CTNN_TRAIN_MPI  // ctnn-train built with MPI (CMake's CTNN_USE_MPI): runs under mpiexec too
 #include <ctnn/dist/data_parallel.hpp>

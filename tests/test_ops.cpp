@@ -1,5 +1,6 @@
 // Kernels: the blocked GEMM against a naive product, im2col/col2im as adjoint linear maps,
 // pooling planes.
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <tuple>

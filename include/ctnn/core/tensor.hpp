@@ -180,7 +180,6 @@ class Batch : detail::BatchStorage {
     to_nchw(out.data());
     return out;
   }
-
 };
 
 }  // namespace ctnn

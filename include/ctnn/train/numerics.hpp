@@ -10,7 +10,6 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
 
 #include "ctnn/core/state.hpp"
 #include "ctnn/core/threading.hpp"
