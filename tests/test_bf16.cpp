@@ -2,9 +2,14 @@
 // double sums of the rounded operands, each layer against PyTorch's autocast, and the fp32 path
 // unchanged bit for bit. On a CPU without AVX512_BF16 the cases that need the kernel print
 // CTNN_TEST_SKIPPED with the reason, and ctest reports the test as skipped.
+// ctest runs this file twice (tests/CMakeLists.txt): as test_bf16 on the AVX512_BF16 kernel
+// (CTNN_BF16_KERNEL=avx512_bf16) and as bf16_amx on the AMX kernel (CTNN_BF16_KERNEL=amx), which
+// is skipped on a CPU without usable AMX.
 #include <bit>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
+#include <string_view>
 
 #include "support/check.hpp"
 
@@ -13,8 +18,18 @@ using namespace ctnn::test;
 
 namespace {
 
+// The kernel CTNN_BF16_KERNEL asks for ("amx" or "avx512_bf16"), if any.
+std::string_view requested_kernel() {
+  const char* k = std::getenv("CTNN_BF16_KERNEL");
+  return k ? k : "";
+}
+
 bool bf16_runs_here() {
-  const std::string why = ops::bf16_unavailable_reason();
+  std::string why = ops::bf16_unavailable_reason();
+  if (why.empty() && requested_kernel() == "amx" && !ops::bf16_support().amx_bf16) {
+    const char* missing = ops::bf16_support().amx_missing;
+    why = std::string("the AMX kernel cannot run here: ") + (*missing ? missing : "the CPU has no AMX-BF16");
+  }
   if (!why.empty()) MESSAGE("CTNN_TEST_SKIPPED: " << why);
   return why.empty();
 }
@@ -68,7 +83,7 @@ void conv_bf16(const char* name, bool bf16_products = true) {
     if (bf16_products)
       CHECK_MESSAGE(relative_gap(y, y32) > 1e-4, name << ": bf16 output equals fp32's: the policy was not applied");
     else
-      CHECK_MESSAGE(y == y32, name << ": a Winograd F(4x4) layer must stay fp32 under bf16");
+      CHECK_MESSAGE(y == y32, name << ": a Winograd F(4x4) layer must stay fp32 under the AVX512_BF16 kernel");
     net.zero_grad();
     net.backward(x, dy, dx);
   }
@@ -123,6 +138,17 @@ TEST_CASE("Autocast and the precision names") {
   CHECK(matmul_precision() == Precision::fp32);
 }
 
+TEST_CASE("The bf16 kernel: AMX wherever it can run, unless CTNN_BF16_KERNEL says otherwise") {
+  if (!bf16_runs_here()) return;
+  const ops::Bf16Support s = ops::bf16_support();
+  MESSAGE(ops::bf16_kernel_summary());
+  const ops::Bf16Kernel expected =
+      requested_kernel() == "avx512_bf16" || !s.amx_bf16 ? ops::Bf16Kernel::avx512_bf16 : ops::Bf16Kernel::amx;
+  CHECK(ops::bf16_kernel() == expected);
+  CHECK(std::string(ops::bf16_kernel_summary()).find(ops::bf16_kernel_name(expected)) != std::string::npos);
+  if (!s.amx_bf16) CHECK_THROWS_AS(ops::set_bf16_kernel(ops::Bf16Kernel::amx), std::runtime_error);
+}
+
 TEST_CASE("bf16 products: every transposition, k-blocks and panel edges, against double sums of the rounded operands") {
   if (!bf16_runs_here()) return;
   std::mt19937 rng(11);
@@ -130,9 +156,11 @@ TEST_CASE("bf16 products: every transposition, k-blocks and panel edges, against
   struct Size {
     Eigen::Index m, k, n;
   };
-  // 32-row and 12-column panels, 384-deep k-blocks, 192-row A blocks: full and partial of each.
+  // Full and partial blocks of both kernels: AVX512_BF16's 32-row and 12-column panels, 384-deep
+  // k-blocks and 192-row A blocks; AMX's 32 x 32 tiles, 32-value chunks and 256-deep k-blocks,
+  // 256-row and 512-column blocks.
   for (const Size s : {Size{1, 1, 1}, Size{37, 7, 13}, Size{70, 385, 25}, Size{225, 800, 12}, Size{32, 2, 24},
-                       Size{5, 1000, 3}}) {
+                       Size{5, 1000, 3}, Size{64, 64, 32}, Size{300, 290, 530}}) {
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb)
         for (int acc = 0; acc < 2; ++acc) {
@@ -204,9 +232,11 @@ TEST_CASE("Conv2d under bf16 matches PyTorch's autocast: forward, input, weight 
   static_assert(Conv2d<48, 13, 3, 1, 1>::bind<Shape<48, 5, 5>>::winograd_plan().tile == 2,
                 "an F(2x2) Winograd layer in fp32: bf16 runs it as im2col products");
   static_assert(Conv2d<16, 4, 3, 1, 1>::bind<Shape<16, 8, 8>>::winograd_plan().tile == 4,
-                "an F(4x4) Winograd layer: it stays fp32 under bf16");
+                "an F(4x4) Winograd layer in fp32");
   conv_bf16<48, 13, 3, 1, 1, 5>("conv2d_bf16_k3s1p1");
-  conv_bf16<16, 4, 3, 1, 1, 8>("conv2d_bf16_k3s1p1_chunked", /*bf16_products=*/false);
+  // F(4x4) stays fp32 Winograd on the AVX512_BF16 kernel; on AMX it is a bf16 product too.
+  conv_bf16<16, 4, 3, 1, 1, 8>("conv2d_bf16_k3s1p1_chunked",
+                               /*bf16_products=*/ops::bf16_kernel() == ops::Bf16Kernel::amx);
   conv_bf16<40, 20, 1, 1, 0, 4>("conv2d_bf16_k1s1p0");
   conv_bf16<24, 16, 1, 2, 0, 5>("conv2d_bf16_k1s2p0");
   conv_bf16<3, 8, 7, 2, 3, 16>("conv2d_bf16_k7s2p3");

@@ -4,12 +4,17 @@
 // (round to nearest even, as PyTorch's float -> bfloat16 conversion) and the products are
 // summed in fp32: the arithmetic of PyTorch's autocast convolutions and linear layers on a CPU.
 //
-// The kernel is ctnn's own, for CPUs with AVX512_BF16 (AMD Zen 4 and later, Intel Cooper Lake
-// and Sapphire Rapids and later): VDPBF16PS multiplies pairs of bf16 values and adds both
-// products to one fp32 lane, twice the multiply-adds of an fp32 FMA per instruction, and the
-// packed operands take half the memory traffic. It is compiled for that instruction set with a
-// function attribute and chosen at run time from cpuid, so a program built for any x86-64 CPU
-// runs it where the CPU has it and never executes it (SIGILL) where it has not.
+// The kernels are ctnn's own, two of them, chosen at run time from cpuid (bf16_kernel()):
+// - AMX (Intel Sapphire Rapids and later): TDPBF16PS multiplies a 16 x 32 bf16 tile by a
+//   32 x 16 one into a 16 x 16 fp32 tile, 8192 multiply-adds per instruction. Linux hands out the
+//   tile registers only on request (arch_prctl ARCH_REQ_XCOMP_PERM), made once per process.
+// - AVX512_BF16 (AMD Zen 4 and later, Intel Cooper Lake and later): VDPBF16PS multiplies pairs of
+//   bf16 values and adds both products to one fp32 lane, twice the multiply-adds of an fp32 FMA
+//   per instruction.
+// Both sum each pair of products into the fp32 sum in k order, so they agree closely (not bit for
+// bit: their k-blocks differ). Each is compiled for its instruction set with a function
+// attribute, so a program built for any x86-64 CPU runs it where the CPU has it and never
+// executes it (SIGILL) where it has not. The packed operands take half fp32's memory traffic.
 //
 // Layout (the classic packed GEMM): the operands are copied, rounded, into panels whose inner
 // pairs are consecutive k: A in panels of kMr = 32 rows ([k/2][32 rows] of bf16 pairs, two
@@ -17,14 +22,18 @@
 // each broadcast to a register). A 32 x 12 block of C lives in 24 registers for a whole k-block.
 // Cache blocks: kKc values of k (the B micro-panel, 12 x 384 bf16 = 9 KiB, stays in L1), kMc
 // rows of A (192 x 384 bf16 = 144 KiB in L2), kNc columns of B. Packing converts while it
-// copies, so rounding to bf16 costs no pass of its own.
+// copies, so rounding to bf16 costs no pass of its own. The AMX kernel's layout is described
+// with it (detail::amx).
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
+#include <cstdlib>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <Eigen/Core>
@@ -36,9 +45,14 @@
 #define CTNN_HAVE_BF16_KERNEL 1
 #include <cpuid.h>
 #include <immintrin.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 // Functions compiled for AVX512_BF16 whatever the translation unit's -march: they run only
 // after bf16_support() found the instructions.
 #define CTNN_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define CTNN_AMX_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
 #else
 #define CTNN_HAVE_BF16_KERNEL 0
 #endif
@@ -59,8 +73,23 @@ inline float round_to_bf16(float f) { return from_bf16_bits(to_bf16_bits(f)); }
 // What the CPU offers for bf16 products.
 struct Bf16Support {
   bool avx512_bf16 = false;  // VDPBF16PS, with AVX-512F/BW/VL and the OS saving zmm registers
-  bool amx_bf16 = false;     // AMX tiles with bf16 (Sapphire Rapids and later)
+  bool amx_bf16 = false;     // AMX tiles with bf16 (Sapphire Rapids and later), usable here
+  const char* amx_missing = "";  // when the CPU has AMX-BF16 but it is not usable: why
 };
+
+namespace detail::bf16 {
+// Asks Linux for the AMX tile data state (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA): a
+// process that uses the tiles without it is killed with SIGILL. Once per process; the grant
+// covers all its threads.
+inline bool amx_permitted() {
+#if CTNN_HAVE_BF16_KERNEL && defined(__linux__)
+  static const bool granted = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+  return granted;
+#else
+  return false;
+#endif
+}
+}  // namespace detail::bf16
 
 inline Bf16Support bf16_support() {
   Bf16Support s;
@@ -71,9 +100,47 @@ inline Bf16Support bf16_support() {
                       __builtin_cpu_supports("avx512vl");
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) s.avx512_bf16 = avx512 && ((a >> 5) & 1u);
-  if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) s.amx_bf16 = ((d >> 22) & 1u) && ((d >> 24) & 1u);
+  // AMX-BF16 and AMX-TILE (cpuid 7.0 EDX bits 22 and 24); the kernel also uses AVX512_BF16 to
+  // pack, which every AMX CPU has.
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && ((d >> 22) & 1u) && ((d >> 24) & 1u) && s.avx512_bf16) {
+    s.amx_bf16 = detail::bf16::amx_permitted();
+    if (!s.amx_bf16) s.amx_missing = "the operating system did not grant the AMX tile state (arch_prctl)";
+  }
 #endif
   return s;
+}
+
+// The kernels bf16 products can run on.
+enum class Bf16Kernel { avx512_bf16, amx };
+
+inline const char* bf16_kernel_name(Bf16Kernel k) { return k == Bf16Kernel::amx ? "AMX" : "AVX512_BF16"; }
+
+namespace detail::bf16 {
+// AMX where usable, else AVX512_BF16. CTNN_BF16_KERNEL=avx512_bf16 chooses the latter on an AMX
+// CPU, for comparisons (=amx changes nothing: AMX is taken wherever it can run). Read once.
+inline std::atomic<Bf16Kernel>& kernel_state() {
+  static std::atomic<Bf16Kernel> k{[] {
+    const char* forced = std::getenv("CTNN_BF16_KERNEL");
+    if (forced && std::string_view(forced) == "avx512_bf16") return Bf16Kernel::avx512_bf16;
+    return bf16_support().amx_bf16 ? Bf16Kernel::amx : Bf16Kernel::avx512_bf16;
+  }()};
+  return k;
+}
+}  // namespace detail::bf16
+
+// The kernel bf16 products run on now.
+inline Bf16Kernel bf16_kernel() { return detail::bf16::kernel_state().load(std::memory_order_relaxed); }
+
+// Chooses the kernel (tests and benchmarks compare them); throws std::runtime_error where the
+// CPU cannot run it. Not while products run.
+inline void set_bf16_kernel(Bf16Kernel k) {
+  const Bf16Support s = bf16_support();
+  if (k == Bf16Kernel::amx && !s.amx_bf16)
+    throw std::runtime_error(std::string("the AMX bf16 kernel cannot run here: ") +
+                             (*s.amx_missing ? s.amx_missing : "the CPU has no AMX-BF16"));
+  if (k == Bf16Kernel::avx512_bf16 && !s.avx512_bf16)
+    throw std::runtime_error("the AVX512_BF16 kernel cannot run here: the CPU has no AVX512_BF16");
+  detail::bf16::kernel_state().store(k, std::memory_order_relaxed);
 }
 
 // Empty when bf16 products can run here, else the one line that says why not.
@@ -90,8 +157,11 @@ inline std::string bf16_unavailable_reason() {
 inline std::string bf16_kernel_summary() {
   const Bf16Support s = bf16_support();
   if (!s.avx512_bf16) return bf16_unavailable_reason();
-  return std::string("bf16: ctnn's AVX512_BF16 kernels (fp32 accumulation)") +
-         (s.amx_bf16 ? "; this CPU has AMX-BF16 tiles, which ctnn does not use yet" : "");
+  const Bf16Kernel k = bf16_kernel();
+  std::string line = std::string("bf16: ctnn's ") + bf16_kernel_name(k) + " kernels (fp32 accumulation)";
+  if (k == Bf16Kernel::amx) return line + " (CTNN_BF16_KERNEL=avx512_bf16 for the AVX512_BF16 ones)";
+  if (s.amx_bf16) return line + ", chosen by CTNN_BF16_KERNEL; this CPU has AMX-BF16";
+  return line + (*s.amx_missing ? std::string("; AMX-BF16 unusable: ") + s.amx_missing : std::string("; no AMX on this CPU"));
 }
 
 #if CTNN_HAVE_BF16_KERNEL
@@ -277,6 +347,206 @@ CTNN_BF16_TARGET inline void product(const MatRef& a, const MatRef& b, float* c,
 }
 
 }  // namespace detail::bf16
+
+// The AMX kernel. Eight tile registers of 16 rows x 64 bytes: four hold a 32 x 32 block of C in
+// fp32, two hold B's lines (16 lines x 32 values of k each), two hold A's rows (16 pairs of k x
+// 16 rows of pairs). TDPBF16PS multiplies tiles as Ct[r][c] += sum over pairs p of
+// L[r][2p..2p+1] . R[p][c's pair], so with r a column of our C and c a row, a C tile row is 16
+// consecutive floats of one column of C: tiles load and store C (column-major) in place, and
+// A's panels ([k/2][32 rows] of pairs, pack_panels<32>) are already the right-hand operand's
+// layout, half a panel per tile. B's lines are packed per 16 lines and 32 values of k into
+// one 1 KiB tile ([16 lines][16 pairs]). k is padded with zeros to a multiple of 32.
+namespace detail::amx {
+
+using bf16::PanelSource;
+using Index = Eigen::Index;
+
+// k-blocks of 256 (the micro-kernel's two 16 KiB operand panels stay in L1), row and line blocks
+// in L2; all multiples of 32.
+inline constexpr Index kKc = 256, kMc = 256, kNc = 512;
+
+inline Index chunks_of(Index kc) { return (kc + 31) / 32; }
+
+// GCC's tile intrinsics are asm statements that do not tell the compiler they touch memory:
+// a barrier keeps packed stores before tile loads and tile stores before the reads of them.
+inline void memory_barrier() { asm volatile("" ::: "memory"); }
+
+CTNN_AMX_TARGET inline void load_tile_config() {
+  struct alignas(64) Config {
+    std::uint8_t palette, start_row, reserved[14];
+    std::uint16_t colsb[16];
+    std::uint8_t rows[16];
+  };
+  Config cfg{};
+  cfg.palette = 1;
+  for (int t = 0; t < 8; ++t) cfg.colsb[t] = 64, cfg.rows[t] = 16;
+  _tile_loadconfig(&cfg);
+}
+
+// Lines [l0, l0+count) of B (B's columns) and k [k0, k0+kc) as tiles: for each group of 16 lines
+// (count rounded up to a multiple of 32, missing lines zero), its chunks of 32 k in turn.
+CTNN_AMX_TARGET inline void pack_lines(const PanelSource& src, Index l0, Index count, Index k0, Index kc,
+                                       std::uint32_t* out) {
+  const Index chunks = chunks_of(kc), groups = (count + 31) / 32 * 2;
+  const __m512i rows16 = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(16));
+  for (Index g = 0; g < groups; ++g)
+    for (Index q = 0; q < chunks; ++q) {
+      std::uint32_t* tile = out + (g * chunks + q) * 256;
+      const Index left = kc - 32 * q;  // values of k from this chunk's first on
+      if (src.k_contiguous) {
+        // A line's 32 values of k are contiguous: rounded, they are its tile row.
+        for (Index r = 0; r < 16; ++r) {
+          const Index l = g * 16 + r;
+          __m512i row = _mm512_setzero_si512();
+          if (l < count) {
+            const float* line = src.data + (k0 + 32 * q) + (l0 + l) * src.ld;
+            const __m256i lo = _mm512_cvtepi32_epi16(bf16::round16(_mm512_maskz_loadu_ps(bf16::first_lanes(left), line)));
+            const __m256i hi =
+                _mm512_cvtepi32_epi16(bf16::round16(_mm512_maskz_loadu_ps(bf16::first_lanes(left - 16), line + 16)));
+            row = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+          }
+          _mm512_store_si512(tile + 16 * r, row);
+        }
+        continue;
+      }
+      // Lines are contiguous for each k: a pair of k for 16 lines is a tile column, scattered.
+      const __mmask16 valid = bf16::first_lanes(count - 16 * g);
+      for (Index p = 0; p < 16; ++p) {
+        const Index k = 32 * q + 2 * p;
+        __m512i pair = _mm512_setzero_si512();
+        if (k < kc) {
+          const float* row = src.data + (l0 + 16 * g) + (k0 + k) * src.ld;
+          const __m512i lo = bf16::round16(_mm512_maskz_loadu_ps(valid, row));
+          const __m512i hi = k + 1 < kc ? bf16::round16(_mm512_maskz_loadu_ps(valid, row + src.ld)) : _mm512_setzero_si512();
+          pair = _mm512_or_si512(lo, bf16::shift_left16(hi));
+        }
+        _mm512_i32scatter_epi32(tile + p, rows16, pair, 4);
+      }
+    }
+}
+
+// Rows [l0, l0+count) of A and k [k0, k0+kc) as panels of 32 rows: [chunks * 16 pairs][32 rows].
+CTNN_AMX_TARGET inline void pack_rows(const PanelSource& src, Index l0, Index count, Index k0, Index kc,
+                                      std::uint32_t* out) {
+  const Index pairs = (kc + 1) / 2, padded = chunks_of(kc) * 16;
+  for (Index r = 0; r < count; r += 32, out += padded * 32) {
+    bf16::pack_panels<32>(src, l0 + r, std::min<Index>(32, count - r), k0, kc, out);
+    std::fill(out + pairs * 32, out + padded * 32, 0u);
+  }
+}
+
+// C[0:mr, 0:nr] (leading dimension ldc) = (add ? C : 0) + one A panel times one pair of B's line
+// groups, over `chunks` chunks of 32 k. Needs the tile configuration loaded. An edge block goes
+// through a 32 x 32 block on the stack (columns of 32 floats) and is summed in the same order as
+// a whole one, C first, so that where a product's blocks start never changes a bit.
+CTNN_AMX_TARGET inline void micro_kernel(Index chunks, const std::uint32_t* ap, const std::uint32_t* bl, float* c,
+                                         Index ldc, int mr, int nr, bool add) {
+  const bool whole = mr == 32 && nr == 32;
+  alignas(64) float block[32 * 32];
+  float* const t = whole ? c : block;
+  const long ld = whole ? static_cast<long>(ldc * sizeof(float)) : 128;
+  const Index ldt = whole ? ldc : 32;
+  const __mmask16 m0 = bf16::first_lanes(mr), m1 = bf16::first_lanes(mr - 16);
+  if (!whole && add)
+    for (int j = 0; j < 32; ++j) {
+      const bool in = j < nr;
+      _mm512_store_ps(block + 32 * j, _mm512_maskz_loadu_ps(in ? m0 : 0, c + j * ldc));
+      _mm512_store_ps(block + 32 * j + 16, _mm512_maskz_loadu_ps(in ? m1 : 0, c + j * ldc + 16));
+    }
+  memory_barrier();
+  if (add) {
+    _tile_loadd(0, t, ld);
+    _tile_loadd(1, t + 16, ld);
+    _tile_loadd(2, t + 16 * ldt, ld);
+    _tile_loadd(3, t + 16 + 16 * ldt, ld);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  const std::uint32_t* bl1 = bl + chunks * 256;
+  for (Index q = 0; q < chunks; ++q, ap += 16 * 32) {
+    _tile_loadd(4, bl + q * 256, 64);
+    _tile_loadd(5, bl1 + q * 256, 64);
+    _tile_loadd(6, ap, 128);
+    _tile_loadd(7, ap + 16, 128);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, t, ld);
+  _tile_stored(1, t + 16, ld);
+  _tile_stored(2, t + 16 * ldt, ld);
+  _tile_stored(3, t + 16 + 16 * ldt, ld);
+  memory_barrier();
+  if (whole) return;
+  for (int j = 0; j < nr; ++j) {
+    _mm512_mask_storeu_ps(c + j * ldc, m0, _mm512_load_ps(block + 32 * j));
+    _mm512_mask_storeu_ps(c + j * ldc + 16, m1, _mm512_load_ps(block + 32 * j + 16));
+  }
+}
+
+// Words of a whole operand of `lines` lines (rows or columns) by k, packed by pack_whole.
+inline std::size_t packed_words(Index lines, Index k) {
+  return static_cast<std::size_t>((lines + 31) / 32 * 32) * static_cast<std::size_t>(chunks_of(k) * 16);
+}
+
+// Where the pack of k-block [k0, ...) (k0 a multiple of kKc) of a whole operand starts: each
+// earlier k-block holds `lines` rounded up to 32 lines of kKc values.
+inline std::size_t whole_offset(Index lines, Index k0) {
+  return static_cast<std::size_t>((lines + 31) / 32 * 32) * static_cast<std::size_t>(k0 / 2);
+}
+
+// Packs all `lines` x k of `src` into `out` (packed_words words), k-block by k-block, as
+// product() would pack each block, with the calling team of threads when there is one.
+template <bool Rows>
+CTNN_AMX_TARGET inline void pack_whole(const PanelSource& src, Index lines, Index k, std::uint32_t* out) {
+  const Index kblocks = (k + kKc - 1) / kKc, groups = (lines + 127) / 128;  // 128 lines a task
+#pragma omp parallel for schedule(dynamic, 1) if (kblocks * groups > 1)
+  for (Index t = 0; t < kblocks * groups; ++t) {
+    const Index k0 = (t / groups) * kKc, kc = std::min(kKc, k - k0), l0 = (t % groups) * 128;
+    std::uint32_t* at = out + whole_offset(lines, k0) + static_cast<std::size_t>(l0) * chunks_of(kc) * 16;
+    if (Rows) pack_rows(src, l0, std::min<Index>(128, lines - l0), k0, kc, at);
+    else pack_lines(src, l0, std::min<Index>(128, lines - l0), k0, kc, at);
+  }
+}
+
+// C = A * B (+ C) on the calling thread. `whole_a` / `whole_b`, when given, are pack_whole's
+// packings of all of A's rows / B's lines; the other operand is packed here, block by block.
+CTNN_AMX_TARGET inline void product(const MatRef& a, const MatRef& b, float* c, Index ldc, bool accumulate,
+                                    const std::uint32_t* whole_a = nullptr, const std::uint32_t* whole_b = nullptr) {
+  const Index m = a.out_rows(), k = a.out_cols(), n = b.out_cols();
+  std::uint32_t* ap = whole_a ? nullptr : bf16::panel_buffer(0, static_cast<std::size_t>(kMc) * (kKc / 2));
+  std::uint32_t* bp = whole_b ? nullptr : bf16::panel_buffer(1, static_cast<std::size_t>(kNc) * (kKc / 2));
+  load_tile_config();
+  for (Index j0 = 0; j0 < n; j0 += kNc) {
+    const Index nc = std::min(kNc, n - j0);
+    for (Index k0 = 0; k0 < k; k0 += kKc) {
+      const Index kc = std::min(kKc, k - k0), chunks = chunks_of(kc);
+      const std::uint32_t* bpan = bp;
+      if (whole_b) bpan = whole_b + whole_offset(n, k0) + static_cast<std::size_t>(j0) * chunks * 16;
+      else pack_lines(bf16::source_of_b(b), j0, nc, k0, kc, bp);
+      for (Index i0 = 0; i0 < m; i0 += kMc) {
+        const Index mc = std::min(kMc, m - i0);
+        const std::uint32_t* apan = ap;
+        if (whole_a) apan = whole_a + whole_offset(m, k0) + static_cast<std::size_t>(i0) * chunks * 16;
+        else pack_rows(bf16::source_of_a(a), i0, mc, k0, kc, ap);
+        for (Index jr = 0; jr < nc; jr += 32)
+          for (Index ir = 0; ir < mc; ir += 32)
+            micro_kernel(chunks, apan + ir * chunks * 16, bpan + jr * chunks * 16, c + (i0 + ir) + (j0 + jr) * ldc,
+                         ldc, static_cast<int>(std::min<Index>(32, mc - ir)), static_cast<int>(std::min<Index>(32, nc - jr)),
+                         accumulate || k0 > 0);
+      }
+    }
+  }
+  // Gives the tile state back, so that context switches need not save it.
+  _tile_release();
+}
+
+}  // namespace detail::amx
 #endif
 
 namespace detail::bf16 {
@@ -300,7 +570,8 @@ inline void gemm_bf16_serial(const MatRef& a, const MatRef& b, float* c, Eigen::
       for (Eigen::Index j = 0; j < b.out_cols(); ++j) std::fill_n(c + j * ldc, a.out_rows(), 0.0f);
     return;
   }
-  detail::bf16::product(a, b, c, ldc, accumulate);
+  if (bf16_kernel() == Bf16Kernel::amx) detail::amx::product(a, b, c, ldc, accumulate);
+  else detail::bf16::product(a, b, c, ldc, accumulate);
 #else
   (void)c, (void)ldc, (void)accumulate;
 #endif
@@ -317,6 +588,22 @@ inline void gemm_bf16_blocks(const MatRef& a, const MatRef& b, float* c, Eigen::
   using namespace detail::bf16;
   const Eigen::Index m = a.out_rows(), k = a.out_cols(), n = b.out_cols(), extent = split_rows ? m : n;
   if (blocks <= 1 || k == 0) return gemm_bf16_serial(a, b, c, ldc, accumulate);
+  if (bf16_kernel() == Bf16Kernel::amx) {
+    namespace amx = detail::amx;
+    std::uint32_t* whole = panel_buffer(2, split_rows ? amx::packed_words(n, k) : amx::packed_words(m, k));
+    if (split_rows) amx::pack_whole<false>(source_of_b(b), n, k, whole);
+    else amx::pack_whole<true>(source_of_a(a), m, k, whole);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (Eigen::Index i = 0; i < blocks; ++i) {
+      const Eigen::Index s = detail::block_start(i, blocks, extent);
+      const Eigen::Index l = detail::block_start(i + 1, blocks, extent) - s;
+      if (split_rows)
+        amx::product(detail::logical_rows(a, s, l), b, c + s, ldc, accumulate, nullptr, whole);
+      else
+        amx::product(a, detail::logical_cols(b, s, l), c + s * ldc, ldc, accumulate, whole, nullptr);
+    }
+    return;
+  }
   // The shared operand is used whole by every block, so block edges need not meet panel edges.
   std::uint32_t* whole = panel_buffer(2, split_rows ? packed_words<kNr>(n, k) : packed_words<kMr>(m, k));
   const Packed shared = split_rows ? pack_whole<kNr>(source_of_b(b), n, k, whole) : pack_whole<kMr>(source_of_a(a), m, k, whole);
@@ -324,13 +611,8 @@ inline void gemm_bf16_blocks(const MatRef& a, const MatRef& b, float* c, Eigen::
   for (Eigen::Index i = 0; i < blocks; ++i) {
     const Eigen::Index s = detail::block_start(i, blocks, extent);
     const Eigen::Index l = detail::block_start(i + 1, blocks, extent) - s;
-    if (split_rows) {
-      const MatRef rows = a.transposed ? MatRef{a.data + s * a.ld, a.rows, l, a.ld, true} : MatRef{a.data + s, l, a.cols, a.ld};
-      product(rows, b, c + s, ldc, accumulate, {}, 0, shared, 0);
-    } else {
-      const MatRef cols = b.transposed ? MatRef{b.data + s, l, b.cols, b.ld, true} : MatRef{b.data + s * b.ld, b.rows, l, b.ld};
-      product(a, cols, c + s * ldc, ldc, accumulate, shared, 0, {}, s);
-    }
+    if (split_rows) product(detail::logical_rows(a, s, l), b, c + s, ldc, accumulate, {}, 0, shared, 0);
+    else product(a, detail::logical_cols(b, s, l), c + s * ldc, ldc, accumulate, shared, 0, {}, s);
   }
 #else
   (void)a, (void)b, (void)c, (void)ldc, (void)accumulate, (void)split_rows, (void)blocks;

@@ -71,13 +71,16 @@ constexpr Winograd3x3 winograd_plan(const ConvShape& s, int n) {
 
 namespace detail {
 // The Winograd plan of this call. Under bf16, F(2x2) layers run as bf16 im2col products
-// instead (level with fp32 F(2x2) on AVX512_BF16, and autocast's arithmetic), while F(4x4)
-// layers stay fp32 Winograd: it multiplies 4x less than im2col, more than bf16's 2x rate makes
-// up (measured 1.3-1.5x faster than bf16 im2col at VGG16's 8x8 to 32x32 layers on AMD Zen 4),
-// and it is more accurate. ops/precision.hpp states the policy.
+// instead (level with fp32 F(2x2) on AVX512_BF16, and autocast's arithmetic). F(4x4) layers
+// stay fp32 Winograd on the AVX512_BF16 kernel: it multiplies 4x less than im2col, more than
+// that kernel's 2x rate makes up (measured 1.3-1.5x faster than bf16 im2col at VGG16's 8x8 to
+// 32x32 layers on AMD Zen 4), and it is more accurate. The AMX kernel multiplies about 8x
+// faster than fp32 FMAs, so under it every layer runs bf16 im2col products. ops/precision.hpp
+// states the policy.
 inline Winograd3x3 winograd_now(const ConvShape& s, int n) {
   Winograd3x3 plan = winograd_plan(s, n);
-  if (matmul_precision() == Precision::bf16 && plan.tile == 2) plan.tile = 0;
+  if (matmul_precision() == Precision::bf16 && (plan.tile == 2 || ops::bf16_kernel() == ops::Bf16Kernel::amx))
+    plan.tile = 0;
   return plan;
 }
 

@@ -125,17 +125,6 @@ using MutMap = Eigen::Map<Eigen::MatrixXf, 0, Eigen::OuterStride<>>;
 
 inline ConstMap map(const MatRef& a) { return ConstMap(a.data, a.rows, a.cols, Eigen::OuterStride<>(a.ld)); }
 
-// A sub-block of an operand's logical (possibly transposed) rows [r0, r0+nr) or columns.
-inline MatRef logical_rows(const MatRef& a, Eigen::Index r0, Eigen::Index nr) {
-  // Logical row r of a^T is physical column r.
-  if (a.transposed) return {a.data + r0 * a.ld, a.rows, nr, a.ld, true};
-  return {a.data + r0, nr, a.cols, a.ld, false};
-}
-inline MatRef logical_cols(const MatRef& a, Eigen::Index c0, Eigen::Index nc) {
-  if (a.transposed) return {a.data + c0, nc, a.cols, a.ld, true};
-  return {a.data + c0 * a.ld, a.rows, nc, a.ld, false};
-}
-
 #ifdef CTNN_USE_OPENBLAS
 // One single-threaded sgemm: C (m x n, leading dimension ldc) = A * B (+ C). OpenBLAS's own
 // threads would nest inside ctnn's OpenMP loop, so they are switched off once, up front.

@@ -29,6 +29,17 @@ struct MutMatRef {
 
 // How a product is cut into blocks for ctnn's threads (ops::gemm, ops::gemm_bf16_blocks).
 namespace detail {
+// A sub-block of an operand's logical (possibly transposed) rows [r0, r0+nr) or columns.
+inline MatRef logical_rows(const MatRef& a, Eigen::Index r0, Eigen::Index nr) {
+  // Logical row r of a^T is physical column r.
+  if (a.transposed) return {a.data + r0 * a.ld, a.rows, nr, a.ld, true};
+  return {a.data + r0, nr, a.cols, a.ld, false};
+}
+inline MatRef logical_cols(const MatRef& a, Eigen::Index c0, Eigen::Index nc) {
+  if (a.transposed) return {a.data + c0, nc, a.cols, a.ld, true};
+  return {a.data + c0 * a.ld, a.rows, nc, a.ld, false};
+}
+
 // How many blocks an extent of a product with `work` multiply-adds is cut into: a function of
 // the problem alone (never of the thread count), so every output element is computed by the
 // same code path whatever the threads. None under ~16M multiply-adds (every block re-packs the

@@ -9,10 +9,11 @@
 // state_dict). Two differences from PyTorch, both towards fp32:
 // - autocast also rounds each convolution's output (and so the gradient that comes back to it)
 //   to bf16, where ctnn keeps the fp32 sum it computed (the next product rounds it anyway);
-// - the 3x3 layers that fp32 runs as Winograd F(4x4, 3x3) (planes of 8x8 and up: most of
-//   VGG16) stay fp32 Winograd, which multiplies 4x less than a direct product and so beats
-//   bf16's 2x rate on AVX512_BF16 (ops/conv2d.hpp, winograd_now). The other 3x3 layers run as
-//   bf16 im2col products: bf16 has no Winograd, whose transforms would magnify its rounding.
+// - on the AVX512_BF16 kernel, the 3x3 layers that fp32 runs as Winograd F(4x4, 3x3) (planes
+//   of 8x8 and up: most of VGG16) stay fp32 Winograd, which multiplies 4x less than a direct
+//   product and so beats that kernel's 2x rate (ops/conv2d.hpp, winograd_now). On the AMX
+//   kernel, and for the other 3x3 layers, they run as bf16 im2col products: bf16 has no
+//   Winograd, whose transforms would magnify its rounding.
 //
 // The policy is process-wide (a training program sets it once), read at the start of each
 // product, so it must not change while a step runs.
