@@ -169,17 +169,44 @@ namespace detail::bf16 {
 
 inline constexpr Eigen::Index kMr = 32, kNr = 12, kKc = 384, kMc = 192, kNc = 1536;
 
-// Shifts of all 16 lanes. The maskz forms: GCC 12's plain _mm512_srli_epi32 merges into an
-// "undefined" vector that -Wmaybe-uninitialized reports when compiled for a lower -march.
-CTNN_BF16_TARGET inline __m512i shift_right16(__m512i v) { return _mm512_maskz_srli_epi32(0xffff, v, 16); }
-CTNN_BF16_TARGET inline __m512i shift_left16(__m512i v) { return _mm512_maskz_slli_epi32(0xffff, v, 16); }
+// 32 floats rounded to bf16, in order: lo's 16, then hi's. VCVTNE2PS2BF16 rounds to nearest
+// even as to_bf16_bits does; it differs only in what the products read as zero anyway
+// (subnormals: VDPBF16PS and TDPBF16PS treat subnormal inputs as zero) and in a NaN's payload
+// (it stays a NaN). One instruction where rounding by integer arithmetic took seven per 16.
+CTNN_BF16_TARGET inline __m512i round32(__m512 lo, __m512 hi) { return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); }
 
-// to_bf16_bits on 16 lanes, in the low half of each 32-bit lane.
-CTNN_BF16_TARGET inline __m512i round16(__m512 x) {
-  const __m512i u = _mm512_castps_si512(x);
-  const __m512i bias = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(shift_right16(u), _mm512_set1_epi32(1)));
-  const __m512i r = shift_right16(_mm512_add_epi32(u, bias));
-  return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
+// Two rows of 16 values rounded into 16 pairs: lane i holds lo[i] in its low half, hi[i] above.
+CTNN_BF16_TARGET inline __m512i round_pairs(__m512 lo, __m512 hi) {
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                              6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(interleave, round32(lo, hi));
+}
+
+// out[c * out_stride + r] = in[r * 16 + c] for a 16 x 16 block of 32-bit words: pairs of bf16
+// moved from lines to panels. Interleaves 32-bit, then 64-bit words of row pairs, so that each
+// 128-bit lane of u[e] holds column 4L + e of four rows, then gathers the four lanes of a column.
+CTNN_BF16_TARGET inline void transpose16(const std::uint32_t* in, std::uint32_t* out, Eigen::Index out_stride) {
+  __m512i r[16], t[16], u[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(in + 16 * i);
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int g = 0; g < 16; g += 4) {
+    u[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
+    u[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
+    u[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
+    u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
+  }
+  for (int e = 0; e < 4; ++e) {
+    const __m512i x_lo = _mm512_shuffle_i32x4(u[e], u[4 + e], 0x44), x_hi = _mm512_shuffle_i32x4(u[e], u[4 + e], 0xee);
+    const __m512i y_lo = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0x44),
+                  y_hi = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0xee);
+    _mm512_storeu_si512(out + e * out_stride, _mm512_shuffle_i32x4(x_lo, y_lo, 0x88));
+    _mm512_storeu_si512(out + (4 + e) * out_stride, _mm512_shuffle_i32x4(x_lo, y_lo, 0xdd));
+    _mm512_storeu_si512(out + (8 + e) * out_stride, _mm512_shuffle_i32x4(x_hi, y_hi, 0x88));
+    _mm512_storeu_si512(out + (12 + e) * out_stride, _mm512_shuffle_i32x4(x_hi, y_hi, 0xdd));
+  }
 }
 
 // An operand as panels see it: `lines` (A's rows or B's columns) by k. Element (line l, k) is
@@ -213,9 +240,9 @@ CTNN_BF16_TARGET inline void pack_panels(const PanelSource& src, Eigen::Index l0
         const bool two = 2 * p + 1 < kc;
         for (int h = 0; h * 16 < W; ++h) {
           const __mmask16 valid = first_lanes(n - 16 * h);
-          const __m512i lo = round16(_mm512_maskz_loadu_ps(valid, row + 16 * h));
-          const __m512i hi = two ? round16(_mm512_maskz_loadu_ps(valid, row + src.ld + 16 * h)) : _mm512_setzero_si512();
-          _mm512_mask_storeu_epi32(out + 16 * h, first_lanes(W - 16 * h), _mm512_or_si512(lo, shift_left16(hi)));
+          const __m512 lo = _mm512_maskz_loadu_ps(valid, row + 16 * h);
+          const __m512 hi = two ? _mm512_maskz_loadu_ps(valid, row + src.ld + 16 * h) : _mm512_setzero_ps();
+          _mm512_mask_storeu_epi32(out + 16 * h, first_lanes(W - 16 * h), round_pairs(lo, hi));
         }
       }
       continue;
@@ -232,13 +259,21 @@ CTNN_BF16_TARGET inline void pack_panels(const PanelSource& src, Eigen::Index l0
           continue;
         }
         const float* line = src.data + (k0 + 2 * p0) + (l0 + lr + l) * src.ld;
-        const __m256i lo = _mm512_cvtepi32_epi16(round16(_mm512_maskz_loadu_ps(first_lanes(left), line)));
-        const __m256i hi = _mm512_cvtepi32_epi16(round16(_mm512_maskz_loadu_ps(first_lanes(left - 16), line + 16)));
-        _mm512_store_si512(block[l], _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+        _mm512_store_si512(block[l], round32(_mm512_maskz_loadu_ps(first_lanes(left), line),
+                                             _mm512_maskz_loadu_ps(first_lanes(left - 16), line + 16)));
       }
       const Eigen::Index np = std::min<Eigen::Index>(16, pairs - p0);
-      for (Eigen::Index p = 0; p < np; ++p, out += W)
-        for (int l = 0; l < W; ++l) out[l] = block[l][p];
+      if constexpr (W % 16 == 0) {
+        // Whole 16 x 16 transpositions; the last pairs of a line through a block on the stack.
+        alignas(64) std::uint32_t rows[16][W];
+        std::uint32_t* to = np == 16 ? out : &rows[0][0];
+        for (int h = 0; h < W; h += 16) transpose16(&block[h][0], to + h, W);
+        if (np < 16) std::copy_n(&rows[0][0], np * W, out);
+        out += np * W;
+      } else {
+        for (Eigen::Index p = 0; p < np; ++p, out += W)
+          for (int l = 0; l < W; ++l) out[l] = block[l][p];
+      }
     }
   }
 }
@@ -401,10 +436,8 @@ CTNN_AMX_TARGET inline void pack_lines(const PanelSource& src, Index l0, Index c
           __m512i row = _mm512_setzero_si512();
           if (l < count) {
             const float* line = src.data + (k0 + 32 * q) + (l0 + l) * src.ld;
-            const __m256i lo = _mm512_cvtepi32_epi16(bf16::round16(_mm512_maskz_loadu_ps(bf16::first_lanes(left), line)));
-            const __m256i hi =
-                _mm512_cvtepi32_epi16(bf16::round16(_mm512_maskz_loadu_ps(bf16::first_lanes(left - 16), line + 16)));
-            row = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            row = bf16::round32(_mm512_maskz_loadu_ps(bf16::first_lanes(left), line),
+                                _mm512_maskz_loadu_ps(bf16::first_lanes(left - 16), line + 16));
           }
           _mm512_store_si512(tile + 16 * r, row);
         }
@@ -417,9 +450,8 @@ CTNN_AMX_TARGET inline void pack_lines(const PanelSource& src, Index l0, Index c
         __m512i pair = _mm512_setzero_si512();
         if (k < kc) {
           const float* row = src.data + (l0 + 16 * g) + (k0 + k) * src.ld;
-          const __m512i lo = bf16::round16(_mm512_maskz_loadu_ps(valid, row));
-          const __m512i hi = k + 1 < kc ? bf16::round16(_mm512_maskz_loadu_ps(valid, row + src.ld)) : _mm512_setzero_si512();
-          pair = _mm512_or_si512(lo, bf16::shift_left16(hi));
+          pair = bf16::round_pairs(_mm512_maskz_loadu_ps(valid, row),
+                                   k + 1 < kc ? _mm512_maskz_loadu_ps(valid, row + src.ld) : _mm512_setzero_ps());
         }
         _mm512_i32scatter_epi32(tile + p, rows16, pair, 4);
       }
