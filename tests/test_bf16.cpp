@@ -173,7 +173,11 @@ TEST_CASE("bf16 products: every transposition, k-blocks and panel edges, against
           const std::vector<float> c0 = c;
           const ops::MatRef a = ta ? ops::MatRef{av.data(), s.k, s.m, lda, true} : ops::MatRef{av.data(), s.m, s.k, lda};
           const ops::MatRef b = tb ? ops::MatRef{bv.data(), s.n, s.k, ldb, true} : ops::MatRef{bv.data(), s.k, s.n, ldb};
+          std::vector<float> packed = c;
           ops::gemm_bf16_serial(a, b, c.data(), ldc, acc == 1);
+          // B packed once up front (a layer's weights for every chunk): the same bits.
+          ops::gemm_bf16_serial(a, ops::pack_bf16_b(b), packed.data(), ldc, acc == 1);
+          CHECK_MESSAGE(packed == c, "B packed up front: m " << s.m << " k " << s.k << " n " << s.n);
           int bad = 0;
           for (Eigen::Index i = 0; i < s.m; ++i)
             for (Eigen::Index j = 0; j < s.n; ++j) {

@@ -308,7 +308,8 @@ CTNN_BF16_TARGET inline void micro_kernel(Eigen::Index pairs, const std::uint32_
 }
 
 inline std::uint32_t* panel_buffer(int slot, std::size_t words) {
-  thread_local std::vector<std::uint32_t, Eigen::aligned_allocator<std::uint32_t>> buffers[3];
+  // 0, 1: the operands packed block by block; 2: a product's shared operand; 3: Bf16PackedB.
+  thread_local std::vector<std::uint32_t, Eigen::aligned_allocator<std::uint32_t>> buffers[4];
   auto& b = buffers[slot];
   if (b.size() < words) {
     b = {};
@@ -590,11 +591,41 @@ inline void require_kernel() {
 }
 }  // namespace detail::bf16
 
-// C (m x n, leading dimension ldc) = A * B, or += when `accumulate`, with A and B rounded to
-// bf16 and fp32 sums, on the calling thread. Throws std::runtime_error on a CPU without
-// AVX512_BF16 (ops/precision.hpp's Autocast refuses bf16 there up front).
-inline void gemm_bf16_serial(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate) {
+// An operand B packed once for many products that share it (a layer's weights, multiplied by
+// every chunk of a batch), for the kernel in use: rounded once per pass instead of once per
+// product. Packed by the calling thread (with its team of threads when it has one) into storage
+// of that thread that stays valid until its next pack_bf16_b; any thread may then read it.
+struct Bf16PackedB {
+  MatRef b;
+  const std::uint32_t* data = nullptr;
+  Eigen::Index panels = 0;  // of the AVX512_BF16 kernel's layout
+  Bf16Kernel kernel = Bf16Kernel::avx512_bf16;
+};
+
+inline Bf16PackedB pack_bf16_b(const MatRef& b) {
   detail::bf16::require_kernel();
+  Bf16PackedB p{b, nullptr, 0, bf16_kernel()};
+#if CTNN_HAVE_BF16_KERNEL
+  using namespace detail::bf16;
+  const Eigen::Index n = b.out_cols(), k = b.out_rows();
+  if (p.kernel == Bf16Kernel::amx) {
+    std::uint32_t* out = panel_buffer(3, detail::amx::packed_words(n, k));
+    detail::amx::pack_whole<false>(source_of_b(b), n, k, out);
+    p.data = out;
+  } else {
+    const Packed whole = pack_whole<kNr>(source_of_b(b), n, k, panel_buffer(3, packed_words<kNr>(n, k)));
+    p.data = whole.data;
+    p.panels = whole.panels;
+  }
+#endif
+  return p;
+}
+
+namespace detail::bf16 {
+// gemm_bf16_serial, with B packed already when `packed` is given.
+inline void serial(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate,
+                   const Bf16PackedB* packed) {
+  require_kernel();
   if (a.out_rows() == 0 || b.out_cols() == 0) return;
 #if CTNN_HAVE_BF16_KERNEL
   if (a.out_cols() == 0) {
@@ -602,11 +633,26 @@ inline void gemm_bf16_serial(const MatRef& a, const MatRef& b, float* c, Eigen::
       for (Eigen::Index j = 0; j < b.out_cols(); ++j) std::fill_n(c + j * ldc, a.out_rows(), 0.0f);
     return;
   }
-  if (bf16_kernel() == Bf16Kernel::amx) detail::amx::product(a, b, c, ldc, accumulate);
-  else detail::bf16::product(a, b, c, ldc, accumulate);
+  if (packed && packed->kernel != bf16_kernel()) throw std::logic_error("Bf16PackedB: packed for another bf16 kernel");
+  if (bf16_kernel() == Bf16Kernel::amx) amx::product(a, b, c, ldc, accumulate, nullptr, packed ? packed->data : nullptr);
+  else if (packed) product(a, b, c, ldc, accumulate, {}, 0, Packed{packed->data, packed->panels}, 0);
+  else product(a, b, c, ldc, accumulate);
 #else
-  (void)c, (void)ldc, (void)accumulate;
+  (void)c, (void)ldc, (void)accumulate, (void)packed;
 #endif
+}
+}  // namespace detail::bf16
+
+// C (m x n, leading dimension ldc) = A * B, or += when `accumulate`, with A and B rounded to
+// bf16 and fp32 sums, on the calling thread. Throws std::runtime_error on a CPU without
+// AVX512_BF16 (ops/precision.hpp's Autocast refuses bf16 there up front).
+inline void gemm_bf16_serial(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate) {
+  detail::bf16::serial(a, b, c, ldc, accumulate, nullptr);
+}
+
+// The same with B packed by pack_bf16_b: the same bits as with B itself.
+inline void gemm_bf16_serial(const MatRef& a, const Bf16PackedB& b, float* c, Eigen::Index ldc, bool accumulate) {
+  detail::bf16::serial(a, b.b, c, ldc, accumulate, &b);
 }
 
 // C = A * B (or +=) in bf16 cut into `blocks` blocks of rows (split_rows) or columns,

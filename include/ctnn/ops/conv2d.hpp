@@ -98,6 +98,25 @@ inline int conv_chunk(const ConvShape& s, int n) {
 }
 
 
+// A layer's weights as every chunk's product uses them: under bf16, rounded and packed once per
+// pass (ops::pack_bf16_b) instead of once per chunk; in fp32, used as they are.
+class ChunkWeights {
+ public:
+  // `used`: whether any product will read them (a first layer computes no input gradient).
+  explicit ChunkWeights(const MatRef& w, bool used = true) : w_(w) {
+    if (used && matmul_precision() == Precision::bf16) packed_ = pack_bf16_b(w);
+  }
+  // C = A * W (or +=) on the calling thread.
+  void multiply(const MatRef& a, const MutMatRef& c, bool accumulate = false) const {
+    if (packed_.data) gemm_bf16_serial(a, packed_, c.data, c.ld, accumulate);
+    else gemm_serial(a, w_, c, accumulate);
+  }
+
+ private:
+  MatRef w_;
+  Bf16PackedB packed_{w_};
+};
+
 inline void conv2d_forward_image_parallel(const ConvShape& s, int n, const float* x, const float* w,
                                           const float* b, float* y) {
   const auto g = s.geometry(n);
@@ -106,7 +125,7 @@ inline void conv2d_forward_image_parallel(const ConvShape& s, int n, const float
   const std::size_t col_floats = static_cast<std::size_t>(nb) * plane * patch;
   float* cols = scratch(0, col_floats * num_threads());
   const Eigen::Index rows_all = static_cast<Eigen::Index>(n) * plane;
-  const MatRef wt{w, patch, oc, patch};
+  const ChunkWeights wt(MatRef{w, patch, oc, patch});
 #pragma omp parallel for schedule(dynamic, 1)
   for (int i = 0; i < chunks; ++i) {
     float* col = cols + col_floats * thread_index();
@@ -114,7 +133,7 @@ inline void conv2d_forward_image_parallel(const ConvShape& s, int n, const float
     const Eigen::Index rows = static_cast<Eigen::Index>(cnt) * plane;
     float* out = y + static_cast<std::size_t>(n0) * plane;
     im2col(x, g, n0, cnt, col, /*threaded=*/false);
-    gemm_serial({col, rows, patch, rows}, wt, {out, rows, oc, rows_all});
+    wt.multiply({col, rows, patch, rows}, {out, rows, oc, rows_all});
     // The bias, while the chunk's output is still in cache.
     add_bias(out, b, oc, static_cast<std::size_t>(rows), static_cast<std::size_t>(rows_all), /*threaded=*/false);
   }
@@ -133,7 +152,7 @@ inline void conv2d_backward_image_parallel(const ConvShape& s, int n, const floa
   float* cols = scratch(0, col_floats * num_threads());
   float* partials = scratch(1, w_floats * groups);
   const Eigen::Index rows_all = static_cast<Eigen::Index>(n) * plane;
-  const MatRef wt{w, patch, oc, patch};
+  const ChunkWeights wt_t(MatRef{w, patch, oc, patch}.t(), dx != nullptr);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int gi = 0; gi < groups; ++gi) {
     float* col = cols + col_floats * thread_index();
@@ -148,7 +167,7 @@ inline void conv2d_backward_image_parallel(const ConvShape& s, int n, const floa
         for (int c = 0; c < s.in_channels; ++c)
           std::fill_n(dx + c * g.in_channel_stride() + static_cast<std::size_t>(n0) * in_plane,
                       static_cast<std::size_t>(cnt) * in_plane, 0.0f);
-        gemm_serial(dym, wt.t(), {col, rows, patch, rows});
+        wt_t.multiply(dym, {col, rows, patch, rows});
         col2im_add(col, g, n0, cnt, dx, /*threaded=*/false);
       }
     }
