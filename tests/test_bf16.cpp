@@ -8,6 +8,7 @@
 #include <bit>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string_view>
 
@@ -229,6 +230,51 @@ TEST_CASE("Under Autocast, ops::gemm runs the bf16 kernel, with the same bits at
     CHECK(two == serial);
     CHECK(relative_gap(one, fp32) > 1e-4);
   }
+}
+
+TEST_CASE("On AMX, a convolution's patches are packed from its input with im2col's bits") {
+  if (!bf16_runs_here()) return;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  // ConvGeometry (in_channels, height, width, kernel, stride, padding, out_height, out_width,
+  // batch), then the rows [row0, row0 + rows) of the batch's patch matrix and the output
+  // channels. Planes 32 to 2 wide, and 7 and 20 (output rows across a panel's halves); a patch
+  // of 27 (an odd k), 360 and 576 (two and three k-blocks); 2048 rows (eight row blocks), 48 and
+  // 28 (panels cut short), rows starting inside an image and inside an output row; 530 outputs
+  // (two line blocks); 5x5, unpadded and 1x1 kernels.
+  struct Case {
+    ops::ConvGeometry g;
+    Eigen::Index row0, rows;
+    int out;
+  };
+  const Case cases[] = {
+      {{3, 32, 32, 3, 1, 1, 32, 32, 3}, 1024, 2048, 64}, {{40, 16, 16, 3, 1, 1, 16, 16, 2}, 0, 512, 530},
+      {{30, 8, 8, 3, 1, 1, 8, 8, 5}, 48, 192, 33},       {{64, 4, 4, 3, 1, 1, 4, 4, 3}, 0, 48, 70},
+      {{100, 2, 2, 3, 1, 1, 2, 2, 7}, 0, 28, 20},        {{7, 16, 16, 5, 1, 2, 16, 16, 2}, 272, 100, 16},
+      {{9, 18, 18, 3, 1, 0, 16, 16, 2}, 16, 400, 40},    {{5, 4, 4, 1, 1, 0, 4, 4, 4}, 21, 36, 9},
+      {{64, 7, 7, 3, 1, 1, 7, 7, 3}, 5, 120, 24},        {{8, 20, 20, 3, 1, 1, 20, 20, 2}, 13, 700, 8},
+  };
+  for (const Case& cs : cases) {
+    const ops::ConvGeometry& g = cs.g;
+    CAPTURE(g.in_channels);
+    CAPTURE(g.out_width);
+    CAPTURE(cs.row0);
+    const bool amx = ops::bf16_kernel() == ops::Bf16Kernel::amx;
+    REQUIRE(ops::bf16_fuses_im2col(g) == amx);
+    if (!amx) continue;
+    std::vector<float> x(static_cast<std::size_t>(g.in_channels) * g.in_channel_stride()), w(g.patch() * cs.out);
+    for (auto& v : x) v = u(rng);
+    for (auto& v : w) v = u(rng);
+    const Eigen::Index all = static_cast<Eigen::Index>(g.batch) * g.out_plane(), ldc = cs.rows + 3;
+    std::vector<float> col(all * g.patch()), want(ldc * cs.out, 7.0f), got(ldc * cs.out, 7.0f);
+    const ops::Bf16PackedB packed = ops::pack_bf16_b({w.data(), g.patch(), cs.out, g.patch()});
+    ops::im2col(x.data(), g, 0, g.batch, col.data());
+    ops::gemm_bf16_serial({col.data() + cs.row0, cs.rows, g.patch(), all}, packed, want.data(), ldc, false);
+    ops::gemm_bf16_patches(x.data(), g, cs.row0, cs.rows, packed, got.data(), ldc, false);
+    CHECK(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) == 0);
+  }
+  // Strided convolutions are not fused.
+  CHECK_FALSE(ops::bf16_fuses_im2col({3, 32, 32, 7, 2, 3, 16, 16, 1}));
 }
 
 TEST_CASE("Conv2d under bf16 matches PyTorch's autocast: forward, input, weight and bias gradients") {

@@ -39,6 +39,7 @@
 #include <Eigen/Core>
 
 #include "ctnn/ops/cpu.hpp"
+#include "ctnn/ops/im2col.hpp"
 #include "ctnn/ops/matrix.hpp"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -440,7 +441,7 @@ CTNN_AMX_TARGET inline void pack_lines(const PanelSource& src, Index l0, Index c
             row = bf16::round32(_mm512_maskz_loadu_ps(bf16::first_lanes(left), line),
                                 _mm512_maskz_loadu_ps(bf16::first_lanes(left - 16), line + 16));
           }
-          _mm512_store_si512(tile + 16 * r, row);
+          _mm512_storeu_si512(tile + 16 * r, row);
         }
         continue;
       }
@@ -465,6 +466,76 @@ CTNN_AMX_TARGET inline void pack_rows(const PanelSource& src, Index l0, Index co
   const Index pairs = (kc + 1) / 2, padded = chunks_of(kc) * 16;
   for (Index r = 0; r < count; r += 32, out += padded * 32) {
     bf16::pack_panels<32>(src, l0 + r, std::min<Index>(32, count - r), k0, kc, out);
+    std::fill(out + pairs * 32, out + padded * 32, 0u);
+  }
+}
+
+// The rows of a convolution's patch matrix (im2col's, ops/im2col.hpp, for the whole batch x)
+// packed as pack_rows packs that matrix, bit for bit, but read from x itself: the fp32 patch
+// matrix is never written. With stride 1, the rows of one output row are, for each value of k,
+// a shifted run of one input row: each half of a panel (16 rows) is one masked load per run of
+// it that lies in one output row, per value of k (one run for planes 16 wide or wider).
+struct ConvRows {
+  const float* x;
+  ConvGeometry g;
+  Index row0;  // the patch matrix's row (of the whole batch) that is this operand's first
+};
+
+inline bool conv_rows_fusable(const ConvGeometry& g) { return g.stride == 1; }
+
+CTNN_AMX_TARGET inline void pack_conv_rows(const ConvRows& a, Index r0, Index count, Index k0, Index kc,
+                                           std::uint32_t* out) {
+  const ConvGeometry& g = a.g;
+  const int ow = g.out_width, plane = g.out_plane(), kk = g.kernel * g.kernel;
+  const long in_plane = static_cast<long>(g.height) * g.width;
+  const long channel = static_cast<long>(g.in_channel_stride());
+  const Index pairs = (kc + 1) / 2, padded = chunks_of(kc) * 16;
+  struct Run {
+    long at;    // x's offset of the run's first pixel at kernel offset (0, 0), channel 0
+    int oy, ox;  // its first output pixel
+    int lane, lanes, half;
+  };
+  for (Index r = 0; r < count; r += 32, out += padded * 32) {
+    Run runs[32];
+    int nruns = 0;
+    for (int lane = 0; lane < 32 && r + lane < count;) {
+      const Index row = a.row0 + r0 + r + lane;
+      const int img = static_cast<int>(row / plane), pixel = static_cast<int>(row % plane);
+      const int oy = pixel / ow, ox = pixel % ow;
+      const int lanes = static_cast<int>(std::min<Index>({ow - ox, 16 - lane % 16, count - r - lane}));
+      runs[nruns++] = {img * in_plane + static_cast<long>(oy - g.padding) * g.width + (ox - g.padding), oy, ox,
+                       lane % 16, lanes, lane / 16};
+      lane += lanes;
+    }
+    // k = (channel, ky, kx), stepped along without divisions; `at` is its offset in x.
+    int ky = static_cast<int>(k0 % kk) / g.kernel, kx = static_cast<int>(k0 % kk) % g.kernel;
+    long at = (k0 / kk) * channel + ky * g.width + kx;
+    for (Index p = 0; p < pairs; ++p) {
+      __m512 v[2][2] = {{_mm512_setzero_ps(), _mm512_setzero_ps()}, {_mm512_setzero_ps(), _mm512_setzero_ps()}};
+      for (int e = 0; e < 2 && 2 * p + e < kc; ++e) {
+        for (int i = 0; i < nruns; ++i) {
+          const Run& u = runs[i];
+          const int iy = u.oy - g.padding + ky, ix = u.ox - g.padding + kx;
+          if (iy < 0 || iy >= g.height) continue;
+          // Lanes lane + j, j < lanes, read input column ix + j: those inside the plane.
+          const int lo = u.lane + std::max(0, -ix), hi = u.lane + std::min(u.lanes, g.width - ix);
+          if (lo >= hi) continue;
+          const __mmask16 m = static_cast<__mmask16>((1u << hi) - (1u << lo));
+          v[u.half][e] = _mm512_mask_loadu_ps(v[u.half][e], m, a.x + (at + u.at - u.lane));
+        }
+        ++at;
+        if (++kx == g.kernel) {
+          kx = 0;
+          at += g.width - g.kernel;
+          if (++ky == g.kernel) {
+            ky = 0;
+            at += channel - static_cast<long>(g.kernel) * g.width;
+          }
+        }
+      }
+      _mm512_storeu_si512(out + p * 32, bf16::round_pairs(v[0][0], v[0][1]));
+      _mm512_storeu_si512(out + p * 32 + 16, bf16::round_pairs(v[1][0], v[1][1]));
+    }
     std::fill(out + pairs * 32, out + padded * 32, 0u);
   }
 }
@@ -547,11 +618,28 @@ CTNN_AMX_TARGET inline void pack_whole(const PanelSource& src, Index lines, Inde
   }
 }
 
-// C = A * B (+ C) on the calling thread. `whole_a` / `whole_b`, when given, are pack_whole's
-// packings of all of A's rows / B's lines; the other operand is packed here, block by block.
-CTNN_AMX_TARGET inline void product(const MatRef& a, const MatRef& b, float* c, Index ldc, bool accumulate,
-                                    const std::uint32_t* whole_a = nullptr, const std::uint32_t* whole_b = nullptr) {
-  const Index m = a.out_rows(), k = a.out_cols(), n = b.out_cols();
+// A's rows as product() packs them: from a matrix (pack_rows), or from a convolution's input
+// (pack_conv_rows).
+struct MatrixRows {
+  PanelSource src;
+  CTNN_AMX_TARGET void operator()(Index r0, Index count, Index k0, Index kc, std::uint32_t* out) const {
+    pack_rows(src, r0, count, k0, kc, out);
+  }
+};
+struct PatchRows {
+  ConvRows conv;
+  CTNN_AMX_TARGET void operator()(Index r0, Index count, Index k0, Index kc, std::uint32_t* out) const {
+    pack_conv_rows(conv, r0, count, k0, kc, out);
+  }
+};
+
+// C = A * B (+ C) on the calling thread, A being m x k rows packed by `pack_a`. `whole_a` /
+// `whole_b`, when given, are pack_whole's packings of all of A's rows / B's lines; the other
+// operand is packed here, block by block.
+template <class PackA>
+CTNN_AMX_TARGET inline void product(const PackA& pack_a, Index m, Index k, const MatRef& b, float* c, Index ldc,
+                                    bool accumulate, const std::uint32_t* whole_a, const std::uint32_t* whole_b) {
+  const Index n = b.out_cols();
   std::uint32_t* ap = whole_a ? nullptr : bf16::panel_buffer(0, static_cast<std::size_t>(kMc) * (kKc / 2));
   std::uint32_t* bp = whole_b ? nullptr : bf16::panel_buffer(1, static_cast<std::size_t>(kNc) * (kKc / 2));
   load_tile_config();
@@ -566,7 +654,7 @@ CTNN_AMX_TARGET inline void product(const MatRef& a, const MatRef& b, float* c, 
         const Index mc = std::min(kMc, m - i0);
         const std::uint32_t* apan = ap;
         if (whole_a) apan = whole_a + whole_offset(m, k0) + static_cast<std::size_t>(i0) * chunks * 16;
-        else pack_rows(bf16::source_of_a(a), i0, mc, k0, kc, ap);
+        else pack_a(i0, mc, k0, kc, ap);
         for (Index jr = 0; jr < nc; jr += 32)
           for (Index ir = 0; ir < mc; ir += 32)
             micro_kernel(chunks, apan + ir * chunks * 16, bpan + jr * chunks * 16, c + (i0 + ir) + (j0 + jr) * ldc,
@@ -577,6 +665,11 @@ CTNN_AMX_TARGET inline void product(const MatRef& a, const MatRef& b, float* c, 
   }
   // Gives the tile state back, so that context switches need not save it.
   _tile_release();
+}
+
+CTNN_AMX_TARGET inline void product(const MatRef& a, const MatRef& b, float* c, Index ldc, bool accumulate,
+                                    const std::uint32_t* whole_a = nullptr, const std::uint32_t* whole_b = nullptr) {
+  product(MatrixRows{bf16::source_of_a(a)}, a.out_rows(), a.out_cols(), b, c, ldc, accumulate, whole_a, whole_b);
 }
 
 }  // namespace detail::amx
@@ -653,6 +746,32 @@ inline void gemm_bf16_serial(const MatRef& a, const MatRef& b, float* c, Eigen::
 // The same with B packed by pack_bf16_b: the same bits as with B itself.
 inline void gemm_bf16_serial(const MatRef& a, const Bf16PackedB& b, float* c, Eigen::Index ldc, bool accumulate) {
   detail::bf16::serial(a, b.b, c, ldc, accumulate, &b);
+}
+
+// Whether gemm_bf16_patches takes this convolution: on the AMX kernel, for stride 1.
+inline bool bf16_fuses_im2col(const ConvGeometry& g) {
+#if CTNN_HAVE_BF16_KERNEL
+  return bf16_kernel() == Bf16Kernel::amx && detail::amx::conv_rows_fusable(g);
+#else
+  (void)g;
+  return false;
+#endif
+}
+
+// C = P * W (or +=), P being rows [row0, row0 + rows) of the patch matrix of x (im2col's, see
+// ops/im2col.hpp, for the whole batch: row = (sample, output y, output x)) and W packed by
+// pack_bf16_b: gemm_bf16_serial(P, W)'s bits, with P's panels read from x directly, so that
+// the patch matrix is never written. Only where bf16_fuses_im2col(g).
+inline void gemm_bf16_patches(const float* x, const ConvGeometry& g, Eigen::Index row0, Eigen::Index rows,
+                              const Bf16PackedB& w, float* c, Eigen::Index ldc, bool accumulate) {
+  if (!bf16_fuses_im2col(g) || w.kernel != Bf16Kernel::amx || w.b.out_rows() != g.patch())
+    throw std::logic_error("gemm_bf16_patches: not for this convolution or kernel");
+#if CTNN_HAVE_BF16_KERNEL
+  if (rows == 0 || w.b.out_cols() == 0) return;
+  detail::amx::product(detail::amx::PatchRows{{x, g, row0}}, rows, g.patch(), w.b, c, ldc, accumulate, nullptr, w.data);
+#else
+  (void)x, (void)row0, (void)rows, (void)c, (void)ldc, (void)accumulate;
+#endif
 }
 
 // C = A * B (or +=) in bf16 cut into `blocks` blocks of rows (split_rows) or columns,

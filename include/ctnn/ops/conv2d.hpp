@@ -111,7 +111,6 @@ class ChunkWeights {
     if (packed_.data) gemm_bf16_serial(a, packed_, c.data, c.ld, accumulate);
     else gemm_serial(a, w_, c, accumulate);
   }
-
  private:
   MatRef w_;
   Bf16PackedB packed_{w_};
@@ -136,6 +135,26 @@ inline void conv2d_forward_image_parallel(const ConvShape& s, int n, const float
     wt.multiply({col, rows, patch, rows}, {out, rows, oc, rows_all});
     // The bias, while the chunk's output is still in cache.
     add_bias(out, b, oc, static_cast<std::size_t>(rows), static_cast<std::size_t>(rows_all), /*threaded=*/false);
+  }
+}
+
+// Under bf16 on the AMX kernel, where it packs a convolution's patches from its input
+// (bf16_fuses_im2col: stride 1, so every 3x3 layer of VGG16 and ResNet50_layer4): no
+// patch matrix is written, so the batch needs no chunks; its rows are cut into ops::gemm's
+// blocks, each packed from x and multiplied by the thread that takes it, bias added while the
+// block is in cache. The weights are rounded and packed once.
+inline void conv2d_forward_patches(const ConvShape& s, int n, const float* x, const float* w, const float* b,
+                                   float* y) {
+  const auto g = s.geometry(n);
+  const int patch = s.patch(), oc = s.out_channels;
+  const Eigen::Index rows = static_cast<Eigen::Index>(n) * s.out_plane();
+  const Bf16PackedB wt = pack_bf16_b(MatRef{w, patch, oc, patch});
+  const Eigen::Index blocks = block_count(rows, static_cast<long>(rows) * oc * patch);
+#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
+  for (Eigen::Index i = 0; i < blocks; ++i) {
+    const Eigen::Index r0 = block_start(i, blocks, rows), count = block_start(i + 1, blocks, rows) - r0;
+    gemm_bf16_patches(x, g, r0, count, wt, y + r0, rows, /*accumulate=*/false);
+    add_bias(y + r0, b, oc, static_cast<std::size_t>(count), static_cast<std::size_t>(rows), /*threaded=*/false);
   }
 }
 
@@ -180,6 +199,8 @@ inline void conv2d_backward_image_parallel(const ConvShape& s, int n, const floa
 // (Cin*K*K x Cout) column-major matrix it already is.
 inline void conv2d_forward(const ConvShape& s, int n, const float* x, const float* w, const float* b, float* y) {
   if (const auto wg = detail::winograd_now(s, n); wg.tile) return winograd_forward(wg, x, w, b, y);  // bias included
+  if (matmul_precision() == Precision::bf16 && !s.pointwise() && bf16_fuses_im2col(s.geometry(n)))
+    return detail::conv2d_forward_patches(s, n, x, w, b, y);  // bias included
   if (s.image_parallel()) return detail::conv2d_forward_image_parallel(s, n, x, w, b, y);  // bias included
   const int plane = s.out_plane(), patch = s.patch(), oc = s.out_channels;
   const Eigen::Index rows_all = static_cast<Eigen::Index>(n) * plane;
