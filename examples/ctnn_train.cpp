@@ -1,13 +1,13 @@
 // ctnn-train: train VGG16 or ResNet50_layer4 on CIFAR-10 for one epoch on the CPU, as the
 // assignment's main.py does, then report the test accuracy. The program is train_main.hpp and
-// train_cli.hpp; each network's instantiation of it is compiled in its own file
-// (ctnn_train_<model>.cpp), which keeps every translation unit near half a minute at -O3 and lets
-// them build in parallel.
+// train_cli.hpp, compiled here once for both networks (it sees them as a CifarNetwork); each
+// network is compiled in its own file (ctnn_train_<model>.cpp), so that no translation unit holds
+// both a network and the trainer, and they build in parallel.
 #include "train_main.hpp"
 
 namespace ctnn::cli {
-int train_vgg16(const TrainConfig& c);     // ctnn_train_vgg16.cpp
-int train_resnet50(const TrainConfig& c);  // ctnn_train_resnet50.cpp
+std::unique_ptr<CifarNetwork> make_vgg16(std::uint64_t seed);     // ctnn_train_vgg16.cpp
+std::unique_ptr<CifarNetwork> make_resnet50(std::uint64_t seed);  // ctnn_train_resnet50.cpp
 }  // namespace ctnn::cli
 
 int main(int argc, char** argv) {
@@ -18,5 +18,5 @@ int main(int argc, char** argv) {
   if (ctnn::dist::launched_by_mpiexec()) mpi.emplace(argc, argv);
 #endif
   return ctnn::cli::train_main(argc, argv, "ctnn-train",
-                               {{"vgg16", ctnn::cli::train_vgg16}, {"resnet50", ctnn::cli::train_resnet50}});
+                               {{"vgg16", ctnn::cli::make_vgg16}, {"resnet50", ctnn::cli::make_resnet50}});
 }

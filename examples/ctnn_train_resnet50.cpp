@@ -1,8 +1,8 @@
-// ctnn-train's program instantiated for ResNet50_layer4 (see ctnn_train.cpp).
+// ResNet50_layer4 for ctnn-train (see ctnn_train.cpp).
 #include <ctnn/models/resnet.hpp>
 
-#include "train_cli.hpp"
+#include "cifar_network.hpp"
 
 namespace ctnn::cli {
-int train_resnet50(const TrainConfig& c) { return train_run<ResNet50_layer4<10>>(c); }
+std::unique_ptr<CifarNetwork> make_resnet50(std::uint64_t seed) { return make_network<ResNet50_layer4<10>>(seed); }
 }  // namespace ctnn::cli

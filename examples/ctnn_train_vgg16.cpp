@@ -1,8 +1,8 @@
-// ctnn-train's program instantiated for VGG16 (see ctnn_train.cpp).
+// VGG16 for ctnn-train (see ctnn_train.cpp).
 #include <ctnn/models/vgg.hpp>
 
-#include "train_cli.hpp"
+#include "cifar_network.hpp"
 
 namespace ctnn::cli {
-int train_vgg16(const TrainConfig& c) { return train_run<VGG16>(c); }
+std::unique_ptr<CifarNetwork> make_vgg16(std::uint64_t seed) { return make_network<VGG16>(seed); }
 }  // namespace ctnn::cli

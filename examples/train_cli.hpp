@@ -1,8 +1,9 @@
 // ctnn-train's program for one network: the data, the Trainer, the accuracy line and the exit
-// codes (train_run<Net>); train_main.hpp adds the options and MPI. examples/ctnn_train.cpp builds
-// it for the assignment's two networks, each instantiated in its own file; tests/fault builds
-// the same program around a small network, so the crash and resume tests kill exactly this code
-// in seconds.
+// codes (train_run); train_main.hpp adds the options and MPI. The program sees the network as a
+// CifarNetwork (compose/any_network.hpp), so it is compiled once, beside main(), and each network
+// in a file of its own that defines its TrainModel::make (examples/ctnn_train_<model>.cpp);
+// tests/fault builds the same program around a small network, so the crash and resume tests kill
+// exactly this code in seconds.
 #pragma once
 
 #include <chrono>
@@ -16,6 +17,7 @@
 #include <iostream>
 #include <string>
 
+#include "cifar_network.hpp"
 #include "cli.hpp"
 
 namespace ctnn::cli {
@@ -44,14 +46,7 @@ struct TrainingSvg : TrainingObserver {
   void draw() const { io::write_training_svg(csv, svg, title); }
 };
 
-// One --model choice: its name and the program run for it (train_run<Net>).
-struct TrainModel {
-  std::string name;
-  int (*run)(const TrainConfig&);
-};
-
-template <class Net>
-int train_run(const TrainConfig& c) {
+inline int train_run(const TrainConfig& c, const TrainModel& model) {
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   // Of several processes, process 0 alone speaks and evaluates (each loads its own data).
@@ -72,12 +67,13 @@ int train_run(const TrainConfig& c) {
   TrainerOptions o = c.train;
   o.out_dir = c.out_dir;
   o.model_name = c.model;
-  Net net(c.train.seed);
+  const std::unique_ptr<CifarNetwork> network = model.make(c.train.seed);
+  CifarNetwork& net = *network;
   if (!c.load.empty()) {
     load_checkpoint(net, c.load, c.load_options, out);
     out << "Loaded " << c.load << "\n";
   }
-  Trainer<Net> trainer(net, o);
+  Trainer<CifarNetwork> trainer(net, o);
   if (c.replicas) trainer.set_replicas(*c.replicas);
   trainer.stop_when(StopSignals::flag());  // train_main handles Ctrl-C and SIGTERM
   // The loss curve, drawn from the log (so the picture is whatever the log says, on resumption

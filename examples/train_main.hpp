@@ -1,6 +1,5 @@
-// ctnn-train's main(): the options, MPI under mpiexec, and the dispatch to train_run<Net> of
-// the chosen model (train_cli.hpp). Only the file with main() includes this, so that the
-// networks' files (ctnn_train_<model>.cpp) parse neither MPI nor the option handling.
+// ctnn-train's main(): the options, MPI under mpiexec, and train_run (train_cli.hpp) with the
+// chosen model. Only the file with main() includes this.
 #pragma once
 
 #include <unistd.h>
@@ -126,7 +125,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
       c.train.progress = c.train.progress && comm->rank() == 0;
     }
 #endif
-    return model.run(c);
+    return train_run(c, model);
 #ifdef CTNN_TRAIN_MPI
   } catch (const dist::CollectiveError& e) {  // raised alike by every process: said once
     if (comm->rank() == 0) std::cerr << program << ": " << e.what() << "\n";

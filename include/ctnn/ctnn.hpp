@@ -20,6 +20,7 @@
 #include "ctnn/layers/pooling.hpp"
 #include "ctnn/layers/relu.hpp"
 
+#include "ctnn/compose/any_network.hpp"
 #include "ctnn/compose/network.hpp"
 #include "ctnn/compose/residual.hpp"
 #include "ctnn/compose/sequential.hpp"

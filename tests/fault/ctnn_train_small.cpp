@@ -14,7 +14,7 @@
 #include "train_main.hpp"
 
 namespace ctnn::cli {
-int train_resnet50(const TrainConfig& c);  // examples/ctnn_train_resnet50.cpp
+std::unique_ptr<CifarNetwork> make_resnet50(std::uint64_t seed);  // examples/ctnn_train_resnet50.cpp
 }  // namespace ctnn::cli
 
 namespace {
@@ -37,5 +37,5 @@ int main(int argc, char** argv) {
     return 1;
   }
   return ctnn::cli::train_main(argc, argv, "ctnn-train-small",
-                               {{"small", ctnn::cli::train_run<SmallNet>}, {"resnet50", ctnn::cli::train_resnet50}});
+                               {{"small", ctnn::cli::make_network<SmallNet>}, {"resnet50", ctnn::cli::make_resnet50}});
 }
