@@ -1,6 +1,7 @@
-// What ctnn-train's program (train_cli.hpp) knows of a network: CIFAR-10 images in, 10 logits
-// out, through compose/any_network.hpp. Each network's file includes this and its model alone,
-// and defines the network's TrainModel::make (ctnn_train_<model>.cpp).
+// What ctnn-train's and ctnn-eval's programs know of a network: CIFAR-10 images in, 10 logits
+// out, through compose/any_network.hpp. Each network is compiled in a file of its own that
+// includes this and its model alone (examples/cifar_<model>.cpp), once for both programs' sakes:
+// no translation unit holds both a network and a program.
 #pragma once
 
 #include <cstdint>
@@ -23,5 +24,8 @@ template <class Net>
 std::unique_ptr<CifarNetwork> make_network(std::uint64_t seed) {
   return std::make_unique<AnyNetworkOf<Net>>(seed);
 }
+
+std::unique_ptr<CifarNetwork> make_vgg16(std::uint64_t seed);     // cifar_vgg16.cpp
+std::unique_ptr<CifarNetwork> make_resnet50(std::uint64_t seed);  // cifar_resnet50.cpp
 
 }  // namespace ctnn::cli

@@ -1,7 +1,8 @@
 // ctnn-eval: the test accuracy of a VGG16 or ResNet50_layer4 checkpoint (PyTorch's or ctnn's),
-// with per-class accuracy and the confusion matrix.
-#include <ctnn/ctnn.hpp>
+// with per-class accuracy and the confusion matrix. The program sees the network as a CifarNetwork
+// (cifar_network.hpp): it is compiled once, and each network in a file of its own.
 #include <ctnn/io/state_dict.hpp>
+#include <ctnn/ops/gemm.hpp>
 #include <ctnn/io/svg.hpp>
 #include <ctnn/train/trainer.hpp>
 
@@ -9,6 +10,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "cifar_network.hpp"
 #include "cli.hpp"
 
 namespace {
@@ -29,14 +31,14 @@ const std::string kUsage =
     "  --seed S          (with --synthetic; default 0)\n"
     "  --help\n";
 
-template <class Net>
-int run(const std::string& checkpoint, const ctnn::io::LoadOptions& load, const ctnn::data::Dataset& test,
-        int batch_size, const std::string& svg = "", const std::string& title = "") {
-  Net net;
+int run(const ctnn::cli::TrainModel& model, const std::string& checkpoint, const ctnn::io::LoadOptions& load,
+        const ctnn::data::Dataset& test, int batch_size, const std::string& svg) {
+  const std::unique_ptr<ctnn::cli::CifarNetwork> network = model.make(0);  // every value is loaded
+  ctnn::cli::CifarNetwork& net = *network;
   ctnn::cli::load_checkpoint(net, checkpoint, load, std::cout);
   const auto r = ctnn::evaluate(net, test, batch_size);
   std::cout << "Accuracy of the model on the test images: " << r.accuracy() << " %\n\nper class:\n";
-  constexpr int K = Net::out_shape::channels;
+  constexpr int K = ctnn::cli::CifarNetwork::out_shape::channels;
   for (int c = 0; c < K; ++c) {
     const std::string name = c < static_cast<int>(test.class_names.size()) ? test.class_names[c] : std::to_string(c);
     std::printf("  %-12s %6.2f %%\n", name.c_str(), r.class_accuracy(c));
@@ -50,6 +52,8 @@ int run(const std::string& checkpoint, const ctnn::io::LoadOptions& load, const 
     std::printf("\n");
   }
   if (!svg.empty()) {
+    const std::string title = model.name + ", " + std::filesystem::path(checkpoint).filename().string() +
+                              (test.synthetic ? " (SYNTHETIC data)" : "");
     ctnn::io::write_svg(svg, ctnn::io::confusion_matrix_svg(r.confusion, test.class_names, title));
     std::printf("\nConfusion matrix: %s\n", svg.c_str());
   }
@@ -67,7 +71,8 @@ int main(int argc, char** argv) {
       std::cout << kUsage;
       return 0;
     }
-    const bool vgg16 = ctnn::cli::model_option(args, {"vgg16", "resnet50"}, "vgg16 or resnet50") == 0;
+    const ctnn::cli::TrainModel models[] = {{"vgg16", ctnn::cli::make_vgg16}, {"resnet50", ctnn::cli::make_resnet50}};
+    const ctnn::cli::TrainModel& model = models[ctnn::cli::model_option(args, {"vgg16", "resnet50"}, "vgg16 or resnet50")];
     const std::string checkpoint = args.get("checkpoint", "");
     if (checkpoint.empty()) throw ctnn::cli::UsageError("--checkpoint is required");
     const ctnn::io::LoadOptions load = ctnn::cli::load_options(args, true, "--checkpoint");
@@ -87,12 +92,7 @@ int main(int argc, char** argv) {
     if (synthetic > 0) std::cout << "*** SYNTHETIC DATA: evaluating on generated images, not CIFAR-10 ***\n";
     const ctnn::data::Dataset test = ctnn::cli::dataset(synthetic, seed, args.get("data", ctnn::cli::default_data_dir()),
                                                         ctnn::data::Split::test);
-    const std::string svg = args.get("svg", "");
-    const std::string title = std::string(vgg16 ? "vgg16" : "resnet50") + ", " +
-                              std::filesystem::path(checkpoint).filename().string() +
-                              (synthetic > 0 ? " (SYNTHETIC data)" : "");
-    return vgg16 ? run<ctnn::VGG16>(checkpoint, load, test, batch_size, svg, title)
-                 : run<ctnn::ResNet50_layer4<10>>(checkpoint, load, test, batch_size, svg, title);
+    return run(model, checkpoint, load, test, batch_size, args.get("svg", ""));
   } catch (const ctnn::cli::UsageError& e) {
     std::cerr << "ctnn-eval: " << e.what() << "\n(run ctnn-eval --help for the options)\n";
     return 2;

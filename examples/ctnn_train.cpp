@@ -1,14 +1,9 @@
 // ctnn-train: train VGG16 or ResNet50_layer4 on CIFAR-10 for one epoch on the CPU, as the
 // assignment's main.py does, then report the test accuracy. The program is train_main.hpp and
 // train_cli.hpp, compiled here once for both networks (it sees them as a CifarNetwork); each
-// network is compiled in its own file (ctnn_train_<model>.cpp), so that no translation unit holds
+// network is compiled in its own file (cifar_<model>.cpp), so that no translation unit holds
 // both a network and the trainer, and they build in parallel.
 #include "train_main.hpp"
-
-namespace ctnn::cli {
-std::unique_ptr<CifarNetwork> make_vgg16(std::uint64_t seed);     // ctnn_train_vgg16.cpp
-std::unique_ptr<CifarNetwork> make_resnet50(std::uint64_t seed);  // ctnn_train_resnet50.cpp
-}  // namespace ctnn::cli
 
 int main(int argc, char** argv) {
 #ifdef CTNN_TRAIN_MPI

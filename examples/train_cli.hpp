@@ -1,7 +1,7 @@
 // ctnn-train's program for one network: the data, the Trainer, the accuracy line and the exit
 // codes (train_run); train_main.hpp adds the options and MPI. The program sees the network as a
 // CifarNetwork (compose/any_network.hpp), so it is compiled once, beside main(), and each network
-// in a file of its own that defines its TrainModel::make (examples/ctnn_train_<model>.cpp);
+// in a file of its own that defines its TrainModel::make (examples/cifar_<model>.cpp);
 // tests/fault builds the same program around a small network, so the crash and resume tests kill
 // exactly this code in seconds.
 #pragma once

@@ -106,6 +106,39 @@ TEST_CASE("Trainer: the learning rate is divided every lr_decay_every epochs; ma
   CHECK(short_run.optimizer().steps() == 3);
 }
 
+TEST_CASE("Trainer over an AnyNetwork (as ctnn-train runs it): the same run, bit for bit, as over the Network") {
+  const auto train = data::make_synthetic_cifar(120, 5);
+  const auto test = data::make_synthetic_cifar(60, 6);
+  TrainerOptions o;
+  o.epochs = 2;
+  o.batch_size = 20;
+  o.lr = 3e-3;
+  o.log_every = 2;
+  SmallNet direct(4);
+  std::ostringstream direct_log;
+  Trainer<SmallNet>(direct, o).fit(train, direct_log);
+
+  AnyNetworkOf<SmallNet> owned(4);
+  AnyNetwork<Shape<3, 32, 32>, Features<10>>& any = owned;
+  CHECK(any.num_parameters() == direct.num_parameters());
+  std::ostringstream any_log;
+  Trainer<AnyNetwork<Shape<3, 32, 32>, Features<10>>>(any, o).fit(train, any_log);
+  CHECK(any_log.str() == direct_log.str());
+  const auto p = any.parameters(), q = direct.parameters();
+  CHECK(std::equal(p.begin(), p.end(), q.begin(), q.end()));  // exact: the same arithmetic in the same order
+  // Buffers too (BatchNorm's running statistics), seen through the state walk.
+  CHECK(any.state_entries().size() == direct.state_entries().size());
+  const auto a = evaluate(any, test), d = evaluate(direct, test);
+  CHECK(a.correct == d.correct);
+  CHECK(a.confusion == d.confusion);
+  std::ostringstream sa, sd;
+  any.summary(sa);
+  direct.summary(sd);
+  CHECK(sa.str() == sd.str());
+  any.eval();
+  CHECK_FALSE(owned.network().is_training());
+}
+
 TEST_CASE("Trainer rejects impossible options") {
   SmallNet net(0);
   TrainerOptions o;

@@ -5,7 +5,7 @@
 // needs none of its layer types. Instantiated for Network<...> it is compiled again for every
 // network; instantiated for AnyNetwork<In, Out> it is compiled once per pair of shapes, in a
 // file that need not see the layers: ctnn-train compiles its trainer beside main() and each
-// network in a file of its own (examples/ctnn_train_<model>.cpp), so no translation unit holds
+// network in a file of its own (examples/cifar_<model>.cpp), so no translation unit holds
 // both. The price is one indirect call per forward, backward, gradient reset and walk.
 #pragma once
 

@@ -1,4 +1,4 @@
-// VGG16 for ctnn-train (see ctnn_train.cpp).
+// VGG16 for ctnn-train and ctnn-eval (see cifar_network.hpp).
 #include <ctnn/models/vgg.hpp>
 
 #include "cifar_network.hpp"

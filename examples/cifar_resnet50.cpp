@@ -1,4 +1,4 @@
-// ResNet50_layer4 for ctnn-train (see ctnn_train.cpp).
+// ResNet50_layer4 for ctnn-train and ctnn-eval (see cifar_network.hpp).
 #include <ctnn/models/resnet.hpp>
 
 #include "cifar_network.hpp"
