@@ -232,7 +232,7 @@ TEST_CASE("Under Autocast, ops::gemm runs the bf16 kernel, with the same bits at
   }
 }
 
-TEST_CASE("On AMX, a convolution's patches are packed from its input with im2col's bits") {
+TEST_CASE("On AMX, a convolution's patches are packed from its input with im2col's bits, as rows and as columns") {
   if (!bf16_runs_here()) return;
   std::mt19937 rng(11);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -272,9 +272,104 @@ TEST_CASE("On AMX, a convolution's patches are packed from its input with im2col
     ops::gemm_bf16_serial({col.data() + cs.row0, cs.rows, g.patch(), all}, packed, want.data(), ldc, false);
     ops::gemm_bf16_patches(x.data(), g, cs.row0, cs.rows, packed, got.data(), ldc, false);
     CHECK(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) == 0);
+    // The patch matrix's columns (a weight gradient: P^T * B), added to what C holds.
+    std::vector<float> b(cs.rows * cs.out);
+    for (auto& v : b) v = u(rng);
+    const Eigen::Index ldw = g.patch() + 5;
+    std::vector<float> want_t(ldw * cs.out), got_t;
+    for (auto& v : want_t) v = u(rng);
+    got_t = want_t;
+    ops::gemm_bf16_serial(ops::MatRef{col.data() + cs.row0, cs.rows, g.patch(), all}.t(),
+                          ops::MatRef{b.data(), cs.rows, cs.out, cs.rows}, want_t.data(), ldw, true);
+    ops::gemm_bf16_patches_t(x.data(), g, cs.row0, {b.data(), cs.rows, cs.out, cs.rows}, got_t.data(), ldw, true);
+    CHECK(std::memcmp(want_t.data(), got_t.data(), want_t.size() * sizeof(float)) == 0);
   }
   // Strided convolutions are not fused.
   CHECK_FALSE(ops::bf16_fuses_im2col({3, 32, 32, 7, 2, 3, 16, 16, 1}));
+}
+
+TEST_CASE("On AMX, a stride-1 convolution's input gradient is the transposed convolution of dy, from packed patches") {
+  if (!bf16_runs_here()) return;
+  std::mt19937 rng(12);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  // ConvShape (in_channels, height, width, out_channels, kernel, stride, padding) and the batch:
+  // VGG16's and ResNet's 3x3 planes (32 wide to 2, 7), 5x5 and unpadded kernels (dy's
+  // convolution padded by 2 and 4), an odd inner size (3 x 9).
+  struct Case {
+    ops::ConvShape s;
+    int n;
+  };
+  const Case cases[] = {{{16, 32, 32, 8, 3, 1, 1}, 2}, {{24, 8, 8, 40, 3, 1, 1}, 5}, {{9, 7, 7, 64, 3, 1, 1}, 3},
+                        {{70, 2, 2, 33, 3, 1, 1}, 7},  {{6, 12, 12, 10, 5, 1, 2}, 2}, {{5, 9, 9, 3, 3, 1, 0}, 4},
+                        {{4, 20, 20, 12, 5, 1, 0}, 2}};
+  const Autocast bf16(Precision::bf16);
+  for (const Case& cs : cases) {
+    const ops::ConvShape& s = cs.s;
+    CAPTURE(s.in_channels);
+    CAPTURE(s.width);
+    CAPTURE(s.kernel);
+    CAPTURE(s.padding);
+    const bool amx = ops::bf16_kernel() == ops::Bf16Kernel::amx;
+    REQUIRE(ops::detail::bf16_backward_fused(s, cs.n) == amx);
+    if (!amx) continue;
+    const int k = s.kernel, ho = s.out_height(), wo = s.out_width(), n = cs.n;
+    const std::size_t in_plane = static_cast<std::size_t>(s.height) * s.width, out_plane = ho * wo;
+    std::vector<float> x(s.in_channels * n * in_plane), dy(s.out_channels * n * out_plane),
+        w(static_cast<std::size_t>(s.out_channels) * s.patch()), dw(w.size(), 0.0f), db(s.out_channels, 0.0f),
+        dx(x.size(), 7.0f);
+    for (auto* v : {&x, &dy, &w})
+      for (auto& e : *v) e = u(rng);
+    ops::conv2d_backward(s, n, x.data(), dy.data(), w.data(), dw.data(), db.data(), dx.data());
+    // dx[c][i][y][x] = sum over o, ky, kx of dy[o][i][y+p-ky][x+p-kx] * w[o][c][ky][kx], the
+    // operands rounded to bf16, summed in double. fp32 sums of m terms are within m * 2^-24 of
+    // the sum of the terms' magnitudes (a bound that cannot fail by chance; a misplaced term
+    // misses by a whole term).
+    std::vector<double> want(dx.size()), bound(dx.size());
+    for (int c = 0; c < s.in_channels; ++c)
+      for (int i = 0; i < n; ++i)
+        for (int y = 0; y < s.height; ++y)
+          for (int xx = 0; xx < s.width; ++xx) {
+            double sum = 0.0, mag = 0.0;
+            for (int o = 0; o < s.out_channels; ++o)
+              for (int ky = 0; ky < k; ++ky)
+                for (int kx = 0; kx < k; ++kx) {
+                  const int oy = y + s.padding - ky, ox = xx + s.padding - kx;
+                  if (oy < 0 || oy >= ho || ox < 0 || ox >= wo) continue;
+                  const double t = double(ops::round_to_bf16(dy[(o * n + i) * out_plane + oy * wo + ox])) *
+                                   double(ops::round_to_bf16(w[((o * s.in_channels + c) * k + ky) * k + kx]));
+                  sum += t;
+                  mag += std::abs(t);
+                }
+            const std::size_t at = (c * n + i) * in_plane + y * s.width + xx;
+            want[at] = sum;
+            bound[at] = mag * s.out_channels * k * k * 0x1p-24;
+          }
+    std::size_t outside = 0;  // counts NaNs too
+    for (std::size_t e = 0; e < dx.size(); ++e) outside += !(std::abs(double(dx[e]) - want[e]) <= bound[e]);
+    CHECK(outside == 0);
+    // dw[o][c][ky][kx] = sum over i, oy, ox of dy[o][i][oy][ox] * x[c][i][oy-p+ky][ox-p+kx], the
+    // same way (its patch matrix's columns packed from x).
+    outside = 0;
+    for (int o = 0; o < s.out_channels; ++o)
+      for (int c = 0; c < s.in_channels; ++c)
+        for (int ky = 0; ky < k; ++ky)
+          for (int kx = 0; kx < k; ++kx) {
+            double sum = 0.0, mag = 0.0;
+            for (int i = 0; i < n; ++i)
+              for (int oy = 0; oy < ho; ++oy)
+                for (int ox = 0; ox < wo; ++ox) {
+                  const int iy = oy - s.padding + ky, ix = ox - s.padding + kx;
+                  if (iy < 0 || iy >= s.height || ix < 0 || ix >= s.width) continue;
+                  const double t = double(ops::round_to_bf16(dy[(o * n + i) * out_plane + oy * wo + ox])) *
+                                   double(ops::round_to_bf16(x[(c * n + i) * in_plane + iy * s.width + ix]));
+                  sum += t;
+                  mag += std::abs(t);
+                }
+            const double got = dw[((o * s.in_channels + c) * k + ky) * k + kx];
+            outside += !(std::abs(got - sum) <= mag * n * out_plane * 0x1p-24);
+          }
+    CHECK(outside == 0);
+  }
 }
 
 TEST_CASE("Conv2d under bf16 matches PyTorch's autocast: forward, input, weight and bias gradients") {

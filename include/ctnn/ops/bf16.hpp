@@ -540,6 +540,69 @@ CTNN_AMX_TARGET inline void pack_conv_rows(const ConvRows& a, Index r0, Index co
   }
 }
 
+// The columns of the same patch matrix as A's rows (A = P^T, for weight gradients: line l is the
+// patch element (channel, ky, kx), k runs over P's rows from row0), packed as pack_rows packs
+// P^T, bit for bit, read from x itself. For each chunk of 32 k, its runs within one output row
+// and one 16-lane half are found once; each line is then one masked load per run (a shifted run
+// of one input row), its 32 values rounded into 16 pairs, and each 16 lines transposed into the
+// panel.
+struct ConvCols {
+  const float* x;
+  ConvGeometry g;
+  Index row0;
+};
+
+CTNN_AMX_TARGET inline void pack_conv_cols(const ConvCols& a, Index l0, Index count, Index k0, Index kc,
+                                           std::uint32_t* out) {
+  const ConvGeometry& g = a.g;
+  const int ow = g.out_width, plane = g.out_plane(), kk = g.kernel * g.kernel;
+  const long in_plane = static_cast<long>(g.height) * g.width;
+  const long channel = static_cast<long>(g.in_channel_stride());
+  const Index chunks = chunks_of(kc);
+  struct Run {
+    long at;     // x's offset of the run's first value at kernel offset (0, 0), channel 0
+    int oy, ox;  // its first output pixel
+    int lane, lanes, half;
+  };
+  alignas(64) std::uint32_t block[32][16];
+  for (Index r = 0; r < count; r += 32, out += chunks * 16 * 32) {
+    const int lines = static_cast<int>(std::min<Index>(32, count - r));
+    for (Index q = 0; q < chunks; ++q) {
+      Run runs[32];
+      int nruns = 0;
+      const Index first = 32 * q, left = kc - first;  // this chunk's k, relative to k0
+      for (int lane = 0; lane < 32 && lane < left;) {
+        const Index row = a.row0 + k0 + first + lane;
+        const int img = static_cast<int>(row / plane), pixel = static_cast<int>(row % plane);
+        const int oy = pixel / ow, ox = pixel % ow;
+        const int lanes = static_cast<int>(std::min<Index>({ow - ox, 16 - lane % 16, left - lane}));
+        runs[nruns++] = {img * in_plane + static_cast<long>(oy - g.padding) * g.width + (ox - g.padding), oy, ox,
+                         lane % 16, lanes, lane / 16};
+        lane += lanes;
+      }
+      for (int l = 0; l < 32; ++l) {
+        __m512 v[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+        if (l < lines) {
+          const int p = static_cast<int>(l0 + r + l), c = p / kk, ky = (p % kk) / g.kernel, kx = p % g.kernel;
+          const float* base = a.x + c * channel + ky * g.width + kx;
+          for (int i = 0; i < nruns; ++i) {
+            const Run& u = runs[i];
+            const int iy = u.oy - g.padding + ky, ix = u.ox - g.padding + kx;
+            if (iy < 0 || iy >= g.height) continue;
+            const int lo = u.lane + std::max(0, -ix), hi = u.lane + std::min(u.lanes, g.width - ix);
+            if (lo >= hi) continue;
+            const __mmask16 m = static_cast<__mmask16>((1u << hi) - (1u << lo));
+            v[u.half] = _mm512_mask_loadu_ps(v[u.half], m, base + (u.at - u.lane));
+          }
+        }
+        _mm512_store_si512(block[l], bf16::round32(v[0], v[1]));
+      }
+      bf16::transpose16(&block[0][0], out + q * 16 * 32, 32);
+      bf16::transpose16(&block[16][0], out + q * 16 * 32 + 16, 32);
+    }
+  }
+}
+
 // C[0:mr, 0:nr] (leading dimension ldc) = (add ? C : 0) + one A panel times one pair of B's line
 // groups, over `chunks` chunks of 32 k. Needs the tile configuration loaded. An edge block goes
 // through a 32 x 32 block on the stack (columns of 32 floats) and is summed in the same order as
@@ -630,6 +693,13 @@ struct PatchRows {
   ConvRows conv;
   CTNN_AMX_TARGET void operator()(Index r0, Index count, Index k0, Index kc, std::uint32_t* out) const {
     pack_conv_rows(conv, r0, count, k0, kc, out);
+  }
+};
+struct PatchCols {
+  ConvCols conv;
+  Index line0;  // the patch element that is this block's first row
+  CTNN_AMX_TARGET void operator()(Index r0, Index count, Index k0, Index kc, std::uint32_t* out) const {
+    pack_conv_cols(conv, line0 + r0, count, k0, kc, out);
   }
 };
 
@@ -771,6 +841,31 @@ inline void gemm_bf16_patches(const float* x, const ConvGeometry& g, Eigen::Inde
   detail::amx::product(detail::amx::PatchRows{{x, g, row0}}, rows, g.patch(), w.b, c, ldc, accumulate, nullptr, w.data);
 #else
   (void)x, (void)row0, (void)rows, (void)c, (void)ldc, (void)accumulate;
+#endif
+}
+
+// C (patch x n) = P^T * B (or +=), P being rows [row0, row0 + B's rows) of the patch matrix of x
+// as for gemm_bf16_patches: a convolution's weight gradient (dw += P^T dy) without the patch
+// matrix. gemm_bf16_serial(P^T, B)'s bits, at any thread count: C's rows are cut into blocks of
+// whole 32-row panels, shared out over ctnn's threads, each packing its own rows of P^T from x;
+// B is packed once, by all threads. Only where bf16_fuses_im2col(g).
+inline void gemm_bf16_patches_t(const float* x, const ConvGeometry& g, Eigen::Index row0, const MatRef& b, float* c,
+                                Eigen::Index ldc, bool accumulate) {
+  if (!bf16_fuses_im2col(g)) throw std::logic_error("gemm_bf16_patches_t: not for this convolution or kernel");
+#if CTNN_HAVE_BF16_KERNEL
+  namespace amx = detail::amx;
+  const Eigen::Index m = g.patch(), k = b.out_rows(), n = b.out_cols();
+  if (m == 0 || n == 0 || k == 0) return gemm_bf16_serial({x, m, k, m}, b, c, ldc, accumulate);  // zeros or nothing
+  std::uint32_t* whole = detail::bf16::panel_buffer(2, amx::packed_words(n, k));
+  amx::pack_whole<false>(detail::bf16::source_of_b(b), n, k, whole);
+  const Eigen::Index panels = (m + 31) / 32, blocks = std::min(panels, detail::block_count(m, static_cast<long>(m) * n * k));
+#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
+  for (Eigen::Index i = 0; i < blocks; ++i) {
+    const Eigen::Index s = i * panels / blocks * 32, e = std::min(m, (i + 1) * panels / blocks * 32);
+    amx::product(amx::PatchCols{{x, g, row0}, s}, e - s, k, b, c + s, ldc, accumulate, nullptr, whole);
+  }
+#else
+  (void)x, (void)row0, (void)b, (void)c, (void)ldc, (void)accumulate;
 #endif
 }
 
