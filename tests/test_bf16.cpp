@@ -372,6 +372,70 @@ TEST_CASE("On AMX, a stride-1 convolution's input gradient is the transposed con
   }
 }
 
+TEST_CASE("On AMX, the direct convolution (tiles loaded from padded channel pairs) against double sums") {
+  if (!bf16_runs_here()) return;
+  std::mt19937 rng(13);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  // ConvGeometry (in_channels, height, width, kernel, stride, padding, out_height, out_width,
+  // batch), output channels, whether the weight is a transposed convolution's: input channels
+  // that fill no pair block (33, 48: zero rows), output groups cut short (40, 20), planes 32 to 2
+  // wide (blocks across images; on 2x2 the padded batch ends within a block), 5x5 and unpadded
+  // kernels.
+  struct Case {
+    ops::ConvGeometry g;
+    int cout;
+    bool flipped;
+  };
+  const Case cases[] = {{{64, 32, 32, 3, 1, 1, 32, 32, 2}, 40, false}, {{32, 16, 16, 3, 1, 1, 16, 16, 3}, 32, true},
+                        {{48, 8, 8, 3, 1, 1, 8, 8, 3}, 20, false},    {{33, 7, 7, 3, 1, 1, 7, 7, 2}, 64, true},
+                        {{64, 2, 2, 3, 1, 1, 2, 2, 5}, 16, false},    {{32, 12, 12, 5, 1, 2, 12, 12, 2}, 8, true},
+                        {{40, 10, 10, 3, 1, 0, 8, 8, 2}, 33, false}};
+  for (const Case& cs : cases) {
+    const ops::ConvGeometry& g = cs.g;
+    CAPTURE(g.in_channels);
+    CAPTURE(g.width);
+    CAPTURE(cs.cout);
+    CAPTURE(cs.flipped);
+    const bool amx = ops::bf16_kernel() == ops::Bf16Kernel::amx;
+    REQUIRE(ops::bf16_direct_conv(g) == amx);
+    if (!amx) continue;
+    const int k = g.kernel, kk = k * k, n = g.batch, cin = g.in_channels;
+    const std::size_t in_plane = static_cast<std::size_t>(g.height) * g.width, out_plane = g.out_plane();
+    std::vector<float> x(cin * n * in_plane), w(static_cast<std::size_t>(cs.cout) * cin * kk), bias(cs.cout),
+        y(cs.cout * n * out_plane + 1, 7.0f);
+    for (auto* v : {&x, &w, &bias})
+      for (auto& e : *v) e = u(rng);
+    ops::conv_bf16_direct(x.data(), g, w.data(), cs.flipped, cs.cout, cs.flipped ? nullptr : bias.data(), y.data());
+    // The weight multiplied: [cout][cin][k][k], or the flipped [cin][cout][k][k] one.
+    auto weight = [&](int o, int c, int t) {
+      return cs.flipped ? w[(static_cast<std::size_t>(c) * cs.cout + o) * kk + kk - 1 - t]
+                        : w[(static_cast<std::size_t>(o) * cin + c) * kk + t];
+    };
+    std::size_t outside = 0;  // counts NaNs too
+    for (int o = 0; o < cs.cout; ++o)
+      for (int i = 0; i < n; ++i)
+        for (int oy = 0; oy < g.out_height; ++oy)
+          for (int ox = 0; ox < g.out_width; ++ox) {
+            double sum = cs.flipped ? 0.0 : bias[o], mag = std::abs(sum);
+            for (int c = 0; c < cin; ++c)
+              for (int t = 0; t < kk; ++t) {
+                const int iy = oy - g.padding + t / k, ix = ox - g.padding + t % k;
+                if (iy < 0 || iy >= g.height || ix < 0 || ix >= g.width) continue;
+                const double p = double(ops::round_to_bf16(x[(c * n + i) * in_plane + iy * g.width + ix])) *
+                                 double(ops::round_to_bf16(weight(o, c, t)));
+                sum += p;
+                mag += std::abs(p);
+              }
+            const double got = y[(o * n + i) * out_plane + oy * g.out_width + ox];
+            outside += !(std::abs(got - sum) <= mag * (cin * kk + 1) * 0x1p-24);
+          }
+    CHECK(outside == 0);
+    CHECK(y.back() == 7.0f);  // nothing written past the output
+  }
+  CHECK_FALSE(ops::bf16_direct_conv({16, 32, 32, 3, 1, 1, 32, 32, 1}));  // too few input channels
+  CHECK_FALSE(ops::bf16_direct_conv({64, 32, 32, 3, 2, 1, 16, 16, 1}));  // strided
+}
+
 TEST_CASE("Conv2d under bf16 matches PyTorch's autocast: forward, input, weight and bias gradients") {
   if (!bf16_runs_here()) return;
   static_assert(Conv2d<48, 13, 3, 1, 1>::bind<Shape<48, 5, 5>>::winograd_plan().tile == 2,

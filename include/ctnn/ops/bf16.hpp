@@ -483,46 +483,62 @@ struct ConvRows {
 
 inline bool conv_rows_fusable(const ConvGeometry& g) { return g.stride == 1; }
 
+// Up to 32 consecutive rows of a stride-1 patch matrix cut into runs that lie in one output row
+// and one 16-lane half: for each value of k, a run reads consecutive input values.
+struct PatchRun {
+  long at;     // x's offset of the run's first value at kernel offset (0, 0), channel 0
+  int oy, ox;  // its first output pixel
+  int lane, lanes, half;
+};
+struct PatchRuns {
+  PatchRun run[32];
+  int count = 0;
+
+  // Rows [row, row + rows) of the patch matrix, rows <= 32.
+  PatchRuns(const ConvGeometry& g, Index row, Index rows) {
+    const int ow = g.out_width, plane = g.out_plane();
+    const long in_plane = static_cast<long>(g.height) * g.width;
+    for (int lane = 0; lane < rows;) {
+      const int img = static_cast<int>((row + lane) / plane), pixel = static_cast<int>((row + lane) % plane);
+      const int oy = pixel / ow, ox = pixel % ow;
+      const int lanes = static_cast<int>(std::min<Index>({ow - ox, 16 - lane % 16, rows - lane}));
+      run[count++] = {img * in_plane + static_cast<long>(oy - g.padding) * g.width + (ox - g.padding), oy, ox,
+                      lane % 16, lanes, lane / 16};
+      lane += lanes;
+    }
+  }
+
+  // The rows' values of one patch element: `at` is the element's offset in x (channel * channel
+  // stride + ky * width + kx); values in the padding stay v's (zeros).
+  CTNN_AMX_TARGET void load(const ConvGeometry& g, const float* x, long at, int ky, int kx, __m512 (&v)[2]) const {
+    for (int i = 0; i < count; ++i) {
+      const PatchRun& u = run[i];
+      const int iy = u.oy - g.padding + ky, ix = u.ox - g.padding + kx;
+      if (iy < 0 || iy >= g.height) continue;
+      // Lanes lane + j, j < lanes, read input column ix + j: those inside the plane.
+      const int lo = u.lane + std::max(0, -ix), hi = u.lane + std::min(u.lanes, g.width - ix);
+      if (lo >= hi) continue;
+      const __mmask16 m = static_cast<__mmask16>((1u << hi) - (1u << lo));
+      v[u.half] = _mm512_mask_loadu_ps(v[u.half], m, x + (at + u.at - u.lane));
+    }
+  }
+};
+
 CTNN_AMX_TARGET inline void pack_conv_rows(const ConvRows& a, Index r0, Index count, Index k0, Index kc,
                                            std::uint32_t* out) {
   const ConvGeometry& g = a.g;
-  const int ow = g.out_width, plane = g.out_plane(), kk = g.kernel * g.kernel;
-  const long in_plane = static_cast<long>(g.height) * g.width;
+  const int kk = g.kernel * g.kernel;
   const long channel = static_cast<long>(g.in_channel_stride());
   const Index pairs = (kc + 1) / 2, padded = chunks_of(kc) * 16;
-  struct Run {
-    long at;    // x's offset of the run's first pixel at kernel offset (0, 0), channel 0
-    int oy, ox;  // its first output pixel
-    int lane, lanes, half;
-  };
   for (Index r = 0; r < count; r += 32, out += padded * 32) {
-    Run runs[32];
-    int nruns = 0;
-    for (int lane = 0; lane < 32 && r + lane < count;) {
-      const Index row = a.row0 + r0 + r + lane;
-      const int img = static_cast<int>(row / plane), pixel = static_cast<int>(row % plane);
-      const int oy = pixel / ow, ox = pixel % ow;
-      const int lanes = static_cast<int>(std::min<Index>({ow - ox, 16 - lane % 16, count - r - lane}));
-      runs[nruns++] = {img * in_plane + static_cast<long>(oy - g.padding) * g.width + (ox - g.padding), oy, ox,
-                       lane % 16, lanes, lane / 16};
-      lane += lanes;
-    }
+    const PatchRuns runs(g, a.row0 + r0 + r, std::min<Index>(32, count - r));
     // k = (channel, ky, kx), stepped along without divisions; `at` is its offset in x.
     int ky = static_cast<int>(k0 % kk) / g.kernel, kx = static_cast<int>(k0 % kk) % g.kernel;
     long at = (k0 / kk) * channel + ky * g.width + kx;
     for (Index p = 0; p < pairs; ++p) {
       __m512 v[2][2] = {{_mm512_setzero_ps(), _mm512_setzero_ps()}, {_mm512_setzero_ps(), _mm512_setzero_ps()}};
       for (int e = 0; e < 2 && 2 * p + e < kc; ++e) {
-        for (int i = 0; i < nruns; ++i) {
-          const Run& u = runs[i];
-          const int iy = u.oy - g.padding + ky, ix = u.ox - g.padding + kx;
-          if (iy < 0 || iy >= g.height) continue;
-          // Lanes lane + j, j < lanes, read input column ix + j: those inside the plane.
-          const int lo = u.lane + std::max(0, -ix), hi = u.lane + std::min(u.lanes, g.width - ix);
-          if (lo >= hi) continue;
-          const __mmask16 m = static_cast<__mmask16>((1u << hi) - (1u << lo));
-          v[u.half][e] = _mm512_mask_loadu_ps(v[u.half][e], m, a.x + (at + u.at - u.lane));
-        }
+        runs.load(g, a.x, at, ky, kx, v[e]);
         ++at;
         if (++kx == g.kernel) {
           kx = 0;
@@ -533,8 +549,8 @@ CTNN_AMX_TARGET inline void pack_conv_rows(const ConvRows& a, Index r0, Index co
           }
         }
       }
-      _mm512_storeu_si512(out + p * 32, bf16::round_pairs(v[0][0], v[0][1]));
-      _mm512_storeu_si512(out + p * 32 + 16, bf16::round_pairs(v[1][0], v[1][1]));
+      _mm512_storeu_si512(out + p * 32, bf16::round_pairs(v[0][0], v[1][0]));
+      _mm512_storeu_si512(out + p * 32 + 16, bf16::round_pairs(v[0][1], v[1][1]));
     }
     std::fill(out + pairs * 32, out + padded * 32, 0u);
   }
@@ -542,10 +558,9 @@ CTNN_AMX_TARGET inline void pack_conv_rows(const ConvRows& a, Index r0, Index co
 
 // The columns of the same patch matrix as A's rows (A = P^T, for weight gradients: line l is the
 // patch element (channel, ky, kx), k runs over P's rows from row0), packed as pack_rows packs
-// P^T, bit for bit, read from x itself. For each chunk of 32 k, its runs within one output row
-// and one 16-lane half are found once; each line is then one masked load per run (a shifted run
-// of one input row), its 32 values rounded into 16 pairs, and each 16 lines transposed into the
-// panel.
+// P^T, bit for bit, read from x itself. For each chunk of 32 k, its runs (PatchRuns) are found
+// once; each line is then one masked load per run, its 32 values rounded into 16 pairs, and
+// each 16 lines transposed into the panel.
 struct ConvCols {
   const float* x;
   ConvGeometry g;
@@ -555,45 +570,19 @@ struct ConvCols {
 CTNN_AMX_TARGET inline void pack_conv_cols(const ConvCols& a, Index l0, Index count, Index k0, Index kc,
                                            std::uint32_t* out) {
   const ConvGeometry& g = a.g;
-  const int ow = g.out_width, plane = g.out_plane(), kk = g.kernel * g.kernel;
-  const long in_plane = static_cast<long>(g.height) * g.width;
+  const int kk = g.kernel * g.kernel;
   const long channel = static_cast<long>(g.in_channel_stride());
   const Index chunks = chunks_of(kc);
-  struct Run {
-    long at;     // x's offset of the run's first value at kernel offset (0, 0), channel 0
-    int oy, ox;  // its first output pixel
-    int lane, lanes, half;
-  };
   alignas(64) std::uint32_t block[32][16];
   for (Index r = 0; r < count; r += 32, out += chunks * 16 * 32) {
     const int lines = static_cast<int>(std::min<Index>(32, count - r));
     for (Index q = 0; q < chunks; ++q) {
-      Run runs[32];
-      int nruns = 0;
-      const Index first = 32 * q, left = kc - first;  // this chunk's k, relative to k0
-      for (int lane = 0; lane < 32 && lane < left;) {
-        const Index row = a.row0 + k0 + first + lane;
-        const int img = static_cast<int>(row / plane), pixel = static_cast<int>(row % plane);
-        const int oy = pixel / ow, ox = pixel % ow;
-        const int lanes = static_cast<int>(std::min<Index>({ow - ox, 16 - lane % 16, left - lane}));
-        runs[nruns++] = {img * in_plane + static_cast<long>(oy - g.padding) * g.width + (ox - g.padding), oy, ox,
-                         lane % 16, lanes, lane / 16};
-        lane += lanes;
-      }
+      const PatchRuns runs(g, a.row0 + k0 + 32 * q, std::min<Index>(32, kc - 32 * q));
       for (int l = 0; l < 32; ++l) {
         __m512 v[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
         if (l < lines) {
-          const int p = static_cast<int>(l0 + r + l), c = p / kk, ky = (p % kk) / g.kernel, kx = p % g.kernel;
-          const float* base = a.x + c * channel + ky * g.width + kx;
-          for (int i = 0; i < nruns; ++i) {
-            const Run& u = runs[i];
-            const int iy = u.oy - g.padding + ky, ix = u.ox - g.padding + kx;
-            if (iy < 0 || iy >= g.height) continue;
-            const int lo = u.lane + std::max(0, -ix), hi = u.lane + std::min(u.lanes, g.width - ix);
-            if (lo >= hi) continue;
-            const __mmask16 m = static_cast<__mmask16>((1u << hi) - (1u << lo));
-            v[u.half] = _mm512_mask_loadu_ps(v[u.half], m, base + (u.at - u.lane));
-          }
+          const int p = static_cast<int>(l0 + r + l), ky = (p % kk) / g.kernel, kx = p % g.kernel;
+          runs.load(g, a.x, (p / kk) * channel + ky * g.width + kx, ky, kx, v);
         }
         _mm512_store_si512(block[l], bf16::round32(v[0], v[1]));
       }

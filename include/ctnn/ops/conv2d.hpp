@@ -23,6 +23,7 @@
 #include <cstddef>
 
 #include "ctnn/core/threading.hpp"
+#include "ctnn/ops/amx_conv.hpp"
 #include "ctnn/ops/bias.hpp"
 #include "ctnn/ops/gemm.hpp"
 #include "ctnn/ops/im2col.hpp"
@@ -177,6 +178,7 @@ inline void conv2d_backward_data_patches(const ConvShape& s, int n, const float*
   // dy as the input of a convolution whose output is dx's planes.
   const ConvGeometry g{oc, s.out_height(), s.out_width(), s.kernel, 1, s.kernel - 1 - s.padding,
                        s.height, s.width, n};
+  if (bf16_direct_conv(g)) return conv_bf16_direct(dy, g, w, /*flipped=*/true, ic, nullptr, dx);
   // The flipped, transposed kernels as an (oc*k*k x ic) column-major matrix: column i, row
   // (o, t) is w[o][i] at kernel offset k*k-1-t. Rounded and packed once.
   float* flipped = scratch(0, static_cast<std::size_t>(inner) * ic);
@@ -237,6 +239,8 @@ inline void conv2d_backward_image_parallel(const ConvShape& s, int n, const floa
 // (Cin*K*K x Cout) column-major matrix it already is.
 inline void conv2d_forward(const ConvShape& s, int n, const float* x, const float* w, const float* b, float* y) {
   if (const auto wg = detail::winograd_now(s, n); wg.tile) return winograd_forward(wg, x, w, b, y);  // bias included
+  if (matmul_precision() == Precision::bf16 && !s.pointwise() && bf16_direct_conv(s.geometry(n)))
+    return conv_bf16_direct(x, s.geometry(n), w, /*flipped=*/false, s.out_channels, b, y);  // bias included
   if (matmul_precision() == Precision::bf16 && !s.pointwise() && bf16_fuses_im2col(s.geometry(n)))
     return detail::conv2d_forward_patches(s, n, x, w, b, y);  // bias included
   if (s.image_parallel()) return detail::conv2d_forward_image_parallel(s, n, x, w, b, y);  // bias included
