@@ -59,63 +59,72 @@ inline DirectConv direct_conv(const ConvGeometry& g, int cout) {
   return d;
 }
 
-// x ([channel][image][row][column] floats) into the padded pair planes, with the calling team
-// of threads when there is one; the words past the last plane are zeros (blocks read past it).
-CTNN_AMX_TARGET inline void direct_input(const float* x, const DirectConv& d, std::uint32_t* out) {
+// Channels 2p and 2p+1 of x ([channel][image][row][column] floats) into pair p's padded plane.
+CTNN_AMX_TARGET inline void direct_input_pair(const float* x, const DirectConv& d, int p, std::uint32_t* out) {
   const std::size_t cs = static_cast<std::size_t>(d.n) * d.h * d.w;
-#pragma omp parallel for schedule(static)
-  for (int p = 0; p < d.pairs; ++p) {
-    const int c0 = 2 * p, c1 = 2 * p + 1;
-    for (int i = 0; i < d.n; ++i)
-      for (int yp = 0; yp < d.hp; ++yp) {
-        std::uint32_t* row = out + p * d.plane + (static_cast<long>(i) * d.hp + yp) * d.wp;
-        const int y = yp - d.pad;
-        if (y < 0 || y >= d.h || c0 >= d.cin) {
-          std::fill_n(row, d.wp, 0u);
-          continue;
-        }
-        std::fill_n(row, d.pad, 0u);
-        std::fill_n(row + d.pad + d.w, d.wp - d.pad - d.w, 0u);
-        const float* r0 = x + c0 * cs + (static_cast<std::size_t>(i) * d.h + y) * d.w;
-        const float* r1 = c1 < d.cin ? r0 + cs : nullptr;
-        for (int x0 = 0; x0 < d.w; x0 += 16) {
-          const __mmask16 m = bf16::first_lanes(d.w - x0);
-          const __m512 lo = _mm512_maskz_loadu_ps(m, r0 + x0);
-          const __m512 hi = r1 ? _mm512_maskz_loadu_ps(m, r1 + x0) : _mm512_setzero_ps();
-          _mm512_mask_storeu_epi32(row + d.pad + x0, m, bf16::round_pairs(lo, hi));
-        }
+  const int c0 = 2 * p, c1 = 2 * p + 1;
+  for (int i = 0; i < d.n; ++i)
+    for (int yp = 0; yp < d.hp; ++yp) {
+      std::uint32_t* row = out + p * d.plane + (static_cast<long>(i) * d.hp + yp) * d.wp;
+      const int y = yp - d.pad;
+      if (y < 0 || y >= d.h || c0 >= d.cin) {
+        std::fill_n(row, d.wp, 0u);
+        continue;
       }
-  }
+      std::fill_n(row, d.pad, 0u);
+      std::fill_n(row + d.pad + d.w, d.wp - d.pad - d.w, 0u);
+      const float* r0 = x + c0 * cs + (static_cast<std::size_t>(i) * d.h + y) * d.w;
+      const float* r1 = c1 < d.cin ? r0 + cs : nullptr;
+      for (int x0 = 0; x0 < d.w; x0 += 16) {
+        const __mmask16 m = bf16::first_lanes(d.w - x0);
+        const __m512 lo = _mm512_maskz_loadu_ps(m, r0 + x0);
+        const __m512 hi = r1 ? _mm512_maskz_loadu_ps(m, r1 + x0) : _mm512_setzero_ps();
+        _mm512_mask_storeu_epi32(row + d.pad + x0, m, bf16::round_pairs(lo, hi));
+      }
+    }
+}
+
+// All of x into the pair planes, with the calling team of threads when there is one; the words
+// past the last plane are zeros (blocks read past it). The parallel loops of this file only call
+// functions compiled for AMX: an OpenMP region's outlined body does not inherit the target
+// attribute under clang, and could then not hold the instructions themselves.
+inline void direct_input(const float* x, const DirectConv& d, std::uint32_t* out) {
+#pragma omp parallel for schedule(static)
+  for (int p = 0; p < d.pairs; ++p) direct_input_pair(x, d, p, out);
   std::fill_n(out + d.pairs * d.plane, d.input_words() - static_cast<std::size_t>(d.pairs) * d.plane, 0u);
 }
 
 // The weights as left-hand tiles: [group of 16 outputs][16 input pairs][kernel offset][16 rows of
 // 32 bf16 inputs]. w is [out][in][k][k]; with `flipped` it is the [in][out][k][k] weight of the
-// convolution whose input gradient this is, read at kernel offset k*k-1-t.
-CTNN_AMX_TARGET inline void direct_weights(const float* w, bool flipped, const DirectConv& d, std::uint32_t* out) {
+// convolution whose input gradient this is, read at kernel offset k*k-1-t. This: group gi.
+CTNN_AMX_TARGET inline void direct_weight_group(const float* w, bool flipped, const DirectConv& d, int gi,
+                                                std::uint32_t* out) {
   const int kk = d.k * d.k, blocks = d.pairs / 16;
   // Element (o, c, t) of the weight this convolution multiplies by.
   const long o_step = flipped ? kk : static_cast<long>(d.cin) * kk, c_step = flipped ? static_cast<long>(d.cout) * kk : kk;
   const __m512i lanes = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                            _mm512_set1_epi32(static_cast<int>(c_step)));
-#pragma omp parallel for schedule(static)
-  for (int gi = 0; gi < d.groups; ++gi)
-    for (int b = 0; b < blocks; ++b)
-      for (int t = 0; t < kk; ++t) {
-        std::uint32_t* tile = out + ((static_cast<std::size_t>(gi) * blocks + b) * kk + t) * 256;
-        const int tap = flipped ? kk - 1 - t : t;
-        for (int r = 0; r < 16; ++r) {
-          const int o = gi * 16 + r;
-          __m512 half[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-          if (o < d.cout)
-            for (int h = 0; h < 2; ++h) {
-              const int c = b * 32 + 16 * h;
-              const __mmask16 m = bf16::first_lanes(d.cin - c);
-              half[h] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, lanes, w + o * o_step + c * c_step + tap, 4);
-            }
-          _mm512_storeu_si512(tile + 16 * r, bf16::round32(half[0], half[1]));
-        }
+  for (int b = 0; b < blocks; ++b)
+    for (int t = 0; t < kk; ++t) {
+      std::uint32_t* tile = out + ((static_cast<std::size_t>(gi) * blocks + b) * kk + t) * 256;
+      const int tap = flipped ? kk - 1 - t : t;
+      for (int r = 0; r < 16; ++r) {
+        const int o = gi * 16 + r;
+        __m512 half[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+        if (o < d.cout)
+          for (int h = 0; h < 2; ++h) {
+            const int c = b * 32 + 16 * h;
+            const __mmask16 m = bf16::first_lanes(d.cin - c);
+            half[h] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, lanes, w + o * o_step + c * c_step + tap, 4);
+          }
+        _mm512_storeu_si512(tile + 16 * r, bf16::round32(half[0], half[1]));
       }
+    }
+}
+
+inline void direct_weights(const float* w, bool flipped, const DirectConv& d, std::uint32_t* out) {
+#pragma omp parallel for schedule(static)
+  for (int gi = 0; gi < d.groups; ++gi) direct_weight_group(w, flipped, d, gi, out);
 }
 
 // Positions [q0, q0 + 32) for output groups 2*pair, 2*pair+1: four tiles over every input pair
@@ -177,38 +186,46 @@ struct OutRuns {
   }
 };
 
-// The whole convolution from the packed input and weights: tasks of 8 blocks (256 positions)
-// by every pair of output groups, so that a task's inputs stay in L2 while the weights stream
-// through once per task; each block's outputs added to the bias and stored while in L1.
-CTNN_AMX_TARGET inline void direct_run(const DirectConv& d, const std::uint32_t* xin, const std::uint32_t* wt,
-                                       const float* bias, float* y) {
-  const long blocks = (d.positions + 31) / 32, tasks = (blocks + 7) / 8;
-  const long out_plane = static_cast<long>(d.n) * d.ho * d.wo;
+// Task t (blocks [8t, 8t+8) of 32 positions) for every pair of output groups, the outputs added
+// to the bias and stored while in L1. Needs the tile configuration loaded.
+CTNN_AMX_TARGET inline void direct_task(const DirectConv& d, const std::uint32_t* xin, const std::uint32_t* wt,
+                                        const float* bias, float* y, long t) {
+  const long blocks = (d.positions + 31) / 32, out_plane = static_cast<long>(d.n) * d.ho * d.wo;
+  alignas(64) float block[4 * 256];
+  for (int pair = 0; pair < d.groups / 2; ++pair)
+    for (long bi = 8 * t; bi < std::min(blocks, 8 * t + 8); ++bi) {
+      const long q0 = 32 * bi;
+      direct_block(d, xin, wt, q0, pair, block);
+      for (int half = 0; half < 2; ++half) {
+        const OutRuns runs(d, q0 + 16 * half);
+        for (int r = 0; r < 32 && pair * 32 + r < d.cout; ++r) {
+          const int o = pair * 32 + r;
+          const __m512 v = _mm512_add_ps(_mm512_load_ps(block + (r / 16 * 2 + half) * 256 + (r % 16) * 16),
+                                         _mm512_set1_ps(bias ? bias[o] : 0.0f));
+          for (int u = 0; u < runs.count; ++u) {
+            const OutRuns::Run& run = runs.run[u];
+            const __mmask16 m = static_cast<__mmask16>(((1u << run.lanes) - 1) << run.lane);
+            _mm512_mask_storeu_ps(y + (o * out_plane + run.at - run.lane), m, v);
+          }
+        }
+      }
+    }
+}
+
+CTNN_AMX_TARGET inline void release_tiles() { _tile_release(); }
+
+// The whole convolution from the packed input and weights: tasks of 8 blocks (256 positions) by
+// every pair of output groups, so that a task's inputs stay in L2 while the weights stream
+// through once per task.
+inline void direct_run(const DirectConv& d, const std::uint32_t* xin, const std::uint32_t* wt, const float* bias,
+                       float* y) {
+  const long tasks = ((d.positions + 31) / 32 + 7) / 8;
 #pragma omp parallel
   {
     load_tile_config();
-    alignas(64) float block[4 * 256];
 #pragma omp for schedule(dynamic, 1)
-    for (long t = 0; t < tasks; ++t)
-      for (int pair = 0; pair < d.groups / 2; ++pair)
-        for (long bi = 8 * t; bi < std::min(blocks, 8 * t + 8); ++bi) {
-          const long q0 = 32 * bi;
-          direct_block(d, xin, wt, q0, pair, block);
-          for (int half = 0; half < 2; ++half) {
-            const OutRuns runs(d, q0 + 16 * half);
-            for (int r = 0; r < 32 && pair * 32 + r < d.cout; ++r) {
-              const int o = pair * 32 + r;
-              const __m512 v = _mm512_add_ps(_mm512_load_ps(block + (r / 16 * 2 + half) * 256 + (r % 16) * 16),
-                                             _mm512_set1_ps(bias ? bias[o] : 0.0f));
-              for (int u = 0; u < runs.count; ++u) {
-                const OutRuns::Run& run = runs.run[u];
-                const __mmask16 m = static_cast<__mmask16>(((1u << run.lanes) - 1) << run.lane);
-                _mm512_mask_storeu_ps(y + (o * out_plane + run.at - run.lane), m, v);
-              }
-            }
-          }
-        }
-    _tile_release();
+    for (long t = 0; t < tasks; ++t) direct_task(d, xin, wt, bias, y, t);
+    release_tiles();
   }
 }
 
