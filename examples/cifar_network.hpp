@@ -14,12 +14,12 @@ namespace ctnn::cli {
 using CifarNetwork = AnyNetwork<Shape<3, 32, 32>, Shape<10, 1, 1>>;
 
 // One --model choice: its name and its network, initialised from a seed.
-struct TrainModel {
+struct CifarModel {
   std::string name;
   std::unique_ptr<CifarNetwork> (*make)(std::uint64_t seed);
 };
 
-// TrainModel::make for a Network type.
+// CifarModel::make for a Network type.
 template <class Net>
 std::unique_ptr<CifarNetwork> make_network(std::uint64_t seed) {
   return std::make_unique<AnyNetworkOf<Net>>(seed);

@@ -31,7 +31,7 @@ const std::string kUsage =
     "  --seed S          (with --synthetic; default 0)\n"
     "  --help\n";
 
-int run(const ctnn::cli::TrainModel& model, const std::string& checkpoint, const ctnn::io::LoadOptions& load,
+int run(const ctnn::cli::CifarModel& model, const std::string& checkpoint, const ctnn::io::LoadOptions& load,
         const ctnn::data::Dataset& test, int batch_size, const std::string& svg) {
   const std::unique_ptr<ctnn::cli::CifarNetwork> network = model.make(0);  // every value is loaded
   ctnn::cli::CifarNetwork& net = *network;
@@ -71,8 +71,8 @@ int main(int argc, char** argv) {
       std::cout << kUsage;
       return 0;
     }
-    const ctnn::cli::TrainModel models[] = {{"vgg16", ctnn::cli::make_vgg16}, {"resnet50", ctnn::cli::make_resnet50}};
-    const ctnn::cli::TrainModel& model = models[ctnn::cli::model_option(args, {"vgg16", "resnet50"}, "vgg16 or resnet50")];
+    const ctnn::cli::CifarModel models[] = {{"vgg16", ctnn::cli::make_vgg16}, {"resnet50", ctnn::cli::make_resnet50}};
+    const ctnn::cli::CifarModel& model = models[ctnn::cli::model_option(args, {"vgg16", "resnet50"}, "vgg16 or resnet50")];
     const std::string checkpoint = args.get("checkpoint", "");
     if (checkpoint.empty()) throw ctnn::cli::UsageError("--checkpoint is required");
     const ctnn::io::LoadOptions load = ctnn::cli::load_options(args, true, "--checkpoint");

@@ -1,7 +1,7 @@
 // ctnn-train's program for one network: the data, the Trainer, the accuracy line and the exit
 // codes (train_run); train_main.hpp adds the options and MPI. The program sees the network as a
 // CifarNetwork (compose/any_network.hpp), so it is compiled once, beside main(), and each network
-// in a file of its own that defines its TrainModel::make (examples/cifar_<model>.cpp);
+// in a file of its own that defines its CifarModel::make (examples/cifar_<model>.cpp);
 // tests/fault builds the same program around a small network, so the crash and resume tests kill
 // exactly this code in seconds.
 #pragma once
@@ -46,7 +46,7 @@ struct TrainingSvg : TrainingObserver {
   void draw() const { io::write_training_svg(csv, svg, title); }
 };
 
-inline int train_run(const TrainConfig& c, const TrainModel& model) {
+inline int train_run(const TrainConfig& c, const CifarModel& model) {
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   // Of several processes, process 0 alone speaks and evaluates (each loads its own data).

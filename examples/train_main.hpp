@@ -22,7 +22,7 @@ namespace ctnn::cli {
 // other failure (missing or malformed data, an unreadable or mismatched checkpoint, a NaN),
 // kInterrupted (130, the shell's status for Ctrl-C) when Ctrl-C or SIGTERM stopped the run
 // after its step in progress, with the snapshot and the weights so far saved.
-inline int train_main(int argc, char** argv, const std::string& program, const std::vector<TrainModel>& models) {
+inline int train_main(int argc, char** argv, const std::string& program, const std::vector<CifarModel>& models) {
   // From here on the first Ctrl-C or SIGTERM asks the Trainer to stop after its step (a second
   // one stops at once; before training starts, the first still lets one step run).
   const StopSignals stop_signals;
@@ -78,7 +78,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
       return 0;
     }
     TrainConfig c;
-    const TrainModel& model = models[model_option(args, model_names, names)];
+    const CifarModel& model = models[model_option(args, model_names, names)];
     c.model = model.name;
     c.data_dir = args.get("data", default_data_dir());
     c.out_dir = args.get("out", ".");
