@@ -288,13 +288,14 @@ TEST_CASE("On AMX, a convolution's patches are packed from its input with im2col
   CHECK_FALSE(ops::bf16_fuses_im2col({3, 32, 32, 7, 2, 3, 16, 16, 1}));
 }
 
-TEST_CASE("On AMX, a stride-1 convolution's input gradient is the transposed convolution of dy, from packed patches") {
+TEST_CASE("On AMX, a stride-1 convolution's backward without patch matrices (dx a transposed convolution) against double sums") {
   if (!bf16_runs_here()) return;
   std::mt19937 rng(12);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   // ConvShape (in_channels, height, width, out_channels, kernel, stride, padding) and the batch:
   // VGG16's and ResNet's 3x3 planes (32 wide to 2, 7), 5x5 and unpadded kernels (dy's
-  // convolution padded by 2 and 4), an odd inner size (3 x 9).
+  // convolution padded by 2 and 4), an odd inner size (3 x 9). dx's convolution is the direct
+  // one (ops/amx_conv.hpp) from 32 output channels on, packed patches of dy below.
   struct Case {
     ops::ConvShape s;
     int n;
