@@ -142,8 +142,8 @@ inline void conv2d_forward_image_parallel(const ConvShape& s, int n, const float
 // Under bf16 on the AMX kernel, where it packs a convolution's patches from its input
 // (bf16_fuses_im2col: stride 1, so every 3x3 layer of VGG16 and ResNet50_layer4): no
 // patch matrix is written, so the batch needs no chunks; its rows are cut into ops::gemm's
-// blocks, each packed from x and multiplied by the thread that takes it, bias added while the
-// block is in cache. The weights are rounded and packed once.
+// blocks, each packed from x and multiplied by the thread that takes it, bias (unless null)
+// added while the block is in cache. The weights are rounded and packed once.
 inline void conv2d_forward_patches(const ConvShape& s, int n, const float* x, const float* w, const float* b,
                                    float* y) {
   const auto g = s.geometry(n);
@@ -155,7 +155,7 @@ inline void conv2d_forward_patches(const ConvShape& s, int n, const float* x, co
   for (Eigen::Index i = 0; i < blocks; ++i) {
     const Eigen::Index r0 = block_start(i, blocks, rows), count = block_start(i + 1, blocks, rows) - r0;
     gemm_bf16_patches(x, g, r0, count, wt, y + r0, rows, /*accumulate=*/false);
-    add_bias(y + r0, b, oc, static_cast<std::size_t>(count), static_cast<std::size_t>(rows), /*threaded=*/false);
+    if (b) add_bias(y + r0, b, oc, static_cast<std::size_t>(count), static_cast<std::size_t>(rows), /*threaded=*/false);
   }
 }
 
@@ -163,39 +163,30 @@ inline void conv2d_forward_patches(const ConvShape& s, int n, const float* x, co
 // (every 3x3 layer of VGG16 and ResNet50_layer4; padding below the kernel size, as always in
 // practice). The weight gradient packs P^T from x (gemm_bf16_patches_t). The input gradient is a
 // convolution of its own (the transposed convolution): dy convolved with w's kernels flipped and
-// with input and output channels swapped, stride 1, padding k-1-p, its patches packed from dy
-// (gemm_bf16_patches), instead of dy * w^T written as a patch matrix of k*k times dx's size and
-// summed back by col2im. The same products of bf16-rounded dy and w; each input pixel's sum runs
-// over (output channel, kernel offset) in one fp32 accumulation instead of k*k partial sums
-// added by col2im.
+// with input and output channels swapped, stride 1, padding k-1-p, run as a forward is (the
+// direct convolution, or patches packed from dy), instead of dy * w^T written as a patch matrix
+// of k*k times dx's size and summed back by col2im. The same products of bf16-rounded dy and w;
+// each input pixel's sum runs over (output channel, kernel offset) in one fp32 accumulation
+// instead of k*k partial sums added by col2im.
 inline bool bf16_backward_fused(const ConvShape& s, int n) {
   return matmul_precision() == Precision::bf16 && !s.pointwise() && s.padding < s.kernel &&
          bf16_fuses_im2col(s.geometry(n));
 }
 
-inline void conv2d_backward_data_patches(const ConvShape& s, int n, const float* dy, const float* w, float* dx) {
-  const int kk = s.kernel * s.kernel, ic = s.in_channels, oc = s.out_channels, inner = oc * kk;
-  // dy as the input of a convolution whose output is dx's planes.
-  const ConvGeometry g{oc, s.out_height(), s.out_width(), s.kernel, 1, s.kernel - 1 - s.padding,
-                       s.height, s.width, n};
-  if (bf16_direct_conv(g)) return conv_bf16_direct(dy, g, w, /*flipped=*/true, ic, nullptr, dx);
-  // The flipped, transposed kernels as an (oc*k*k x ic) column-major matrix: column i, row
-  // (o, t) is w[o][i] at kernel offset k*k-1-t. Rounded and packed once.
-  float* flipped = scratch(0, static_cast<std::size_t>(inner) * ic);
+inline void conv2d_backward_data_transposed(const ConvShape& s, int n, const float* dy, const float* w, float* dx) {
+  const int kk = s.kernel * s.kernel, ic = s.in_channels, oc = s.out_channels;
+  // The transposed convolution: dy in, dx's planes out.
+  const ConvShape t{oc, s.out_height(), s.out_width(), ic, s.kernel, 1, s.kernel - 1 - s.padding};
+  if (bf16_direct_conv(t.geometry(n))) return conv_bf16_direct(dy, t.geometry(n), w, /*flipped=*/true, ic, nullptr, dx);
+  // Its weight, [ic][oc][k][k]: w[o][i] at kernel offset k*k-1-t.
+  float* flipped = scratch(0, static_cast<std::size_t>(oc) * kk * ic);
   for (int i = 0; i < ic; ++i)
     for (int o = 0; o < oc; ++o) {
       const float* from = w + (static_cast<std::size_t>(o) * ic + i) * kk;
-      float* to = flipped + static_cast<std::size_t>(i) * inner + static_cast<std::size_t>(o) * kk;
-      for (int t = 0; t < kk; ++t) to[t] = from[kk - 1 - t];
+      float* to = flipped + (static_cast<std::size_t>(i) * oc + o) * kk;
+      for (int k = 0; k < kk; ++k) to[k] = from[kk - 1 - k];
     }
-  const Bf16PackedB wt = pack_bf16_b(MatRef{flipped, inner, ic, inner});
-  const Eigen::Index rows = static_cast<Eigen::Index>(n) * s.height * s.width;
-  const Eigen::Index blocks = block_count(rows, static_cast<long>(rows) * ic * inner);
-#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
-  for (Eigen::Index b = 0; b < blocks; ++b) {
-    const Eigen::Index r0 = block_start(b, blocks, rows), count = block_start(b + 1, blocks, rows) - r0;
-    gemm_bf16_patches(dy, g, r0, count, wt, dx + r0, rows, /*accumulate=*/false);
-  }
+  conv2d_forward_patches(t, n, dy, flipped, nullptr, dx);
 }
 
 // Weight gradients are summed over the batch: chunks are gathered into fixed groups, each group's
@@ -274,7 +265,7 @@ inline void conv2d_backward(const ConvShape& s, int n, const float* x, const flo
   add_channel_sums(dy, oc, static_cast<std::size_t>(rows_all), db);
   if (detail::bf16_backward_fused(s, n)) {
     gemm_bf16_patches_t(x, s.geometry(n), 0, {dy, rows_all, oc, rows_all}, dw, patch, /*accumulate=*/true);
-    if (dx) detail::conv2d_backward_data_patches(s, n, dy, w, dx);
+    if (dx) detail::conv2d_backward_data_transposed(s, n, dy, w, dx);
     return;
   }
   if (const auto wg = detail::winograd_now(s, n); wg.tile) {
