@@ -8,6 +8,7 @@
 #include <ctnn/compose/any_network.hpp>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace ctnn::cli {
 
@@ -27,5 +28,8 @@ std::unique_ptr<CifarNetwork> make_network(std::uint64_t seed) {
 
 std::unique_ptr<CifarNetwork> make_vgg16(std::uint64_t seed);     // cifar_vgg16.cpp
 std::unique_ptr<CifarNetwork> make_resnet50(std::uint64_t seed);  // cifar_resnet50.cpp
+
+// The assignment's two networks, as ctnn-train and ctnn-eval offer them.
+inline std::vector<CifarModel> cifar_models() { return {{"vgg16", make_vgg16}, {"resnet50", make_resnet50}}; }
 
 }  // namespace ctnn::cli

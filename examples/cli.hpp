@@ -174,14 +174,18 @@ inline std::string precision_summary(Precision p) {
                               : "Precision: bf16 products, fp32 sums, weights and everything else; " + ops::bf16_kernel_summary();
 }
 
-// The index in `names` of --model's value, which is required; `choices` says the names
-// ("vgg16 or resnet50").
-inline std::size_t model_option(const Args& args, const std::vector<std::string>& names, const std::string& choices) {
+// The choice (anything with a `name`) that --model names; --model is required, and a missing or
+// unknown one is a UsageError that lists the names ("vgg16 or resnet50").
+template <class Choice>
+const Choice& model_option(const Args& args, const std::vector<Choice>& choices) {
+  std::string names;
+  for (std::size_t i = 0; i < choices.size(); ++i)
+    names += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + choices[i].name;
   const std::string model = args.get("model", "");
-  if (model.empty()) throw UsageError("--model is required (" + choices + ")");
-  const auto it = std::find(names.begin(), names.end(), model);
-  if (it == names.end()) throw UsageError("--model must be " + choices + ", got '" + model + "'");
-  return static_cast<std::size_t>(it - names.begin());
+  if (model.empty()) throw UsageError("--model is required (" + names + ")");
+  const auto it = std::find_if(choices.begin(), choices.end(), [&](const Choice& c) { return c.name == model; });
+  if (it == choices.end()) throw UsageError("--model must be " + names + ", got '" + model + "'");
+  return *it;
 }
 
 }  // namespace ctnn::cli

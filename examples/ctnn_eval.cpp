@@ -71,8 +71,8 @@ int main(int argc, char** argv) {
       std::cout << kUsage;
       return 0;
     }
-    const ctnn::cli::CifarModel models[] = {{"vgg16", ctnn::cli::make_vgg16}, {"resnet50", ctnn::cli::make_resnet50}};
-    const ctnn::cli::CifarModel& model = models[ctnn::cli::model_option(args, {"vgg16", "resnet50"}, "vgg16 or resnet50")];
+    const std::vector<ctnn::cli::CifarModel> models = ctnn::cli::cifar_models();
+    const ctnn::cli::CifarModel& model = ctnn::cli::model_option(args, models);
     const std::string checkpoint = args.get("checkpoint", "");
     if (checkpoint.empty()) throw ctnn::cli::UsageError("--checkpoint is required");
     const ctnn::io::LoadOptions load = ctnn::cli::load_options(args, true, "--checkpoint");

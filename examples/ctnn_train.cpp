@@ -12,6 +12,5 @@ int main(int argc, char** argv) {
   std::optional<ctnn::dist::Environment> mpi;
   if (ctnn::dist::launched_by_mpiexec()) mpi.emplace(argc, argv);
 #endif
-  return ctnn::cli::train_main(argc, argv, "ctnn-train",
-                               {{"vgg16", ctnn::cli::make_vgg16}, {"resnet50", ctnn::cli::make_resnet50}});
+  return ctnn::cli::train_main(argc, argv, "ctnn-train", ctnn::cli::cifar_models());
 }

@@ -26,13 +26,8 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
   // From here on the first Ctrl-C or SIGTERM asks the Trainer to stop after its step (a second
   // one stops at once; before training starts, the first still lets one step run).
   const StopSignals stop_signals;
-  std::string names, choices;  // "vgg16 or resnet50", "vgg16|resnet50"
-  std::vector<std::string> model_names;
-  for (std::size_t i = 0; i < models.size(); ++i) {
-    model_names.push_back(models[i].name);
-    names += (i == 0 ? "" : i + 1 == models.size() ? " or " : ", ") + models[i].name;
-    choices += (i == 0 ? "" : "|") + models[i].name;
-  }
+  std::string choices;  // "vgg16|resnet50"
+  for (std::size_t i = 0; i < models.size(); ++i) choices += (i == 0 ? "" : "|") + models[i].name;
 #ifdef CTNN_TRAIN_MPI
   // MPI_COMM_WORLD when main() started MPI (launched by mpiexec); alone, no MPI at all.
   std::optional<dist::Communicator> comm;
@@ -78,7 +73,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
       return 0;
     }
     TrainConfig c;
-    const CifarModel& model = models[model_option(args, model_names, names)];
+    const CifarModel& model = model_option(args, models);
     c.model = model.name;
     c.data_dir = args.get("data", default_data_dir());
     c.out_dir = args.get("out", ".");
