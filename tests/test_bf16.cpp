@@ -450,6 +450,8 @@ TEST_CASE("Conv2d under bf16 matches PyTorch's autocast: forward, input, weight 
   conv_bf16<40, 20, 1, 1, 0, 4>("conv2d_bf16_k1s1p0");
   conv_bf16<24, 16, 1, 2, 0, 5>("conv2d_bf16_k1s2p0");
   conv_bf16<3, 8, 7, 2, 3, 16>("conv2d_bf16_k7s2p3");
+  static_assert(ops::ConvShape{40, 2, 2, 24, 3, 1, 1}.whole_plane(), "the dense whole-plane product");
+  conv_bf16<40, 24, 3, 1, 1, 2>("conv2d_bf16_k3s1p1_plane2");
 }
 
 TEST_CASE("Linear under bf16 matches PyTorch's autocast") {

@@ -39,6 +39,14 @@ TEST_CASE("Conv2d matches PyTorch: forward, input, weight and bias gradients") {
   conv_parity<2, 3, 3, 1, 0, 6>("conv2d_k3s1p0");
 }
 
+TEST_CASE("Conv2d on planes every output pixel sees whole (one dense product) matches PyTorch") {
+  static_assert(ops::ConvShape{5, 2, 2, 6, 3, 1, 1}.whole_plane() && ops::ConvShape{4, 1, 1, 3, 3, 1, 1}.whole_plane());
+  static_assert(!ops::ConvShape{5, 4, 4, 6, 3, 1, 1}.whole_plane(), "4x4: more multiply-adds than im2col");
+  static_assert(!ops::ConvShape{5, 2, 2, 6, 3, 2, 1}.whole_plane() && !ops::ConvShape{5, 2, 2, 6, 3, 1, 2}.whole_plane());
+  conv_parity<5, 6, 3, 1, 1, 2>("conv2d_k3s1p1_plane2");
+  conv_parity<4, 3, 3, 1, 1, 1>("conv2d_k3s1p1_plane1");
+}
+
 TEST_CASE("Conv2d's image-parallel schedule matches PyTorch over several chunks and groups") {
   static_assert(Conv2d<3, 4, 3, 1, 1>::bind<Shape<3, 8, 8>>::image_parallel &&
                 Conv2d<2, 3, 7, 2, 3>::bind<Shape<2, 16, 16>>::image_parallel,

@@ -296,6 +296,9 @@ CONV_CONFIGS = [
     ("conv2d_k1s2p0", 2, 3, 2, 1, 2, 0, 5),
     ("conv2d_k7s2p3", 2, 3, 2, 7, 2, 3, 9),
     ("conv2d_k3s1p0", 2, 2, 3, 3, 1, 0, 6),
+    # Planes that every output pixel sees whole: Conv2d's dense whole-plane product.
+    ("conv2d_k3s1p1_plane2", 3, 5, 6, 3, 1, 1, 2),
+    ("conv2d_k3s1p1_plane1", 3, 4, 3, 3, 1, 1, 1),
     # Output planes of 64+ pixels take Conv2d's image-parallel schedule: several chunks and
     # weight-gradient groups.
     ("conv2d_k3s1p1_chunked", 10, 3, 4, 3, 1, 1, 8),
@@ -310,6 +313,7 @@ CONV_BF16_CONFIGS = [
     ("conv2d_bf16_k1s1p0", 2, 40, 20, 1, 1, 0, 4),           # the pointwise product
     ("conv2d_bf16_k1s2p0", 2, 24, 16, 1, 2, 0, 5),
     ("conv2d_bf16_k7s2p3", 3, 3, 8, 7, 2, 3, 16),            # ResNet's stem, image-parallel
+    ("conv2d_bf16_k3s1p1_plane2", 3, 40, 24, 3, 1, 1, 2),    # the whole-plane product
 ]
 
 MAXPOOL_CONFIGS = [

@@ -14,7 +14,12 @@
 // - GEMM-parallel (small planes, where a chunk of images makes a thin GEMM against a large weight
 //   that every chunk would have to re-pack): each chunk's product is split over its output.
 // 3x3 stride-1 padding-1 convolutions instead run as Winograd convolutions (ops/winograd.hpp)
-// where that measured faster (winograd_plan below; winograd_now for bf16).
+// where that measured faster (winograd_plan below; winograd_now for bf16), and on planes so small
+// that every output pixel sees the whole input plane (2x2 and 1x1 under a 3x3 kernel), as one
+// dense product per batch that skips the padding (ConvShape::whole_plane, detail::WholePlane):
+// at VGG16's 2x2 512-channel layer, 1.4x (fp32) and 1.6x (bf16 on AMX) faster than im2col or
+// the direct convolution, forward and backward together (ctnn-bench --conv 512,512,3,1,1,2,
+// 2 threads, Xeon model 167).
 // Chunk and group boundaries depend only on the batch size, and every output element is
 // computed by the same code whichever thread runs it, so results do not depend on thread count.
 #pragma once
@@ -42,6 +47,17 @@ struct ConvShape {
   constexpr int patch() const { return in_channels * kernel * kernel; }  // the GEMM's inner dimension
   constexpr bool pointwise() const { return kernel == 1 && stride == 1 && padding == 0; }
   constexpr bool image_parallel() const { return !pointwise() && out_plane() >= 64; }
+  // Every output pixel sees every input pixel through one kernel tap (stride 1, the planes no
+  // larger than the kernel's reach: 3x3 kernels on 2x2 or 1x1 planes, VGG16's last stage and
+  // ResNet's 2x2 layer), and the planes are small enough that multiplying each input pixel into
+  // each output pixel (H*W * out_plane multiply-adds per channel pair) is at most half of
+  // im2col's (k*k * out_plane, most of them on padding): ops::conv2d runs these as one dense
+  // product per batch (detail::WholePlane; its tap table bounds the planes' product).
+  constexpr bool whole_plane() const {
+    return kernel > 1 && kernel <= 9 && stride == 1 && padding >= out_height() - 1 && padding >= out_width() - 1 &&
+           height - 1 + padding <= kernel - 1 && width - 1 + padding <= kernel - 1 &&
+           2 * height * width <= kernel * kernel && height * width * out_plane() <= 81;
+  }
   constexpr ConvGeometry geometry(int n) const {
     return {in_channels, height, width, kernel, stride, padding, out_height(), out_width(), n};
   }
@@ -52,8 +68,9 @@ struct ConvShape {
 // EPYC, on a loaded machine) at VGG16's and ResNet50_layer4's shapes:
 // - fewer than 16 input channels (VGG's first layer, Cin = 3): im2col, 2-4x faster; the GEMM is
 //   cheap and transforming 3 channels into 36 points costs more than it saves.
-// - 2x2 planes (ResNet's layer3/layer4 ends, VGG's last stage): im2col, which was faster or level
-//   in 5 of 6 passes; one 4x4 tile per 2x2 output saves less than the transforms cost.
+// - 2x2 planes (ResNet's layer3/layer4 ends, VGG's last stage): not Winograd, which was slower
+//   than im2col in 5 of 6 passes (one 4x4 tile per 2x2 output saves less than the transforms
+//   cost); they are whole-plane products now.
 // - planes of 8x8 and up (VGG's 32x32, 16x16, 8x8): F(4x4, 3x3) by transform point, 1.4-2.5x
 //   faster than im2col.
 // - 3x3 to 7x7 planes (ResNet's 7x7 and 4x4, VGG's 4x4): F(2x2, 3x3), by transform point from 256
@@ -189,6 +206,119 @@ inline void conv2d_backward_data_transposed(const ConvShape& s, int n, const flo
   conv2d_forward_patches(t, n, dy, flipped, nullptr, dx);
 }
 
+// A whole-plane convolution (ConvShape::whole_plane) as dense products over the batch, the
+// activations as matrices of (channel, pixel) by sample: Y (O*Q x N) = Wd^T X (C*P x N), Wd
+// (C*P x O*Q) holding at [(c, p)][(o, q)] the tap w[o][c][ky][kx] that joins input pixel p to
+// output pixel q. The input gradient is Wd dY and Wd's gradient X dY^T, whose entries are
+// summed back into each tap's. The products multiply exactly the pairs a convolution does
+// (the same operands, rounded alike under bf16), with sums in another order.
+struct WholePlane {
+  int c, o, p, q, n, kk;
+  int taps[81];  // [q][p]: the kernel offset (ky * k + kx) joining input pixel p to output pixel q
+  explicit WholePlane(const ConvShape& s, int batch)
+      : c(s.in_channels), o(s.out_channels), p(s.height * s.width), q(s.out_plane()), n(batch),
+        kk(s.kernel * s.kernel) {
+    for (int qi = 0; qi < q; ++qi)
+      for (int pi = 0; pi < p; ++pi)
+        taps[qi * p + pi] = (pi / s.width - qi / s.out_width() + s.padding) * s.kernel +
+                            (pi % s.width - qi % s.out_width() + s.padding);
+  }
+  std::size_t in_rows() const { return static_cast<std::size_t>(c) * p; }
+  std::size_t out_rows() const { return static_cast<std::size_t>(o) * q; }
+
+  // Wd from w ([o][c][k][k]), a column (o, q) at a time.
+  void spread(const float* w, float* wd) const {
+    if (p == 4) return spread<4>(w, wd);  // 2x2 planes: the inner loop unrolled
+    spread<0>(w, wd);
+  }
+  // Pixels: p when it is known at compile time, else 0.
+  template <int Pixels>
+  void spread(const float* w, float* wd) const {
+    const std::size_t rows = in_rows();
+    const int pixels = Pixels ? Pixels : p, kernel = kk, channels = c, outs = q;
+    const int* const table = taps;
+#pragma omp parallel for schedule(static) if (out_rows() * rows > kThreadedStream)
+    for (int col = 0; col < o * outs; ++col) {
+      const float* from = w + static_cast<std::size_t>(col / outs) * channels * kernel;
+      const int* tq = table + (col % outs) * pixels;
+      float* to = wd + col * rows;
+      for (int ci = 0; ci < channels; ++ci, from += kernel, to += pixels)
+        for (int pi = 0; pi < pixels; ++pi) to[pi] = from[tq[pi]];
+    }
+  }
+  // dw += each tap's entries of dWd, summed in (q, p) order.
+  void gather(const float* dwd, float* dw) const {
+    if (p == 4 && q == 4) return gather<4>(dwd, dw);
+    gather<0>(dwd, dw);
+  }
+  // Pixels: p and q when they are known at compile time, else 0.
+  template <int Pixels>
+  void gather(const float* dwd, float* dw) const {
+    const std::size_t rows = in_rows();
+    const int pixels = Pixels ? Pixels : p, outs = Pixels ? Pixels : q, kernel = kk, channels = c;
+    const int* const table = taps;
+#pragma omp parallel for schedule(static) if (out_rows() * rows > kThreadedStream)
+    for (int oi = 0; oi < o; ++oi) {
+      float* to = dw + static_cast<std::size_t>(oi) * channels * kernel;
+      const float* from = dwd + static_cast<std::size_t>(oi) * outs * rows;
+      for (int ci = 0; ci < channels; ++ci, to += kernel, from += pixels) {
+        float sums[81];
+        std::copy_n(to, kernel, sums);
+        for (int qi = 0; qi < outs; ++qi)
+          for (int pi = 0; pi < pixels; ++pi) sums[table[qi * pixels + pi]] += from[qi * rows + pi];
+        std::copy_n(sums, kernel, to);
+      }
+    }
+  }
+  // A channel-major batch [channels][n][pixels] as the (channels*pixels x n) matrix, and back.
+  static void to_matrix(const float* a, int channels, int pixels, int n, float* m) {
+    for (int i = 0; i < n; ++i)
+      for (int ch = 0; ch < channels; ++ch)
+        std::copy_n(a + (static_cast<std::size_t>(ch) * n + i) * pixels, pixels,
+                    m + (static_cast<std::size_t>(i) * channels + ch) * pixels);
+  }
+  static void from_matrix(const float* m, int channels, int pixels, int n, float* a) {
+    for (int i = 0; i < n; ++i)
+      for (int ch = 0; ch < channels; ++ch)
+        std::copy_n(m + (static_cast<std::size_t>(i) * channels + ch) * pixels, pixels,
+                    a + (static_cast<std::size_t>(ch) * n + i) * pixels);
+  }
+};
+
+inline void conv2d_whole_plane_forward(const ConvShape& s, int n, const float* x, const float* w, const float* b,
+                                       float* y) {
+  const WholePlane d(s, n);
+  const Eigen::Index cp = static_cast<Eigen::Index>(d.in_rows()), oq = static_cast<Eigen::Index>(d.out_rows());
+  float* xm = scratch(0, d.in_rows() * n);
+  float* wd = scratch(1, d.in_rows() * d.out_rows());
+  float* ym = scratch(2, d.out_rows() * n);
+  WholePlane::to_matrix(x, d.c, d.p, n, xm);
+  d.spread(w, wd);
+  gemm(MatRef{wd, cp, oq, cp}.t(), {xm, cp, n, cp}, {ym, oq, n, oq});
+  WholePlane::from_matrix(ym, d.o, d.q, n, y);
+  if (b) add_bias(y, b, d.o, static_cast<std::size_t>(n) * d.q, static_cast<std::size_t>(n) * d.q);
+}
+
+// dw += the weight gradient, dx (unless null) = the input gradient.
+inline void conv2d_whole_plane_backward(const ConvShape& s, int n, const float* x, const float* dy, const float* w,
+                                        float* dw, float* dx) {
+  const WholePlane d(s, n);
+  const Eigen::Index cp = static_cast<Eigen::Index>(d.in_rows()), oq = static_cast<Eigen::Index>(d.out_rows());
+  float* xm = scratch(0, d.in_rows() * n);
+  float* wd = scratch(1, d.in_rows() * d.out_rows());
+  float* dym = scratch(2, d.out_rows() * n);
+  WholePlane::to_matrix(dy, d.o, d.q, n, dym);
+  if (dx) {
+    float* dxm = scratch(3, d.in_rows() * n);
+    d.spread(w, wd);
+    gemm({wd, cp, oq, cp}, {dym, oq, n, oq}, {dxm, cp, n, cp});
+    WholePlane::from_matrix(dxm, d.c, d.p, n, dx);
+  }
+  WholePlane::to_matrix(x, d.c, d.p, n, xm);
+  gemm({xm, cp, n, cp}, MatRef{dym, oq, n, oq}.t(), {wd, cp, oq, cp});  // dWd, in Wd's place
+  d.gather(wd, dw);
+}
+
 // Weight gradients are summed over the batch: chunks are gathered into fixed groups, each group's
 // partial sum is one thread's, and the partials are added in group order.
 inline void conv2d_backward_image_parallel(const ConvShape& s, int n, const float* x, const float* dy,
@@ -229,6 +359,7 @@ inline void conv2d_backward_image_parallel(const ConvShape& s, int n, const floa
 // y = conv(x, w) + b for a batch of n samples. w is PyTorch's [Cout][Cin][K][K], used as the
 // (Cin*K*K x Cout) column-major matrix it already is.
 inline void conv2d_forward(const ConvShape& s, int n, const float* x, const float* w, const float* b, float* y) {
+  if (s.whole_plane()) return detail::conv2d_whole_plane_forward(s, n, x, w, b, y);  // bias included
   if (const auto wg = detail::winograd_now(s, n); wg.tile) return winograd_forward(wg, x, w, b, y);  // bias included
   if (matmul_precision() == Precision::bf16 && !s.pointwise() && bf16_direct_conv(s.geometry(n)))
     return conv_bf16_direct(x, s.geometry(n), w, /*flipped=*/false, s.out_channels, b, y);  // bias included
@@ -263,6 +394,7 @@ inline void conv2d_backward(const ConvShape& s, int n, const float* x, const flo
   const MatRef wt{w, patch, oc, patch};
   const MutMatRef dwt{dw, patch, oc, patch};
   add_channel_sums(dy, oc, static_cast<std::size_t>(rows_all), db);
+  if (s.whole_plane()) return detail::conv2d_whole_plane_backward(s, n, x, dy, w, dw, dx);
   if (detail::bf16_backward_fused(s, n)) {
     gemm_bf16_patches_t(x, s.geometry(n), 0, {dy, rows_all, oc, rows_all}, dw, patch, /*accumulate=*/true);
     if (dx) detail::conv2d_backward_data_transposed(s, n, dy, w, dx);

@@ -11,7 +11,7 @@
 
 namespace ctnn::ops {
 
-inline constexpr int scratch_slots = 2;
+inline constexpr int scratch_slots = 4;
 
 // At least `floats` floats of slot `slot`, contents unspecified; valid until the next call for
 // the same slot on this thread.
