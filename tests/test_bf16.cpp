@@ -294,15 +294,17 @@ TEST_CASE("On AMX, a stride-1 convolution's backward without patch matrices (dx 
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   // ConvShape (in_channels, height, width, out_channels, kernel, stride, padding) and the batch:
   // VGG16's and ResNet's 3x3 planes (32 wide to 2, 7), 5x5 and unpadded kernels (dy's
-  // convolution padded by 2 and 4), an odd inner size (3 x 9). dx's convolution is the direct
-  // one (ops/amx_conv.hpp) from 32 output channels on, packed patches of dy below.
+  // convolution padded by 2 and 4), an odd inner size (3 x 9), planes 9 x 11. dx's convolution is
+  // the direct one (ops/amx_conv.hpp) from 32 output channels on, packed patches of dy below; dw
+  // is summed on tiles from x and dy for output planes of 8x8 and up (in two chunks of positions
+  // for the batch of 8 32x32 planes), packed patches below.
   struct Case {
     ops::ConvShape s;
     int n;
   };
   const Case cases[] = {{{16, 32, 32, 8, 3, 1, 1}, 2}, {{24, 8, 8, 40, 3, 1, 1}, 5}, {{9, 7, 7, 64, 3, 1, 1}, 3},
                         {{70, 2, 2, 33, 3, 1, 1}, 7},  {{6, 12, 12, 10, 5, 1, 2}, 2}, {{5, 9, 9, 3, 3, 1, 0}, 4},
-                        {{4, 20, 20, 12, 5, 1, 0}, 2}};
+                        {{4, 20, 20, 12, 5, 1, 0}, 2},  {{40, 32, 32, 20, 3, 1, 1}, 8}, {{33, 9, 11, 17, 3, 1, 1}, 3}};
   const Autocast bf16(Precision::bf16);
   for (const Case& cs : cases) {
     const ops::ConvShape& s = cs.s;
@@ -313,6 +315,7 @@ TEST_CASE("On AMX, a stride-1 convolution's backward without patch matrices (dx 
     const bool amx = ops::bf16_kernel() == ops::Bf16Kernel::amx;
     REQUIRE(ops::detail::bf16_backward_fused(s, cs.n) == amx);
     if (!amx) continue;
+    CHECK(ops::bf16_direct_weight_grad(s.geometry(cs.n)) == (s.out_height() >= 8 && s.out_width() >= 8));
     const int k = s.kernel, ho = s.out_height(), wo = s.out_width(), n = cs.n;
     const std::size_t in_plane = static_cast<std::size_t>(s.height) * s.width, out_plane = ho * wo;
     std::vector<float> x(s.in_channels * n * in_plane), dy(s.out_channels * n * out_plane),

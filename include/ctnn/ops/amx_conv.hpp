@@ -229,6 +229,161 @@ inline void direct_run(const DirectConv& d, const std::uint32_t* xin, const std:
   }
 }
 
+// The weight gradient of a stride-1 convolution, dw[o][c][ky][kx] += sum over positions of
+// dy[o][q] * x[c][q + (ky, kx)], on tiles without a patch matrix: the positions are the k of
+// TDPBF16PS. x is rounded once into bf16 planes laid out as a grid of rows `r` = W + pad wide and
+// images `s` = (H + pad) rows tall whose padding columns and rows are shared (the right padding
+// of one row is the left padding of the next): output position q (image, row, column of that
+// grid) reads x at q + ky*r + kx, so 16 channels x 32 positions at one kernel offset is one tile
+// load as x lies (its rows a plane apart), for any offset. dy is rounded into pairs of positions
+// ([position pair][output channel] words, zero at grid positions outside the output plane), the
+// right-hand layout TDPBF16PS takes. An item (32 input channels, 32 output channels, one kernel
+// offset) keeps its four tiles over a chunk of positions that stays in L2, and its sums in memory
+// between chunks; each item belongs to one thread throughout, so no chunk needs a barrier and
+// the sums do not depend on the thread count.
+struct WeightGradConv {
+  int cin, cpad, cout, opad, n, h, w, k, pad, ho, wo;
+  long r, s;    // grid row and image strides, in positions
+  long grid;    // output grid positions, n * s rounded up to 32
+  long base;    // where input pixel (0, 0) of image 0 lies in a channel's plane
+  long xplane;  // halfwords of one channel's plane
+  long chunk;   // positions per chunk
+  int items() const { return cpad / 32 * (opad / 32) * k * k; }
+};
+
+inline WeightGradConv weight_grad_conv(const ConvGeometry& g, int cout) {
+  WeightGradConv d{};
+  d.cin = g.in_channels, d.cpad = (g.in_channels + 31) / 32 * 32;
+  d.cout = cout, d.opad = (cout + 31) / 32 * 32;
+  d.n = g.batch, d.h = g.height, d.w = g.width, d.k = g.kernel, d.pad = g.padding;
+  d.ho = g.out_height, d.wo = g.out_width;
+  d.r = d.w + d.pad;
+  d.s = static_cast<long>(d.h + d.pad) * d.r;
+  d.grid = (d.n * d.s + 31) / 32 * 32;
+  d.base = d.pad * d.r + d.pad;
+  d.xplane = (d.grid + (d.k - 1) * (d.r + 1) + 31) / 32 * 32;
+  // About 1 MiB of x and dy per chunk, whole blocks of 32 positions.
+  d.chunk = std::max<long>(256, (std::size_t{1} << 20) / (2 * static_cast<std::size_t>(d.cpad + d.opad)) / 32 * 32);
+  return d;
+}
+
+// Channel c of x ([channel][image][row][column]) into its bf16 plane.
+CTNN_AMX_TARGET inline void weight_grad_input_channel(const float* x, const WeightGradConv& d, int c, std::uint16_t* out) {
+  std::uint16_t* plane = out + c * d.xplane;
+  if (c >= d.cin) {
+    std::fill_n(plane, d.xplane, std::uint16_t{0});
+    return;
+  }
+  std::fill_n(plane, d.base, std::uint16_t{0});
+  const float* from = x + static_cast<std::size_t>(c) * d.n * d.h * d.w;
+  for (int i = 0; i < d.n; ++i) {
+    std::uint16_t* image = plane + d.base + i * d.s;
+    for (int y = 0; y < d.h; ++y, from += d.w) {
+      std::uint16_t* row = image + y * d.r;
+      for (int x0 = 0; x0 < d.w; x0 += 32) {
+        const __m512i v = bf16::round32(_mm512_maskz_loadu_ps(bf16::first_lanes(d.w - x0), from + x0),
+                                        _mm512_maskz_loadu_ps(bf16::first_lanes(d.w - x0 - 16), from + x0 + 16));
+        const int left = std::min(32, d.w - x0);
+        _mm512_mask_storeu_epi16(row + x0, left == 32 ? ~__mmask32{0} : (__mmask32{1} << left) - 1, v);
+      }
+      std::fill_n(row + d.w, d.pad, std::uint16_t{0});
+    }
+    std::fill_n(image + d.h * d.r, d.s - d.h * d.r, std::uint16_t{0});
+  }
+  std::fill_n(plane + d.base + d.n * d.s, d.xplane - d.base - d.n * d.s, std::uint16_t{0});
+}
+
+// Grid positions [q0, q1) of dy for output channels [o0, o0 + 16), as 16 channels of each pair
+// of positions. Sixteen channels at a time, so that the hardware prefetcher follows 16 streams
+// of dy rather than all of them.
+CTNN_AMX_TARGET inline void weight_grad_dy_span(const float* dy, const WeightGradConv& d, int o0, long q0, long q1,
+                                                std::uint32_t* out) {
+  const std::size_t plane = static_cast<std::size_t>(d.n) * d.ho * d.wo;
+  alignas(64) std::uint32_t block[16][16];
+  for (long b = q0; b < q1; b += 32) {
+    // Runs of lanes (within one 16-lane half) that lie in one output row.
+    struct Run {
+      long at;  // dy's offset (image, row, column) of the run's first lane
+      int lane, lanes;
+    } runs[32];
+    int count = 0;
+    for (int j = 0; j < 32;) {
+      const long q = b + j, i = q / d.s, local = q % d.s;
+      const int oy = static_cast<int>(local / d.r), ox = static_cast<int>(local % d.r);
+      if (i >= d.n || oy >= d.ho || ox >= d.wo) {
+        ++j;
+        continue;
+      }
+      const int lanes = std::min(16 - j % 16, d.wo - ox);
+      runs[count++] = {(i * d.ho + oy) * d.wo + ox, j, lanes};
+      j += lanes;
+    }
+    for (int r = 0; r < 16; ++r) {
+      __m512 v[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+      if (o0 + r < d.cout)
+        for (int u = 0; u < count; ++u) {
+          const Run& run = runs[u];
+          const int lane = run.lane % 16;
+          const __mmask16 m = static_cast<__mmask16>(((1u << run.lanes) - 1) << lane);
+          v[run.lane / 16] = _mm512_mask_loadu_ps(v[run.lane / 16], m, dy + ((o0 + r) * plane + run.at - lane));
+        }
+      _mm512_store_si512(block[r], bf16::round32(v[0], v[1]));
+    }
+    bf16::transpose16(&block[0][0], out + b / 2 * d.opad + o0, d.opad);
+  }
+}
+
+// Item `item` over positions [q0, q1): its four tiles from `sums` (or zeros on the first chunk),
+// back after. Needs the tile configuration loaded.
+CTNN_AMX_TARGET inline void weight_grad_item(const WeightGradConv& d, const std::uint16_t* xg, const std::uint32_t* dg,
+                                             int item, long q0, long q1, bool first, float* sums) {
+  const int kk = d.k * d.k, oblocks = d.opad / 32;
+  const int tap = item % kk, ob = item / kk % oblocks, cb = item / kk / oblocks;
+  float* c = sums + static_cast<std::size_t>(item) * 1024;
+  if (first) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  } else {
+    _tile_loadd(0, c, 64);
+    _tile_loadd(1, c + 256, 64);
+    _tile_loadd(2, c + 512, 64);
+    _tile_loadd(3, c + 768, 64);
+  }
+  const long xstride = d.xplane * 2, dstride = static_cast<long>(d.opad) * 4;
+  const std::uint16_t* a0 = xg + static_cast<std::size_t>(cb) * 32 * d.xplane + (tap / d.k) * d.r + tap % d.k;
+  const std::uint16_t* a1 = a0 + 16 * d.xplane;
+  const std::uint32_t* b0 = dg + ob * 32;
+  const std::uint32_t* b1 = b0 + 16;
+  for (long q = q0; q < q1; q += 32) {
+    _tile_loadd(4, a0 + q, xstride);
+    _tile_loadd(5, a1 + q, xstride);
+    _tile_loadd(6, b0 + q / 2 * d.opad, dstride);
+    _tile_loadd(7, b1 + q / 2 * d.opad, dstride);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, c, 64);
+  _tile_stored(1, c + 256, 64);
+  _tile_stored(2, c + 512, 64);
+  _tile_stored(3, c + 768, 64);
+  memory_barrier();
+}
+
+// Every chunk, in order, of the items this thread takes (the same ones for each chunk: one
+// static schedule), with its tiles configured.
+CTNN_AMX_TARGET inline void weight_grad_chunks(const WeightGradConv& d, const std::uint16_t* xg, const std::uint32_t* dg,
+                                               int item0, int item1, float* sums) {
+  load_tile_config();
+  for (long q0 = 0; q0 < d.grid; q0 += d.chunk)
+    for (int item = item0; item < item1; ++item)
+      weight_grad_item(d, xg, dg, item, q0, std::min(d.grid, q0 + d.chunk), q0 == 0, sums);
+  _tile_release();
+}
+
 }  // namespace detail::amx
 #endif
 
@@ -256,6 +411,55 @@ inline void conv_bf16_direct(const float* x, const ConvGeometry& g, const float*
   amx::direct_run(d, xin, wt, bias, y);
 #else
   (void)x, (void)w, (void)flipped, (void)cout, (void)bias, (void)y;
+#endif
+}
+
+// Whether conv_bf16_weight_grad takes this convolution: the AMX kernel, stride 1, padding below
+// the kernel size, output planes of 8x8 and up (on smaller ones the shared padding is a large
+// part of the grid: packing patches is faster there).
+inline bool bf16_direct_weight_grad(const ConvGeometry& g) {
+  return bf16_fuses_im2col(g) && g.padding < g.kernel && g.out_height >= 8 && g.out_width >= 8;
+}
+
+// dw ([cout][cin][k][k]) += the weight gradient of the batch's convolution: dy (cout planes of
+// the output) times x's patches, products of bf16-rounded operands summed in fp32 on AMX tiles
+// (see WeightGradConv above): the products of gemm_bf16_patches_t, summed per 32-channel block
+// and kernel offset in chunks of positions. Only where bf16_direct_weight_grad(g).
+inline void conv_bf16_weight_grad(const float* x, const ConvGeometry& g, const float* dy, int cout, float* dw) {
+  if (!bf16_direct_weight_grad(g)) throw std::logic_error("conv_bf16_weight_grad: not for this convolution or kernel");
+#if CTNN_HAVE_BF16_KERNEL
+  namespace amx = detail::amx;
+  const amx::WeightGradConv d = amx::weight_grad_conv(g, cout);
+  auto* xg = reinterpret_cast<std::uint16_t*>(
+      detail::bf16::panel_buffer(2, static_cast<std::size_t>(d.cpad) * d.xplane / 2));
+  std::uint32_t* dg = detail::bf16::panel_buffer(3, static_cast<std::size_t>(d.grid / 2) * d.opad);
+  float* sums = reinterpret_cast<float*>(detail::bf16::panel_buffer(1, static_cast<std::size_t>(d.items()) * 1024));
+  const int items = d.items(), kk = d.k * d.k;
+#pragma omp parallel
+  {
+#pragma omp for schedule(static) nowait
+    for (int c = 0; c < d.cpad; ++c) amx::weight_grad_input_channel(x, d, c, xg);
+    const long spans = (d.grid + 2047) / 2048;  // of 2048 positions, for each 16 output channels
+#pragma omp for schedule(static)
+    for (long t = 0; t < d.opad / 16 * spans; ++t)
+      amx::weight_grad_dy_span(dy, d, static_cast<int>(t / spans * 16), t % spans * 2048,
+                               std::min(d.grid, (t % spans + 1) * 2048), dg);
+    const int threads = omp_get_num_threads(), t = omp_get_thread_num();
+    amx::weight_grad_chunks(d, xg, dg, static_cast<int>(static_cast<long>(items) * t / threads),
+                            static_cast<int>(static_cast<long>(items) * (t + 1) / threads), sums);
+  }
+  // Tile (hc, ho) of an item holds [16 input channels][16 output channels].
+  const int oblocks = d.opad / 32;
+#pragma omp parallel for schedule(static)
+  for (int o = 0; o < cout; ++o)
+    for (int c = 0; c < d.cin; ++c)
+      for (int t = 0; t < kk; ++t) {
+        const int item = (c / 32 * oblocks + o / 32) * kk + t;
+        dw[(static_cast<std::size_t>(o) * d.cin + c) * kk + t] +=
+            sums[static_cast<std::size_t>(item) * 1024 + (c % 32 / 16 * 2 + o % 32 / 16) * 256 + c % 16 * 16 + o % 16];
+      }
+#else
+  (void)x, (void)dy, (void)cout, (void)dw;
 #endif
 }
 
