@@ -32,6 +32,7 @@
 #include "ctnn/ops/bias.hpp"
 #include "ctnn/ops/gemm.hpp"
 #include "ctnn/ops/im2col.hpp"
+#include "ctnn/ops/linkage.hpp"
 #include "ctnn/ops/scratch.hpp"
 #include "ctnn/ops/winograd.hpp"
 
@@ -357,9 +358,17 @@ inline void conv2d_backward_image_parallel(const ConvShape& s, int n, const floa
 }
 }  // namespace detail
 
-// y = conv(x, w) + b for a batch of n samples. w is PyTorch's [Cout][Cin][K][K], used as the
-// (Cin*K*K x Cout) column-major matrix it already is.
-inline void conv2d_forward(const ConvShape& s, int n, const float* x, const float* w, const float* b, float* y) {
+// conv2d_forward: y = conv(x, w) + b for a batch of n samples. w is PyTorch's [Cout][Cin][K][K],
+// used as the (Cin*K*K x Cout) column-major matrix it already is.
+// conv2d_backward: adds the weight and bias gradients of the last forward on x into dw and db,
+// and overwrites dx (unless null) with the input gradient.
+// Both are declared only where CTNN_SEPARATE_KERNELS asks for it (ops/linkage.hpp).
+#if CTNN_KERNELS_DECLARED_ONLY
+void conv2d_forward(const ConvShape& s, int n, const float* x, const float* w, const float* b, float* y);
+void conv2d_backward(const ConvShape& s, int n, const float* x, const float* dy, const float* w, float* dw, float* db,
+                     float* dx);
+#else
+CTNN_KERNEL void conv2d_forward(const ConvShape& s, int n, const float* x, const float* w, const float* b, float* y) {
   if (s.whole_plane()) return detail::conv2d_whole_plane_forward(s, n, x, w, b, y);  // bias included
   if (const auto wg = detail::winograd_now(s, n); wg.tile) return winograd_forward(wg, x, w, b, y);  // bias included
   if (matmul_precision() == Precision::bf16 && !s.pointwise() && bf16_direct_conv(s.geometry(n)))
@@ -386,9 +395,7 @@ inline void conv2d_forward(const ConvShape& s, int n, const float* x, const floa
   add_bias(y, b, oc, static_cast<std::size_t>(rows_all), static_cast<std::size_t>(rows_all));
 }
 
-// Adds the weight and bias gradients of the last forward on x into dw and db, and overwrites dx
-// (unless null) with the input gradient.
-inline void conv2d_backward(const ConvShape& s, int n, const float* x, const float* dy, const float* w, float* dw,
+CTNN_KERNEL void conv2d_backward(const ConvShape& s, int n, const float* x, const float* dy, const float* w, float* dw,
                             float* db, float* dx) {
   const int plane = s.out_plane(), patch = s.patch(), oc = s.out_channels;
   const Eigen::Index rows_all = static_cast<Eigen::Index>(n) * plane;
@@ -431,5 +438,7 @@ inline void conv2d_backward(const ConvShape& s, int n, const float* x, const flo
     }
   }
 }
+
+#endif  // CTNN_KERNELS_DECLARED_ONLY
 
 }  // namespace ctnn::ops

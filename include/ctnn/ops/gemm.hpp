@@ -13,6 +13,7 @@
 
 #include "ctnn/core/threading.hpp"
 #include "ctnn/ops/cpu.hpp"
+#include "ctnn/ops/linkage.hpp"
 #include "ctnn/ops/matrix.hpp"
 #include "ctnn/ops/precision.hpp"
 
@@ -179,8 +180,13 @@ inline void gemm_serial(const MatRef& a, const MatRef& b, const MutMatRef& c, bo
 }
 
 // C = A * B, or C += A * B when `accumulate`. The larger output extent is cut into fixed blocks,
-// each a single-threaded Eigen product, shared out over ctnn's OpenMP threads.
-inline void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false,
+// each a single-threaded Eigen product, shared out over ctnn's OpenMP threads. (Declared only
+// under CTNN_SEPARATE_KERNELS, ops/linkage.hpp.)
+#if CTNN_KERNELS_DECLARED_ONLY
+void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false,
+          Precision precision = matmul_precision());
+#else
+CTNN_KERNEL void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false,
                  Precision precision = matmul_precision()) {
   ctnn::detail::eigen_single_threaded();
   const Eigen::Index m = a.out_rows(), n = b.out_cols();
@@ -202,5 +208,7 @@ inline void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accu
       detail::product_into(c.data + s * c.ld, c.ld, a, detail::logical_cols(b, s, l), accumulate, precision);
   }
 }
+
+#endif  // CTNN_KERNELS_DECLARED_ONLY
 
 }  // namespace ctnn::ops
