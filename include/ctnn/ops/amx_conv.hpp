@@ -1,26 +1,29 @@
 // A direct bf16 convolution on AMX tiles for stride-1 layers: no patch matrix and no packing of
 // patches at all.
 //
-// The input is rounded once into pairs of channels, zero-padded: [channel pair][image][padded
-// row][padded column] of 32-bit words, each the bf16 values of channels 2p (low half) and 2p+1.
-// An output position q of the padded plane (row oy, column ox of Hp x Wp) reads, at kernel offset
-// (ky, kx), the word at q + ky*Wp + kx of each pair's plane: for 16 consecutive positions and 16
-// channel pairs that is one tile load (16 rows of 64 contiguous bytes, the pair planes' stride
-// apart), already the pair layout TDPBF16PS takes as its right-hand operand. The weights are
-// packed once per pass as left-hand tiles (16 output channels x 32 input channels of one kernel
-// offset). A 32 x 32 block (output channels x positions) lives in four tiles for the whole sum
-// over channels and kernel offsets, then goes through a small buffer to the output planes: only
-// the positions inside the output plane (columns beyond Wo and rows beyond Ho of the padded
-// plane are computed and dropped; the batch's planes follow each other, so a block may span two
-// images).
+// The input is rounded once into pairs of channels laid out as a grid whose padding is shared:
+// rows of W pixels each followed by `pad` zeros (the right padding of one row is the left
+// padding of the next), images of H such rows followed by `pad` rows of zeros (the bottom
+// padding of one image is the top padding of the next): [channel pair][grid position] 32-bit
+// words, each the bf16 values of channels 2p (low half) and 2p+1. Output position q of the grid
+// (image q / S, row and column of q % S in rows R = W + pad wide, S = (H + pad) * R) reads, at
+// kernel offset (ky, kx), the word at q + ky*R + kx of each pair's plane: for 16 consecutive
+// positions and 16 channel pairs that is one tile load (16 rows of 64 contiguous bytes, the pair
+// planes' stride apart), already the pair layout TDPBF16PS takes as its right-hand operand. The
+// weights are packed once per pass as left-hand tiles (16 output channels x 32 input channels of
+// one kernel offset). A 32 x 32 block (output channels x positions) lives in four tiles for the
+// whole sum over channels and kernel offsets, then goes through a small buffer to the output
+// planes: only the positions inside the output plane (the grid's padding columns and rows are
+// computed and dropped; a block may span two images).
 //
 // The products are those of the patch-matrix path (operands rounded to bf16, fp32 sums), summed
-// in another order: per 32 input channels of one kernel offset. Positions outside the output
-// plane cost multiply-adds: (Ho*Wo)/(Hp*Wp) of the work is kept, 89 % for 32x32 planes with
-// padding 1, 64 % for 8x8, 25 % for 2x2. Measured against packing patches (the fused im2col of
-// bf16.hpp), one thread, forward + backward, min of 4 alternating runs on the Intel Xeon with
-// AMX: 1.2-2.7x faster at VGG16's 32x32 to 8x8 layers and ResNet's 7x7 and 4x4 ones, 1.02-1.1x
-// at the 4x4 and 2x2 ones with 512 channels (their forward alone is 1.1-1.25x slower: the
+// in another order: per 32 input channels of one kernel offset. The grid's padding positions
+// cost multiply-adds: (Ho*Wo) / ((H+pad)*(W+pad)) of the work is kept, 94 % for 32x32 planes
+// with padding 1, 79 % for 8x8, 64 % for 4x4 (a grid padded on both sides kept 89 %, 64 %, 44 %).
+// Measured against packing patches (the fused im2col of bf16.hpp), one thread, forward +
+// backward, min of 4 alternating runs on the Intel Xeon with AMX, with the grid padded on both
+// sides: 1.2-2.7x faster at VGG16's 32x32 to 8x8 layers and ResNet's 7x7 and 4x4 ones,
+// 1.02-1.1x at the 4x4 ones with 512 channels (their forward alone was 1.1-1.25x slower: the
 // weights stream from L3 once per 256 positions).
 #pragma once
 
@@ -37,11 +40,13 @@ namespace detail::amx {
 
 struct DirectConv {
   int cin, pairs;  // input channels, and channel pairs rounded up to a multiple of 16
-  int n, h, w, k, pad, hp, wp, ho, wo;
-  int cout, groups;       // output channels, and groups of 16 rounded up to an even number
-  long plane;             // words of one pair's plane for the whole batch: n * hp * wp
-  long positions;         // padded positions up to the last image's last output row
-  std::size_t input_words() const { return static_cast<std::size_t>(pairs) * plane + 64 + k * (wp + 1); }
+  int n, h, w, k, pad, ho, wo;
+  int cout, groups;  // output channels, and groups of 16 rounded up to an even number
+  long r, s;         // the grid's row and image strides, in positions
+  long base;         // where input pixel (0, 0) of image 0 lies in a pair's plane
+  long positions;    // grid positions up to the last image's last output pixel
+  long plane;        // words of one pair's plane: every position a block of 32 reads
+  std::size_t input_words() const { return static_cast<std::size_t>(pairs) * plane; }
   std::size_t weight_words() const { return static_cast<std::size_t>(groups) * (pairs / 16) * k * k * 256; }
 };
 
@@ -50,48 +55,56 @@ inline DirectConv direct_conv(const ConvGeometry& g, int cout) {
   d.cin = g.in_channels;
   d.pairs = (g.in_channels + 31) / 32 * 16;
   d.n = g.batch, d.h = g.height, d.w = g.width, d.k = g.kernel, d.pad = g.padding;
-  d.hp = g.height + 2 * g.padding, d.wp = g.width + 2 * g.padding;
   d.ho = g.out_height, d.wo = g.out_width;
   d.cout = cout;
   d.groups = (cout + 31) / 32 * 2;
-  d.plane = static_cast<long>(d.n) * d.hp * d.wp;
-  d.positions = static_cast<long>(d.n - 1) * d.hp * d.wp + static_cast<long>(d.ho) * d.wp;
+  d.r = d.w + d.pad;
+  d.s = static_cast<long>(d.h + d.pad) * d.r;
+  d.base = d.pad * d.r + d.pad;
+  d.positions = static_cast<long>(d.n - 1) * d.s + static_cast<long>(d.ho - 1) * d.r + d.wo;
+  const long read = (d.positions + 31) / 32 * 32 + (d.k - 1) * (d.r + 1);
+  d.plane = (std::max(read, d.base + d.n * d.s) + 15) / 16 * 16;
   return d;
 }
 
-// Channels 2p and 2p+1 of x ([channel][image][row][column] floats) into pair p's padded plane.
+// Channels 2p and 2p+1 of x ([channel][image][row][column] floats) into pair p's plane: zeros,
+// then each image's rows of w pixels, each followed by `pad` zeros, and `pad` rows of zeros
+// after each image, then zeros to the plane's end.
 CTNN_AMX_TARGET inline void direct_input_pair(const float* x, const DirectConv& d, int p, std::uint32_t* out) {
   const std::size_t cs = static_cast<std::size_t>(d.n) * d.h * d.w;
   const int c0 = 2 * p, c1 = 2 * p + 1;
-  for (int i = 0; i < d.n; ++i)
-    for (int yp = 0; yp < d.hp; ++yp) {
-      std::uint32_t* row = out + p * d.plane + (static_cast<long>(i) * d.hp + yp) * d.wp;
-      const int y = yp - d.pad;
-      if (y < 0 || y >= d.h || c0 >= d.cin) {
-        std::fill_n(row, d.wp, 0u);
-        continue;
-      }
-      std::fill_n(row, d.pad, 0u);
-      std::fill_n(row + d.pad + d.w, d.wp - d.pad - d.w, 0u);
-      const float* r0 = x + c0 * cs + (static_cast<std::size_t>(i) * d.h + y) * d.w;
-      const float* r1 = c1 < d.cin ? r0 + cs : nullptr;
+  std::uint32_t* plane = out + p * d.plane;
+  if (c0 >= d.cin) {
+    std::fill_n(plane, d.plane, 0u);
+    return;
+  }
+  std::fill_n(plane, d.base, 0u);
+  const float* r0 = x + c0 * cs;
+  const float* r1 = c1 < d.cin ? r0 + cs : nullptr;
+  for (int i = 0; i < d.n; ++i) {
+    std::uint32_t* image = plane + d.base + i * d.s;
+    for (int y = 0; y < d.h; ++y, r0 += d.w, r1 = r1 ? r1 + d.w : nullptr) {
+      std::uint32_t* row = image + y * d.r;
       for (int x0 = 0; x0 < d.w; x0 += 16) {
         const __mmask16 m = bf16::first_lanes(d.w - x0);
         const __m512 lo = _mm512_maskz_loadu_ps(m, r0 + x0);
         const __m512 hi = r1 ? _mm512_maskz_loadu_ps(m, r1 + x0) : _mm512_setzero_ps();
-        _mm512_mask_storeu_epi32(row + d.pad + x0, m, bf16::round_pairs(lo, hi));
+        _mm512_mask_storeu_epi32(row + x0, m, bf16::round_pairs(lo, hi));
       }
+      std::fill_n(row + d.w, d.pad, 0u);
     }
+    std::fill_n(image + d.h * d.r, d.s - d.h * d.r, 0u);
+  }
+  std::fill_n(plane + d.base + d.n * d.s, d.plane - d.base - d.n * d.s, 0u);
 }
 
-// All of x into the pair planes, with the calling team of threads when there is one; the words
-// past the last plane are zeros (blocks read past it). The parallel loops of this file only call
-// functions compiled for AMX: an OpenMP region's outlined body does not inherit the target
-// attribute under clang, and could then not hold the instructions themselves.
+// All of x into the pair planes, with the calling team of threads when there is one. The
+// parallel loops of this file only call functions compiled for AMX: an OpenMP region's outlined
+// body does not inherit the target attribute under clang, and could then not hold the
+// instructions themselves.
 inline void direct_input(const float* x, const DirectConv& d, std::uint32_t* out) {
 #pragma omp parallel for schedule(static)
   for (int p = 0; p < d.pairs; ++p) direct_input_pair(x, d, p, out);
-  std::fill_n(out + d.pairs * d.plane, d.input_words() - static_cast<std::size_t>(d.pairs) * d.plane, 0u);
 }
 
 // The weights as left-hand tiles: [group of 16 outputs][16 input pairs][kernel offset][16 rows of
@@ -144,7 +157,7 @@ CTNN_AMX_TARGET inline void direct_block(const DirectConv& d, const std::uint32_
     const std::uint32_t* in = xin + static_cast<std::size_t>(b) * 16 * d.plane + q0;
     for (int ky = 0; ky < d.k; ++ky)
       for (int kx = 0; kx < d.k; ++kx, w0 += 256, w1 += 256) {
-        const std::uint32_t* src = in + ky * d.wp + kx;
+        const std::uint32_t* src = in + ky * d.r + kx;
         _tile_loadd(4, w0, 64);
         _tile_loadd(5, w1, 64);
         _tile_loadd(6, src, stride);
@@ -171,10 +184,9 @@ struct OutRuns {
   } run[16];
   int count = 0;
   OutRuns(const DirectConv& d, long q0) {
-    const long image = static_cast<long>(d.hp) * d.wp;
     for (int j = 0; j < 16;) {
-      const long q = q0 + j, i = q / image, local = q % image;
-      const int oy = static_cast<int>(local / d.wp), ox = static_cast<int>(local % d.wp);
+      const long q = q0 + j, i = q / d.s, local = q % d.s;
+      const int oy = static_cast<int>(local / d.r), ox = static_cast<int>(local % d.r);
       if (i >= d.n || oy >= d.ho || ox >= d.wo) {
         ++j;
         continue;
