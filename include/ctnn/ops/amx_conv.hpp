@@ -426,19 +426,26 @@ inline void conv_bf16_direct(const float* x, const ConvGeometry& g, const float*
 #endif
 }
 
-// Whether conv_bf16_weight_grad takes this convolution: the AMX kernel, stride 1, padding below
-// the kernel size, output planes of 8x8 and up (on smaller ones the shared padding is a large
-// part of the grid: packing patches is faster there).
-inline bool bf16_direct_weight_grad(const ConvGeometry& g) {
-  return bf16_fuses_im2col(g) && g.padding < g.kernel && g.out_height >= 8 && g.out_width >= 8;
+// Whether conv_bf16_weight_grad takes this convolution (for `cout` output channels): the AMX
+// kernel, stride 1, padding below the kernel size, and output planes of 8x8 and up, or of 4x4 to
+// 7x7 where the sums (32-channel blocks x kernel offsets, 4 KiB per item) stay within 1 MiB. On
+// smaller planes the shared padding is a large part of the grid, and with more channels the sums
+// go to and from L3 for every chunk: packing patches is faster there (at 4x4, 128 channels: 1.4x
+// faster than packing; 512: 1.3-2x slower; 2 threads, Xeon model 167).
+inline bool bf16_direct_weight_grad(const ConvGeometry& g, int cout) {
+  if (!bf16_fuses_im2col(g) || g.padding >= g.kernel) return false;
+  const long side = std::min(g.out_height, g.out_width);
+  const long sums = (g.in_channels + 31L) / 32 * 32 * ((cout + 31L) / 32 * 32) * g.kernel * g.kernel;
+  return side >= 8 || (side >= 4 && sums <= (1L << 18));
 }
 
 // dw ([cout][cin][k][k]) += the weight gradient of the batch's convolution: dy (cout planes of
 // the output) times x's patches, products of bf16-rounded operands summed in fp32 on AMX tiles
 // (see WeightGradConv above): the products of gemm_bf16_patches_t, summed per 32-channel block
-// and kernel offset in chunks of positions. Only where bf16_direct_weight_grad(g).
+// and kernel offset in chunks of positions. Only where bf16_direct_weight_grad(g, cout).
 inline void conv_bf16_weight_grad(const float* x, const ConvGeometry& g, const float* dy, int cout, float* dw) {
-  if (!bf16_direct_weight_grad(g)) throw std::logic_error("conv_bf16_weight_grad: not for this convolution or kernel");
+  if (!bf16_direct_weight_grad(g, cout))
+    throw std::logic_error("conv_bf16_weight_grad: not for this convolution or kernel");
 #if CTNN_HAVE_BF16_KERNEL
   namespace amx = detail::amx;
   const amx::WeightGradConv d = amx::weight_grad_conv(g, cout);

@@ -180,7 +180,7 @@ inline void conv2d_forward_patches(const ConvShape& s, int n, const float* x, co
 // Under bf16 on the AMX kernel, a stride-1 convolution's backward writes no patch matrix either
 // (every 3x3 layer of VGG16 and ResNet50_layer4; padding below the kernel size, as always in
 // practice). The weight gradient is summed on tiles from x and dy as they lie (conv_bf16_weight_grad,
-// output planes of 8x8 and up) or packs P^T from x (gemm_bf16_patches_t). The input gradient is a
+// planes of 8x8 and up, and smaller ones with few channels) or packs P^T from x (gemm_bf16_patches_t). The input gradient is a
 // convolution of its own (the transposed convolution): dy convolved with w's kernels flipped and
 // with input and output channels swapped, stride 1, padding k-1-p, run as a forward is (the
 // direct convolution, or patches packed from dy), instead of dy * w^T written as a patch matrix
@@ -404,7 +404,7 @@ CTNN_KERNEL void conv2d_backward(const ConvShape& s, int n, const float* x, cons
   add_channel_sums(dy, oc, static_cast<std::size_t>(rows_all), db);
   if (s.whole_plane()) return detail::conv2d_whole_plane_backward(s, n, x, dy, w, dw, dx);
   if (detail::bf16_backward_fused(s, n)) {
-    if (bf16_direct_weight_grad(s.geometry(n))) conv_bf16_weight_grad(x, s.geometry(n), dy, oc, dw);
+    if (bf16_direct_weight_grad(s.geometry(n), oc)) conv_bf16_weight_grad(x, s.geometry(n), dy, oc, dw);
     else gemm_bf16_patches_t(x, s.geometry(n), 0, {dy, rows_all, oc, rows_all}, dw, patch, /*accumulate=*/true);
     if (dx) detail::conv2d_backward_data_transposed(s, n, dy, w, dx);
     return;
