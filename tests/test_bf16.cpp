@@ -296,15 +296,16 @@ TEST_CASE("On AMX, a stride-1 convolution's backward without patch matrices (dx 
   // VGG16's and ResNet's 3x3 planes (32 wide to 2, 7), 5x5 and unpadded kernels (dy's
   // convolution padded by 2 and 4), an odd inner size (3 x 9), planes 9 x 11. dx's convolution is
   // the direct one (ops/amx_conv.hpp) from 32 output channels on, packed patches of dy below; dw
-  // is summed on tiles from x and dy for output planes of 4x4 and up with these few channels (in
-  // two chunks of positions for the batch of 8 32x32 planes), packed patches below.
+  // is summed on tiles from x and dy from 32 input channels on, for output planes of 4x4 and up
+  // with these few channels (in two chunks of positions for the batch of 8 32x32 planes), packed
+  // patches otherwise; 2x2 planes are whole-plane products.
   struct Case {
     ops::ConvShape s;
     int n;
   };
-  const Case cases[] = {{{16, 32, 32, 8, 3, 1, 1}, 2}, {{24, 8, 8, 40, 3, 1, 1}, 5}, {{9, 7, 7, 64, 3, 1, 1}, 3},
-                        {{70, 2, 2, 33, 3, 1, 1}, 7},  {{6, 12, 12, 10, 5, 1, 2}, 2}, {{5, 9, 9, 3, 3, 1, 0}, 4},
-                        {{4, 20, 20, 12, 5, 1, 0}, 2},  {{40, 32, 32, 20, 3, 1, 1}, 8}, {{33, 9, 11, 17, 3, 1, 1}, 3}};
+  const Case cases[] = {{{16, 32, 32, 8, 3, 1, 1}, 2},  {{24, 8, 8, 40, 3, 1, 1}, 5},  {{36, 7, 7, 64, 3, 1, 1}, 3},
+                        {{70, 2, 2, 33, 3, 1, 1}, 7},   {{34, 12, 12, 10, 5, 1, 2}, 2}, {{32, 9, 9, 3, 3, 1, 0}, 4},
+                        {{32, 20, 20, 12, 5, 1, 0}, 2}, {{40, 32, 32, 20, 3, 1, 1}, 8}, {{33, 9, 11, 17, 3, 1, 1}, 3}};
   const Autocast bf16(Precision::bf16);
   for (const Case& cs : cases) {
     const ops::ConvShape& s = cs.s;
@@ -315,7 +316,8 @@ TEST_CASE("On AMX, a stride-1 convolution's backward without patch matrices (dx 
     const bool amx = ops::bf16_kernel() == ops::Bf16Kernel::amx;
     REQUIRE(ops::detail::bf16_backward_fused(s, cs.n) == amx);
     if (!amx) continue;
-    CHECK(ops::bf16_direct_weight_grad(s.geometry(cs.n), s.out_channels) == (s.out_height() >= 4 && s.out_width() >= 4));
+    CHECK(ops::bf16_direct_weight_grad(s.geometry(cs.n), s.out_channels) ==
+          (s.in_channels >= 32 && s.out_height() >= 4 && s.out_width() >= 4));
     const int k = s.kernel, ho = s.out_height(), wo = s.out_width(), n = cs.n;
     const std::size_t in_plane = static_cast<std::size_t>(s.height) * s.width, out_plane = ho * wo;
     std::vector<float> x(s.in_channels * n * in_plane), dy(s.out_channels * n * out_plane),

@@ -427,13 +427,15 @@ inline void conv_bf16_direct(const float* x, const ConvGeometry& g, const float*
 }
 
 // Whether conv_bf16_weight_grad takes this convolution (for `cout` output channels): the AMX
-// kernel, stride 1, padding below the kernel size, and output planes of 8x8 and up, or of 4x4 to
+// kernel, stride 1, padding below the kernel size, at least 32 input channels (each tile holds 16
+// channels of x: VGG16's first layer, 3 channels, packs its 27 patch rows instead, 9x fewer tile
+// products), and output planes of 8x8 and up, or of 4x4 to
 // 7x7 where the sums (32-channel blocks x kernel offsets, 4 KiB per item) stay within 1 MiB. On
 // smaller planes the shared padding is a large part of the grid, and with more channels the sums
 // go to and from L3 for every chunk: packing patches is faster there (at 4x4, 128 channels: 1.4x
 // faster than packing; 512: 1.3-2x slower; 2 threads, Xeon model 167).
 inline bool bf16_direct_weight_grad(const ConvGeometry& g, int cout) {
-  if (!bf16_fuses_im2col(g) || g.padding >= g.kernel) return false;
+  if (!bf16_fuses_im2col(g) || g.padding >= g.kernel || g.in_channels < 32) return false;
   const long side = std::min(g.out_height, g.out_width);
   const long sums = (g.in_channels + 31L) / 32 * 32 * ((cout + 31L) / 32 * 32) * g.kernel * g.kernel;
   return side >= 8 || (side >= 4 && sums <= (1L << 18));
