@@ -38,6 +38,21 @@ namespace ctnn::ops {
 #if CTNN_HAVE_BF16_KERNEL
 namespace detail::amx {
 
+// The four sum tiles (0-3) from or to four 16 x 16 blocks of floats, 256 floats apart.
+CTNN_AMX_TARGET inline void load_sums(const float* c) {
+  _tile_loadd(0, c, 64);
+  _tile_loadd(1, c + 256, 64);
+  _tile_loadd(2, c + 512, 64);
+  _tile_loadd(3, c + 768, 64);
+}
+CTNN_AMX_TARGET inline void store_sums(float* c) {
+  _tile_stored(0, c, 64);
+  _tile_stored(1, c + 256, 64);
+  _tile_stored(2, c + 512, 64);
+  _tile_stored(3, c + 768, 64);
+  memory_barrier();
+}
+
 struct DirectConv {
   int cin, pairs;  // input channels, and channel pairs rounded up to a multiple of 16
   int n, h, w, k, pad, ho, wo;
@@ -158,21 +173,10 @@ CTNN_AMX_TARGET inline void direct_block(const DirectConv& d, const std::uint32_
     for (int ky = 0; ky < d.k; ++ky)
       for (int kx = 0; kx < d.k; ++kx, w0 += 256, w1 += 256) {
         const std::uint32_t* src = in + ky * d.r + kx;
-        _tile_loadd(4, w0, 64);
-        _tile_loadd(5, w1, 64);
-        _tile_loadd(6, src, stride);
-        _tile_loadd(7, src + 16, stride);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+        tile_products(w0, w1, 64, src, src + 16, stride);
       }
   }
-  _tile_stored(0, block, 64);
-  _tile_stored(1, block + 256, 64);
-  _tile_stored(2, block + 512, 64);
-  _tile_stored(3, block + 768, 64);
-  memory_barrier();
+  store_sums(block);
 }
 
 // The 16 positions from q0 on, as runs inside one output row: lanes [lane, lane + lanes) go to
@@ -358,31 +362,16 @@ CTNN_AMX_TARGET inline void weight_grad_item(const WeightGradConv& d, const std:
     _tile_zero(2);
     _tile_zero(3);
   } else {
-    _tile_loadd(0, c, 64);
-    _tile_loadd(1, c + 256, 64);
-    _tile_loadd(2, c + 512, 64);
-    _tile_loadd(3, c + 768, 64);
+    load_sums(c);
   }
   const long xstride = d.xplane * 2, dstride = static_cast<long>(d.opad) * 4;
   const std::uint16_t* a0 = xg + static_cast<std::size_t>(cb) * 32 * d.xplane + (tap / d.k) * d.r + tap % d.k;
   const std::uint16_t* a1 = a0 + 16 * d.xplane;
   const std::uint32_t* b0 = dg + ob * 32;
   const std::uint32_t* b1 = b0 + 16;
-  for (long q = q0; q < q1; q += 32) {
-    _tile_loadd(4, a0 + q, xstride);
-    _tile_loadd(5, a1 + q, xstride);
-    _tile_loadd(6, b0 + q / 2 * d.opad, dstride);
-    _tile_loadd(7, b1 + q / 2 * d.opad, dstride);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
-  }
-  _tile_stored(0, c, 64);
-  _tile_stored(1, c + 256, 64);
-  _tile_stored(2, c + 512, 64);
-  _tile_stored(3, c + 768, 64);
-  memory_barrier();
+  for (long q = q0; q < q1; q += 32)
+    tile_products(a0 + q, a1 + q, xstride, b0 + q / 2 * d.opad, b1 + q / 2 * d.opad, dstride);
+  store_sums(c);
 }
 
 // Every chunk, in order, of the items this thread takes (the same ones for each chunk: one

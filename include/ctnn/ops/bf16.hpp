@@ -592,6 +592,21 @@ CTNN_AMX_TARGET inline void pack_conv_cols(const ConvCols& a, Index l0, Index co
   }
 }
 
+// Tiles 0-3 += tile 4 x tile 6, 4 x 7, 5 x 6 and 5 x 7: tiles 4 and 5 the left-hand operands
+// loaded from l0 and l1, 6 and 7 the right-hand ones from r0 and r1 (row strides in bytes). Every
+// AMX kernel's inner step: four products for four tile loads.
+CTNN_AMX_TARGET inline void tile_products(const void* l0, const void* l1, long lstride, const void* r0, const void* r1,
+                                          long rstride) {
+  _tile_loadd(4, l0, lstride);
+  _tile_loadd(5, l1, lstride);
+  _tile_loadd(6, r0, rstride);
+  _tile_loadd(7, r1, rstride);
+  _tile_dpbf16ps(0, 4, 6);
+  _tile_dpbf16ps(1, 4, 7);
+  _tile_dpbf16ps(2, 5, 6);
+  _tile_dpbf16ps(3, 5, 7);
+}
+
 // C[0:mr, 0:nr] (leading dimension ldc) = (add ? C : 0) + one A panel times one pair of B's line
 // groups, over `chunks` chunks of 32 k. Needs the tile configuration loaded. An edge block goes
 // through a 32 x 32 block on the stack (columns of 32 floats) and is summed in the same order as
@@ -623,16 +638,7 @@ CTNN_AMX_TARGET inline void micro_kernel(Index chunks, const std::uint32_t* ap, 
     _tile_zero(3);
   }
   const std::uint32_t* bl1 = bl + chunks * 256;
-  for (Index q = 0; q < chunks; ++q, ap += 16 * 32) {
-    _tile_loadd(4, bl + q * 256, 64);
-    _tile_loadd(5, bl1 + q * 256, 64);
-    _tile_loadd(6, ap, 128);
-    _tile_loadd(7, ap + 16, 128);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
-  }
+  for (Index q = 0; q < chunks; ++q, ap += 16 * 32) tile_products(bl + q * 256, bl1 + q * 256, 64, ap, ap + 16, 128);
   _tile_stored(0, t, ld);
   _tile_stored(1, t + 16, ld);
   _tile_stored(2, t + 16 * ldt, ld);
