@@ -341,7 +341,9 @@ CTNN_AMX_TARGET inline void weight_grad_dy_span(const float* dy, const WeightGra
           const Run& run = runs[u];
           const int lane = run.lane % 16;
           const __mmask16 m = static_cast<__mmask16>(((1u << run.lanes) - 1) << lane);
-          v[run.lane / 16] = _mm512_mask_loadu_ps(v[run.lane / 16], m, dy + ((o0 + r) * plane + run.at - lane));
+          // Signed: the masked-off lanes before the run may lie before dy (never read).
+          const long at = static_cast<long>((o0 + r) * plane) + run.at - lane;
+          v[run.lane / 16] = _mm512_mask_loadu_ps(v[run.lane / 16], m, dy + at);
         }
       _mm512_store_si512(block[r], bf16::round32(v[0], v[1]));
     }
