@@ -179,23 +179,26 @@ CTNN_AMX_TARGET inline void direct_block(const DirectConv& d, const std::uint32_
   store_sums(block);
 }
 
-// The 16 positions from q0 on, as runs inside one output row: lanes [lane, lane + lanes) go to
-// the output offset `at` (image, row, column of the run's first lane) and on.
-struct OutRuns {
+// Positions [q0, q0 + Lanes) of a shared-padding grid (DirectConv, WeightGradConv) as runs that
+// lie in one output row and one 16-lane half: lanes [lane, lane + lanes) are the dense output
+// offsets from `at` (image, row, column of the run's first lane) on.
+template <int Lanes>
+struct GridRuns {
   struct Run {
     long at;
     int lane, lanes;
-  } run[16];
+  } run[Lanes];
   int count = 0;
-  OutRuns(const DirectConv& d, long q0) {
-    for (int j = 0; j < 16;) {
+  template <class Grid>
+  GridRuns(const Grid& d, long q0) {
+    for (int j = 0; j < Lanes;) {
       const long q = q0 + j, i = q / d.s, local = q % d.s;
       const int oy = static_cast<int>(local / d.r), ox = static_cast<int>(local % d.r);
       if (i >= d.n || oy >= d.ho || ox >= d.wo) {
         ++j;
         continue;
       }
-      const int lanes = std::min(16 - j, d.wo - ox);
+      const int lanes = std::min(16 - j % 16, d.wo - ox);
       run[count++] = {(i * d.ho + oy) * d.wo + ox, j, lanes};
       j += lanes;
     }
@@ -213,13 +216,13 @@ CTNN_AMX_TARGET inline void direct_task(const DirectConv& d, const std::uint32_t
       const long q0 = 32 * bi;
       direct_block(d, xin, wt, q0, pair, block);
       for (int half = 0; half < 2; ++half) {
-        const OutRuns runs(d, q0 + 16 * half);
+        const GridRuns<16> runs(d, q0 + 16 * half);
         for (int r = 0; r < 32 && pair * 32 + r < d.cout; ++r) {
           const int o = pair * 32 + r;
           const __m512 v = _mm512_add_ps(_mm512_load_ps(block + (r / 16 * 2 + half) * 256 + (r % 16) * 16),
                                          _mm512_set1_ps(bias ? bias[o] : 0.0f));
           for (int u = 0; u < runs.count; ++u) {
-            const OutRuns::Run& run = runs.run[u];
+            const auto& run = runs.run[u];
             const __mmask16 m = static_cast<__mmask16>(((1u << run.lanes) - 1) << run.lane);
             _mm512_mask_storeu_ps(y + (o * out_plane + run.at - run.lane), m, v);
           }
@@ -317,28 +320,12 @@ CTNN_AMX_TARGET inline void weight_grad_dy_span(const float* dy, const WeightGra
   const std::size_t plane = static_cast<std::size_t>(d.n) * d.ho * d.wo;
   alignas(64) std::uint32_t block[16][16];
   for (long b = q0; b < q1; b += 32) {
-    // Runs of lanes (within one 16-lane half) that lie in one output row.
-    struct Run {
-      long at;  // dy's offset (image, row, column) of the run's first lane
-      int lane, lanes;
-    } runs[32];
-    int count = 0;
-    for (int j = 0; j < 32;) {
-      const long q = b + j, i = q / d.s, local = q % d.s;
-      const int oy = static_cast<int>(local / d.r), ox = static_cast<int>(local % d.r);
-      if (i >= d.n || oy >= d.ho || ox >= d.wo) {
-        ++j;
-        continue;
-      }
-      const int lanes = std::min(16 - j % 16, d.wo - ox);
-      runs[count++] = {(i * d.ho + oy) * d.wo + ox, j, lanes};
-      j += lanes;
-    }
+    const GridRuns<32> runs(d, b);
     for (int r = 0; r < 16; ++r) {
       __m512 v[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
       if (o0 + r < d.cout)
-        for (int u = 0; u < count; ++u) {
-          const Run& run = runs[u];
+        for (int u = 0; u < runs.count; ++u) {
+          const auto& run = runs.run[u];
           const int lane = run.lane % 16;
           const __mmask16 m = static_cast<__mmask16>(((1u << run.lanes) - 1) << lane);
           // Signed: the masked-off lanes before the run may lie before dy (never read).

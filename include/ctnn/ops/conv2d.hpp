@@ -179,10 +179,11 @@ inline void conv2d_forward_patches(const ConvShape& s, int n, const float* x, co
 
 // Under bf16 on the AMX kernel, a stride-1 convolution's backward writes no patch matrix either
 // (every 3x3 layer of VGG16 and ResNet50_layer4; padding below the kernel size, as always in
-// practice). The weight gradient is summed on tiles from x and dy as they lie (conv_bf16_weight_grad,
-// planes of 8x8 and up, and smaller ones with few channels) or packs P^T from x (gemm_bf16_patches_t). The input gradient is a
-// convolution of its own (the transposed convolution): dy convolved with w's kernels flipped and
-// with input and output channels swapped, stride 1, padding k-1-p, run as a forward is (the
+// practice). The weight gradient is summed on tiles from x and dy as they lie
+// (conv_bf16_weight_grad: planes of 8x8 and up, and smaller ones with few channels) or packs P^T
+// from x (gemm_bf16_patches_t). The input gradient is a convolution of its own (the transposed
+// convolution): dy convolved with w's kernels flipped and with input and output channels
+// swapped, stride 1, padding k-1-p, run as a forward is (the
 // direct convolution, or patches packed from dy), instead of dy * w^T written as a patch matrix
 // of k*k times dx's size and summed back by col2im. The same products of bf16-rounded dy and w;
 // each input pixel's sum runs over (output channel, kernel offset) in one fp32 accumulation
@@ -215,11 +216,10 @@ inline void conv2d_backward_data_transposed(const ConvShape& s, int n, const flo
 // summed back into each tap's. The products multiply exactly the pairs a convolution does
 // (the same operands, rounded alike under bf16), with sums in another order.
 struct WholePlane {
-  int c, o, p, q, n, kk;
+  int c, o, p, q, kk;
   int taps[81];  // [q][p]: the kernel offset (ky * k + kx) joining input pixel p to output pixel q
-  explicit WholePlane(const ConvShape& s, int batch)
-      : c(s.in_channels), o(s.out_channels), p(s.height * s.width), q(s.out_plane()), n(batch),
-        kk(s.kernel * s.kernel) {
+  explicit WholePlane(const ConvShape& s)
+      : c(s.in_channels), o(s.out_channels), p(s.height * s.width), q(s.out_plane()), kk(s.kernel * s.kernel) {
     for (int qi = 0; qi < q; ++qi)
       for (int pi = 0; pi < p; ++pi)
         taps[qi * p + pi] = (pi / s.width - qi / s.out_width() + s.padding) * s.kernel +
@@ -272,51 +272,47 @@ struct WholePlane {
       }
     }
   }
-  // A channel-major batch [channels][n][pixels] as the (channels*pixels x n) matrix, and back.
-  static void to_matrix(const float* a, int channels, int pixels, int n, float* m) {
-    for (int i = 0; i < n; ++i)
-      for (int ch = 0; ch < channels; ++ch)
-        std::copy_n(a + (static_cast<std::size_t>(ch) * n + i) * pixels, pixels,
-                    m + (static_cast<std::size_t>(i) * channels + ch) * pixels);
-  }
-  static void from_matrix(const float* m, int channels, int pixels, int n, float* a) {
-    for (int i = 0; i < n; ++i)
-      for (int ch = 0; ch < channels; ++ch)
-        std::copy_n(m + (static_cast<std::size_t>(i) * channels + ch) * pixels, pixels,
-                    a + (static_cast<std::size_t>(ch) * n + i) * pixels);
+  // Runs of `pixels` floats from [outer][inner] order to [inner][outer]: a channel-major batch
+  // [channels][n][pixels] into the (channels*pixels x n) matrix (outer = channels), and back
+  // (outer = n).
+  static void swap_order(const float* from, int outer, int inner, int pixels, float* to) {
+    for (int i = 0; i < outer; ++i)
+      for (int j = 0; j < inner; ++j)
+        std::copy_n(from + (static_cast<std::size_t>(i) * inner + j) * pixels, pixels,
+                    to + (static_cast<std::size_t>(j) * outer + i) * pixels);
   }
 };
 
 inline void conv2d_whole_plane_forward(const ConvShape& s, int n, const float* x, const float* w, const float* b,
                                        float* y) {
-  const WholePlane d(s, n);
+  const WholePlane d(s);
   const Eigen::Index cp = static_cast<Eigen::Index>(d.in_rows()), oq = static_cast<Eigen::Index>(d.out_rows());
   float* xm = scratch(0, d.in_rows() * n);
   float* wd = scratch(1, d.in_rows() * d.out_rows());
   float* ym = scratch(2, d.out_rows() * n);
-  WholePlane::to_matrix(x, d.c, d.p, n, xm);
+  WholePlane::swap_order(x, d.c, n, d.p, xm);
   d.spread(w, wd);
   gemm(MatRef{wd, cp, oq, cp}.t(), {xm, cp, n, cp}, {ym, oq, n, oq});
-  WholePlane::from_matrix(ym, d.o, d.q, n, y);
+  WholePlane::swap_order(ym, n, d.o, d.q, y);
   if (b) add_bias(y, b, d.o, static_cast<std::size_t>(n) * d.q, static_cast<std::size_t>(n) * d.q);
 }
 
 // dw += the weight gradient, dx (unless null) = the input gradient.
 inline void conv2d_whole_plane_backward(const ConvShape& s, int n, const float* x, const float* dy, const float* w,
                                         float* dw, float* dx) {
-  const WholePlane d(s, n);
+  const WholePlane d(s);
   const Eigen::Index cp = static_cast<Eigen::Index>(d.in_rows()), oq = static_cast<Eigen::Index>(d.out_rows());
   float* xm = scratch(0, d.in_rows() * n);
   float* wd = scratch(1, d.in_rows() * d.out_rows());
   float* dym = scratch(2, d.out_rows() * n);
-  WholePlane::to_matrix(dy, d.o, d.q, n, dym);
+  WholePlane::swap_order(dy, d.o, n, d.q, dym);
   if (dx) {
     float* dxm = scratch(3, d.in_rows() * n);
     d.spread(w, wd);
     gemm({wd, cp, oq, cp}, {dym, oq, n, oq}, {dxm, cp, n, cp});
-    WholePlane::from_matrix(dxm, d.c, d.p, n, dx);
+    WholePlane::swap_order(dxm, n, d.c, d.p, dx);
   }
-  WholePlane::to_matrix(x, d.c, d.p, n, xm);
+  WholePlane::swap_order(x, d.c, n, d.p, xm);
   gemm({xm, cp, n, cp}, MatRef{dym, oq, n, oq}.t(), {wd, cp, oq, cp});  // dWd, in Wd's place
   d.gather(wd, dw);
 }
