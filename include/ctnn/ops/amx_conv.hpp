@@ -500,7 +500,11 @@ inline void conv_bf16_weight_grad(const float* x, const ConvGeometry& g, const f
     for (long t = 0; t < d.opad / 16 * spans; ++t)
       amx::weight_grad_dy_span(dy, d, runs, static_cast<int>(t / spans * 16), t % spans * 2048,
                                std::min(d.grid, (t % spans + 1) * 2048), dg);
+#ifdef _OPENMP
     const int threads = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+    const int threads = 1, t = 0;  // a program built without OpenMP: one thread takes every item
+#endif
     amx::weight_grad_chunks(d, xg, dg, static_cast<int>(static_cast<long>(items) * t / threads),
                             static_cast<int>(static_cast<long>(items) * (t + 1) / threads), sums);
   }
