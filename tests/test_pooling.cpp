@@ -31,7 +31,7 @@ TEST_CASE("MaxPool2d matches PyTorch") {
   pool_parity<Shape<2, 7, 7>, MaxPool2d<3, 2, 1>>("maxpool2d_k3s2p1");
 }
 
-TEST_CASE("The 2x2 stride-2 max-pool kernel gives the general kernel's values and indices, NaNs and ties included") {
+TEST_CASE("The unpadded max-pool kernels give the general kernel's values and indices, NaNs and ties included") {
   // Values drawn from a small set, so that windows hold ties, NaNs, infinities and signed zeros
   // in every position; odd sizes leave a last row and column that no window covers.
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
@@ -52,6 +52,31 @@ TEST_CASE("The 2x2 stride-2 max-pool kernel gives the general kernel's values an
       CAPTURE(w);
       CHECK(fast_arg == general_arg);
       CHECK(std::memcmp(fast.data(), general.data(), outputs * sizeof(float)) == 0);
+    }
+  }
+  // Row maxima first, then over rows: 3x3 stride 2 (ResNet's stem, 16 -> 7) and 2x2 stride 2,
+  // on planes whose width the stride divides, heights odd and even (rows no window reaches).
+  for (const auto& size : {std::pair{16, 16}, std::pair{9, 12}, std::pair{3, 4}, std::pair{32, 32}}) {
+    const int h = size.first, w = size.second;
+    for (int k : {2, 3}) {
+      const ops::PoolGeometry g{h, w, k, 2, 0, (h - k) / 2 + 1, (w - k) / 2 + 1};
+      const std::size_t outputs = static_cast<std::size_t>(g.out_height * g.out_width);
+      std::vector<float> row_max(static_cast<std::size_t>(h * w / 2));
+      std::vector<std::int32_t> row_arg(row_max.size());
+      for (int trial = 0; trial < 50; ++trial) {
+        std::vector<float> x(static_cast<std::size_t>(h * w));
+        for (auto& v : x) v = values[rng.below(std::size(values))];
+        std::vector<float> general(outputs), fast(outputs);
+        std::vector<std::int32_t> general_arg(outputs), fast_arg(outputs);
+        ops::max_pool_plane(x.data(), g, general.data(), general_arg.data());
+        if (k == 2) ops::max_pool_plane_by_rows<2, 2>(x.data(), g, fast.data(), fast_arg.data(), row_max.data(), row_arg.data());
+        else ops::max_pool_plane_by_rows<3, 2>(x.data(), g, fast.data(), fast_arg.data(), row_max.data(), row_arg.data());
+        CAPTURE(h);
+        CAPTURE(w);
+        CAPTURE(k);
+        CHECK(fast_arg == general_arg);
+        CHECK(std::memcmp(fast.data(), general.data(), outputs * sizeof(float)) == 0);
+      }
     }
   }
 }

@@ -56,9 +56,21 @@ class MaxPool2dLayer : public LeafLayer<MaxPool2dLayer<In, K, S, P>, In, PoolOut
     auto& y = this->y_;
     y.resize(n);
     arg_.resize(y.size());
-    constexpr auto pool = K == 2 && S == 2 && P == 0 ? ops::max_pool_plane_2x2 : ops::max_pool_plane;
     detail::for_each_plane<In>(n, [&](std::size_t q) {
-      pool(x.data() + q * In::plane, geometry(), y.data() + q * out_shape::plane, arg_.data() + q * out_shape::plane);
+      const float* in = x.data() + q * In::plane;
+      float* out = y.data() + q * out_shape::plane;
+      std::int32_t* arg = arg_.data() + q * out_shape::plane;
+      if constexpr (K == 2 && S == 2 && P == 0) {
+        ops::max_pool_plane_2x2(in, geometry(), out, arg);
+      } else if constexpr (P == 0 && In::width % S == 0) {
+        thread_local std::vector<float> row_max;
+        thread_local std::vector<std::int32_t> row_arg;
+        row_max.resize(In::plane / S);
+        row_arg.resize(In::plane / S);
+        ops::max_pool_plane_by_rows<K, S>(in, geometry(), out, arg, row_max.data(), row_arg.data());
+      } else {
+        ops::max_pool_plane(in, geometry(), out, arg);
+      }
     });
     return y;
   }

@@ -71,6 +71,53 @@ inline void max_pool_plane_2x2(const float* in, const PoolGeometry& g, float* ou
   }
 }
 
+// The same for a K x K window with stride S and no padding on planes whose width S divides
+// (ResNet's 3x3 stride-2 stem pool, 16 -> 7), in two passes that the compiler vectorises. First
+// each row's maximum over kx for every column start S*c: with `cols` = width / S of them per
+// row, row maximum i starts at input S*i, an affine walk over the whole plane however short the
+// rows. Then each output combines its K row maxima over ky. Both passes keep max_pool_plane's
+// rule (a later value replaces the one so far if it is larger or a NaN, unless that one is a
+// NaN; `&`, not `&&`: no branch), and the first NaN or first maximum of each row, then of the
+// rows in order, is the first NaN or first maximum of the window in scan order: the same values
+// and indices. (The branchy scan took 10 ms of a 97 ms ResNet50_layer4 evaluation step under
+// bf16 on the Xeon with AMX, 2 threads.) row_max and row_arg hold width / S * height values.
+template <int K, int S>
+inline void max_pool_plane_by_rows(const float* in, const PoolGeometry& g, float* out, std::int32_t* arg, float* row_max,
+                                   std::int32_t* row_arg) {
+  const int cols = g.width / S, out_width = g.out_width;
+  // Row maxima up to the last one an output reads: row (out_height - 1) * S + K - 1, column
+  // out_width - 1 (its window ends inside the row: S * (out_width - 1) + K <= width).
+  const int count = ((g.out_height - 1) * S + K - 1) * cols + out_width;
+  for (int i = 0; i < count; ++i) {
+    row_max[i] = in[S * i];
+    row_arg[i] = S * i;
+  }
+  for (int kx = 1; kx < K; ++kx)  // one pass per offset: an inner loop over kx would not vectorise
+    for (int i = 0; i < count; ++i) {
+      const float v = in[S * i + kx], m = row_max[i];
+      const bool take = !(v <= m) & (m == m);
+      row_max[i] = take ? v : m;
+      row_arg[i] = take ? S * i + kx : row_arg[i];
+    }
+  for (int oy = 0; oy < g.out_height; ++oy) {
+    float* o = out + oy * out_width;
+    std::int32_t* a = arg + oy * out_width;
+    const float* r = row_max + oy * S * cols;
+    const std::int32_t* ra = row_arg + oy * S * cols;
+    for (int ox = 0; ox < out_width; ++ox) {
+      o[ox] = r[ox];
+      a[ox] = ra[ox];
+    }
+    for (int ky = 1; ky < K; ++ky)
+      for (int ox = 0; ox < out_width; ++ox) {
+        const float v = r[ky * cols + ox], m = o[ox];
+        const bool take = !(v <= m) & (m == m);
+        o[ox] = take ? v : m;
+        a[ox] = take ? ra[ky * cols + ox] : a[ox];
+      }
+  }
+}
+
 inline void max_pool_plane_backward(const float* dy, const std::int32_t* arg, int outputs, float* dx) {
   for (int i = 0; i < outputs; ++i) dx[arg[i]] += dy[i];
 }
