@@ -31,53 +31,52 @@ TEST_CASE("MaxPool2d matches PyTorch") {
   pool_parity<Shape<2, 7, 7>, MaxPool2d<3, 2, 1>>("maxpool2d_k3s2p1");
 }
 
-TEST_CASE("The unpadded max-pool kernels give the general kernel's values and indices, NaNs and ties included") {
-  // Values drawn from a small set, so that windows hold ties, NaNs, infinities and signed zeros
-  // in every position; odd sizes leave a last row and column that no window covers.
+namespace {
+// `fast` (a max-pool plane kernel taking input, output, indices) and max_pool_plane on 50 planes
+// of g drawn from a small set of values, so that windows hold ties, NaNs, infinities and signed
+// zeros in every position: the same values bit for bit and the same indices.
+template <class Fast>
+void same_as_general(const ops::PoolGeometry& g, Rng& rng, Fast&& fast) {
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   const float values[] = {0.0f, -0.0f, 1.0f, -1.0f, 2.5f, nan, inf, -inf};
+  const std::size_t outputs = static_cast<std::size_t>(g.out_height * g.out_width);
+  for (int trial = 0; trial < 50; ++trial) {
+    std::vector<float> x(static_cast<std::size_t>(g.height * g.width));
+    for (auto& v : x) v = values[rng.below(std::size(values))];
+    std::vector<float> general(outputs), got(outputs);
+    std::vector<std::int32_t> general_arg(outputs), got_arg(outputs);
+    ops::max_pool_plane(x.data(), g, general.data(), general_arg.data());
+    fast(x.data(), got.data(), got_arg.data());
+    CAPTURE(g.height);
+    CAPTURE(g.width);
+    CAPTURE(g.kernel);
+    CHECK(got_arg == general_arg);
+    CHECK(std::memcmp(got.data(), general.data(), outputs * sizeof(float)) == 0);
+  }
+}
+}  // namespace
+
+TEST_CASE("The unpadded max-pool kernels give the general kernel's values and indices, NaNs and ties included") {
   Rng rng(5);
+  // 2x2 stride 2 (VGG16's pools); odd sizes leave a last row and column that no window covers.
   for (const auto& size : {std::pair{8, 8}, std::pair{7, 9}, std::pair{2, 34}, std::pair{32, 32}}) {
-    const int h = size.first, w = size.second;  // not a structured binding: CAPTURE takes it in a lambda
-    const ops::PoolGeometry g{h, w, 2, 2, 0, h / 2, w / 2};
-    const std::size_t outputs = static_cast<std::size_t>(g.out_height * g.out_width);
-    for (int trial = 0; trial < 50; ++trial) {
-      std::vector<float> x(static_cast<std::size_t>(h * w));
-      for (auto& v : x) v = values[rng.below(std::size(values))];
-      std::vector<float> general(outputs), fast(outputs);
-      std::vector<std::int32_t> general_arg(outputs), fast_arg(outputs);
-      ops::max_pool_plane(x.data(), g, general.data(), general_arg.data());
-      ops::max_pool_plane_2x2(x.data(), g, fast.data(), fast_arg.data());
-      CAPTURE(h);
-      CAPTURE(w);
-      CHECK(fast_arg == general_arg);
-      CHECK(std::memcmp(fast.data(), general.data(), outputs * sizeof(float)) == 0);
-    }
+    const ops::PoolGeometry g{size.first, size.second, 2, 2, 0, size.first / 2, size.second / 2};
+    same_as_general(g, rng, [&](const float* x, float* y, std::int32_t* arg) { ops::max_pool_plane_2x2(x, g, y, arg); });
   }
   // Row maxima first, then over rows: 3x3 stride 2 (ResNet's stem, 16 -> 7) and 2x2 stride 2,
   // on planes whose width the stride divides, heights odd and even (rows no window reaches).
   for (const auto& size : {std::pair{16, 16}, std::pair{9, 12}, std::pair{3, 4}, std::pair{32, 32}}) {
     const int h = size.first, w = size.second;
-    for (int k : {2, 3}) {
-      const ops::PoolGeometry g{h, w, k, 2, 0, (h - k) / 2 + 1, (w - k) / 2 + 1};
-      const std::size_t outputs = static_cast<std::size_t>(g.out_height * g.out_width);
-      std::vector<float> row_max(static_cast<std::size_t>(h * w / 2));
-      std::vector<std::int32_t> row_arg(row_max.size());
-      for (int trial = 0; trial < 50; ++trial) {
-        std::vector<float> x(static_cast<std::size_t>(h * w));
-        for (auto& v : x) v = values[rng.below(std::size(values))];
-        std::vector<float> general(outputs), fast(outputs);
-        std::vector<std::int32_t> general_arg(outputs), fast_arg(outputs);
-        ops::max_pool_plane(x.data(), g, general.data(), general_arg.data());
-        if (k == 2) ops::max_pool_plane_by_rows<2, 2>(x.data(), g, fast.data(), fast_arg.data(), row_max.data(), row_arg.data());
-        else ops::max_pool_plane_by_rows<3, 2>(x.data(), g, fast.data(), fast_arg.data(), row_max.data(), row_arg.data());
-        CAPTURE(h);
-        CAPTURE(w);
-        CAPTURE(k);
-        CHECK(fast_arg == general_arg);
-        CHECK(std::memcmp(fast.data(), general.data(), outputs * sizeof(float)) == 0);
-      }
-    }
+    std::vector<float> row_max(static_cast<std::size_t>(h * w / 2));
+    std::vector<std::int32_t> row_arg(row_max.size());
+    const ops::PoolGeometry g2{h, w, 2, 2, 0, (h - 2) / 2 + 1, (w - 2) / 2 + 1};
+    same_as_general(g2, rng, [&](const float* x, float* y, std::int32_t* arg) {
+      ops::max_pool_plane_by_rows<2, 2>(x, g2, y, arg, row_max.data(), row_arg.data());
+    });
+    const ops::PoolGeometry g3{h, w, 3, 2, 0, (h - 3) / 2 + 1, (w - 3) / 2 + 1};
+    same_as_general(g3, rng, [&](const float* x, float* y, std::int32_t* arg) {
+      ops::max_pool_plane_by_rows<3, 2>(x, g3, y, arg, row_max.data(), row_arg.data());
+    });
   }
 }
 
