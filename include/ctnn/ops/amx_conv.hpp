@@ -190,6 +190,7 @@ struct GridRuns {
     int lane, lanes;
   } run[Lanes];
   int count = 0;
+  GridRuns() = default;
   template <class Grid>
   GridRuns(const Grid& d, long q0) {
     for (int j = 0; j < Lanes;) {
@@ -214,16 +215,15 @@ CTNN_AMX_TARGET inline void direct_task(const DirectConv& d, const std::uint32_t
   const long blocks = (d.positions + 31) / 32, out_plane = static_cast<long>(d.n) * d.ho * d.wo;
   const long b0 = 8 * t, b1 = std::min(blocks, 8 * t + 8);
   alignas(64) float block[4 * 256];
-  std::vector<GridRuns<16>> where;
-  where.reserve(16);
+  GridRuns<16> where[16];  // [block - b0][half]: on the stack, no allocation per task
   for (long bi = b0; bi < b1; ++bi)
-    for (int half = 0; half < 2; ++half) where.emplace_back(d, 32 * bi + 16 * half);
+    for (int half = 0; half < 2; ++half) where[2 * (bi - b0) + half] = GridRuns<16>(d, 32 * bi + 16 * half);
   for (int pair = 0; pair < d.groups / 2; ++pair)
     for (long bi = b0; bi < b1; ++bi) {
       const long q0 = 32 * bi;
       direct_block(d, xin, wt, q0, pair, block);
       for (int half = 0; half < 2; ++half) {
-        const GridRuns<16>& runs = where[static_cast<std::size_t>(2 * (bi - b0) + half)];
+        const GridRuns<16>& runs = where[2 * (bi - b0) + half];
         for (int r = 0; r < 32 && pair * 32 + r < d.cout; ++r) {
           const int o = pair * 32 + r;
           const __m512 v = _mm512_add_ps(_mm512_load_ps(block + (r / 16 * 2 + half) * 256 + (r % 16) * 16),
@@ -264,14 +264,13 @@ inline void direct_run(const DirectConv& d, const std::uint32_t* xin, const std:
 // load as x lies (its rows a plane apart). dy is rounded into pairs of positions
 // ([position pair][output channel] words, zero at grid positions outside the output plane and in
 // 32 positions before and after the grid), the right-hand layout TDPBF16PS takes. Every tile
-// load is 64-byte aligned: a kernel offset s walks the positions in blocks that start at -s
-// (mod 32) rather than at 0, which moves dy's pair rows by whole rows, and odd offsets read a
-// second copy of x shifted by one position. (A row split across two cache lines made tile loads
-// 3-6x slower from L1 on the Xeon with AMX; the tile part of VGG16's 64->128 16x16 weight
-// gradient went from 6.7 to 2.6 ms, min of 3 runs of 15, 2 threads.) An item (32 input channels, 32 output channels, one kernel
-// offset) keeps its four tiles over a chunk of positions that stays in L2, and its sums in memory
-// between chunks; each item belongs to one thread throughout, so no chunk needs a barrier and
-// the sums do not depend on the thread count.
+// load is 64-byte aligned (a row split across two cache lines loaded 3-6x slower from L1 on the
+// Xeon with AMX): a kernel offset s walks the positions in blocks that start at -s (mod 32)
+// rather than at 0, which moves dy's pair rows by whole rows, and odd offsets read a second copy
+// of x shifted by one position. An item (32 input channels, 32 output channels, one kernel
+// offset) keeps its four tiles over a sub-chunk of 256 positions and its sums in memory between
+// them (weight_grad_chunks); each item belongs to one thread throughout, so no chunk needs a
+// barrier and the sums do not depend on the thread count.
 struct WeightGradConv {
   int cin, cpad, cout, opad, n, h, w, k, pad, ho, wo;
   long r, s;    // grid row and image strides, in positions
