@@ -288,6 +288,55 @@ TEST_CASE("On AMX, a convolution's patches are packed from its input with im2col
   CHECK_FALSE(ops::bf16_fuses_im2col({3, 32, 32, 7, 2, 3, 16, 16, 1}));
 }
 
+TEST_CASE("On AMX, a matrix read from a table (a whole-plane convolution's weight) packs with the stored matrix's bits") {
+  if (!bf16_runs_here()) return;
+  if (ops::bf16_kernel() != ops::Bf16Kernel::amx) {
+    CHECK_THROWS_AS(ops::gemm_bf16_gathered({}, {}, nullptr, 0, false), std::logic_error);
+    return;
+  }
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  // Element (i, k) = src[(i / rg) * row_step + (k / kg) * k_step + taps[(i % rg) * tap_row + (k % kg) * tap_k]].
+  // Groups of 4 by 4 (2x2 planes, packed without gathers) with a k-block edge inside (k 600) and
+  // rows past a panel (136, 4 past 132) and within one (20); 4 by 4 taps reaching past 16 floats;
+  // groups of 2 by 2 (1x2 planes), 1 by 1 (1x1 planes) and 3 by 5 (an odd k).
+  struct Case {
+    int rg, kg;
+    long row_step, k_step;
+    int tap_row, tap_k, tap_limit;
+    Eigen::Index rows, cols, n;
+  };
+  const Case cases[] = {{4, 4, 9 * 150, 9, 4, 1, 9, 136, 600, 70},  {4, 4, 9, 9 * 40, 1, 4, 9, 160, 20 * 4, 33},
+                        {4, 4, 9, 9 * 5, 1, 4, 9, 20, 4 * 30, 5},     {4, 4, 25, 25 * 7, 4, 1, 25, 28, 4 * 70, 9},
+                        {2, 2, 9, 9 * 40, 1, 2, 9, 2 * 33, 2 * 40, 7}, {1, 1, 9 * 300, 9, 0, 0, 9, 70, 300, 12},
+                        {3, 5, 7 * 90, 7, 5, 1, 7, 3 * 11, 5 * 60, 4}};
+  for (const Case& cs : cases) {
+    CAPTURE(cs.rg);
+    CAPTURE(cs.kg);
+    CAPTURE(cs.rows);
+    std::vector<int> taps(static_cast<std::size_t>(cs.rg) * cs.kg);
+    for (int& t : taps) t = static_cast<int>(rng() % cs.tap_limit);
+    const std::size_t reach = static_cast<std::size_t>((cs.rows - 1) / cs.rg * cs.row_step + (cs.cols - 1) / cs.kg * cs.k_step + cs.tap_limit);
+    std::vector<float> src(reach), b(cs.cols * cs.n);
+    for (auto& v : src) v = u(rng);
+    for (auto& v : b) v = u(rng);
+    const ops::GatheredMatrix a{src.data(), cs.rg, cs.kg, cs.row_step, cs.k_step, taps.data(), cs.tap_row, cs.tap_k, cs.rows, cs.cols};
+    std::vector<float> dense(cs.rows * cs.cols);
+    for (Eigen::Index i = 0; i < cs.rows; ++i)
+      for (Eigen::Index k = 0; k < cs.cols; ++k)
+        dense[i + k * cs.rows] = src[(i / cs.rg) * cs.row_step + (k / cs.kg) * cs.k_step +
+                                     taps[(i % cs.rg) * cs.tap_row + (k % cs.kg) * cs.tap_k]];
+    const Eigen::Index ldc = cs.rows + 3;
+    std::vector<float> want(ldc * cs.n), got;
+    for (auto& v : want) v = u(rng);
+    got = want;
+    const ops::MatRef bm{b.data(), cs.cols, cs.n, cs.cols};
+    ops::gemm_bf16_serial({dense.data(), cs.rows, cs.cols, cs.rows}, bm, want.data(), ldc, true);
+    ops::gemm_bf16_gathered(a, bm, got.data(), ldc, true);
+    CHECK(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) == 0);
+  }
+}
+
 TEST_CASE("On AMX, a stride-1 convolution's backward without patch matrices (dx a transposed convolution) against double sums") {
   if (!bf16_runs_here()) return;
   std::mt19937 rng(12);
@@ -298,14 +347,15 @@ TEST_CASE("On AMX, a stride-1 convolution's backward without patch matrices (dx 
   // the direct one (ops/amx_conv.hpp) from 32 output channels on, packed patches of dy below; dw
   // is summed on tiles from x and dy from 32 input channels on, for output planes of 4x4 and up
   // with these few channels (in two chunks of positions for the batch of 8 32x32 planes), packed
-  // patches otherwise; 2x2 planes are whole-plane products.
+  // patches otherwise; 2x2, 1x2 and 1x1 planes are whole-plane products.
   struct Case {
     ops::ConvShape s;
     int n;
   };
   const Case cases[] = {{{16, 32, 32, 8, 3, 1, 1}, 2},  {{24, 8, 8, 40, 3, 1, 1}, 5},  {{36, 7, 7, 64, 3, 1, 1}, 3},
                         {{70, 2, 2, 33, 3, 1, 1}, 7},   {{34, 12, 12, 10, 5, 1, 2}, 2}, {{32, 9, 9, 3, 3, 1, 0}, 4},
-                        {{32, 20, 20, 12, 5, 1, 0}, 2}, {{40, 32, 32, 20, 3, 1, 1}, 8}, {{33, 9, 11, 17, 3, 1, 1}, 3}};
+                        {{32, 20, 20, 12, 5, 1, 0}, 2}, {{40, 32, 32, 20, 3, 1, 1}, 8}, {{33, 9, 11, 17, 3, 1, 1}, 3},
+                        {{36, 1, 2, 20, 3, 1, 1}, 3},   {{40, 1, 1, 24, 3, 1, 1}, 3}};
   const Autocast bf16(Precision::bf16);
   for (const Case& cs : cases) {
     const ops::ConvShape& s = cs.s;

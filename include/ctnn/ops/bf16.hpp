@@ -71,6 +71,20 @@ inline float from_bf16_bits(std::uint16_t h) { return std::bit_cast<float>(stati
 // f rounded to the nearest bfloat16, as a float.
 inline float round_to_bf16(float f) { return from_bf16_bits(to_bf16_bits(f)); }
 
+// A rows x cols matrix that is not stored but read from a table: element (i, k) is
+// src[(i / row_group) * row_step + (k / k_group) * k_step + taps[(i % row_group) * tap_row +
+// (k % k_group) * tap_k]]. A whole-plane convolution's dense weight (WholePlane, ops/conv2d.hpp)
+// is one, as Wd or Wd^T: gemm_bf16_gathered packs it from the convolution's weight itself.
+struct GatheredMatrix {
+  static constexpr int kMaxGroup = 81;
+  const float* src;
+  int row_group, k_group;
+  long row_step, k_step;
+  const int* taps;
+  int tap_row, tap_k;
+  Eigen::Index rows, cols;
+};
+
 // What the CPU offers for bf16 products.
 struct Bf16Support {
   bool avx512_bf16 = false;  // VDPBF16PS, with AVX-512F/BW/VL and the OS saving zmm registers
@@ -698,6 +712,100 @@ struct PatchCols {
   }
 };
 
+// Rows of a GatheredMatrix (above), read from its table. In general, per panel, each half's
+// lanes' offsets for every k % k_group are worked out once, then each pair of k is two gathers
+// per half. Groups of 4 rows by 4 k (whole-plane 2x2 convolutions: Wd and Wd^T) go without
+// gathers, which are slow where microcode guards them (Intel's Gather Data Sampling fix): the
+// 16 values a row group and a k group share lie within 16 floats of src, one load permuted.
+struct GatheredRows {
+  GatheredMatrix a;
+  Index line0;  // the matrix row that is this block's first
+  CTNN_AMX_TARGET void operator()(Index r0, Index count, Index k0, Index kc, std::uint32_t* out) const {
+    if (a.row_group == 4 && a.k_group == 4 && k0 % 4 == 0 && kc % 4 == 0 && (line0 + r0) % 4 == 0 && count % 4 == 0) {
+      int reach = 0;
+      alignas(64) int perm[16];
+      for (int j = 0; j < 16; ++j) reach = std::max(reach, perm[j] = a.taps[j / 4 * a.tap_row + j % 4 * a.tap_k]);
+      if (reach < 16) return by_groups_of_4(r0, count, k0, kc, out, _mm512_load_si512(perm), bf16::first_lanes(reach + 1));
+    }
+    const Index pairs = (kc + 1) / 2, padded = chunks_of(kc) * 16;
+    const int kg = a.k_group;
+    alignas(64) int at[2][GatheredMatrix::kMaxGroup][16];
+    for (Index r = 0; r < count; r += 32, out += padded * 32) {
+      const int lines = static_cast<int>(std::min<Index>(32, count - r));
+      for (int l = 0; l < 32; ++l) {
+        const Index i = line0 + r0 + r + l;
+        for (int t = 0; t < kg; ++t)
+          at[l / 16][t][l % 16] =
+              l < lines ? static_cast<int>((i / a.row_group) * a.row_step + a.taps[(i % a.row_group) * a.tap_row + t * a.tap_k])
+                        : 0;
+      }
+      const __mmask16 valid[2] = {bf16::first_lanes(lines), bf16::first_lanes(lines - 16)};
+      // The values of k (below kc) for 16 lanes of half h.
+      const auto values = [&](int h, Index k) {
+        const Index kk = k0 + k;
+        const __m512i idx = _mm512_add_epi32(_mm512_load_si512(at[h][kk % kg]),
+                                             _mm512_set1_epi32(static_cast<int>((kk / kg) * a.k_step)));
+        return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid[h], idx, a.src, 4);
+      };
+      for (Index p = 0; p < padded; ++p)
+        for (int h = 0; h < 2; ++h) {
+          __m512i words = _mm512_setzero_si512();
+          if (p < pairs)
+            words = bf16::round_pairs(values(h, 2 * p), 2 * p + 1 < kc ? values(h, 2 * p + 1) : _mm512_setzero_ps());
+          _mm512_storeu_si512(out + p * 32 + 16 * h, words);
+        }
+    }
+  }
+
+  // Row group u (rows 4u..4u+3) and k group j: lane 4 * (row % 4) + k % 4 of src's 16 floats
+  // from (u * row_step + j * k_step) permuted by `perm`. Rounded two row groups to a register,
+  // each row group's words are (row % 4, pair of k % 4) in order; a panel's 32 rows (8 groups)
+  // for one pair of k are then the even or odd words of four such registers.
+  CTNN_AMX_TARGET void by_groups_of_4(Index r0, Index count, Index k0, Index kc, std::uint32_t* out, __m512i perm,
+                                      __mmask16 reach) const {
+    const Index padded = chunks_of(kc) * 16;
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (Index r = 0; r < count; r += 32, out += padded * 32) {
+      const Index u0 = (line0 + r0 + r) / 4;
+      const int units = static_cast<int>(std::min<Index>(8, (count - r) / 4));
+      for (Index j = 0; j < kc / 4; ++j) {
+        const float* at = a.src + (k0 / 4 + j) * a.k_step + u0 * a.row_step;
+        __m512 v[8];
+        for (int u = 0; u < 8; ++u)
+          v[u] = u < units ? _mm512_permutexvar_ps(perm, _mm512_maskz_loadu_ps(reach, at + u * a.row_step))
+                           : _mm512_setzero_ps();
+        __m512i two[4];
+        for (int t = 0; t < 4; ++t) two[t] = bf16::round32(v[2 * t], v[2 * t + 1]);
+        std::uint32_t* pair = out + 2 * j * 32;
+        _mm512_storeu_si512(pair, _mm512_permutex2var_epi32(two[0], even, two[1]));
+        _mm512_storeu_si512(pair + 16, _mm512_permutex2var_epi32(two[2], even, two[3]));
+        _mm512_storeu_si512(pair + 32, _mm512_permutex2var_epi32(two[0], odd, two[1]));
+        _mm512_storeu_si512(pair + 48, _mm512_permutex2var_epi32(two[2], odd, two[3]));
+      }
+      std::fill(out + kc / 2 * 32, out + padded * 32, 0u);
+    }
+  }
+};
+
+// C (m x n) = A * B (or +=) for an A whose rows a packer reads from elsewhere (rows_from(s): the
+// packer of A's rows from s on): B packed once, by all threads; C's rows cut into blocks of whole
+// 32-row panels, shared out over ctnn's threads, each packing its own rows of A. The bits of
+// gemm_bf16_serial on the A the packer reads, at any thread count.
+template <class RowsFrom>
+inline void product_by_row_blocks(const RowsFrom& rows_from, Index m, const MatRef& b, float* c, Index ldc,
+                                  bool accumulate) {
+  const Index k = b.out_rows(), n = b.out_cols();
+  std::uint32_t* whole = bf16::panel_buffer(2, packed_words(n, k));
+  amx::pack_whole<false>(bf16::source_of_b(b), n, k, whole);  // qualified: no lookup of bf16::pack_whole by argument
+  const Index panels = (m + 31) / 32, blocks = std::min(panels, detail::block_count(m, static_cast<long>(m) * n * k));
+#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
+  for (Index i = 0; i < blocks; ++i) {
+    const Index s = i * panels / blocks * 32, e = std::min(m, (i + 1) * panels / blocks * 32);
+    product(rows_from(s), e - s, k, b, c + s, ldc, accumulate, nullptr, whole);
+  }
+}
+
 // C = A * B (+ C) on the calling thread, A being m x k rows packed by `pack_a`. `whole_a` /
 // `whole_b`, when given, are pack_whole's packings of all of A's rows / B's lines; the other
 // operand is packed here, block by block.
@@ -851,16 +959,24 @@ inline void gemm_bf16_patches_t(const float* x, const ConvGeometry& g, Eigen::In
   namespace amx = detail::amx;
   const Eigen::Index m = g.patch(), k = b.out_rows(), n = b.out_cols();
   if (m == 0 || n == 0 || k == 0) return gemm_bf16_serial({x, m, k, m}, b, c, ldc, accumulate);  // zeros or nothing
-  std::uint32_t* whole = detail::bf16::panel_buffer(2, amx::packed_words(n, k));
-  amx::pack_whole<false>(detail::bf16::source_of_b(b), n, k, whole);
-  const Eigen::Index panels = (m + 31) / 32, blocks = std::min(panels, detail::block_count(m, static_cast<long>(m) * n * k));
-#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
-  for (Eigen::Index i = 0; i < blocks; ++i) {
-    const Eigen::Index s = i * panels / blocks * 32, e = std::min(m, (i + 1) * panels / blocks * 32);
-    amx::product(amx::PatchCols{{x, g, row0}, s}, e - s, k, b, c + s, ldc, accumulate, nullptr, whole);
-  }
+  amx::product_by_row_blocks([&](Eigen::Index s) { return amx::PatchCols{{x, g, row0}, s}; }, m, b, c, ldc, accumulate);
 #else
   (void)x, (void)row0, (void)b, (void)c, (void)ldc, (void)accumulate;
+#endif
+}
+
+// C = A * B (or +=), A a GatheredMatrix whose panels are packed from its table directly, so that
+// A is never written out: gemm_bf16_serial's bits on A as a matrix. Only on the AMX kernel.
+inline void gemm_bf16_gathered(const GatheredMatrix& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate) {
+  if (bf16_kernel() != Bf16Kernel::amx || a.k_group > GatheredMatrix::kMaxGroup || a.cols != b.out_rows())
+    throw std::logic_error("gemm_bf16_gathered: not for this operand or kernel");
+#if CTNN_HAVE_BF16_KERNEL
+  if (a.rows == 0 || b.out_cols() == 0) return;
+  if (a.cols == 0) return gemm_bf16_serial({a.src, a.rows, 0, a.rows}, b, c, ldc, accumulate);  // zeros or nothing
+  namespace amx = detail::amx;
+  amx::product_by_row_blocks([&](Eigen::Index s) { return amx::GatheredRows{a, s}; }, a.rows, b, c, ldc, accumulate);
+#else
+  (void)c, (void)ldc, (void)accumulate;
 #endif
 }
 

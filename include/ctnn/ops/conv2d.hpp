@@ -228,6 +228,20 @@ struct WholePlane {
   std::size_t in_rows() const { return static_cast<std::size_t>(c) * p; }
   std::size_t out_rows() const { return static_cast<std::size_t>(o) * q; }
 
+  // Under bf16 on the AMX kernel, Wd's panels are packed from w itself (gemm_bf16_gathered):
+  // Wd is never written, which took as long as the product (2048 x 2048 floats, 16 MiB, for
+  // VGG16's 512-channel layers, spread and then read back to be rounded). The same bits.
+  static bool gathers() { return matmul_precision() == Precision::bf16 && bf16_kernel() == Bf16Kernel::amx; }
+  // Wd (rows (c, p), k (o, q)) and Wd^T (rows (o, q), k (c, p)) as tables of w.
+  GatheredMatrix dense(const float* w) const {
+    return {w, p, q, kk, static_cast<long>(c) * kk, taps, 1, p, static_cast<Eigen::Index>(in_rows()),
+            static_cast<Eigen::Index>(out_rows())};
+  }
+  GatheredMatrix transposed(const float* w) const {
+    return {w, q, p, static_cast<long>(c) * kk, kk, taps, p, 1, static_cast<Eigen::Index>(out_rows()),
+            static_cast<Eigen::Index>(in_rows())};
+  }
+
   // Wd from w ([o][c][k][k]), a column (o, q) at a time.
   void spread(const float* w, float* wd) const {
     if (p == 4) return spread<4>(w, wd);  // 2x2 planes: the inner loop unrolled
@@ -275,11 +289,21 @@ struct WholePlane {
   // Runs of `pixels` floats from [outer][inner] order to [inner][outer]: a channel-major batch
   // [channels][n][pixels] into the (channels*pixels x n) matrix (outer = channels), and back
   // (outer = n).
+  // The runs are short (4 floats for 2x2 planes): copied with a length known at compile time
+  // where it can be, since a memmove call per run cost as much as the product it fed.
   static void swap_order(const float* from, int outer, int inner, int pixels, float* to) {
+    if (pixels == 4) return swap_order<4>(from, outer, inner, to);
+    if (pixels == 1) return swap_order<1>(from, outer, inner, to);
     for (int i = 0; i < outer; ++i)
       for (int j = 0; j < inner; ++j)
         std::copy_n(from + (static_cast<std::size_t>(i) * inner + j) * pixels, pixels,
                     to + (static_cast<std::size_t>(j) * outer + i) * pixels);
+  }
+  template <int Pixels>
+  static void swap_order(const float* from, int outer, int inner, float* to) {
+    for (int j = 0; j < inner; ++j)
+      for (int i = 0; i < outer; ++i, to += Pixels)
+        for (int k = 0; k < Pixels; ++k) to[k] = from[(static_cast<std::size_t>(i) * inner + j) * Pixels + k];
   }
 };
 
@@ -288,11 +312,15 @@ inline void conv2d_whole_plane_forward(const ConvShape& s, int n, const float* x
   const WholePlane d(s);
   const Eigen::Index cp = static_cast<Eigen::Index>(d.in_rows()), oq = static_cast<Eigen::Index>(d.out_rows());
   float* xm = scratch(0, d.in_rows() * n);
-  float* wd = scratch(1, d.in_rows() * d.out_rows());
   float* ym = scratch(2, d.out_rows() * n);
   WholePlane::swap_order(x, d.c, n, d.p, xm);
-  d.spread(w, wd);
-  gemm(MatRef{wd, cp, oq, cp}.t(), {xm, cp, n, cp}, {ym, oq, n, oq});
+  if (d.gathers()) {
+    gemm_bf16_gathered(d.transposed(w), {xm, cp, n, cp}, ym, oq, /*accumulate=*/false);
+  } else {
+    float* wd = scratch(1, d.in_rows() * d.out_rows());
+    d.spread(w, wd);
+    gemm(MatRef{wd, cp, oq, cp}.t(), {xm, cp, n, cp}, {ym, oq, n, oq});
+  }
   WholePlane::swap_order(ym, n, d.o, d.q, y);
   if (b) add_bias(y, b, d.o, static_cast<std::size_t>(n) * d.q, static_cast<std::size_t>(n) * d.q);
 }
@@ -308,8 +336,12 @@ inline void conv2d_whole_plane_backward(const ConvShape& s, int n, const float* 
   WholePlane::swap_order(dy, d.o, n, d.q, dym);
   if (dx) {
     float* dxm = scratch(3, d.in_rows() * n);
-    d.spread(w, wd);
-    gemm({wd, cp, oq, cp}, {dym, oq, n, oq}, {dxm, cp, n, cp});
+    if (d.gathers()) {
+      gemm_bf16_gathered(d.dense(w), {dym, oq, n, oq}, dxm, cp, /*accumulate=*/false);
+    } else {
+      d.spread(w, wd);
+      gemm({wd, cp, oq, cp}, {dym, oq, n, oq}, {dxm, cp, n, cp});
+    }
     WholePlane::swap_order(dxm, n, d.c, d.p, dx);
   }
   WholePlane::swap_order(x, d.c, n, d.p, xm);
