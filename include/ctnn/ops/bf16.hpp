@@ -740,21 +740,24 @@ struct GatheredRows {
                         : 0;
       }
       const __mmask16 valid[2] = {bf16::first_lanes(lines), bf16::first_lanes(lines - 16)};
-      // The values of k (below kc) for 16 lanes of half h.
-      const auto values = [&](int h, Index k) {
-        const Index kk = k0 + k;
-        const __m512i idx = _mm512_add_epi32(_mm512_load_si512(at[h][kk % kg]),
-                                             _mm512_set1_epi32(static_cast<int>((kk / kg) * a.k_step)));
-        return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid[h], idx, a.src, 4);
-      };
       for (Index p = 0; p < padded; ++p)
         for (int h = 0; h < 2; ++h) {
           __m512i words = _mm512_setzero_si512();
           if (p < pairs)
-            words = bf16::round_pairs(values(h, 2 * p), 2 * p + 1 < kc ? values(h, 2 * p + 1) : _mm512_setzero_ps());
+            words = bf16::round_pairs(values(at[h], valid[h], k0 + 2 * p),
+                                      2 * p + 1 < kc ? values(at[h], valid[h], k0 + 2 * p + 1) : _mm512_setzero_ps());
           _mm512_storeu_si512(out + p * 32 + 16 * h, words);
         }
     }
+  }
+
+  // Column k of 16 rows whose offsets for each k % k_group are `at` (a member function, not a
+  // lambda: a lambda would not inherit the target attribute, and GCC would refuse the intrinsics
+  // where the translation unit is not built for AVX-512).
+  CTNN_AMX_TARGET __m512 values(const int (*at)[16], __mmask16 valid, Index k) const {
+    const __m512i idx = _mm512_add_epi32(_mm512_load_si512(at[k % a.k_group]),
+                                         _mm512_set1_epi32(static_cast<int>((k / a.k_group) * a.k_step)));
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, idx, a.src, 4);
   }
 
   // Row group u (rows 4u..4u+3) and k group j: lane 4 * (row % 4) + k % 4 of src's 16 floats
