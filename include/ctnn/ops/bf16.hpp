@@ -983,6 +983,36 @@ inline void gemm_bf16_gathered(const GatheredMatrix& a, const MatRef& b, float* 
 #endif
 }
 
+// C = A * B in blocks of `cols` columns, each computed by one of ctnn's threads into storage of
+// that thread (leading dimension A's rows) and handed there to done(j0, count, c, ldc): for a
+// product consumed as it is made (a whole-plane convolution's dWd, summed into kernel taps)
+// that need never be written whole. A is packed once, by all threads. Each block holds
+// gemm_bf16_serial's bits. Only on the AMX kernel.
+template <class Done>
+inline void gemm_bf16_column_blocks(const MatRef& a, const MatRef& b, Eigen::Index cols, const Done& done) {
+  if (bf16_kernel() != Bf16Kernel::amx || cols <= 0 || a.out_cols() != b.out_rows())
+    throw std::logic_error("gemm_bf16_column_blocks: not for these operands or kernel");
+#if CTNN_HAVE_BF16_KERNEL
+  namespace amx = detail::amx;
+  const Eigen::Index m = a.out_rows(), k = a.out_cols(), n = b.out_cols();
+  if (m == 0 || n == 0) return;
+  std::uint32_t* whole = detail::bf16::panel_buffer(2, amx::packed_words(m, k));
+  if (k > 0) amx::pack_whole<true>(detail::bf16::source_of_a(a), m, k, whole);
+  const Eigen::Index blocks = (n + cols - 1) / cols;
+#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
+  for (Eigen::Index i = 0; i < blocks; ++i) {
+    const Eigen::Index j0 = i * cols, count = std::min(cols, n - j0);
+    // Slot 0 holds A's panels only when A is not packed whole.
+    auto* c = reinterpret_cast<float*>(detail::bf16::panel_buffer(0, static_cast<std::size_t>(m * count)));
+    if (k == 0) std::fill_n(c, m * count, 0.0f);
+    else amx::product(a, detail::logical_cols(b, j0, count), c, m, /*accumulate=*/false, whole, nullptr);
+    done(j0, count, static_cast<const float*>(c), m);
+  }
+#else
+  (void)b, (void)cols, (void)done;
+#endif
+}
+
 // C = A * B (or +=) in bf16 cut into `blocks` blocks of rows (split_rows) or columns,
 // shared out over ctnn's threads. The operand every block reads whole is packed once, by all
 // threads, instead of once per block. Results are gemm_bf16_serial's, bit for bit, at any

@@ -264,19 +264,24 @@ struct WholePlane {
   }
   // dw += each tap's entries of dWd, summed in (q, p) order.
   void gather(const float* dwd, float* dw) const {
-    if (p == 4 && q == 4) return gather<4>(dwd, dw);
-    gather<0>(dwd, dw);
+#pragma omp parallel for schedule(static) if (out_rows() * in_rows() > kThreadedStream)
+    for (int oi = 0; oi < o; ++oi) gather_outputs(dwd + static_cast<std::size_t>(oi) * q * in_rows(), in_rows(), oi, 1, dw);
   }
-  // Pixels: p and q when they are known at compile time, else 0.
-  template <int Pixels>
-  void gather(const float* dwd, float* dw) const {
-    const std::size_t rows = in_rows();
-    const int pixels = Pixels ? Pixels : p, outs = Pixels ? Pixels : q, kernel = kk, channels = c;
+  // The same for outputs [o0, o0 + count), from their columns of dWd (leading dimension ld).
+  void gather_outputs(const float* dwd, std::size_t ld, int o0, int count, float* dw) const {
+    if (p == 4 && q == 4 && kk == 9) return gather_outputs<4, 9>(dwd, ld, o0, count, dw);
+    gather_outputs<0, 0>(dwd, ld, o0, count, dw);
+  }
+  // Pixels: p and q, Kernel: kk, when they are known at compile time, else 0 (a copy of a
+  // runtime length is a memmove call, per input channel).
+  template <int Pixels, int Kernel>
+  void gather_outputs(const float* dwd, std::size_t ld, int o0, int count, float* dw) const {
+    const std::size_t rows = ld;
+    const int pixels = Pixels ? Pixels : p, outs = Pixels ? Pixels : q, kernel = Kernel ? Kernel : kk, channels = c;
     const int* const table = taps;
-#pragma omp parallel for schedule(static) if (out_rows() * rows > kThreadedStream)
-    for (int oi = 0; oi < o; ++oi) {
+    for (int oi = o0; oi < o0 + count; ++oi) {
       float* to = dw + static_cast<std::size_t>(oi) * channels * kernel;
-      const float* from = dwd + static_cast<std::size_t>(oi) * outs * rows;
+      const float* from = dwd + static_cast<std::size_t>(oi - o0) * outs * rows;
       for (int ci = 0; ci < channels; ++ci, to += kernel, from += pixels) {
         float sums[81];
         std::copy_n(to, kernel, sums);
@@ -331,7 +336,7 @@ inline void conv2d_whole_plane_backward(const ConvShape& s, int n, const float* 
   const WholePlane d(s);
   const Eigen::Index cp = static_cast<Eigen::Index>(d.in_rows()), oq = static_cast<Eigen::Index>(d.out_rows());
   float* xm = scratch(0, d.in_rows() * n);
-  float* wd = scratch(1, d.in_rows() * d.out_rows());
+  float* wd = d.gathers() ? nullptr : scratch(1, d.in_rows() * d.out_rows());  // Wd, then dWd
   float* dym = scratch(2, d.out_rows() * n);
   WholePlane::swap_order(dy, d.o, n, d.q, dym);
   if (dx) {
@@ -345,6 +350,16 @@ inline void conv2d_whole_plane_backward(const ConvShape& s, int n, const float* 
     WholePlane::swap_order(dxm, n, d.c, d.p, dx);
   }
   WholePlane::swap_order(x, d.c, n, d.p, xm);
+  if (d.gathers()) {
+    // dWd 32 outputs' columns at a time (1 MiB for VGG16's 512-channel layers, in L2), summed into
+    // dw by the thread that made them, instead of 16 MiB written and read back. The same bits.
+    gemm_bf16_column_blocks({xm, cp, n, cp}, MatRef{dym, oq, n, oq}.t(), 32 * d.q,
+                            [&](Eigen::Index j0, Eigen::Index count, const float* c, Eigen::Index ld) {
+                              d.gather_outputs(c, static_cast<std::size_t>(ld), static_cast<int>(j0 / d.q),
+                                               static_cast<int>(count / d.q), dw);
+                            });
+    return;
+  }
   gemm({xm, cp, n, cp}, MatRef{dym, oq, n, oq}.t(), {wd, cp, oq, cp});  // dWd, in Wd's place
   d.gather(wd, dw);
 }
