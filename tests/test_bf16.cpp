@@ -337,6 +337,40 @@ TEST_CASE("On AMX, a matrix read from a table (a whole-plane convolution's weigh
   }
 }
 
+TEST_CASE("On AMX, a product made and handed over a block of columns at a time has gemm_bf16_serial's bits") {
+  if (!bf16_runs_here()) return;
+  if (ops::bf16_kernel() != ops::Bf16Kernel::amx) {
+    CHECK_THROWS_AS(ops::gemm_bf16_column_blocks({}, {}, 1, [](auto...) {}), std::logic_error);
+    return;
+  }
+  std::mt19937 rng(19);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  // m x k times k x n (B transposed, as dWd = X dY^T), blocks of `cols`: a last block cut short,
+  // a k past one k-block, k = 0 (zeros).
+  struct Case {
+    Eigen::Index m, k, n, cols;
+  };
+  for (const Case cs : {Case{300, 100, 260, 128}, Case{70, 290, 64, 32}, Case{40, 0, 20, 8}}) {
+    CAPTURE(cs.k);
+    std::vector<float> a(cs.m * cs.k), b(cs.n * cs.k), want(cs.m * cs.n), got(cs.m * cs.n, 7.0f);
+    for (auto& v : a) v = u(rng);
+    for (auto& v : b) v = u(rng);
+    const ops::MatRef am{a.data(), cs.m, cs.k, cs.m}, bm = ops::MatRef{b.data(), cs.n, cs.k, cs.n}.t();
+    ops::gemm_bf16_serial(am, bm, want.data(), cs.m, false);
+    int calls = 0;
+    ops::gemm_bf16_column_blocks(am, bm, cs.cols, [&](Eigen::Index j0, Eigen::Index count, const float* c, Eigen::Index ld) {
+#pragma omp critical
+      {
+        ++calls;
+        CHECK(count == std::min(cs.cols, cs.n - j0));
+        for (Eigen::Index j = 0; j < count; ++j) std::copy_n(c + j * ld, cs.m, got.data() + (j0 + j) * cs.m);
+      }
+    });
+    CHECK(calls == (cs.n + cs.cols - 1) / cs.cols);
+    CHECK(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) == 0);
+  }
+}
+
 TEST_CASE("On AMX, a stride-1 convolution's backward without patch matrices (dx a transposed convolution) against double sums") {
   if (!bf16_runs_here()) return;
   std::mt19937 rng(12);
