@@ -15,6 +15,7 @@
 
 #include "ctnn/compose/sequential.hpp"
 #include "ctnn/layers/leaf.hpp"
+#include "ctnn/ops/elementwise.hpp"
 
 namespace ctnn {
 
@@ -124,7 +125,7 @@ class Network {
   void eval() { train(false); }
   bool is_training() const { return training_; }
 
-  void zero_grad() { std::fill_n(grads_.data(), grads_.size(), 0.0f); }
+  void zero_grad() { ops::fill(grads_.data(), 0.0f, grads_.size()); }
   std::span<float> parameters() { return values_; }
   std::span<const float> parameters() const { return values_; }
   std::span<float> gradients() { return grads_; }

@@ -1,6 +1,7 @@
 // MaxPool2d and AvgPool2d, as torch.nn's (floor output size, no ceil_mode).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -30,14 +31,18 @@ inline void for_each_plane(int n, F&& f) {
   for (int q = 0; q < planes; ++q) f(static_cast<std::size_t>(q));
 }
 
-// A pooling's backward: *dx (unless null) zeroed, then f(q, plane q of dx) adds plane q's gradient.
+// A pooling's backward: each plane q of *dx (unless null) zeroed, then f(q, plane q of dx) adds
+// its gradient. The zeroing is the plane's thread's, just before it adds (a fill of the whole
+// batch beforehand ran on one thread while the others waited).
 template <class In, class F>
 inline void pool_backward(int n, Batch<In>* dx, F&& f) {
   if (!dx) return;
   dx->resize(n);
-  dx->set_zero();
   float* d = dx->data();
-  for_each_plane<In>(n, [&](std::size_t q) { f(q, d + q * In::plane); });
+  for_each_plane<In>(n, [&](std::size_t q) {
+    std::fill_n(d + q * In::plane, In::plane, 0.0f);
+    f(q, d + q * In::plane);
+  });
 }
 }  // namespace detail
 
