@@ -191,18 +191,26 @@ struct GridRuns {
   } run[Lanes];
   int count = 0;
   GridRuns() = default;
+  // Two divisions for q0, then steps along the grid: a run, the rest of a row's padding columns,
+  // or the rest of an image's padding rows at a time (a division per position cost as much as
+  // moving the values, and DyRuns makes them on one thread).
   template <class Grid>
   GridRuns(const Grid& d, long q0) {
-    for (int j = 0; j < Lanes;) {
-      const long q = q0 + j, i = q / d.s, local = q % d.s;
-      const int oy = static_cast<int>(local / d.r), ox = static_cast<int>(local % d.r);
-      if (i >= d.n || oy >= d.ho || ox >= d.wo) {
-        ++j;
-        continue;
+    long i = q0 / d.s;
+    const long local = q0 % d.s;
+    int oy = static_cast<int>(local / d.r), ox = static_cast<int>(local % d.r);
+    for (int j = 0; j < Lanes && i < d.n;) {
+      if (oy >= d.ho) {  // padding rows: on to the next image
+        j += static_cast<int>(d.s - (static_cast<long>(oy) * d.r + ox));
+        ++i, oy = 0, ox = 0;
+      } else if (ox >= d.wo) {  // padding columns: on to the next row
+        j += static_cast<int>(d.r - ox);
+        ++oy, ox = 0;
+      } else {
+        const int lanes = std::min(16 - j % 16, d.wo - ox);
+        run[count++] = {(i * d.ho + oy) * d.wo + ox, j, lanes};
+        j += lanes, ox += lanes;
       }
-      const int lanes = std::min(16 - j % 16, d.wo - ox);
-      run[count++] = {(i * d.ho + oy) * d.wo + ox, j, lanes};
-      j += lanes;
     }
   }
 };
