@@ -306,9 +306,11 @@ struct WholePlane {
   }
   template <int Pixels>
   static void swap_order(const float* from, int outer, int inner, float* to) {
+#pragma omp parallel for schedule(static) if (static_cast<std::size_t>(outer) * inner * Pixels > kThreadedStream)
     for (int j = 0; j < inner; ++j)
-      for (int i = 0; i < outer; ++i, to += Pixels)
-        for (int k = 0; k < Pixels; ++k) to[k] = from[(static_cast<std::size_t>(i) * inner + j) * Pixels + k];
+      for (int i = 0; i < outer; ++i)
+        for (int k = 0; k < Pixels; ++k)
+          to[(static_cast<std::size_t>(j) * outer + i) * Pixels + k] = from[(static_cast<std::size_t>(i) * inner + j) * Pixels + k];
   }
 };
 
