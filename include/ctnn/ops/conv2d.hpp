@@ -293,9 +293,9 @@ struct WholePlane {
   }
   // Runs of `pixels` floats from [outer][inner] order to [inner][outer]: a channel-major batch
   // [channels][n][pixels] into the (channels*pixels x n) matrix (outer = channels), and back
-  // (outer = n).
-  // The runs are short (4 floats for 2x2 planes): copied with a length known at compile time
-  // where it can be, since a memmove call per run cost as much as the product it fed.
+  // (outer = n). The runs are short (4 floats for 2x2 planes): copied with a length known at
+  // compile time where it can be, since a memmove call per run cost as much as the product it
+  // fed, and by the threads.
   static void swap_order(const float* from, int outer, int inner, int pixels, float* to) {
     if (pixels == 4) return swap_order<4>(from, outer, inner, to);
     if (pixels == 1) return swap_order<1>(from, outer, inner, to);
