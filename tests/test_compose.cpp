@@ -1,6 +1,9 @@
 // Composition: Sequential, Named, Residual, Flatten, Identity, and the Network around them.
 #include "support/check.hpp"
 
+#include <algorithm>
+#include <bit>
+#include <cstdint>
 #include <sstream>
 
 using namespace ctnn;
@@ -145,4 +148,56 @@ TEST_CASE("NoGrad: the same outputs, intermediate outputs given back as soon as 
   net.forward(x);  // outside NoGrad again: backward works
   CHECK_NOTHROW(net.backward(x, dy));
   CHECK(stem.get<0>().output().batch() == 5);
+}
+
+TEST_CASE("A ReLU after Conv2d or BatchNorm runs in that layer's forward: the same bits as a ReLU pass of its own") {
+  // Identity between a layer and its ReLU keeps them apart: the reference, computed unfused.
+  using In = Shape<3, 6, 6>;
+  using Fused = Network<In, Sequential<Conv2d<3, 4, 3, 1, 1>, ReLU, Conv2d<4, 4, 1>, BatchNorm2d<4>, ReLU, Flatten,
+                                       Linear<144, 8>, BatchNorm1d<8>, ReLU, Linear<8, 3>>>;
+  using Apart = Network<In, Sequential<Conv2d<3, 4, 3, 1, 1>, Identity, ReLU, Conv2d<4, 4, 1>, BatchNorm2d<4>, Identity,
+                                       ReLU, Flatten, Linear<144, 8>, BatchNorm1d<8>, Identity, ReLU, Linear<8, 3>>>;
+  Fused fused(5);
+  Apart apart(5);
+  std::copy(fused.parameters().begin(), fused.parameters().end(), apart.parameters().begin());
+  const auto x = random_batch<In>(4, 9);
+  auto bits = [](std::span<const float> v) {
+    std::vector<std::uint32_t> b(v.size());
+    std::transform(v.begin(), v.end(), b.begin(), [](float f) { return std::bit_cast<std::uint32_t>(f); });
+    return b;
+  };
+  for (int step = 0; step < 2; ++step) {  // the second: storage and views reused
+    CAPTURE(step);
+    const auto y = fused.forward(x).to_nchw();
+    CHECK(bits(y) == bits(apart.forward(x).to_nchw()));
+    // Fused: the ReLU's output is the convolution's own storage (as torch's inplace ReLU), and
+    // the convolution's output holds the ReLU'd values.
+    auto& conv = fused.root().get<0>();
+    CHECK(fused.root().get<1>().output().data() == conv.output().data());
+    CHECK(apart.root().get<2>().output().data() != apart.root().get<0>().output().data());
+    CHECK(bits({conv.output().data(), conv.output().size()}) ==
+          bits({apart.root().get<2>().output().data(), apart.root().get<2>().output().size()}));
+    CHECK(std::count(conv.output().data(), conv.output().data() + conv.output().size(), 0.0f) > 0);
+    Batch<Fused::out_shape> dy(4);
+    Rng rng(static_cast<std::uint64_t>(step) + 1);
+    for (std::size_t i = 0; i < dy.size(); ++i) dy.data()[i] = static_cast<float>(rng.uniform(-1, 1));
+    Batch<In> dx_fused, dx_apart;
+    fused.zero_grad();
+    apart.zero_grad();
+    fused.backward(x, dy, dx_fused);
+    apart.backward(x, dy, dx_apart);
+    CHECK(bits(fused.gradients()) == bits(apart.gradients()));
+    CHECK(bits(dx_fused.to_nchw()) == bits(dx_apart.to_nchw()));
+  }
+  fused.eval();
+  apart.eval();
+  const auto y_eval = fused.forward(x).to_nchw();
+  CHECK(bits(y_eval) == bits(apart.forward(x).to_nchw()));
+  {
+    const NoGrad no_grad;
+    CHECK(bits(fused.forward(x).to_nchw()) == bits(y_eval));
+    // Released together: the adopted ReLU and the convolution whose storage it viewed.
+    CHECK(fused.root().get<0>().output().batch() == 0);
+    CHECK(fused.root().get<1>().output().batch() == 0);
+  }
 }

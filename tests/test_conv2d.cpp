@@ -2,6 +2,10 @@
 // finite-difference gradients.
 #include "support/check.hpp"
 
+#include <bit>
+#include <cstdint>
+#include <vector>
+
 using namespace ctnn;
 using namespace ctnn::test;
 
@@ -116,4 +120,50 @@ TEST_CASE("Conv2d default initialisation is U(-1/sqrt(fan_in), 1/sqrt(fan_in))")
   CHECK(mx > 0.95 * bound);
   CHECK(std::abs(sum / conv.weight.numel) < 0.05 * bound);
   for (float b : conv.bias.data()) CHECK(std::abs(b) <= bound);
+}
+
+TEST_CASE("A following ReLU applied in the convolution's epilogue is relu() of the plain output, bit for bit, on every path") {
+  // One shape per forward path of ops::conv2d_forward (the path each takes in fp32; under bf16
+  // the 3x3 stride-1 ones become AMX direct or patch-packed products, the 2x2 one a gathered one).
+  struct Case {
+    ops::ConvShape s;
+    const char* path;
+  };
+  const Case cases[] = {{{16, 8, 8, 16, 3, 1, 1}, "Winograd F(4x4, 3x3)"},
+                        {{16, 4, 4, 8, 3, 1, 1}, "Winograd F(2x2, 3x3) by image chunks"},
+                        {{256, 3, 3, 4, 3, 1, 1}, "Winograd F(2x2, 3x3) by transform point"},
+                        {{8, 2, 2, 8, 3, 1, 1}, "whole plane"},
+                        {{3, 8, 8, 4, 3, 1, 1}, "image-parallel im2col"},
+                        {{3, 4, 4, 4, 3, 1, 1}, "im2col"},
+                        {{5, 3, 3, 6, 1, 1, 0}, "1x1, no im2col"},
+                        {{4, 7, 7, 5, 3, 2, 1}, "stride 2"},
+                        {{32, 8, 8, 16, 3, 1, 1}, "32 input channels (AMX: direct)"}};
+  std::vector<Precision> precisions{Precision::fp32};
+  if (ops::bf16_unavailable_reason().empty()) precisions.push_back(Precision::bf16);
+  else MESSAGE("bf16 epilogues not checked: " << ops::bf16_unavailable_reason());
+  for (const Precision p : precisions) {
+    const Autocast policy(p);
+    for (const Case& c : cases) {
+      CAPTURE(c.path);
+      CAPTURE(p == Precision::bf16);
+      const int n = 3;
+      std::vector<float> x(static_cast<std::size_t>(c.s.in_channels) * n * c.s.height * c.s.width),
+          w(static_cast<std::size_t>(c.s.out_channels) * c.s.patch()), b(c.s.out_channels),
+          plain(static_cast<std::size_t>(c.s.out_channels) * n * c.s.out_plane()), fused(plain.size());
+      Rng rng(31);
+      for (auto* v : {&x, &w, &b})
+        for (float& e : *v) e = static_cast<float>(rng.uniform(-1, 1));
+      ops::ConvShape with_relu = c.s;
+      with_relu.relu = true;
+      ops::conv2d_forward(c.s, n, x.data(), w.data(), b.data(), plain.data());
+      ops::conv2d_forward(with_relu, n, x.data(), w.data(), b.data(), fused.data());
+      std::size_t negative = 0, differ = 0;
+      for (std::size_t i = 0; i < plain.size(); ++i) {
+        negative += plain[i] < 0.0f;
+        differ += std::bit_cast<std::uint32_t>(fused[i]) != std::bit_cast<std::uint32_t>(ops::relu(plain[i]));
+      }
+      CHECK(negative > plain.size() / 4);  // the ReLU has work to do
+      CHECK(differ == 0);
+    }
+  }
 }

@@ -50,6 +50,15 @@ struct BindChain<In, First, Rest...> {
   using out = typename next::out;
 };
 
+// A layer that can apply a following ReLU in its own forward pass (forward_relu: Conv2d,
+// BatchNorm), followed by a layer that can take such an output as its own (adopt: ReLU).
+template <class A, class B>
+concept ReLUFusedPair = requires(A& a, B& b, const Batch<typename A::in_shape>& x,
+                                 const Batch<typename B::in_shape>& y) {
+  a.forward_relu(x);
+  b.adopt(y);
+};
+
 template <class T>
 std::string child_key(std::size_t index) {
   if constexpr (requires { T::module_name; }) return std::string(T::module_name);
@@ -76,7 +85,7 @@ class SequentialLayer {
 
   const Batch<out_shape>& forward(const Batch<In>& x) { return forward_from<0>(x); }
   const Batch<out_shape>& output() const { return std::get<count - 1>(layers_).output(); }
-  void release_output() { std::get<count - 1>(layers_).release_output(); }
+  void release_output() { release_at<count - 1>(); }
 
   void backward(const Batch<In>& x, const Batch<out_shape>& dy, Batch<In>* dx) {
     detail::GradFrame frame(2);
@@ -108,15 +117,38 @@ class SequentialLayer {
     (std::make_index_sequence<count>{});
   }
 
+  // Whether layer I is a ReLU that layer I - 1 applies in its own forward (forward_relu), its
+  // output then a view of layer I - 1's, as after torch's ReLU(inplace=True): a pass over the
+  // output fewer (VGG16's twelve convolutions, ResNet's BatchNorm2d layers). The backward is
+  // unchanged: ReLU masks the gradient with that output.
+  template <std::size_t I>
+  static constexpr bool adopted_at() {
+    if constexpr (I == 0 || I >= count) return false;
+    else return detail::ReLUFusedPair<std::tuple_element_t<I - 1, Layers>, std::tuple_element_t<I, Layers>>;
+  }
+
+  // Layer J's output storage back to the pool; an adopted ReLU's is layer J - 1's.
+  template <std::size_t J>
+  void release_at() {
+    std::get<J>(layers_).release_output();
+    if constexpr (adopted_at<J>()) std::get<J - 1>(layers_).release_output();
+  }
+
   // Under NoGrad nothing is kept for a backward pass: once layer I has read the output of layer
   // I - 1, that output's storage is released for the layers that follow (ping-pong), so the
   // forward holds a few outputs instead of all of them.
   template <std::size_t I, class X>
   const Batch<out_shape>& forward_from(const X& x) {
-    const auto& y = std::get<I>(layers_).forward(x);
+    auto& layer = std::get<I>(layers_);
+    constexpr bool fused = adopted_at<I + 1>();
+    const auto& y = [&]() -> decltype(auto) {
+      if constexpr (fused) return std::get<I + 1>(layers_).adopt(layer.forward_relu(x));
+      else return layer.forward(x);
+    }();
     if constexpr (I > 0)
-      if (!is_grad_enabled()) std::get<I - 1>(layers_).release_output();
-    if constexpr (I + 1 < count) return forward_from<I + 1>(y);
+      if (!is_grad_enabled()) release_at<I - 1>();
+    constexpr std::size_t next = fused ? I + 2 : I + 1;
+    if constexpr (next < count) return forward_from<next>(y);
     else return y;
   }
 

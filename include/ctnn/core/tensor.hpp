@@ -141,6 +141,7 @@ class Batch : detail::BatchStorage {
   // the batch is then empty. A view is left as it is.
   void release() { BatchStorage::release(); }
 
+  bool is_view() const { return !owning_; }
   int batch() const { return n_; }
   std::size_t size() const { return static_cast<std::size_t>(n_) * S::size; }
   float* data() { return data_; }

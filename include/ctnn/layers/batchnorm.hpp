@@ -65,18 +65,9 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
     num_batches_tracked = 0;
   }
 
-  const Batch<In>& forward(const Batch<In>& x) {
-    auto& y = this->y_;
-    y.resize(x.batch());
-    const std::size_t m = x.channel_stride();
-    const ops::BatchNormSync s = sync(x.batch());
-    if (this->training_) {
-      if (std::max(m, s.total) < 2) throw std::invalid_argument("BatchNorm: training needs more than one value per channel");
-      ++num_batches_tracked;
-    }
-    ops::batchnorm_forward(x.data(), y.data(), C, m, this->training_, state(), s);
-    return y;
-  }
+  const Batch<In>& forward(const Batch<In>& x) { return run(x, false); }
+  // relu(forward(x)) in one pass: for a ReLU that follows (ReLULayer::adopt).
+  const Batch<In>& forward_relu(const Batch<In>& x) { return run(x, true); }
 
   void backward(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx) {
     if (dx) dx->resize(x.batch());
@@ -85,6 +76,19 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
   }
 
  private:
+  const Batch<In>& run(const Batch<In>& x, bool relu) {
+    auto& y = this->y_;
+    y.resize(x.batch());
+    const std::size_t m = x.channel_stride();
+    const ops::BatchNormSync s = sync(x.batch());
+    if (this->training_) {
+      if (std::max(m, s.total) < 2) throw std::invalid_argument("BatchNorm: training needs more than one value per channel");
+      ++num_batches_tracked;
+    }
+    ops::batchnorm_forward(x.data(), y.data(), C, m, this->training_, state(), s, relu);
+    return y;
+  }
+
   // Statistics over the global batch when this process trains on a share of it with the
   // shards' sums exchanged (SyncBatchNorm, see core/shard.hpp); its own batch otherwise.
   static ops::BatchNormSync sync(int n) {

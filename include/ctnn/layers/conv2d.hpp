@@ -47,17 +47,27 @@ class Conv2dLayer
 
   void reset_parameters(Rng& rng) { detail::default_affine_init(weight, bias, patch, rng); }
 
-  const Batch<out_shape>& forward(const Batch<In>& x) {
-    auto& y = this->y_;
-    y.resize(x.batch());
-    ops::conv2d_forward(shape, x.batch(), x.data(), weight.value, bias.value, y.data());
-    return y;
-  }
+  const Batch<out_shape>& forward(const Batch<In>& x) { return run(x, shape); }
+  // relu(forward(x)) in one pass over the output: for a ReLU that follows (ReLULayer::adopt).
+  const Batch<out_shape>& forward_relu(const Batch<In>& x) { return run(x, with_relu); }
 
   void backward(const Batch<In>& x, const Batch<out_shape>& dy, Batch<In>* dx) {
     if (dx) dx->resize(x.batch());
     ops::conv2d_backward(shape, x.batch(), x.data(), dy.data(), weight.value, weight.grad, bias.grad,
                          dx ? dx->data() : nullptr);
+  }
+
+ private:
+  static constexpr ops::ConvShape with_relu = [] {
+    ops::ConvShape s = shape;
+    s.relu = true;
+    return s;
+  }();
+  const Batch<out_shape>& run(const Batch<In>& x, const ops::ConvShape& s) {
+    auto& y = this->y_;
+    y.resize(x.batch());
+    ops::conv2d_forward(s, x.batch(), x.data(), weight.value, bias.value, y.data());
+    return y;
   }
 };
 

@@ -216,10 +216,10 @@ struct GridRuns {
 };
 
 // Task t (blocks [8t, 8t+8) of 32 positions) for every pair of output groups, the outputs added
-// to the bias and stored while in L1. Where the task's 16-position halves lie in the output
+// to the bias (then ReLU'd, with `relu`) and stored while in L1. Where the task's 16-position halves lie in the output
 // planes is worked out once, not once per pair of groups. Needs the tile configuration loaded.
 CTNN_AMX_TARGET inline void direct_task(const DirectConv& d, const std::uint32_t* xin, const std::uint32_t* wt,
-                                        const float* bias, float* y, long t) {
+                                        const float* bias, bool relu, float* y, long t) {
   const long blocks = (d.positions + 31) / 32, out_plane = static_cast<long>(d.n) * d.ho * d.wo;
   const long b0 = 8 * t, b1 = std::min(blocks, 8 * t + 8);
   alignas(64) float block[4 * 256];
@@ -234,8 +234,10 @@ CTNN_AMX_TARGET inline void direct_task(const DirectConv& d, const std::uint32_t
         const GridRuns<16>& runs = where[2 * (bi - b0) + half];
         for (int r = 0; r < 32 && pair * 32 + r < d.cout; ++r) {
           const int o = pair * 32 + r;
-          const __m512 v = _mm512_add_ps(_mm512_load_ps(block + (r / 16 * 2 + half) * 256 + (r % 16) * 16),
-                                         _mm512_set1_ps(bias ? bias[o] : 0.0f));
+          __m512 v = _mm512_add_ps(_mm512_load_ps(block + (r / 16 * 2 + half) * 256 + (r % 16) * 16),
+                                   _mm512_set1_ps(bias ? bias[o] : 0.0f));
+          // ops::relu: lanes below zero become 0; NaN and -0 compare false and pass.
+          if (relu) v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps());
           for (int u = 0; u < runs.count; ++u) {
             const auto& run = runs.run[u];
             const __mmask16 m = static_cast<__mmask16>(((1u << run.lanes) - 1) << run.lane);
@@ -252,13 +254,13 @@ CTNN_AMX_TARGET inline void release_tiles() { _tile_release(); }
 // every pair of output groups, so that a task's inputs stay in L2 while the weights stream
 // through once per task.
 inline void direct_run(const DirectConv& d, const std::uint32_t* xin, const std::uint32_t* wt, const float* bias,
-                       float* y) {
+                       bool relu, float* y) {
   const long tasks = ((d.positions + 31) / 32 + 7) / 8;
 #pragma omp parallel
   {
     load_tile_config();
 #pragma omp for schedule(dynamic, 1)
-    for (long t = 0; t < tasks; ++t) direct_task(d, xin, wt, bias, y, t);
+    for (long t = 0; t < tasks; ++t) direct_task(d, xin, wt, bias, relu, y, t);
     release_tiles();
   }
 }
@@ -445,9 +447,10 @@ inline bool bf16_direct_conv(const ConvGeometry& g) {
 // y = conv(x, w) (+ bias) for the batch, in the layout of x (channel-major planes), products in
 // bf16 with fp32 sums on AMX tiles (see the top of this file). w is [cout][cin][k][k]; with
 // `flipped`, w is the [cin][cout][k][k] weight of a convolution whose input gradient this is (its
-// kernels flipped, channels swapped). bias may be null. Only where bf16_direct_conv(g).
+// kernels flipped, channels swapped). bias may be null; `relu` applies a following ReLU to the
+// output as it is stored. Only where bf16_direct_conv(g).
 inline void conv_bf16_direct(const float* x, const ConvGeometry& g, const float* w, bool flipped, int cout,
-                             const float* bias, float* y) {
+                             const float* bias, float* y, bool relu = false) {
   if (!bf16_direct_conv(g)) throw std::logic_error("conv_bf16_direct: not for this convolution or kernel");
 #if CTNN_HAVE_BF16_KERNEL
   namespace amx = detail::amx;
@@ -456,9 +459,9 @@ inline void conv_bf16_direct(const float* x, const ConvGeometry& g, const float*
   std::uint32_t* wt = detail::bf16::panel_buffer(3, d.weight_words());
   amx::direct_input(x, d, xin);
   amx::direct_weights(w, flipped, d, wt);
-  amx::direct_run(d, xin, wt, bias, y);
+  amx::direct_run(d, xin, wt, bias, relu, y);
 #else
-  (void)x, (void)w, (void)flipped, (void)cout, (void)bias, (void)y;
+  (void)x, (void)w, (void)flipped, (void)cout, (void)bias, (void)y, (void)relu;
 #endif
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ctnn/core/threading.hpp"  // kThreadedWork
+#include "ctnn/ops/elementwise.hpp"
 
 namespace ctnn::ops {
 
@@ -33,6 +34,13 @@ struct BatchNormSync {
 };
 
 namespace detail {
+// py = px * alpha + beta over one channel's run, then relu() with `relu` (a following ReLU, fused).
+inline void scale_shift(const float* px, float* py, std::size_t m, float alpha, float beta, bool relu) {
+  if (relu)
+    for (std::size_t i = 0; i < m; ++i) py[i] = ops::relu(px[i] * alpha + beta);
+  else
+    for (std::size_t i = 0; i < m; ++i) py[i] = px[i] * alpha + beta;
+}
 inline double channel_sum(const float* p, std::size_t m) {
   double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
@@ -51,7 +59,7 @@ inline double channel_squared_deviations(const float* p, std::size_t m, double m
 // Channel c from its batch mean and sum of squared deviations over `total` values: running
 // statistics, what backward needs, and y.
 inline void batchnorm_batch_channel(const float* px, float* py, std::size_t m, std::size_t total, int c,
-                                    double mean_d, double var_sum_d, const BatchNormState& st) {
+                                    double mean_d, double var_sum_d, const BatchNormState& st, bool relu) {
   const float mean = static_cast<float>(mean_d);
   const float var_sum = static_cast<float>(var_sum_d);
   const float invstd = static_cast<float>(1.0 / std::sqrt(var_sum / static_cast<double>(total) + batchnorm_eps));
@@ -63,7 +71,7 @@ inline void batchnorm_batch_channel(const float* px, float* py, std::size_t m, s
   st.save_invstd[c] = invstd;
   const float alpha = invstd * st.weight[c];
   const float beta = st.bias[c] - mean * alpha;
-  for (std::size_t i = 0; i < m; ++i) py[i] = px[i] * alpha + beta;
+  scale_shift(px, py, m, alpha, beta, relu);
 }
 }  // namespace detail
 
@@ -72,8 +80,9 @@ inline void batchnorm_batch_channel(const float* px, float* py, std::size_t m, s
 // the running statistics. m >= 2 with batch statistics (the caller checks). With an active
 // `sync` the statistics are those of the global batch: the per-channel sums are all-reduced
 // (two exchanges of `channels` doubles), so every process normalises as one process would.
+// With `relu`, y = relu(y) in the same pass (BatchNormLayer::forward_relu).
 inline void batchnorm_forward(const float* x, float* y, int channels, std::size_t m, bool batch_stats,
-                              const BatchNormState& st, const BatchNormSync& sync = {}) {
+                              const BatchNormState& st, const BatchNormSync& sync = {}, bool relu = false) {
   const bool parallel = channels * m > kThreadedWork;
   if (batch_stats && sync.active()) {
     const std::size_t total = sync.total;
@@ -88,7 +97,7 @@ inline void batchnorm_forward(const float* x, float* y, int channels, std::size_
 #pragma omp parallel for schedule(static) if (parallel)
     for (int c = 0; c < channels; ++c)
       detail::batchnorm_batch_channel(x + c * m, y + c * m, m, total, c, sums[c] / static_cast<double>(total),
-                                      devs[c], st);
+                                      devs[c], st, relu);
     return;
   }
 #pragma omp parallel for schedule(static) if (parallel)
@@ -97,7 +106,7 @@ inline void batchnorm_forward(const float* x, float* y, int channels, std::size_
     if (batch_stats) {
       const double mean_d = detail::channel_sum(px, m) / static_cast<double>(m);
       detail::batchnorm_batch_channel(px, y + c * m, m, m, c, mean_d,
-                                      detail::channel_squared_deviations(px, m, mean_d), st);
+                                      detail::channel_squared_deviations(px, m, mean_d), st, relu);
       continue;
     }
     const float mean = st.running_mean[c];
@@ -106,8 +115,7 @@ inline void batchnorm_forward(const float* x, float* y, int channels, std::size_
     st.save_invstd[c] = invstd;
     const float alpha = invstd * st.weight[c];
     const float beta = st.bias[c] - mean * alpha;
-    float* py = y + c * m;
-    for (std::size_t i = 0; i < m; ++i) py[i] = px[i] * alpha + beta;
+    detail::scale_shift(px, y + c * m, m, alpha, beta, relu);
   }
 }
 

@@ -4,17 +4,27 @@
 #include <cstddef>
 
 #include "ctnn/core/threading.hpp"
+#include "ctnn/ops/elementwise.hpp"
 
 namespace ctnn::ops {
 
-// y[c * stride + r] += b[c] for every channel c < channels and row r < rows.
+// y[c * stride + r] += b[c] for every channel c < channels and row r < rows; with `relu`, then
+// y = relu(y) in the same pass (a layer followed by ReLU: see ReLULayer::adopt). b may be null
+// with relu (nothing is added: adding 0 would turn -0 into +0).
 inline void add_bias(float* y, const float* b, int channels, std::size_t rows, std::size_t stride,
-                     bool threaded = true) {
+                     bool threaded = true, bool relu = false) {
 #pragma omp parallel for schedule(static) if (threaded && channels * rows > kThreadedWork)
   for (int c = 0; c < channels; ++c) {
     float* p = y + c * stride;
-    const float bc = b[c];
-    for (std::size_t r = 0; r < rows; ++r) p[r] += bc;
+    if (!relu) {
+      const float bc = b[c];
+      for (std::size_t r = 0; r < rows; ++r) p[r] += bc;
+    } else if (b) {
+      const float bc = b[c];
+      for (std::size_t r = 0; r < rows; ++r) p[r] = ops::relu(p[r] + bc);
+    } else {
+      for (std::size_t r = 0; r < rows; ++r) p[r] = ops::relu(p[r]);
+    }
   }
 }
 

@@ -41,6 +41,9 @@ namespace ctnn::ops {
 // One convolution's sizes: the input sample, the output channels, kernel, stride and padding.
 struct ConvShape {
   int in_channels, height, width, out_channels, kernel, stride, padding;
+  // The forward's epilogue also applies a following ReLU (Conv2dLayer::forward_relu): one pass
+  // over the output fewer. The backward is the same either way.
+  bool relu = false;
 
   constexpr int out_height() const { return (height + 2 * padding - kernel) / stride + 1; }
   constexpr int out_width() const { return (width + 2 * padding - kernel) / stride + 1; }
@@ -98,6 +101,7 @@ namespace detail {
 // states the policy.
 inline Winograd3x3 winograd_now(const ConvShape& s, int n) {
   Winograd3x3 plan = winograd_plan(s, n);
+  plan.relu = s.relu;
   if (matmul_precision() == Precision::bf16 && (plan.tile == 2 || ops::bf16_kernel() == ops::Bf16Kernel::amx))
     plan.tile = 0;
   return plan;
@@ -152,8 +156,8 @@ inline void conv2d_forward_image_parallel(const ConvShape& s, int n, const float
     float* out = y + static_cast<std::size_t>(n0) * plane;
     im2col(x, g, n0, cnt, col, /*threaded=*/false);
     wt.multiply({col, rows, patch, rows}, {out, rows, oc, rows_all});
-    // The bias, while the chunk's output is still in cache.
-    add_bias(out, b, oc, static_cast<std::size_t>(rows), static_cast<std::size_t>(rows_all), /*threaded=*/false);
+    // The bias (and ReLU), while the chunk's output is still in cache.
+    add_bias(out, b, oc, static_cast<std::size_t>(rows), static_cast<std::size_t>(rows_all), /*threaded=*/false, s.relu);
   }
 }
 
@@ -173,7 +177,8 @@ inline void conv2d_forward_patches(const ConvShape& s, int n, const float* x, co
   for (Eigen::Index i = 0; i < blocks; ++i) {
     const Eigen::Index r0 = block_start(i, blocks, rows), count = block_start(i + 1, blocks, rows) - r0;
     gemm_bf16_patches(x, g, r0, count, wt, y + r0, rows, /*accumulate=*/false);
-    if (b) add_bias(y + r0, b, oc, static_cast<std::size_t>(count), static_cast<std::size_t>(rows), /*threaded=*/false);
+    if (b || s.relu)
+      add_bias(y + r0, b, oc, static_cast<std::size_t>(count), static_cast<std::size_t>(rows), /*threaded=*/false, s.relu);
   }
 }
 
@@ -329,7 +334,7 @@ inline void conv2d_whole_plane_forward(const ConvShape& s, int n, const float* x
     gemm(MatRef{wd, cp, oq, cp}.t(), {xm, cp, n, cp}, {ym, oq, n, oq});
   }
   WholePlane::swap_order(ym, n, d.o, d.q, y);
-  if (b) add_bias(y, b, d.o, static_cast<std::size_t>(n) * d.q, static_cast<std::size_t>(n) * d.q);
+  if (b || s.relu) add_bias(y, b, d.o, static_cast<std::size_t>(n) * d.q, static_cast<std::size_t>(n) * d.q, true, s.relu);
 }
 
 // dw += the weight gradient, dx (unless null) = the input gradient.
@@ -417,7 +422,7 @@ CTNN_KERNEL void conv2d_forward(const ConvShape& s, int n, const float* x, const
   if (s.whole_plane()) return detail::conv2d_whole_plane_forward(s, n, x, w, b, y);  // bias included
   if (const auto wg = detail::winograd_now(s, n); wg.tile) return winograd_forward(wg, x, w, b, y);  // bias included
   if (matmul_precision() == Precision::bf16 && !s.pointwise() && bf16_direct_conv(s.geometry(n)))
-    return conv_bf16_direct(x, s.geometry(n), w, /*flipped=*/false, s.out_channels, b, y);  // bias included
+    return conv_bf16_direct(x, s.geometry(n), w, /*flipped=*/false, s.out_channels, b, y, s.relu);  // bias included
   if (matmul_precision() == Precision::bf16 && !s.pointwise() && bf16_fuses_im2col(s.geometry(n)))
     return detail::conv2d_forward_patches(s, n, x, w, b, y);  // bias included
   if (s.image_parallel()) return detail::conv2d_forward_image_parallel(s, n, x, w, b, y);  // bias included
@@ -437,7 +442,7 @@ CTNN_KERNEL void conv2d_forward(const ConvShape& s, int n, const float* x, const
       gemm({col, rows, patch, rows}, wt, {y + static_cast<std::size_t>(n0) * plane, rows, oc, rows_all});
     }
   }
-  add_bias(y, b, oc, static_cast<std::size_t>(rows_all), static_cast<std::size_t>(rows_all));
+  add_bias(y, b, oc, static_cast<std::size_t>(rows_all), static_cast<std::size_t>(rows_all), true, s.relu);
 }
 
 CTNN_KERNEL void conv2d_backward(const ConvShape& s, int n, const float* x, const float* dy, const float* w, float* dw,

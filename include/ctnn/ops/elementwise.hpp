@@ -8,10 +8,15 @@
 
 namespace ctnn::ops {
 
-// y = relu(x); `v < 0 ? 0 : v` rather than max(): a NaN passes through, as in PyTorch.
+// relu(v) as PyTorch computes it: `v < 0 ? 0 : v` rather than max(), so a NaN passes through
+// (and -0 stays -0). Also the epilogue of the kernels that fuse a following ReLU (add_bias,
+// Winograd's output transform, BatchNorm, the AMX direct convolution's store).
+inline float relu(float v) { return v < 0.0f ? 0.0f : v; }
+
+// y = relu(x).
 inline void relu_forward(const float* x, float* y, std::size_t n) {
 #pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
-  for (std::size_t i = 0; i < n; ++i) y[i] = x[i] < 0.0f ? 0.0f : x[i];
+  for (std::size_t i = 0; i < n; ++i) y[i] = relu(x[i]);
 }
 
 // PyTorch's threshold_backward on the result y: the gradient passes where y > 0.

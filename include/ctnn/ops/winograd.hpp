@@ -44,6 +44,7 @@
 #include <cstddef>
 
 #include "ctnn/core/threading.hpp"
+#include "ctnn/ops/elementwise.hpp"
 #include "ctnn/ops/gemm.hpp"
 #include "ctnn/ops/scratch.hpp"
 
@@ -66,6 +67,7 @@ struct Winograd3x3 {
   // consecutive parts as this needs (VGG's 32x32 layers: 4 parts of 27 images, 32 MB instead of
   // 118 MB for the whole batch, with products still 1,700 rows tall).
   std::size_t point_budget = std::size_t{1} << 23;
+  bool relu = false;  // the output transform also applies a following ReLU (forward only)
 };
 
 namespace winograd_detail {
@@ -281,10 +283,10 @@ CTNN_IVDEP
 }
 
 // Inverse transform (A^T m A) of the product tiles src[p * ps + t] of one output channel into
-// its planes (image b's at chan + b * plane), adding `bias` and dropping the part of ragged tiles
-// past the edge.
+// its planes (image b's at chan + b * plane), adding `bias` (then ReLU, with `relu`) and dropping
+// the part of ragged tiles past the edge.
 template <int M>
-void output_tiles(const float* src, std::size_t ps, float bias, float* chan, int cnt, int h, int w) {
+void output_tiles(const float* src, std::size_t ps, float bias, bool relu, float* chan, int cnt, int h, int w) {
   using X = Xf<M>;
   constexpr int A = X::a, TB = tile_block;
   const int th = tiles_along(h, M), tw = tiles_along(w, M), strip = cnt * tw;
@@ -311,7 +313,7 @@ CTNN_IVDEP
           float v[A], o[M];
           for (int i = 0; i < A; ++i) v[i] = row[i][s][t];
           X::out(v, o);
-          for (int q = 0; q < M; ++q) res[q][s][t] = o[q] + bias;
+          for (int q = 0; q < M; ++q) res[q][s][t] = relu ? ops::relu(o[q] + bias) : o[q] + bias;
         }
       }
       for (int q = 0; q < M && ty * M + q < h; ++q) {
@@ -438,7 +440,7 @@ void forward_core(const Winograd3x3& s, const float* x, const float* u, const fl
         gemm_serial({v + p * tiles * cin, t, cin, t}, {u + p * ups, cin, cout, cin}, {mm + p * tiles * cout, t, cout, t}, false, Precision::fp32);
 #pragma omp parallel for schedule(static)
       for (int k = 0; k < cout; ++k)
-        output_tiles<M>(mm + k * tiles, tiles * cout, bias ? bias[k] : 0.0f, y + k * cs + n0 * plane, cnt, h, w);
+        output_tiles<M>(mm + k * tiles, tiles * cout, bias ? bias[k] : 0.0f, s.relu, y + k * cs + n0 * plane, cnt, h, w);
     }
     return;
   }
@@ -456,7 +458,7 @@ void forward_core(const Winograd3x3& s, const float* x, const float* u, const fl
     for (int p = 0; p < P; ++p)
       gemm_serial({v + p * tiles * cin, t, cin, t}, {u + p * ups, cin, cout, cin}, {mm + p * tiles * cout, t, cout, t}, false, Precision::fp32);
     for (int k = 0; k < cout; ++k)
-      output_tiles<M>(mm + k * tiles, tiles * cout, bias ? bias[k] : 0.0f, y + k * cs + n0 * plane, cnt, h, w);
+      output_tiles<M>(mm + k * tiles, tiles * cout, bias ? bias[k] : 0.0f, s.relu, y + k * cs + n0 * plane, cnt, h, w);
   }
 }
 
@@ -550,6 +552,7 @@ inline void winograd_backward_data(const Winograd3x3& s, const float* dy, const 
   Winograd3x3 t = s;  // a convolution from cout channels back to cin
   t.in_channels = s.out_channels;
   t.out_channels = s.in_channels;
+  t.relu = false;
   float* u = scratch(1, static_cast<std::size_t>(points) * s.in_channels * s.out_channels);
   if (s.tile == 4) {
     transform_kernels<4>(w, s.in_channels, s.out_channels, true, u);
