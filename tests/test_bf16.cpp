@@ -241,7 +241,8 @@ TEST_CASE("On AMX, a convolution's patches are packed from its input with im2col
   // channels. Planes 32 to 2 wide, and 7 and 20 (output rows across a panel's halves); a patch
   // of 27 (an odd k), 360 and 576 (two and three k-blocks); 2048 rows (eight row blocks), 48 and
   // 28 (panels cut short), rows starting inside an image and inside an output row; 530 outputs
-  // (two line blocks); 5x5, unpadded and 1x1 kernels.
+  // (two line blocks); 5x5, unpadded and 1x1 kernels. Patches of 27 with 64 and 70 outputs: the
+  // weight gradient's P^T is one panel, its columns shared out (the last block 6 wide).
   struct Case {
     ops::ConvGeometry g;
     Eigen::Index row0, rows;
@@ -253,6 +254,7 @@ TEST_CASE("On AMX, a convolution's patches are packed from its input with im2col
       {{100, 2, 2, 3, 1, 1, 2, 2, 7}, 0, 28, 20},        {{7, 16, 16, 5, 1, 2, 16, 16, 2}, 272, 100, 16},
       {{9, 18, 18, 3, 1, 0, 16, 16, 2}, 16, 400, 40},    {{5, 4, 4, 1, 1, 0, 4, 4, 4}, 21, 36, 9},
       {{64, 7, 7, 3, 1, 1, 7, 7, 3}, 5, 120, 24},        {{8, 20, 20, 3, 1, 1, 20, 20, 2}, 13, 700, 8},
+      {{3, 8, 8, 3, 1, 1, 8, 8, 2}, 5, 100, 70},
   };
   for (const Case& cs : cases) {
     const ops::ConvGeometry& g = cs.g;

@@ -809,6 +809,31 @@ inline void product_by_row_blocks(const RowsFrom& rows_from, Index m, const MatR
   }
 }
 
+// The same product where A is a single panel (m <= 32: one row block, one thread) and C has
+// columns to share (VGG16's first layer's weight gradient: 27 patch rows, 64 outputs, k = every
+// position of the batch): A packed whole by all threads, k-block by k-block, then C's 32-column
+// blocks shared out, each thread packing its own columns of B. Every C element sums the same
+// packed products in the same order as gemm_bf16_serial: its bits.
+template <class RowsFrom>
+inline void product_by_column_blocks(const RowsFrom& rows_from, Index m, const MatRef& b, float* c, Index ldc,
+                                     bool accumulate) {
+  const Index k = b.out_rows(), n = b.out_cols(), kblocks = (k + kKc - 1) / kKc, blocks = (n + 31) / 32;
+  std::uint32_t* whole = bf16::panel_buffer(2, packed_words(m, k));
+  const auto pack = rows_from(0);
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (Index t = 0; t < kblocks; ++t)
+      pack(0, m, t * kKc, std::min(kKc, k - t * kKc), whole + whole_offset(m, t * kKc));
+#pragma omp for schedule(dynamic, 1)
+    for (Index j = 0; j < blocks; ++j) {
+      const Index j0 = 32 * j;
+      product(pack, m, k, detail::logical_cols(b, j0, std::min<Index>(32, n - j0)), c + j0 * ldc, ldc, accumulate,
+              whole, nullptr);
+    }
+  }
+}
+
 // C = A * B (+ C) on the calling thread, A being m x k rows packed by `pack_a`. `whole_a` /
 // `whole_b`, when given, are pack_whole's packings of all of A's rows / B's lines; the other
 // operand is packed here, block by block.
@@ -954,7 +979,8 @@ inline void gemm_bf16_patches(const float* x, const ConvGeometry& g, Eigen::Inde
 // as for gemm_bf16_patches: a convolution's weight gradient (dw += P^T dy) without the patch
 // matrix. gemm_bf16_serial(P^T, B)'s bits, at any thread count: C's rows are cut into blocks of
 // whole 32-row panels, shared out over ctnn's threads, each packing its own rows of P^T from x;
-// B is packed once, by all threads. Only where bf16_fuses_im2col(g).
+// B is packed once, by all threads (or, for P^T of one panel, its columns: see
+// product_by_column_blocks). Only where bf16_fuses_im2col(g).
 inline void gemm_bf16_patches_t(const float* x, const ConvGeometry& g, Eigen::Index row0, const MatRef& b, float* c,
                                 Eigen::Index ldc, bool accumulate) {
   if (!bf16_fuses_im2col(g)) throw std::logic_error("gemm_bf16_patches_t: not for this convolution or kernel");
@@ -962,7 +988,9 @@ inline void gemm_bf16_patches_t(const float* x, const ConvGeometry& g, Eigen::In
   namespace amx = detail::amx;
   const Eigen::Index m = g.patch(), k = b.out_rows(), n = b.out_cols();
   if (m == 0 || n == 0 || k == 0) return gemm_bf16_serial({x, m, k, m}, b, c, ldc, accumulate);  // zeros or nothing
-  amx::product_by_row_blocks([&](Eigen::Index s) { return amx::PatchCols{{x, g, row0}, s}; }, m, b, c, ldc, accumulate);
+  const auto cols_from = [&](Eigen::Index s) { return amx::PatchCols{{x, g, row0}, s}; };
+  if (m <= 32 && n > 32) return amx::product_by_column_blocks(cols_from, m, b, c, ldc, accumulate);
+  amx::product_by_row_blocks(cols_from, m, b, c, ldc, accumulate);
 #else
   (void)x, (void)row0, (void)b, (void)c, (void)ldc, (void)accumulate;
 #endif
