@@ -6,6 +6,7 @@
 // bit pattern of its double, so that nothing is rounded). Trainer takes any such optimizer.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -17,6 +18,10 @@
 #include "ctnn/core/state.hpp"
 #include "ctnn/core/tensor.hpp"
 #include "ctnn/core/threading.hpp"
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#include <immintrin.h>
+#endif
 
 namespace ctnn {
 
@@ -59,6 +64,52 @@ struct AdamOptions {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
 };
 
+namespace detail {
+struct AdamScalars {
+  float b1, b2, a1, a2, step_size, bc2_sqrt, eps;
+};
+
+// Adam's update of one element.
+inline void adam_element(float& p, float g, float& m, float& v, const AdamScalars& s) {
+  m = std::fma(g, s.a1, m * s.b1);   // mul_(b1).add_(g, alpha=1-b1): a fused add
+  v = v * s.b2 + s.a2 * g * g;       // mul_(b2).addcmul_(g, g, value=1-b2)
+  const float denom = std::sqrt(v) / s.bc2_sqrt + s.eps;
+  p += -s.step_size * m / denom;
+}
+
+// Elements [begin, end), 16 or 8 at a time where the compiler targets AVX-512 or AVX2: the same
+// expressions on vector types (the compiler fuses a multiply into an add the same way for both;
+// test_optim checks the bits against adam_element), sqrt and division correctly rounded in both.
+// Written out because std::sqrt may set errno, which kept the compiler's own vectoriser off
+// the loop: scalar Adam was 5.7 % of a VGG16 and 13 % of a ResNet50_layer4 bf16 training step.
+inline void adam_update(float* p, const float* g, float* m, float* v, std::size_t begin, std::size_t end,
+                        const AdamScalars& s) {
+  std::size_t i = begin;
+#if defined(__AVX512F__)
+  for (; i + 16 <= end; i += 16) {
+    const __m512 gv = _mm512_loadu_ps(g + i);
+    const __m512 mv = _mm512_fmadd_ps(gv, _mm512_set1_ps(s.a1), _mm512_loadu_ps(m + i) * s.b1);
+    const __m512 vv = _mm512_loadu_ps(v + i) * s.b2 + s.a2 * gv * gv;
+    const __m512 denom = _mm512_sqrt_ps(vv) / s.bc2_sqrt + s.eps;
+    _mm512_storeu_ps(m + i, mv);
+    _mm512_storeu_ps(v + i, vv);
+    _mm512_storeu_ps(p + i, _mm512_loadu_ps(p + i) + -s.step_size * mv / denom);
+  }
+#elif defined(__AVX2__) && defined(__FMA__)
+  for (; i + 8 <= end; i += 8) {
+    const __m256 gv = _mm256_loadu_ps(g + i);
+    const __m256 mv = _mm256_fmadd_ps(gv, _mm256_set1_ps(s.a1), _mm256_loadu_ps(m + i) * s.b1);
+    const __m256 vv = _mm256_loadu_ps(v + i) * s.b2 + s.a2 * gv * gv;
+    const __m256 denom = _mm256_sqrt_ps(vv) / s.bc2_sqrt + s.eps;
+    _mm256_storeu_ps(m + i, mv);
+    _mm256_storeu_ps(v + i, vv);
+    _mm256_storeu_ps(p + i, _mm256_loadu_ps(p + i) + -s.step_size * mv / denom);
+  }
+#endif
+  for (; i < end; ++i) adam_element(p[i], g[i], m[i], v[i], s);
+}
+}  // namespace detail
+
 class Adam : public detail::OptimizerBase<AdamOptions> {
  public:
   using Options = AdamOptions;
@@ -73,23 +124,14 @@ class Adam : public detail::OptimizerBase<AdamOptions> {
     const double bc1 = 1.0 - std::pow(o_.beta1, static_cast<double>(step_));
     const double bc2 = 1.0 - std::pow(o_.beta2, static_cast<double>(step_));
     // Scalars as PyTorch forms them: 1 - beta in double, then rounded to float.
-    const float b1 = static_cast<float>(o_.beta1), b2 = static_cast<float>(o_.beta2);
-    const float a1 = static_cast<float>(1.0 - o_.beta1), a2 = static_cast<float>(1.0 - o_.beta2);
-    const float step_size = static_cast<float>(o_.lr / bc1);
-    const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-    const float eps = static_cast<float>(o_.eps);
-    const std::size_t n = p_.size();
-    float* p = p_.data();
-    const float* g = g_.data();
-    float* m = m_.data();
-    float* v = v_.data();
-#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
-    for (std::size_t i = 0; i < n; ++i) {
-      m[i] = std::fma(g[i], a1, m[i] * b1);   // mul_(b1).add_(g, alpha=1-b1): a fused add
-      v[i] = v[i] * b2 + a2 * g[i] * g[i];     // mul_(b2).addcmul_(g, g, value=1-b2)
-      const float denom = std::sqrt(v[i]) / bc2_sqrt + eps;
-      p[i] += -step_size * m[i] / denom;
-    }
+    const detail::AdamScalars s{static_cast<float>(o_.beta1),     static_cast<float>(o_.beta2),
+                                static_cast<float>(1.0 - o_.beta1), static_cast<float>(1.0 - o_.beta2),
+                                static_cast<float>(o_.lr / bc1),    static_cast<float>(std::sqrt(bc2)),
+                                static_cast<float>(o_.eps)};
+    const std::size_t n = p_.size(), block = 4096, blocks = (n + block - 1) / block;
+#pragma omp parallel for schedule(static) if (n > kThreadedStream)
+    for (std::size_t b = 0; b < blocks; ++b)
+      detail::adam_update(p_.data(), g_.data(), m_.data(), v_.data(), b * block, std::min(n, (b + 1) * block), s);
   }
 
   // torch.optim.Adam's state names: exp_avg, exp_avg_sq, step; then lr_bits.
