@@ -212,3 +212,53 @@ TEST_CASE("Conv2d layers take the Winograd path where planned, and match the dir
   static_assert(Conv2d<16, 8, 3, 1, 1>::bind<Shape<16, 5, 5>>::winograd_plan().tile == 2);
   check_layer<Network<Shape<16, 5, 5>, Sequential<Conv2d<16, 8, 3, 1, 1>>>>("F(2x2) chunked, 5x5");
 }
+
+namespace {
+// U = G g G^T of one kernel, in double, the plain way (one kernel at a time).
+template <int M>
+void reference_kernel_transform(const float* g, bool flip, double (&u)[M + 2][M + 2]) {
+  using X = ctnn::ops::winograd_detail::Xf<M>;
+  constexpr int A = M + 2;
+  double gg[3][3], t[A][3];
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) gg[i][j] = flip ? g[(2 - i) * 3 + (2 - j)] : g[i * 3 + j];
+  for (int j = 0; j < 3; ++j) {
+    const double in[3] = {gg[0][j], gg[1][j], gg[2][j]};
+    double r[A];
+    X::kernel(in, r);
+    for (int i = 0; i < A; ++i) t[i][j] = r[i];
+  }
+  for (int i = 0; i < A; ++i) X::kernel(t[i], u[i]);
+}
+
+template <int M>
+void check_kernel_transforms(int cin, int cout, bool flip) {
+  constexpr int A = M + 2;
+  std::mt19937 rng(static_cast<unsigned>(cin * 100 + cout + flip));
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> w(static_cast<std::size_t>(cout) * cin * 9), u(static_cast<std::size_t>(A) * A * cin * cout);
+  for (float& v : w) v = dist(rng);
+  ctnn::ops::winograd_detail::transform_kernels<M>(w.data(), cin, cout, flip, u.data());
+  const std::size_t ps = static_cast<std::size_t>(cin) * cout;
+  std::size_t differ = 0;
+  for (int k = 0; k < cout; ++k)
+    for (int c = 0; c < cin; ++c) {
+      double ref[A][A];
+      reference_kernel_transform<M>(w.data() + (static_cast<std::size_t>(k) * cin + c) * 9, flip, ref);
+      const std::size_t at = flip ? static_cast<std::size_t>(c) * cout + k : static_cast<std::size_t>(k) * cin + c;
+      for (int i = 0; i < A; ++i)
+        for (int j = 0; j < A; ++j) differ += u[(i * A + j) * ps + at] != static_cast<float>(ref[i][j]);
+    }
+  CHECK(differ == 0);
+}
+}  // namespace
+
+TEST_CASE("Kernel transforms, eight kernels a vector, equal the one-kernel transform bit for bit") {
+  for (const bool flip : {false, true}) {
+    CAPTURE(flip);
+    check_kernel_transforms<4>(16, 24, flip);
+    check_kernel_transforms<4>(5, 11, flip);  // rows of 5 and 11: lanes past the end
+    check_kernel_transforms<2>(20, 9, flip);
+    check_kernel_transforms<2>(64, 32, flip);
+  }
+}

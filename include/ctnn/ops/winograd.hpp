@@ -339,26 +339,46 @@ CTNN_IVDEP
 template <int M>
 void transform_kernels(const float* w, int cin, int cout, bool flip, float* u) {
   using X = Xf<M>;
-  constexpr int A = X::a;
+  constexpr int A = X::a, L = 8;
   const std::size_t ps = static_cast<std::size_t>(cin) * cout;
+  // L kernels at a time along U's contiguous index (c for U[k][c]; k for the flipped U[c][k]),
+  // each lane's arithmetic exactly the one-kernel transform's, so that the compiler runs the
+  // lanes as one vector (one kernel at a time, with U's stores a row apart when flipped, took
+  // 11 % of a VGG16 fp32 training step).
+  const int outer = flip ? cin : cout, inner = flip ? cout : cin;
 #pragma omp parallel for schedule(static) if (ps * A * A > kThreadedStream)
-  for (int k = 0; k < cout; ++k) {
-    for (int c = 0; c < cin; ++c) {
-      const float* g = w + (static_cast<std::size_t>(k) * cin + c) * 9;
-      double gg[3][3], t[A][3];
-      for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) gg[i][j] = flip ? g[(2 - i) * 3 + (2 - j)] : g[i * 3 + j];
+  for (int o = 0; o < outer; ++o) {
+    for (int i0 = 0; i0 < inner; i0 += L) {
+      const int lanes = std::min(L, inner - i0);
+      alignas(64) double gg[3][3][L], t[A][3][L], r[A][A][L];
+      for (int l = 0; l < L; ++l) {
+        const int i = i0 + std::min(l, lanes - 1);  // lanes past the end repeat the last kernel
+        const float* g = w + (static_cast<std::size_t>(flip ? i : o) * cin + (flip ? o : i)) * 9;
+        for (int a = 0; a < 3; ++a)
+          for (int b = 0; b < 3; ++b) gg[a][b][l] = flip ? g[(2 - a) * 3 + (2 - b)] : g[a * 3 + b];
+      }
       for (int j = 0; j < 3; ++j) {  // G along rows
-        double in[3] = {gg[0][j], gg[1][j], gg[2][j]}, r[A];
-        X::kernel(in, r);
-        for (int i = 0; i < A; ++i) t[i][j] = r[i];
+#pragma omp simd
+        for (int l = 0; l < L; ++l) {
+          const double in[3] = {gg[0][j][l], gg[1][j][l], gg[2][j][l]};
+          double res[A];
+          X::kernel(in, res);
+          for (int a = 0; a < A; ++a) t[a][j][l] = res[a];
+        }
       }
-      const std::size_t at = flip ? static_cast<std::size_t>(c) * cout + k : static_cast<std::size_t>(k) * cin + c;
-      for (int i = 0; i < A; ++i) {  // G along columns
-        double r[A];
-        X::kernel(t[i], r);
-        for (int j = 0; j < A; ++j) u[(i * A + j) * ps + at] = static_cast<float>(r[j]);
+      for (int a = 0; a < A; ++a) {  // G along columns
+#pragma omp simd
+        for (int l = 0; l < L; ++l) {
+          const double in[3] = {t[a][0][l], t[a][1][l], t[a][2][l]};
+          double res[A];
+          X::kernel(in, res);
+          for (int b = 0; b < A; ++b) r[a][b][l] = res[b];
+        }
       }
+      float* at = u + static_cast<std::size_t>(o) * inner + i0;  // U[k][c] at k * cin + c; flipped, c * cout + k
+      for (int a = 0; a < A; ++a)
+        for (int b = 0; b < A; ++b)
+          for (int l = 0; l < lanes; ++l) at[(a * A + b) * ps + l] = static_cast<float>(r[a][b][l]);
     }
   }
 }
