@@ -150,13 +150,14 @@ TEST_CASE("NoGrad: the same outputs, intermediate outputs given back as soon as 
   CHECK(stem.get<0>().output().batch() == 5);
 }
 
-TEST_CASE("A ReLU after Conv2d or BatchNorm runs in that layer's forward: the same bits as a ReLU pass of its own") {
-  // Identity between a layer and its ReLU keeps them apart: the reference, computed unfused.
+TEST_CASE("Fusions: ReLU in the forward of the Conv2d or BatchNorm before it, a Conv2d's bias in the BatchNorm after it (evaluation); the bits of separate passes") {
+  // Identity between two layers keeps them apart: the reference, computed unfused.
   using In = Shape<3, 6, 6>;
   using Fused = Network<In, Sequential<Conv2d<3, 4, 3, 1, 1>, ReLU, Conv2d<4, 4, 1>, BatchNorm2d<4>, ReLU, Flatten,
                                        Linear<144, 8>, BatchNorm1d<8>, ReLU, Linear<8, 3>>>;
-  using Apart = Network<In, Sequential<Conv2d<3, 4, 3, 1, 1>, Identity, ReLU, Conv2d<4, 4, 1>, BatchNorm2d<4>, Identity,
-                                       ReLU, Flatten, Linear<144, 8>, BatchNorm1d<8>, Identity, ReLU, Linear<8, 3>>>;
+  using Apart = Network<In, Sequential<Conv2d<3, 4, 3, 1, 1>, Identity, ReLU, Conv2d<4, 4, 1>, Identity, BatchNorm2d<4>,
+                                       Identity, ReLU, Flatten, Linear<144, 8>, BatchNorm1d<8>, Identity, ReLU,
+                                       Linear<8, 3>>>;
   Fused fused(5);
   Apart apart(5);
   std::copy(fused.parameters().begin(), fused.parameters().end(), apart.parameters().begin());
@@ -193,6 +194,19 @@ TEST_CASE("A ReLU after Conv2d or BatchNorm runs in that layer's forward: the sa
   apart.eval();
   const auto y_eval = fused.forward(x).to_nchw();
   CHECK(bits(y_eval) == bits(apart.forward(x).to_nchw()));
+  // In evaluation the 1x1 convolution left its bias to the BatchNorm: its output plus the bias
+  // is, bit for bit, what the separate convolution stored.
+  const auto& without = fused.root().get<2>().output();
+  const auto& with = apart.root().get<3>().output();
+  const float* bias = fused.root().get<2>().bias.value;
+  std::size_t differ = 0, moved = 0;
+  for (std::size_t i = 0; i < with.size(); ++i) {
+    const float b = bias[i / with.channel_stride()];
+    differ += std::bit_cast<std::uint32_t>(without.data()[i] + b) != std::bit_cast<std::uint32_t>(with.data()[i]);
+    moved += without.data()[i] != with.data()[i];
+  }
+  CHECK(differ == 0);
+  CHECK(moved > 0);
   {
     const NoGrad no_grad;
     CHECK(bits(fused.forward(x).to_nchw()) == bits(y_eval));

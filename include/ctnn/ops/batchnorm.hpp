@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <stdexcept>
 #include <vector>
 
 #include "ctnn/core/threading.hpp"  // kThreadedWork
@@ -40,6 +41,20 @@ inline void scale_shift(const float* px, float* py, std::size_t m, float alpha, 
     for (std::size_t i = 0; i < m; ++i) py[i] = ops::relu(px[i] * alpha + beta);
   else
     for (std::size_t i = 0; i < m; ++i) py[i] = px[i] * alpha + beta;
+}
+// The same of px + b (rounded to float first, as the convolution that left b to this pass would
+// have stored it).
+inline void add_scale_shift(const float* px, float b, float* py, std::size_t m, float alpha, float beta, bool relu) {
+  if (relu)
+    for (std::size_t i = 0; i < m; ++i) {
+      const float x = px[i] + b;
+      py[i] = ops::relu(x * alpha + beta);
+    }
+  else
+    for (std::size_t i = 0; i < m; ++i) {
+      const float x = px[i] + b;
+      py[i] = x * alpha + beta;
+    }
 }
 inline double channel_sum(const float* p, std::size_t m) {
   double sum = 0.0;
@@ -80,9 +95,13 @@ inline void batchnorm_batch_channel(const float* px, float* py, std::size_t m, s
 // the running statistics. m >= 2 with batch statistics (the caller checks). With an active
 // `sync` the statistics are those of the global batch: the per-channel sums are all-reduced
 // (two exchanges of `channels` doubles), so every process normalises as one process would.
-// With `relu`, y = relu(y) in the same pass (BatchNormLayer::forward_relu).
+// With `relu`, y = relu(y) in the same pass (BatchNormLayer::forward_relu). With running
+// statistics, `x_bias` (if not null) is a per-channel bias the layer before left out of x, added
+// here in the same pass (Conv2dLayer::forward_without_bias).
 inline void batchnorm_forward(const float* x, float* y, int channels, std::size_t m, bool batch_stats,
-                              const BatchNormState& st, const BatchNormSync& sync = {}, bool relu = false) {
+                              const BatchNormState& st, const BatchNormSync& sync = {}, bool relu = false,
+                              const float* x_bias = nullptr) {
+  if (batch_stats && x_bias) throw std::logic_error("batchnorm_forward: an input bias needs running statistics");
   const bool parallel = channels * m > kThreadedWork;
   if (batch_stats && sync.active()) {
     const std::size_t total = sync.total;
@@ -115,7 +134,8 @@ inline void batchnorm_forward(const float* x, float* y, int channels, std::size_
     st.save_invstd[c] = invstd;
     const float alpha = invstd * st.weight[c];
     const float beta = st.bias[c] - mean * alpha;
-    detail::scale_shift(px, y + c * m, m, alpha, beta, relu);
+    if (x_bias) detail::add_scale_shift(px, x_bias[c], y + c * m, m, alpha, beta, relu);
+    else detail::scale_shift(px, y + c * m, m, alpha, beta, relu);
   }
 }
 

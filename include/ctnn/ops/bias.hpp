@@ -10,9 +10,10 @@ namespace ctnn::ops {
 
 // y[c * stride + r] += b[c] for every channel c < channels and row r < rows; with `relu`, then
 // y = relu(y) in the same pass (a layer followed by ReLU: see ReLULayer::adopt). b may be null
-// with relu (nothing is added: adding 0 would turn -0 into +0).
+// (nothing is added: adding 0 would turn -0 into +0).
 inline void add_bias(float* y, const float* b, int channels, std::size_t rows, std::size_t stride,
                      bool threaded = true, bool relu = false) {
+  if (!b && !relu) return;
 #pragma omp parallel for schedule(static) if (threaded && channels * rows > kThreadedWork)
   for (int c = 0; c < channels; ++c) {
     float* p = y + c * stride;
