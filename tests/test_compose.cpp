@@ -215,3 +215,34 @@ TEST_CASE("Fusions: ReLU in the forward of the Conv2d or BatchNorm before it, a 
     CHECK(fused.root().get<1>().output().batch() == 0);
   }
 }
+
+TEST_CASE("BatchNorm does the backward of the ReLU after it (first layer, last layer, and in between): the bits of a ReLU pass") {
+  using In = Shape<3, 5, 5>;
+  using Fused = Network<In, Sequential<BatchNorm2d<3>, ReLU, Conv2d<3, 4, 3, 1, 1>, BatchNorm2d<4>, ReLU>>;
+  using Apart = Network<In, Sequential<BatchNorm2d<3>, Identity, ReLU, Conv2d<3, 4, 3, 1, 1>, BatchNorm2d<4>, Identity, ReLU>>;
+  Fused fused(11);
+  Apart apart(11);
+  std::copy(fused.parameters().begin(), fused.parameters().end(), apart.parameters().begin());
+  const auto x = random_batch<In>(3, 12);
+  Batch<Fused::out_shape> dy(3);
+  Rng rng(13);
+  for (std::size_t i = 0; i < dy.size(); ++i) dy.data()[i] = static_cast<float>(rng.uniform(-1, 1));
+  auto bits = [](std::span<const float> v) {
+    std::vector<std::uint32_t> b(v.size());
+    std::transform(v.begin(), v.end(), b.begin(), [](float f) { return std::bit_cast<std::uint32_t>(f); });
+    return b;
+  };
+  for (const bool training : {true, false}) {
+    CAPTURE(training);
+    fused.train(training);
+    apart.train(training);
+    CHECK(bits(fused.forward(x).to_nchw()) == bits(apart.forward(x).to_nchw()));
+    Batch<In> dx_fused, dx_apart;
+    fused.zero_grad();
+    apart.zero_grad();
+    fused.backward(x, dy, dx_fused);
+    apart.backward(x, dy, dx_apart);
+    CHECK(bits(fused.gradients()) == bits(apart.gradients()));
+    CHECK(bits(dx_fused.to_nchw()) == bits(dx_apart.to_nchw()));
+  }
+}

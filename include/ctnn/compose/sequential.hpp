@@ -184,13 +184,35 @@ class SequentialLayer {
     else return y;
   }
 
+  // Whether layer I is an adopted ReLU whose backward layer I - 1 does with its own
+  // (backward_relu: BatchNorm): one pass over the gradient fewer (ResNet's BatchNorm2d layers).
+  template <std::size_t I>
+  static constexpr bool absorbed_at() {
+    if constexpr (!adopted_at<I>()) return false;
+    else return requires(std::tuple_element_t<I - 1, Layers>& l, const Batch<typename std::tuple_element_t<I - 1, Layers>::in_shape>& b) {
+      l.backward_relu(b, b, nullptr);
+    };
+  }
+
   // Gradients of intermediate outputs live in the frame's two buffers, used alternately (layer
   // I writes the gradient of its input into buffer I % 2 while reading its output gradient from
-  // the other).
+  // the other; a layer that absorbs the ReLU after it writes into buffer (I - 1) % 2, where
+  // that gradient may be: it reads each value before it overwrites it).
   template <std::size_t I, class DY>
   void backward_at(const Batch<In>& x, const DY& dy, Batch<In>* dx, detail::GradFrame& frame) {
     auto& layer = std::get<I>(layers_);
-    if constexpr (I == 0) {
+    if constexpr (absorbed_at<I>()) {
+      auto& before = std::get<I - 1>(layers_);
+      if constexpr (I - 1 == 0) {
+        before.backward_relu(x, dy, dx);
+      } else {
+        using XS = typename std::tuple_element_t<I - 1, Layers>::in_shape;
+        const int n = x.batch();
+        auto g = Batch<XS>::view(frame.buffer((I - 1) % 2, static_cast<std::size_t>(n) * XS::size), n);
+        before.backward_relu(std::get<I - 2>(layers_).output(), dy, &g);
+        backward_at<I - 2>(x, g, dx, frame);
+      }
+    } else if constexpr (I == 0) {
       layer.backward(x, dy, dx);
     } else {
       using XS = typename std::tuple_element_t<I, Layers>::in_shape;

@@ -76,10 +76,12 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
     return run(x, relu, bias);
   }
 
-  void backward(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx) {
-    if (dx) dx->resize(x.batch());
-    ops::batchnorm_backward(x.data(), dy.data(), dx ? dx->data() : nullptr, C, x.channel_stride(),
-                            this->training_, state(), weight.grad, bias.grad, sync(x.batch()));
+  void backward(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx) { run_backward(x, dy, dx, nullptr); }
+  // The backward of this layer and of the ReLU it applied (forward_relu) together: dy is the
+  // gradient of the ReLU's output, masked by this layer's output (which the ReLU adopted) in
+  // the same passes. dx may be dy's storage.
+  void backward_relu(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx) {
+    run_backward(x, dy, dx, this->y_.data());
   }
 
  private:
@@ -94,6 +96,12 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
     }
     ops::batchnorm_forward(x.data(), y.data(), C, m, this->training_, state(), s, relu, x_bias);
     return y;
+  }
+
+  void run_backward(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx, const float* relu_y) {
+    if (dx) dx->resize(x.batch());
+    ops::batchnorm_backward(x.data(), dy.data(), dx ? dx->data() : nullptr, C, x.channel_stride(),
+                            this->training_, state(), weight.grad, bias.grad, sync(x.batch()), relu_y);
   }
 
   // Statistics over the global batch when this process trains on a share of it with the

@@ -143,9 +143,12 @@ inline void batchnorm_forward(const float* x, float* y, int channels, std::size_
 // with the input gradient; `batch_stats` and `sync` as in the forward it differentiates. Under an
 // active sync, dweight and dbias get this share's part (the gradient all-reduce adds the
 // shares), while dx needs the global sums, which are all-reduced once (2 x channels doubles).
+// With `relu_y` (the forward's output after a following ReLU), dy is the gradient of that ReLU's
+// output, masked here as the ReLU's backward would (relu_y > 0) instead of in a pass of its own.
+// dx may be dy: each value is read before it is overwritten.
 inline void batchnorm_backward(const float* x, const float* dy, float* dx, int channels, std::size_t m,
                                bool batch_stats, const BatchNormState& st, float* dweight, float* dbias,
-                               const BatchNormSync& sync = {}) {
+                               const BatchNormSync& sync = {}, const float* relu_y = nullptr) {
   const bool parallel = channels * m > kThreadedWork;
   const bool synced = batch_stats && sync.active() && dx;
   std::vector<double> sums(synced ? 2 * static_cast<std::size_t>(channels) : 0);
@@ -153,13 +156,19 @@ inline void batchnorm_backward(const float* x, const float* dy, float* dx, int c
   auto input_grad = [&](int c, double sum, double dotp, std::size_t total) {
     const float* px = x + c * m;
     const float* pg = dy + c * m;
+    const float* py = relu_y ? relu_y + c * m : nullptr;
     float* pd = dx + c * m;
     const float mean = st.save_mean[c], invstd = st.save_invstd[c], w = st.weight[c];
     if (batch_stats) {
       // The mean and variance depend on x too: subtract their share of the gradient.
       const float k = static_cast<float>(dotp * invstd * invstd / static_cast<double>(total));
       const float grad_mean = static_cast<float>(sum / static_cast<double>(total));
-      for (std::size_t i = 0; i < m; ++i) pd[i] = (pg[i] - grad_mean - (px[i] - mean) * k) * invstd * w;
+      if (py)
+        for (std::size_t i = 0; i < m; ++i) pd[i] = (relu_grad(py[i], pg[i]) - grad_mean - (px[i] - mean) * k) * invstd * w;
+      else
+        for (std::size_t i = 0; i < m; ++i) pd[i] = (pg[i] - grad_mean - (px[i] - mean) * k) * invstd * w;
+    } else if (py) {
+      for (std::size_t i = 0; i < m; ++i) pd[i] = relu_grad(py[i], pg[i]) * invstd * w;
     } else {
       for (std::size_t i = 0; i < m; ++i) pd[i] = pg[i] * invstd * w;
     }
@@ -170,10 +179,20 @@ inline void batchnorm_backward(const float* x, const float* dy, float* dx, int c
     const float* pg = dy + c * m;
     const float mean = st.save_mean[c], invstd = st.save_invstd[c];
     double sum = 0.0, dotp = 0.0;
+    if (relu_y) {
+      const float* py = relu_y + c * m;
 #pragma omp simd reduction(+ : sum, dotp)
-    for (std::size_t i = 0; i < m; ++i) {
-      sum += pg[i];
-      dotp += static_cast<double>(px[i] - mean) * pg[i];
+      for (std::size_t i = 0; i < m; ++i) {
+        const float g = relu_grad(py[i], pg[i]);
+        sum += g;
+        dotp += static_cast<double>(px[i] - mean) * g;
+      }
+    } else {
+#pragma omp simd reduction(+ : sum, dotp)
+      for (std::size_t i = 0; i < m; ++i) {
+        sum += pg[i];
+        dotp += static_cast<double>(px[i] - mean) * pg[i];
+      }
     }
     dweight[c] += static_cast<float>(dotp * invstd);
     dbias[c] += static_cast<float>(sum);

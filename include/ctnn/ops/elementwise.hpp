@@ -2,7 +2,9 @@
 // the ReLU and Residual layers of every shape share one compiled copy (with its OpenMP region).
 #pragma once
 
+#include <bit>
 #include <cstddef>
+#include <cstdint>
 
 #include "ctnn/core/threading.hpp"
 
@@ -20,9 +22,14 @@ inline void relu_forward(const float* x, float* y, std::size_t n) {
 }
 
 // PyTorch's threshold_backward on the result y: the gradient passes where y > 0.
+// `y > 0 ? dy : 0`, as a mask of bits: the compiler then vectorises it inside BatchNorm's double
+// reductions too (written as a choice, GCC left that loop scalar: 4x slower).
+inline float relu_grad(float y, float dy) {
+  return std::bit_cast<float>(std::bit_cast<std::uint32_t>(dy) & (y > 0.0f ? ~0u : 0u));
+}
 inline void relu_backward(const float* y, const float* dy, float* dx, std::size_t n) {
 #pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
-  for (std::size_t i = 0; i < n; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+  for (std::size_t i = 0; i < n; ++i) dx[i] = relu_grad(y[i], dy[i]);
 }
 
 // y = a + b.
