@@ -162,22 +162,17 @@ TEST_CASE("Fusions: ReLU in the forward of the Conv2d or BatchNorm before it, a 
   Apart apart(5);
   std::copy(fused.parameters().begin(), fused.parameters().end(), apart.parameters().begin());
   const auto x = random_batch<In>(4, 9);
-  auto bits = [](std::span<const float> v) {
-    std::vector<std::uint32_t> b(v.size());
-    std::transform(v.begin(), v.end(), b.begin(), [](float f) { return std::bit_cast<std::uint32_t>(f); });
-    return b;
-  };
   for (int step = 0; step < 2; ++step) {  // the second: storage and views reused
     CAPTURE(step);
     const auto y = fused.forward(x).to_nchw();
-    CHECK(bits(y) == bits(apart.forward(x).to_nchw()));
+    CHECK(bit_patterns(y) == bit_patterns(apart.forward(x).to_nchw()));
     // Fused: the ReLU's output is the convolution's own storage (as torch's inplace ReLU), and
     // the convolution's output holds the ReLU'd values.
     auto& conv = fused.root().get<0>();
     CHECK(fused.root().get<1>().output().data() == conv.output().data());
     CHECK(apart.root().get<2>().output().data() != apart.root().get<0>().output().data());
-    CHECK(bits({conv.output().data(), conv.output().size()}) ==
-          bits({apart.root().get<2>().output().data(), apart.root().get<2>().output().size()}));
+    CHECK(bit_patterns({conv.output().data(), conv.output().size()}) ==
+          bit_patterns({apart.root().get<2>().output().data(), apart.root().get<2>().output().size()}));
     CHECK(std::count(conv.output().data(), conv.output().data() + conv.output().size(), 0.0f) > 0);
     Batch<Fused::out_shape> dy(4);
     Rng rng(static_cast<std::uint64_t>(step) + 1);
@@ -187,13 +182,13 @@ TEST_CASE("Fusions: ReLU in the forward of the Conv2d or BatchNorm before it, a 
     apart.zero_grad();
     fused.backward(x, dy, dx_fused);
     apart.backward(x, dy, dx_apart);
-    CHECK(bits(fused.gradients()) == bits(apart.gradients()));
-    CHECK(bits(dx_fused.to_nchw()) == bits(dx_apart.to_nchw()));
+    CHECK(bit_patterns(fused.gradients()) == bit_patterns(apart.gradients()));
+    CHECK(bit_patterns(dx_fused.to_nchw()) == bit_patterns(dx_apart.to_nchw()));
   }
   fused.eval();
   apart.eval();
   const auto y_eval = fused.forward(x).to_nchw();
-  CHECK(bits(y_eval) == bits(apart.forward(x).to_nchw()));
+  CHECK(bit_patterns(y_eval) == bit_patterns(apart.forward(x).to_nchw()));
   // In evaluation the 1x1 convolution left its bias to the BatchNorm: its output plus the bias
   // is, bit for bit, what the separate convolution stored.
   const auto& without = fused.root().get<2>().output();
@@ -209,7 +204,7 @@ TEST_CASE("Fusions: ReLU in the forward of the Conv2d or BatchNorm before it, a 
   CHECK(moved > 0);
   {
     const NoGrad no_grad;
-    CHECK(bits(fused.forward(x).to_nchw()) == bits(y_eval));
+    CHECK(bit_patterns(fused.forward(x).to_nchw()) == bit_patterns(y_eval));
     // Released together: the adopted ReLU and the convolution whose storage it viewed.
     CHECK(fused.root().get<0>().output().batch() == 0);
     CHECK(fused.root().get<1>().output().batch() == 0);
@@ -227,22 +222,17 @@ TEST_CASE("BatchNorm does the backward of the ReLU after it (first layer, last l
   Batch<Fused::out_shape> dy(3);
   Rng rng(13);
   for (std::size_t i = 0; i < dy.size(); ++i) dy.data()[i] = static_cast<float>(rng.uniform(-1, 1));
-  auto bits = [](std::span<const float> v) {
-    std::vector<std::uint32_t> b(v.size());
-    std::transform(v.begin(), v.end(), b.begin(), [](float f) { return std::bit_cast<std::uint32_t>(f); });
-    return b;
-  };
   for (const bool training : {true, false}) {
     CAPTURE(training);
     fused.train(training);
     apart.train(training);
-    CHECK(bits(fused.forward(x).to_nchw()) == bits(apart.forward(x).to_nchw()));
+    CHECK(bit_patterns(fused.forward(x).to_nchw()) == bit_patterns(apart.forward(x).to_nchw()));
     Batch<In> dx_fused, dx_apart;
     fused.zero_grad();
     apart.zero_grad();
     fused.backward(x, dy, dx_fused);
     apart.backward(x, dy, dx_apart);
-    CHECK(bits(fused.gradients()) == bits(apart.gradients()));
-    CHECK(bits(dx_fused.to_nchw()) == bits(dx_apart.to_nchw()));
+    CHECK(bit_patterns(fused.gradients()) == bit_patterns(apart.gradients()));
+    CHECK(bit_patterns(dx_fused.to_nchw()) == bit_patterns(dx_apart.to_nchw()));
   }
 }

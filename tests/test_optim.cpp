@@ -95,14 +95,9 @@ TEST_CASE("Adam's vector loop gives the bits of its one-element update, tail inc
     detail::adam_update(p.data(), g.data(), m.data(), v.data(), 2, n, s);
     for (std::size_t i = 2; i < n; ++i) detail::adam_element(p1[i], g[i], m1[i], v1[i], s);
   }
-  auto bits = [](const std::vector<float>& a) {
-    std::vector<std::uint32_t> b(a.size());
-    std::transform(a.begin(), a.end(), b.begin(), [](float f) { return std::bit_cast<std::uint32_t>(f); });
-    return b;
-  };
-  CHECK(bits(m) == bits(m1));
-  CHECK(bits(v) == bits(v1));
-  CHECK(bits(p) == bits(p1));
+  CHECK(bit_patterns(m) == bit_patterns(m1));
+  CHECK(bit_patterns(v) == bit_patterns(v1));
+  CHECK(bit_patterns(p) == bit_patterns(p1));
   CHECK(p[0] == p1[0]);  // before `begin`: untouched by both
 }
 

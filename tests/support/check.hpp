@@ -5,8 +5,10 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <span>
 #include <string>
@@ -16,6 +18,14 @@
 #include "support/golden.hpp"
 
 namespace ctnn::test {
+
+// The bit patterns of floats, for checks that two computations agree bit for bit (-0 and NaN
+// payloads included).
+inline std::vector<std::uint32_t> bit_patterns(std::span<const float> v) {
+  std::vector<std::uint32_t> b(v.size());
+  std::transform(v.begin(), v.end(), b.begin(), [](float f) { return std::bit_cast<std::uint32_t>(f); });
+  return b;
+}
 
 // A batch from a golden NCHW (or [N, F]) array.
 template <class S>

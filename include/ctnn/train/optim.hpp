@@ -10,6 +10,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -77,6 +78,20 @@ inline void adam_element(float& p, float g, float& m, float& v, const AdamScalar
   p += -s.step_size * m / denom;
 }
 
+// The vector the update below runs on where the compiler targets AVX-512 or AVX2, with the two
+// operations that are not arithmetic operators on it.
+#if defined(__AVX512F__)
+#define CTNN_ADAM_VECTOR 1
+using AdamVector = __m512;
+inline AdamVector adam_sqrt(AdamVector v) { return _mm512_sqrt_ps(v); }
+inline AdamVector adam_fma(AdamVector a, AdamVector b, AdamVector c) { return _mm512_fmadd_ps(a, b, c); }
+#elif defined(__AVX2__) && defined(__FMA__)
+#define CTNN_ADAM_VECTOR 1
+using AdamVector = __m256;
+inline AdamVector adam_sqrt(AdamVector v) { return _mm256_sqrt_ps(v); }
+inline AdamVector adam_fma(AdamVector a, AdamVector b, AdamVector c) { return _mm256_fmadd_ps(a, b, c); }
+#endif
+
 // Elements [begin, end), 16 or 8 at a time where the compiler targets AVX-512 or AVX2: the same
 // expressions on vector types (the compiler fuses a multiply into an add the same way for both;
 // test_optim checks the bits against adam_element), sqrt and division correctly rounded in both.
@@ -85,25 +100,23 @@ inline void adam_element(float& p, float g, float& m, float& v, const AdamScalar
 inline void adam_update(float* p, const float* g, float* m, float* v, std::size_t begin, std::size_t end,
                         const AdamScalars& s) {
   std::size_t i = begin;
-#if defined(__AVX512F__)
-  for (; i + 16 <= end; i += 16) {
-    const __m512 gv = _mm512_loadu_ps(g + i);
-    const __m512 mv = _mm512_fmadd_ps(gv, _mm512_set1_ps(s.a1), _mm512_loadu_ps(m + i) * s.b1);
-    const __m512 vv = _mm512_loadu_ps(v + i) * s.b2 + s.a2 * gv * gv;
-    const __m512 denom = _mm512_sqrt_ps(vv) / s.bc2_sqrt + s.eps;
-    _mm512_storeu_ps(m + i, mv);
-    _mm512_storeu_ps(v + i, vv);
-    _mm512_storeu_ps(p + i, _mm512_loadu_ps(p + i) + -s.step_size * mv / denom);
-  }
-#elif defined(__AVX2__) && defined(__FMA__)
-  for (; i + 8 <= end; i += 8) {
-    const __m256 gv = _mm256_loadu_ps(g + i);
-    const __m256 mv = _mm256_fmadd_ps(gv, _mm256_set1_ps(s.a1), _mm256_loadu_ps(m + i) * s.b1);
-    const __m256 vv = _mm256_loadu_ps(v + i) * s.b2 + s.a2 * gv * gv;
-    const __m256 denom = _mm256_sqrt_ps(vv) / s.bc2_sqrt + s.eps;
-    _mm256_storeu_ps(m + i, mv);
-    _mm256_storeu_ps(v + i, vv);
-    _mm256_storeu_ps(p + i, _mm256_loadu_ps(p + i) + -s.step_size * mv / denom);
+#if CTNN_ADAM_VECTOR
+  using V = AdamVector;
+  constexpr std::size_t lanes = sizeof(V) / sizeof(float);
+  const V a1 = V{} + s.a1;
+  for (; i + lanes <= end; i += lanes) {
+    V gv, mv, vv, pv;
+    std::memcpy(&gv, g + i, sizeof(V));
+    std::memcpy(&mv, m + i, sizeof(V));
+    std::memcpy(&vv, v + i, sizeof(V));
+    std::memcpy(&pv, p + i, sizeof(V));
+    mv = adam_fma(gv, a1, mv * s.b1);
+    vv = vv * s.b2 + s.a2 * gv * gv;
+    const V denom = adam_sqrt(vv) / s.bc2_sqrt + s.eps;
+    pv += -s.step_size * mv / denom;
+    std::memcpy(m + i, &mv, sizeof(V));
+    std::memcpy(v + i, &vv, sizeof(V));
+    std::memcpy(p + i, &pv, sizeof(V));
   }
 #endif
   for (; i < end; ++i) adam_element(p[i], g[i], m[i], v[i], s);
