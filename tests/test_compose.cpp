@@ -16,6 +16,19 @@ struct Names : StateVisitor {
   void buffer(const std::string& n, const TensorShape&, std::span<float>) override { names.push_back(n); }
   void counter(const std::string& n, std::int64_t&) override { names.push_back(n); }
 };
+
+// Both networks' backward for (x, dy), from zeroed gradients: the same bits in every parameter
+// gradient and in the input gradient.
+template <class A, class B, class X, class DY>
+void expect_same_backward(A& a, B& b, const X& x, const DY& dy) {
+  X dx_a, dx_b;
+  a.zero_grad();
+  b.zero_grad();
+  a.backward(x, dy, dx_a);
+  b.backward(x, dy, dx_b);
+  CHECK(bit_patterns(a.gradients()) == bit_patterns(b.gradients()));
+  CHECK(bit_patterns(dx_a.to_nchw()) == bit_patterns(dx_b.to_nchw()));
+}
 }  // namespace
 
 TEST_CASE("Sequential threads the shape through its layers at compile time") {
@@ -177,13 +190,7 @@ TEST_CASE("Fusions: ReLU in the forward of the Conv2d or BatchNorm before it, a 
     Batch<Fused::out_shape> dy(4);
     Rng rng(static_cast<std::uint64_t>(step) + 1);
     for (std::size_t i = 0; i < dy.size(); ++i) dy.data()[i] = static_cast<float>(rng.uniform(-1, 1));
-    Batch<In> dx_fused, dx_apart;
-    fused.zero_grad();
-    apart.zero_grad();
-    fused.backward(x, dy, dx_fused);
-    apart.backward(x, dy, dx_apart);
-    CHECK(bit_patterns(fused.gradients()) == bit_patterns(apart.gradients()));
-    CHECK(bit_patterns(dx_fused.to_nchw()) == bit_patterns(dx_apart.to_nchw()));
+    expect_same_backward(fused, apart, x, dy);
   }
   fused.eval();
   apart.eval();
@@ -227,12 +234,6 @@ TEST_CASE("BatchNorm does the backward of the ReLU after it (first layer, last l
     fused.train(training);
     apart.train(training);
     CHECK(bit_patterns(fused.forward(x).to_nchw()) == bit_patterns(apart.forward(x).to_nchw()));
-    Batch<In> dx_fused, dx_apart;
-    fused.zero_grad();
-    apart.zero_grad();
-    fused.backward(x, dy, dx_fused);
-    apart.backward(x, dy, dx_apart);
-    CHECK(bit_patterns(fused.gradients()) == bit_patterns(apart.gradients()));
-    CHECK(bit_patterns(dx_fused.to_nchw()) == bit_patterns(dx_apart.to_nchw()));
+    expect_same_backward(fused, apart, x, dy);
   }
 }
