@@ -187,10 +187,7 @@ TEST_CASE("Fusions: ReLU in the forward of the Conv2d or BatchNorm before it, a 
     CHECK(bit_patterns({conv.output().data(), conv.output().size()}) ==
           bit_patterns({apart.root().get<2>().output().data(), apart.root().get<2>().output().size()}));
     CHECK(std::count(conv.output().data(), conv.output().data() + conv.output().size(), 0.0f) > 0);
-    Batch<Fused::out_shape> dy(4);
-    Rng rng(static_cast<std::uint64_t>(step) + 1);
-    for (std::size_t i = 0; i < dy.size(); ++i) dy.data()[i] = static_cast<float>(rng.uniform(-1, 1));
-    expect_same_backward(fused, apart, x, dy);
+    expect_same_backward(fused, apart, x, random_batch<Fused::out_shape>(4, static_cast<std::uint64_t>(step) + 1));
   }
   fused.eval();
   apart.eval();
@@ -226,9 +223,7 @@ TEST_CASE("BatchNorm does the backward of the ReLU after it (first layer, last l
   Apart apart(11);
   std::copy(fused.parameters().begin(), fused.parameters().end(), apart.parameters().begin());
   const auto x = random_batch<In>(3, 12);
-  Batch<Fused::out_shape> dy(3);
-  Rng rng(13);
-  for (std::size_t i = 0; i < dy.size(); ++i) dy.data()[i] = static_cast<float>(rng.uniform(-1, 1));
+  const auto dy = random_batch<Fused::out_shape>(3, 13);
   for (const bool training : {true, false}) {
     CAPTURE(training);
     fused.train(training);
