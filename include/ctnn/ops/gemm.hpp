@@ -16,6 +16,7 @@
 #include "ctnn/ops/linkage.hpp"
 #include "ctnn/ops/matrix.hpp"
 #include "ctnn/ops/precision.hpp"
+#include "ctnn/ops/sgemm.hpp"
 
 // CTNN_USE_OPENBLAS (the CMake option of the same name, on when libopenblas-dev is found): each
 // fixed block below may run as one single-threaded OpenBLAS sgemm instead of an Eigen product.
@@ -121,11 +122,6 @@ inline void set_gemm_backend(GemmBackend b) {
 
 namespace detail {
 
-using ConstMap = Eigen::Map<const Eigen::MatrixXf, 0, Eigen::OuterStride<>>;
-using MutMap = Eigen::Map<Eigen::MatrixXf, 0, Eigen::OuterStride<>>;
-
-inline ConstMap map(const MatRef& a) { return ConstMap(a.data, a.rows, a.cols, Eigen::OuterStride<>(a.ld)); }
-
 #ifdef CTNN_USE_OPENBLAS
 // One single-threaded sgemm: C (m x n, leading dimension ldc) = A * B (+ C). OpenBLAS's own
 // threads would nest inside ctnn's OpenMP loop, so they are switched off once, up front.
@@ -151,19 +147,7 @@ inline void product_into(float* c, Eigen::Index ldc, const MatRef& a, const MatR
 #ifdef CTNN_USE_OPENBLAS
   if (gemm_backend() == GemmBackend::openblas && a.out_cols() > 0) return blas_product(c, ldc, a, b, accumulate);
 #endif
-  MutMap dst(c, a.out_rows(), b.out_cols(), Eigen::OuterStride<>(ldc));
-  auto ma = map(a);
-  auto mb = map(b);
-  if (!a.transposed && !b.transposed) {
-    if (accumulate) dst.noalias() += ma * mb; else dst.noalias() = ma * mb;
-  } else if (a.transposed && !b.transposed) {
-    if (accumulate) dst.noalias() += ma.transpose() * mb; else dst.noalias() = ma.transpose() * mb;
-  } else if (!a.transposed && b.transposed) {
-    if (accumulate) dst.noalias() += ma * mb.transpose(); else dst.noalias() = ma * mb.transpose();
-  } else {
-    if (accumulate) dst.noalias() += ma.transpose() * mb.transpose();
-    else dst.noalias() = ma.transpose() * mb.transpose();
-  }
+  sgemm::product(a, b, c, ldc, accumulate);
 }
 
 }  // namespace detail
