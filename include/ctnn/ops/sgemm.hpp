@@ -114,12 +114,26 @@ inline void pack_b(const MatRef& b, Index k0, Index kc, Index j0, Index nc, floa
         for (Index j = 0; j < kNr; ++j) out[kk * kNr + j] = j < cols ? src[j] : 0.0f;
       continue;
     }
+    const float* col = b.data + k0 + (j0 + q) * b.ld;  // column j at col + j * ld, contiguous in k
+    Index kk = 0;
+    if constexpr (kNr <= kW) {
+      // kW values of each of the kNr columns, transposed in registers into kW rows of the panel.
+      // A row is stored as a whole packet, kW - kNr floats past its end, which the next row's
+      // store overwrites (pack_buffer leaves room after the last one).
+      if (cols == kNr)
+        for (; kk + kW <= kc; kk += kW) {
+          Square sq;
+          for (int j = 0; j < kW; ++j)
+            sq.packet[j] = j < kNr ? Eigen::internal::ploadu<Packet>(col + j * b.ld + kk) : Eigen::internal::pset1<Packet>(0.0f);
+          Eigen::internal::ptranspose(sq);
+          for (int t = 0; t < kW; ++t) Eigen::internal::pstoreu(out + (kk + t) * kNr, sq.packet[t]);
+        }
+    }
     for (Index j = 0; j < kNr; ++j) {
       if (j >= cols) {
         for (Index kk = 0; kk < kc; ++kk) out[kk * kNr + j] = 0.0f;
       } else {
-        const float* src = b.data + k0 + (j0 + q + j) * b.ld;  // column j: contiguous in k
-        for (Index kk = 0; kk < kc; ++kk) out[kk * kNr + j] = src[kk];
+        for (Index k1 = kk; k1 < kc; ++k1) out[k1 * kNr + j] = col[j * b.ld + k1];
       }
     }
   }
@@ -163,7 +177,7 @@ inline void product(const MatRef& a, const MatRef& b, float* c, Index ldc, bool 
   }
   const Index kc_max = std::min(k, kKc);
   const Index nc_max = std::min(n, kNc), mc_max = std::min(m, kMc);
-  float* bpack = pack_buffer(1, static_cast<std::size_t>(((nc_max + kNr - 1) / kNr) * kNr * kc_max));
+  float* bpack = pack_buffer(1, static_cast<std::size_t>(((nc_max + kNr - 1) / kNr) * kNr * kc_max + kW));
   float* apack = pack_buffer(0, static_cast<std::size_t>(((mc_max + kMr - 1) / kMr) * kMr * kc_max));
   for (Index jc = 0; jc < n; jc += kNc) {
     const Index nc = std::min(kNc, n - jc);
