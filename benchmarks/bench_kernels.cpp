@@ -10,7 +10,7 @@
 //              dW    dW(Cin*K*K x Cout) += Col^T * dY
 //              dX    dCol(rows x Cin*K*K) = dY * W^T
 // GEMM variants: ctnn     ctnn::ops::gemm, exactly as the layer calls it (fixed blocks shared out
-//                         over ctnn's OpenMP threads, each block a single-threaded Eigen product)
+//                         over ctnn's OpenMP threads, each block one single-threaded product)
 //                eigen_mt the same products as one Eigen expression each, with Eigen's own
 //                         OpenMP threading (Eigen::setNbThreads), for comparison
 //                whole    ctnn::ops::gemm on the whole batch at once (no chunking), for comparison

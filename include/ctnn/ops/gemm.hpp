@@ -19,7 +19,8 @@
 #include "ctnn/ops/sgemm.hpp"
 
 // CTNN_USE_OPENBLAS (the CMake option of the same name, on when libopenblas-dev is found): each
-// fixed block below may run as one single-threaded OpenBLAS sgemm instead of an Eigen product.
+// fixed block below may run as one single-threaded OpenBLAS sgemm instead of ctnn's own kernel
+// (ops/sgemm.hpp, on Eigen's packet math: the backend named "eigen").
 // Whether it does is decided at run time (gemm_backend() below), because OpenBLAS picks its
 // kernels from a table of CPU models: on a CPU it does not know (Debian's 0.3.21 on an Emerald
 // Rapids Xeon) it falls back to SSE3 kernels five times slower than Eigen's AVX-512 ones.
@@ -51,10 +52,11 @@ struct GemmChoice {
 };
 
 // The choice as a function of the facts alone (tested for every case in tests/test_ops.cpp):
-// the CPU's level, the level Eigen was compiled for, OpenBLAS's core name (empty when ctnn is
-// built without it) and the CTNN_GEMM override ("eigen", "openblas" or empty). OpenBLAS is taken
-// when its kernels use the best instruction set the CPU has, or when Eigen was compiled for no
-// better; otherwise Eigen's kernels, which use whatever -march allowed.
+// the CPU's level, the level ctnn's kernel (Eigen's packets) was compiled for, OpenBLAS's core
+// name (empty when ctnn is built without it) and the CTNN_GEMM override ("eigen", "openblas" or
+// empty). OpenBLAS is taken when its kernels use the best instruction set the CPU has, or when
+// ctnn's kernel was compiled for no better; otherwise ctnn's kernel, which uses whatever -march
+// allowed.
 inline GemmChoice choose_gemm_backend(Isa cpu, Isa eigen, std::string_view openblas_core,
                                       std::string_view forced) {
   const std::string on_cpu = std::string(" on this ") + isa_name(cpu) + " CPU";
@@ -164,7 +166,7 @@ inline void gemm_serial(const MatRef& a, const MatRef& b, const MutMatRef& c, bo
 }
 
 // C = A * B, or C += A * B when `accumulate`. The larger output extent is cut into fixed blocks,
-// each a single-threaded Eigen product, shared out over ctnn's OpenMP threads. (Declared only
+// each a single-threaded product (detail::product_into), shared out over ctnn's OpenMP threads. (Declared only
 // under CTNN_SEPARATE_KERNELS, ops/linkage.hpp.)
 #if CTNN_KERNELS_DECLARED_ONLY
 void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false,

@@ -26,8 +26,8 @@
 #include <cstddef>
 #include <utility>
 
-#include "ctnn/ops/matrix.hpp"
 #include "ctnn/core/tensor.hpp"
+#include "ctnn/ops/matrix.hpp"
 
 namespace ctnn::ops::detail::sgemm {
 
@@ -56,7 +56,7 @@ inline constexpr int kMr = 2 * kW;
 // Blocks: a kNr-column panel of B (kKc x kNr) stays in L1 while the kMc x kKc block of A streams
 // from L2 past it; the kKc x kNc block of B is read from L3 once per block of A.
 inline constexpr Index kKc = 256;
-inline constexpr Index kMc = 8 * kMr > 128 ? 8 * kMr : 128;
+inline constexpr Index kMc = 8 * kMr > 128 ? 8 * kMr : 128;  // at least 8 panels
 inline constexpr Index kNc = 170 * kNr;
 
 // The packed blocks, per thread, apart from ops::scratch, whose slots the callers (Winograd) hold
