@@ -1,10 +1,11 @@
 // Thread policy.
 //
-// ctnn has one level of parallelism: its own OpenMP loops. Eigen's internal GEMM threading is
-// switched off (Eigen::setNbThreads(1)); large products are instead cut by ctnn::ops::gemm into
-// blocks whose shapes depend only on the problem, never on the thread count, and the blocks are
-// shared out by an OpenMP loop. This gives no nested oversubscription (a batch loop never runs
-// inside Eigen's threads or the reverse) and bit-identical results for any number of threads.
+// ctnn has one level of parallelism: its own OpenMP loops. Its products (ops::gemm) run
+// single-threaded kernels (ops/sgemm.hpp, or OpenBLAS with its threads switched off); large
+// products are cut into blocks whose shapes depend only on the problem, never on the thread
+// count, and the blocks are shared out by an OpenMP loop. set_num_threads also keeps Eigen's own
+// product threading off, for Eigen code of the user's that runs inside ctnn's loops. This gives
+// no nested oversubscription and bit-identical results for any number of threads.
 // Kernels never open a parallel region inside another one.
 #pragma once
 
@@ -67,17 +68,5 @@ inline void add_group_partials(const float* partials, int groups, std::size_t n,
     dst[e] += sum;
   }
 }
-
-namespace detail {
-// Called by every GEMM entry point so Eigen never spawns its own threads even when the user
-// did not call set_num_threads.
-inline void eigen_single_threaded() {
-  static const bool once = [] {
-    Eigen::setNbThreads(1);
-    return true;
-  }();
-  (void)once;
-}
-}  // namespace detail
 
 }  // namespace ctnn

@@ -23,7 +23,7 @@
 // (ops/sgemm.hpp, on Eigen's packet math: the backend named "eigen").
 // Whether it does is decided at run time (gemm_backend() below), because OpenBLAS picks its
 // kernels from a table of CPU models: on a CPU it does not know (Debian's 0.3.21 on an Emerald
-// Rapids Xeon) it falls back to SSE3 kernels five times slower than Eigen's AVX-512 ones.
+// Rapids Xeon) it falls back to SSE3 kernels five times slower than AVX-512 code.
 // Splitting and thread count stay ctnn's either way, so results are the same for any number of
 // threads.
 #ifdef CTNN_USE_OPENBLAS
@@ -159,22 +159,20 @@ inline void product_into(float* c, Eigen::Index ldc, const MatRef& a, const MatR
 // `precision`: of the operands' rounding; Winograd's tile products are always fp32.
 inline void gemm_serial(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false,
                         Precision precision = matmul_precision()) {
-  ctnn::detail::eigen_single_threaded();
   eigen_assert(a.out_cols() == b.out_rows() && c.rows == a.out_rows() && c.cols == b.out_cols());
   if (c.rows == 0 || c.cols == 0) return;
   detail::product_into(c.data, c.ld, a, b, accumulate, precision);
 }
 
 // C = A * B, or C += A * B when `accumulate`. The larger output extent is cut into fixed blocks,
-// each a single-threaded product (detail::product_into), shared out over ctnn's OpenMP threads. (Declared only
-// under CTNN_SEPARATE_KERNELS, ops/linkage.hpp.)
+// each a single-threaded product (detail::product_into), shared out over ctnn's OpenMP threads.
+// (Declared only under CTNN_SEPARATE_KERNELS, ops/linkage.hpp.)
 #if CTNN_KERNELS_DECLARED_ONLY
 void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false,
           Precision precision = matmul_precision());
 #else
 CTNN_KERNEL void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false,
                  Precision precision = matmul_precision()) {
-  ctnn::detail::eigen_single_threaded();
   const Eigen::Index m = a.out_rows(), n = b.out_cols();
   eigen_assert(a.out_cols() == b.out_rows() && c.rows == m && c.cols == n);
   if (m == 0 || n == 0) return;

@@ -129,13 +129,9 @@ inline void pack_b(const MatRef& b, Index k0, Index kc, Index j0, Index nc, floa
           for (int t = 0; t < kW; ++t) Eigen::internal::pstoreu(out + (kk + t) * kNr, sq.packet[t]);
         }
     }
-    for (Index j = 0; j < kNr; ++j) {
-      if (j >= cols) {
-        for (Index kk = 0; kk < kc; ++kk) out[kk * kNr + j] = 0.0f;
-      } else {
-        for (Index k1 = kk; k1 < kc; ++k1) out[k1 * kNr + j] = col[j * b.ld + k1];
-      }
-    }
+    // The rest, one float at a time (all of a ragged panel: kk is 0 there).
+    for (Index j = 0; j < kNr; ++j)
+      for (Index k1 = kk; k1 < kc; ++k1) out[k1 * kNr + j] = j < cols ? col[j * b.ld + k1] : 0.0f;
   }
 }
 
