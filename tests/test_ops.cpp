@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <tuple>
+#include <utility>
 
 #include "support/check.hpp"
 
@@ -106,6 +107,32 @@ TEST_CASE("ctnn's packed kernel sums each element in k order, one multiply-add a
         CHECK(bit_patterns(c) == bit_patterns(expected));
       }
     }
+}
+
+TEST_CASE("ops::gemm cut into blocks gives the single-threaded kernel's bits") {
+  // Large enough to be cut into blocks (ops::detail::block_count), with ragged panels and k
+  // blocks, rows split and columns split: where the blocks start never changes a sum.
+  namespace sg = ops::detail::sgemm;
+  const auto automatic = ops::gemm_backend();
+  ops::set_gemm_backend(ops::GemmBackend::eigen);
+  const Eigen::Index k = sg::kKc * 2 + 5;
+  for (auto [m, n] : {std::pair<Eigen::Index, Eigen::Index>{403, 3 * sg::kNr * 11 + 1}, {197, 611}})
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) {
+        CAPTURE(m);
+        CAPTURE(ta);
+        CAPTURE(tb);
+        REQUIRE(ops::detail::block_count(std::max(m, n), static_cast<long>(m * n * k)) > 1);
+        const auto av = random_vector(static_cast<std::size_t>(m * k), 7);
+        const auto bv = random_vector(static_cast<std::size_t>(k * n), 8);
+        const ops::MatRef a = ta ? ops::MatRef{av.data(), k, m, k, true} : ops::MatRef{av.data(), m, k, m, false};
+        const ops::MatRef b = tb ? ops::MatRef{bv.data(), n, k, n, true} : ops::MatRef{bv.data(), k, n, k, false};
+        std::vector<float> c(static_cast<std::size_t>(m * n), 0.25f), expected(c);
+        ops::gemm(a, b, {c.data(), m, n, m}, /*accumulate=*/true);
+        sg::product(a, b, expected.data(), m, /*accumulate=*/true);
+        CHECK(bit_patterns(c) == bit_patterns(expected));
+      }
+  ops::set_gemm_backend(automatic);
 }
 
 TEST_CASE("the GEMM backend follows the instruction set the CPU reports, not OpenBLAS's table of models") {
