@@ -147,20 +147,15 @@ std::vector<std::uint8_t> archive_with(const std::vector<std::uint8_t>& pkl, std
   return out;
 }
 
-// data.pkl of {"t": _rebuild_tensor_v2(FloatStorage "0" of `numel`, offset, size, stride, ...)}.
-std::vector<std::uint8_t> one_tensor_pickle(std::int64_t numel, std::int64_t offset, const TensorShape& size,
-                                            const TensorShape& stride) {
-  pickle::Writer w;
+// Pushes _rebuild_tensor_v2(FloatStorage "0" of `numel` on the cpu, offset, size, stride, False,
+// {}): a float32 tensor as torch.save pickles one.
+void push_tensor(pickle::Writer& w, std::int64_t numel, std::int64_t offset, const TensorShape& size,
+                 const TensorShape& stride) {
   auto ints = [&](const TensorShape& v) {
     w.op('(');
     for (auto x : v) w.integer(x);
     w.op('t');
   };
-  w.proto();
-  w.global("collections", "OrderedDict");
-  w.op(')');
-  w.op('R');
-  w.string("t");
   w.global("torch._utils", "_rebuild_tensor_v2");
   w.op('(');
   w.op('(');
@@ -178,6 +173,18 @@ std::vector<std::uint8_t> one_tensor_pickle(std::int64_t numel, std::int64_t off
   w.op('}');
   w.op('t');
   w.op('R');
+}
+
+// data.pkl of {"t": _rebuild_tensor_v2(FloatStorage "0" of `numel`, offset, size, stride, ...)}.
+std::vector<std::uint8_t> one_tensor_pickle(std::int64_t numel, std::int64_t offset, const TensorShape& size,
+                                            const TensorShape& stride) {
+  pickle::Writer w;
+  w.proto();
+  w.global("collections", "OrderedDict");
+  w.op(')');
+  w.op('R');
+  w.string("t");
+  push_tensor(w, numel, offset, size, stride);
   w.op('s');
   w.op('.');
   return w.bytes;
@@ -509,16 +516,7 @@ TEST_CASE("A state_dict key that appears twice is refused: a memoized key repeat
   // each time ("BINGET key, BINGET tensor, SETITEM"), and every time the reader hashed the whole
   // key: a crafted 1 MB checkpoint took 3 s to read, a 4 MB one 98 s. A state_dict pickles each
   // key once, so a repeated key is now refused instead of overwriting the first.
-  auto checkpoint = [](const std::vector<std::uint8_t>& pkl) {
-    std::vector<std::uint8_t> out;
-    ZipWriter w([&](const std::uint8_t* p, std::size_t n) { out.insert(out.end(), p, p + n); }, "out");
-    w.add("archive/data.pkl", pkl);
-    w.add("archive/data/0", std::vector<std::uint8_t>(4, 0));
-    const std::string version = "3\n";
-    w.add("archive/version", Bytes(reinterpret_cast<const std::uint8_t*>(version.data()), version.size()));
-    w.finish();
-    return out;
-  };
+  auto checkpoint = [](const std::vector<std::uint8_t>& pkl) { return archive_with(pkl, 4); };
   // Pushes OrderedDict().
   auto start = [](pickle::Writer& w) {
     w.proto();
@@ -528,25 +526,7 @@ TEST_CASE("A state_dict key that appears twice is refused: a memoized key repeat
   };
   // Pushes a one-element float32 tensor on storage "0" and memoizes it as 1.
   auto tensor = [](pickle::Writer& w) {
-    w.global("torch._utils", "_rebuild_tensor_v2");
-    w.op('(');
-    w.op('(');
-    w.string("storage");
-    w.global("torch", "FloatStorage");
-    w.string("0");
-    w.string("cpu");
-    w.integer(1);
-    w.op('t');
-    w.op('Q');
-    w.integer(0);
-    w.integer(1);
-    w.tuple_end(1);
-    w.integer(1);
-    w.tuple_end(1);
-    w.op(0x89);
-    w.op('}');
-    w.op('t');
-    w.op('R');
+    push_tensor(w, 1, 0, {1}, {1});
     w.put(1);
   };
 
@@ -1049,25 +1029,7 @@ TEST_CASE("One state_dict object saved under two keys is found under both") {
   w.op('R');
   w.put(0);
   w.string("w");
-  w.global("torch._utils", "_rebuild_tensor_v2");
-  w.op('(');
-  w.op('(');
-  w.string("storage");
-  w.global("torch", "FloatStorage");
-  w.string("0");
-  w.string("cpu");
-  w.integer(2);
-  w.op('t');
-  w.op('Q');
-  w.integer(0);
-  w.integer(2);
-  w.tuple_end(1);
-  w.integer(1);
-  w.tuple_end(1);
-  w.op(0x89);
-  w.op('}');
-  w.op('t');
-  w.op('R');
+  push_tensor(w, 2, 0, {2}, {1});
   w.op('s');
   w.op('s');
   w.string("ema");
@@ -1093,23 +1055,7 @@ TEST_CASE("One long memoized key in many nested dictionaries is refused: the con
     w.op('}');
     w.string(std::string(65536, 'k'));
     w.put(0);
-    w.global("torch._utils", "_rebuild_tensor_v2");
-    w.op('(');
-    w.op('(');
-    w.string("storage");
-    w.global("torch", "FloatStorage");
-    w.string("0");
-    w.string("cpu");
-    w.integer(1);
-    w.op('t');
-    w.op('Q');
-    w.integer(0);
-    w.op(')');
-    w.op(')');
-    w.op(0x89);
-    w.op('}');
-    w.op('t');
-    w.op('R');
+    push_tensor(w, 1, 0, {}, {});
     w.put(1);
     w.op('s');
     for (int i = 0; i < dicts; ++i) {
