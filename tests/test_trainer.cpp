@@ -160,16 +160,23 @@ std::string read_text(const std::filesystem::path& p) {
   ss << in.rdbuf();
   return ss.str();
 }
+
+// Three epochs of 10 steps on 200 images, the learning rate decayed every 2 epochs, a
+// checkpoint every 4: runs that stop and resume cross every boundary.
+TrainerOptions three_short_epochs() {
+  TrainerOptions o;
+  o.epochs = 3;
+  o.batch_size = 20;
+  o.lr_decay_every = 2;
+  o.checkpoint_every = 4;
+  o.model_name = "drop";
+  return o;
+}
 }  // namespace
 
 TEST_CASE("Trainer writes main.py's checkpoints, and --resume after a stop gives bit-identical weights") {
   const auto train = data::make_synthetic_cifar(200, 7);
-  TrainerOptions o;
-  o.epochs = 3;
-  o.batch_size = 20;  // 10 steps per epoch
-  o.lr_decay_every = 2;
-  o.checkpoint_every = 4;
-  o.model_name = "drop";
+  TrainerOptions o = three_short_epochs();
   std::ostringstream log;
 
   const TempDir whole("ctnn_test_trainer_whole");
@@ -218,12 +225,7 @@ TEST_CASE("Trainer writes main.py's checkpoints, and --resume after a stop gives
 
 TEST_CASE("Trainer: a stop request ends the run after the step in progress, saving the snapshot and the weights") {
   const auto train = data::make_synthetic_cifar(200, 7);
-  TrainerOptions o;
-  o.epochs = 3;
-  o.batch_size = 20;  // 10 steps per epoch
-  o.lr_decay_every = 2;
-  o.checkpoint_every = 4;
-  o.model_name = "drop";
+  TrainerOptions o = three_short_epochs();
   std::ostringstream log;
   const TempDir whole("ctnn_test_trainer_stop_whole");
   o.out_dir = whole.path;
