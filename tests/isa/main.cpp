@@ -1,5 +1,6 @@
 // Runs the kernel check of sgemm_isa.cpp where this CPU has the level it was built for
-// (CTNN_ISA_LEVEL: 1 is x86-64's SSE2 baseline, 3 adds AVX2 and FMA, 4 AVX-512), and otherwise
+// (CTNN_ISA_LEVEL: 1 is x86-64's SSE2 baseline, 3 adds AVX2 and FMA, 4 AVX-512; 0 is another
+// architecture's baseline, aarch64's NEON, run under qemu-user), and otherwise
 // says CTNN_TEST_SKIPPED and why, before any of that code runs.
 #include <cstdio>
 
