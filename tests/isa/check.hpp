@@ -1,5 +1,7 @@
 // The interface between tests/isa/main.cpp (built for the machine) and sgemm_isa.cpp (built for
-// one x86-64 level, called only where the CPU has it).
+// one x86-64 level, called only where the CPU has it, or for aarch64). main.cpp must not compile
+// kernel_check.hpp itself: its inline functions would then exist built for two levels, and the
+// linker would keep either.
 #pragma once
 
 #include <string>

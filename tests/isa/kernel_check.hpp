@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "ctnn/core/random.hpp"
 #include "ctnn/ops/sgemm.hpp"
 
 namespace ctnn_isa {
@@ -19,12 +20,10 @@ namespace kernel_check {
 namespace sg = ctnn::ops::detail::sgemm;
 using Index = Eigen::Index;
 
-inline std::vector<float> values(std::size_t n, std::uint32_t seed) {
+inline std::vector<float> values(std::size_t n, std::uint64_t seed) {
+  ctnn::Rng r(seed);
   std::vector<float> v(n);
-  for (auto& x : v) {
-    seed = seed * 1664525u + 1013904223u;
-    x = static_cast<float>(seed >> 8) / 8388608.0f - 1.0f;  // [-1, 1)
-  }
+  for (auto& x : v) x = static_cast<float>(r.uniform(-1, 1));
   return v;
 }
 
