@@ -80,13 +80,16 @@ TEST_CASE("ctnn's packed kernel sums each element in k order, one multiply-add a
   CHECK(ctnn_isa::kernel_mismatches() == 0);
 }
 
-TEST_CASE("ops::gemm cut into blocks gives the single-threaded kernel's bits") {
+TEST_CASE("ops::gemm cut into blocks gives the single-threaded kernel's bits, at any thread count") {
   // Large enough to be cut into blocks (ops::detail::block_count), with ragged panels and k
-  // blocks, rows split and columns split: where the blocks start never changes a sum.
+  // blocks, rows split and columns split: where the blocks start never changes a sum. On ctnn's
+  // kernel ops::gemm cuts as many blocks as there are threads (up to block_count's), so 1, 2
+  // and 3 threads cut each product differently (3: blocks of unequal length).
   namespace sg = ops::detail::sgemm;
   const auto automatic = ops::gemm_backend();
+  const int threads = num_threads();
   ops::set_gemm_backend(ops::GemmBackend::eigen);
-  const Eigen::Index k = sg::kKc * 2 + 5;
+  const Eigen::Index k = sg::kKc * 4 + 5;
   for (const auto& mn : {std::pair<Eigen::Index, Eigen::Index>{403, 3 * sg::kNr * 11 + 1}, {197, 611}})
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb) {
@@ -94,16 +97,22 @@ TEST_CASE("ops::gemm cut into blocks gives the single-threaded kernel's bits") {
         CAPTURE(m);
         CAPTURE(ta);
         CAPTURE(tb);
-        REQUIRE(ops::detail::block_count(std::max(m, n), static_cast<long>(m * n * k)) > 1);
+        REQUIRE(ops::detail::block_count(std::max(m, n), static_cast<long>(m * n * k)) > 2);
         const auto av = random_vector(static_cast<std::size_t>(m * k), 7);
         const auto bv = random_vector(static_cast<std::size_t>(k * n), 8);
         const ops::MatRef a = ta ? ops::MatRef{av.data(), k, m, k, true} : ops::MatRef{av.data(), m, k, m, false};
         const ops::MatRef b = tb ? ops::MatRef{bv.data(), n, k, n, true} : ops::MatRef{bv.data(), k, n, k, false};
-        std::vector<float> c(static_cast<std::size_t>(m * n), 0.25f), expected(c);
-        ops::gemm(a, b, {c.data(), m, n, m}, /*accumulate=*/true);
+        std::vector<float> expected(static_cast<std::size_t>(m * n), 0.25f);
         sg::product(a, b, expected.data(), m, /*accumulate=*/true);
-        CHECK(bit_patterns(c) == bit_patterns(expected));
+        for (int t = 1; t <= 3; ++t) {
+          CAPTURE(t);
+          set_num_threads(t);
+          std::vector<float> c(static_cast<std::size_t>(m * n), 0.25f);
+          ops::gemm(a, b, {c.data(), m, n, m}, /*accumulate=*/true);
+          CHECK(bit_patterns(c) == bit_patterns(expected));
+        }
       }
+  set_num_threads(threads);
   ops::set_gemm_backend(automatic);
 }
 

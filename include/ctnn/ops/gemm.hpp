@@ -179,14 +179,22 @@ CTNN_KERNEL void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool
   const bool split_rows = m >= n;
   const Eigen::Index extent = split_rows ? m : n;
   const long work = static_cast<long>(m) * n * a.out_cols();
-  const Eigen::Index blocks = detail::block_count(extent, work);
+  Eigen::Index blocks = detail::block_count(extent, work);
   if (precision == Precision::bf16) return gemm_bf16_blocks(a, b, c.data, c.ld, accumulate, split_rows, blocks);
+  // Each block packs again the operand it shares with the others: a block w rows or columns
+  // wide repacks about 1/w of a float per multiply-add, which comes from L3 at ResNet50_layer4's
+  // 1x1 shapes. ctnn's own kernel gives every element the same bits wherever the blocks start
+  // (test_ops), so on it a product is cut into no more blocks than there are threads, and the
+  // result still does not depend on the thread count. Measured on Zen 3 (2 threads,
+  // ResNet50_layer4 training, 10 alternating runs of ctnn-bench): 218 -> 239 img/s, median,
+  // faster in 9 runs of 10. OpenBLAS keeps the problem's blocks: its bits are its own, so thread
+  // independence rests on them (and it gained 3.5 % in the same test, faster in 6 of 10, no
+  // clear gain). Packing the shared operand once per product instead (session 14: by both
+  // threads into one buffer, or once per thread) was no faster in runs of calls as layers make
+  // them.
+  if (gemm_backend() == GemmBackend::eigen) blocks = std::min<Eigen::Index>(blocks, std::max(1, num_threads()));
 // Dynamic hand-out: a thread that another process slows down takes fewer blocks, and which
-// thread computes a block never changes its result. Each block packs the operand it shares
-// with the others again. Packing it once per product was tried on Zen 3 at ResNet's 1x1 shapes
-// (session 14, the two versions in one program): by both threads into one buffer, 2-10 %
-// faster when the versions alternated call by call but no faster in runs of 50 calls of each,
-// as layers make them; once per thread, 2-3 % faster in such runs, inside this VM's noise.
+// thread computes a block never changes its result.
 #pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
   for (Eigen::Index i = 0; i < blocks; ++i) {
     const Eigen::Index s = detail::block_start(i, blocks, extent), l = detail::block_start(i + 1, blocks, extent) - s;
