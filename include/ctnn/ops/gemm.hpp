@@ -181,18 +181,22 @@ CTNN_KERNEL void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool
   const long work = static_cast<long>(m) * n * a.out_cols();
   Eigen::Index blocks = detail::block_count(extent, work);
   if (precision == Precision::bf16) return gemm_bf16_blocks(a, b, c.data, c.ld, accumulate, split_rows, blocks);
-  // Each block packs again the operand it shares with the others: a block w rows or columns
-  // wide repacks about 1/w of a float per multiply-add, which comes from L3 at ResNet50_layer4's
-  // 1x1 shapes. ctnn's own kernel gives every element the same bits wherever the blocks start
-  // (test_ops), so on it a product is cut into no more blocks than there are threads, and the
-  // result still does not depend on the thread count. Measured on Zen 3 (2 threads,
-  // ResNet50_layer4 training, 10 alternating runs of ctnn-bench): 218 -> 239 img/s, median,
-  // faster in 9 runs of 10. OpenBLAS keeps the problem's blocks: its bits are its own, so thread
-  // independence rests on them (and it gained 3.5 % in the same test, faster in 6 of 10, no
+  // ctnn's own kernel gives every element the same bits wherever the blocks start (test_ops),
+  // so on it the blocks follow the threads and the result still does not depend on their
+  // number: one block per thread (none shorter than 16), from 2^18 multiply-adds on. Each block
+  // packs again the operand it shares with the others, a block w rows or columns wide about 1/w
+  // of a float per multiply-add, from L3 at ResNet50_layer4's 1x1 shapes, so more blocks than
+  // threads cost time: on Zen 3 (2 threads, ResNet50_layer4 training, 10 alternating runs of
+  // ctnn-bench), at most one block per thread made training 218 -> 239 img/s (median; faster in
+  // 9 runs of 10). And products under block_count's 16M multiply-adds, which it leaves whole,
+  // ran 1.5-1.9x faster in two blocks (ResNet's 64- and 128-channel 1x1 layers, the classifier).
+  // OpenBLAS keeps block_count's blocks: its bits are its own, so thread independence rests on
+  // them (and one block per thread gained 3.5 % in the same test, faster in 6 runs of 10: no
   // clear gain). Packing the shared operand once per product instead (session 14: by both
   // threads into one buffer, or once per thread) was no faster in runs of calls as layers make
   // them.
-  if (gemm_backend() == GemmBackend::eigen) blocks = std::min<Eigen::Index>(blocks, std::max(1, num_threads()));
+  if (gemm_backend() == GemmBackend::eigen)
+    blocks = work < (long{1} << 18) ? 1 : std::clamp<Eigen::Index>(extent / 16, 1, std::max(1, num_threads()));
 // Dynamic hand-out: a thread that another process slows down takes fewer blocks, and which
 // thread computes a block never changes its result.
 #pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
