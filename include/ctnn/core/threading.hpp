@@ -4,10 +4,10 @@
 // single-threaded kernels (ops/sgemm.hpp, or OpenBLAS with its threads switched off); large
 // products are cut into blocks whose shapes depend only on the problem, never on the thread
 // count (on ctnn's own fp32 kernel, whose sums do not depend on where a block starts, one block
-// per thread), and the blocks are shared out by an OpenMP loop. set_num_threads
-// also keeps Eigen's own product threading off, for Eigen code of the user's that runs inside
-// ctnn's loops. This gives no nested oversubscription and bit-identical results for any number
-// of threads.
+// per thread), and the blocks are shared out by an OpenMP loop. set_num_threads also keeps
+// Eigen's own product threading off, for Eigen code of the user's that runs inside ctnn's
+// loops. This gives no nested oversubscription and bit-identical results for any number of
+// threads.
 // Kernels never open a parallel region inside another one.
 #pragma once
 

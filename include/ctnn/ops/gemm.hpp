@@ -197,8 +197,8 @@ CTNN_KERNEL void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool
   // them.
   if (gemm_backend() == GemmBackend::eigen)
     blocks = work < (long{1} << 18) ? 1 : std::clamp<Eigen::Index>(extent / 16, 1, std::max(1, num_threads()));
-// Dynamic hand-out: a thread that another process slows down takes fewer blocks, and which
-// thread computes a block never changes its result.
+// Dynamic hand-out (of block_count's blocks): a thread that another process slows down takes
+// fewer blocks, and which thread computes a block never changes its result.
 #pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
   for (Eigen::Index i = 0; i < blocks; ++i) {
     const Eigen::Index s = detail::block_start(i, blocks, extent), l = detail::block_start(i + 1, blocks, extent) - s;

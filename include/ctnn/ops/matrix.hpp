@@ -42,12 +42,13 @@ inline MatRef logical_cols(const MatRef& a, Eigen::Index c0, Eigen::Index nc) {
 
 // How many blocks an extent of a product with `work` multiply-adds is cut into: a function of
 // the problem alone (never of the thread count), so every output element is computed by the
-// same code path whatever the threads. (On ctnn's own fp32 kernel, whose sums do not depend on
-// where blocks start, ops::gemm cuts one block per thread instead.) None under ~16M multiply-adds (every block re-packs the
-// operand it shares with the others, so small products stay whole), at most eight, none shorter
-// than 16, and otherwise an even number, so that two or four threads get equal shares: five
-// equal blocks on two threads left one thread working on the fifth alone (ResNet50_layer4's 1x1
-// convolutions ran only 1.66x faster on two threads than on one).
+// same code path whatever the threads (on ctnn's own fp32 kernel, whose sums do not depend on
+// where blocks start, ops::gemm cuts one block per thread instead). None under ~16M
+// multiply-adds (every block re-packs the operand it shares with the others, so small products
+// stay whole), at most eight, none shorter than 16, and otherwise an even number, so that two or
+// four threads get equal shares: five equal blocks on two threads left one thread working on
+// the fifth alone (ResNet50_layer4's 1x1 convolutions ran only 1.66x faster on two threads than
+// on one).
 inline Eigen::Index block_count(Eigen::Index extent, long work) {
   long blocks = std::clamp<long>(work >> 24, 1, 8);
   if (blocks % 2) blocks += blocks > 1;
