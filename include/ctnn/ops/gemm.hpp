@@ -190,9 +190,10 @@ CTNN_KERNEL void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool
   // ctnn-bench), at most one block per thread made training 218 -> 239 img/s (median; faster in
   // 9 runs of 10). And products under block_count's 16M multiply-adds, which it leaves whole,
   // ran 1.5-1.9x faster in two blocks (ResNet's 64- and 128-channel 1x1 layers, the classifier).
-  // OpenBLAS keeps block_count's blocks: its bits are its own, so thread independence rests on
-  // them (and one block per thread gained 3.5 % in the same test, faster in 6 runs of 10: no
-  // clear gain). Packing the shared operand once per product instead (session 14: by both
+  // OpenBLAS keeps block_count's blocks: its sums do depend on where a block starts (its `Zen`
+  // kernels, ResNet's 1x1 shapes cut into 2, 3 or 8 blocks: thousands of elements differ in
+  // their last bits from the whole product), so one block per thread would make its results
+  // depend on the thread count (and it gained 3.5 % in the same test, faster in 6 runs of 10). Packing the shared operand once per product instead (session 14: by both
   // threads into one buffer, or once per thread) was no faster in runs of calls as layers make
   // them.
   if (gemm_backend() == GemmBackend::eigen)
