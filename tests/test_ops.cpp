@@ -105,6 +105,7 @@ TEST_CASE("ops::gemm cut into blocks gives the single-threaded kernel's bits, at
         sg::product(a, b, expected.data(), m, /*accumulate=*/true);
         for (int t = 1; t <= 3; ++t) {
           CAPTURE(t);
+          REQUIRE(ops::detail::thread_block_count(std::max(m, n), static_cast<long>(m * n * k), t) == t);
           set_num_threads(t);
           std::vector<float> c(static_cast<std::size_t>(m * n), 0.25f);
           ops::gemm(a, b, {c.data(), m, n, m}, /*accumulate=*/true);
@@ -172,13 +173,21 @@ TEST_CASE("the live GEMM backend is the one the rules choose, also when OpenBLAS
   }
 }
 
-TEST_CASE("gemm's blocks: an even count of near-equal blocks, fixed by the problem; 1 and 2 threads agree bit for bit") {
+TEST_CASE("gemm's blocks: block_count's fixed by the problem, near-equal and even, thread_block_count's one per thread; 1 and 2 threads agree bit for bit") {
   using ops::detail::block_count, ops::detail::block_start;
   CHECK(block_count(400, 10'000'000) == 1);              // under 2^24 multiply-adds: whole
   CHECK(block_count(400, 400L * 256 * 1024) == 6);       // 6 from the work (ResNet's 1024->256 1x1, 2x2 planes)
   CHECK(block_count(400, 5L << 24) == 6);                // 5 rounded up to even
   CHECK(block_count(40, 8L << 24) == 2);                 // none shorter than 16
   CHECK(block_count(10, 8L << 24) == 1);
+  // ctnn's own kernel: one block per thread, whatever block_count would say.
+  using ops::detail::thread_block_count;
+  CHECK(thread_block_count(400, (1L << 18) - 1, 2) == 1);         // under 2^18 multiply-adds: whole
+  CHECK(thread_block_count(400, 1L << 18, 2) == 2);               // where block_count leaves it whole
+  CHECK(thread_block_count(400, 400L * 1024 * 1024, 2) == 2);     // where block_count cuts 8
+  CHECK(thread_block_count(400, 400L * 1024 * 1024, 64) == 25);   // none shorter than 16
+  CHECK(thread_block_count(20, 1L << 24, 2) == 1);
+  CHECK(thread_block_count(400, 1L << 24, 0) == 1);
   for (Eigen::Index extent : {16, 40, 100, 400, 401, 1010, 4900})
     for (long work : {1L << 24, 3L << 24, 5L << 24, 7L << 24, 100L << 24}) {
       const Eigen::Index blocks = block_count(extent, work);
@@ -194,7 +203,8 @@ TEST_CASE("gemm's blocks: an even count of near-equal blocks, fixed by the probl
         if (i > 0) CHECK(block_start(i, blocks, extent) % 16 == 0);
       }
     }
-  // Split both ways at 1 and 2 threads: the same bits (the blocks never depend on the threads).
+  // Split both ways at 1 and 2 threads, on the automatic backend: the same bits (OpenBLAS's
+  // blocks never depend on the threads; ctnn's kernel's do, and no sum depends on them).
   const int threads = num_threads();
   for (auto [m, n, k] : {std::tuple{400, 256, 1024}, std::tuple{256, 401, 1024}}) {
     const auto av = random_vector(static_cast<std::size_t>(m * k), 3);

@@ -179,26 +179,18 @@ CTNN_KERNEL void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool
   const bool split_rows = m >= n;
   const Eigen::Index extent = split_rows ? m : n;
   const long work = static_cast<long>(m) * n * a.out_cols();
-  Eigen::Index blocks = detail::block_count(extent, work);
-  if (precision == Precision::bf16) return gemm_bf16_blocks(a, b, c.data, c.ld, accumulate, split_rows, blocks);
-  // ctnn's own kernel gives every element the same bits wherever the blocks start (test_ops),
-  // so on it the blocks follow the threads and the result still does not depend on their
-  // number: one block per thread (none shorter than 16), from 2^18 multiply-adds on. Each block
-  // packs again the operand it shares with the others, a block w rows or columns wide about 1/w
-  // of a float per multiply-add, from L3 at ResNet50_layer4's 1x1 shapes, so more blocks than
-  // threads cost time: on Zen 3 (2 threads, ResNet50_layer4 training, 10 alternating runs of
-  // ctnn-bench), at most one block per thread made training 218 -> 239 img/s (median; faster in
-  // 9 runs of 10). And products under block_count's 16M multiply-adds, which it leaves whole,
-  // ran 1.5-1.9x faster in two blocks (ResNet's 64- and 128-channel 1x1 layers, the classifier).
-  // OpenBLAS keeps block_count's blocks: its sums do depend on where a block starts (its `Zen`
-  // kernels, ResNet's 1x1 shapes cut into 2, 3 or 8 blocks: thousands of elements differ in
-  // their last bits from the whole product), so one block per thread would make its results
-  // depend on the thread count (and it gained 3.5 % in the same test, faster in 6 runs of 10). Packing the shared operand once per product instead (session 14: by both
-  // threads into one buffer, or once per thread) was no faster in runs of calls as layers make
-  // them.
-  if (gemm_backend() == GemmBackend::eigen)
-    blocks = work < (long{1} << 18) ? 1 : std::clamp<Eigen::Index>(extent / 16, 1, std::max(1, num_threads()));
-// Dynamic hand-out (of block_count's blocks): a thread that another process slows down takes
+  if (precision == Precision::bf16)
+    return gemm_bf16_blocks(a, b, c.data, c.ld, accumulate, split_rows, detail::block_count(extent, work));
+  // ctnn's own kernel: one block per thread (detail::thread_block_count). OpenBLAS keeps
+  // block_count's blocks: its sums do depend on where a block starts (its `Zen` kernels,
+  // ResNet's 1x1 shapes cut into 2, 3 or 8 blocks: thousands of elements differ in their last
+  // bits from the whole product), so blocks that followed the threads would make its results
+  // depend on the thread count (and one block per thread gained it 3.5 % on Zen 3, faster in 6
+  // runs of 10).
+  const Eigen::Index blocks = gemm_backend() == GemmBackend::eigen
+                                  ? detail::thread_block_count(extent, work, num_threads())
+                                  : detail::block_count(extent, work);
+// Dynamic hand-out (of OpenBLAS's blocks): a thread that another process slows down takes
 // fewer blocks, and which thread computes a block never changes its result.
 #pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
   for (Eigen::Index i = 0; i < blocks; ++i) {
