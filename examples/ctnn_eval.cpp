@@ -25,7 +25,7 @@ const std::string kUsage =
     "  --strip-prefix P  remove P from the keys first ('module.' of nn.DataParallel, '_orig_mod.' of torch.compile)\n"
     "  --batch-size N    (default 100)\n"
     "  --threads N       worker threads (default: all cores)\n"
-    "  --precision P     fp32 (default) or bf16 (products in bf16 with fp32 sums; needs AVX512_BF16)\n"
+    "  --precision P     fp32 (default) or bf16 (products in bf16 with fp32 sums; fast with AVX512_BF16 or AMX)\n"
     "  --svg PATH        also draw the confusion matrix as an SVG heat map with the class names\n"
     "  --synthetic N     evaluate on the SYNTHETIC test set that ctnn-train --synthetic N --seed S used\n"
     "  --seed S          (with --synthetic; default 0)\n"

@@ -65,7 +65,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
                    "                          <model>_step<N>.ckpt beside the snapshot (Ctrl-C and SIGTERM\n"
                    "                          do the same after the step in progress, then exit with 130)\n"
                    "  --precision P           fp32 (default) or bf16: convolutions and linear layers multiply in\n"
-                   "                          bf16 with fp32 sums (needs AVX512_BF16); weights stay fp32\n"
+                   "                          bf16 with fp32 sums (fast with AVX512_BF16 or AMX); weights stay fp32\n"
                    "  --synthetic N           train and test on N generated SYNTHETIC images instead of CIFAR-10\n"
                    "  --local-bn              under mpiexec: BatchNorm statistics per process (DDP's), not\n"
                    "                          over the global batch (the default, as one process computes)\n"

@@ -1,10 +1,10 @@
 // bf16 mixed precision (ops/bf16.hpp, ops/precision.hpp): the rounding, the kernel against
 // double sums of the rounded operands, each layer against PyTorch's autocast, and the fp32 path
-// unchanged bit for bit. On a CPU without AVX512_BF16 the cases that need the kernel print
-// CTNN_TEST_SKIPPED with the reason, and ctest reports the test as skipped.
-// ctest runs this file twice (tests/CMakeLists.txt): as test_bf16 on the AVX512_BF16 kernel
-// (CTNN_BF16_KERNEL=avx512_bf16) and as bf16_amx on the AMX kernel (CTNN_BF16_KERNEL=amx), which
-// is skipped on a CPU without usable AMX.
+// unchanged bit for bit. ctest runs this file once per kernel (tests/CMakeLists.txt): as
+// test_bf16 on the AVX512_BF16 kernel (CTNN_BF16_KERNEL=avx512_bf16), as bf16_amx on the AMX
+// kernel (CTNN_BF16_KERNEL=amx) and as bf16_portable on the portable one (runs everywhere). On a
+// CPU without the kernel's instructions the cases print CTNN_TEST_SKIPPED with the reason, and
+// ctest reports the test as skipped.
 #include <bit>
 #include <cstdint>
 #include <cstdlib>
@@ -19,18 +19,17 @@ using namespace ctnn::test;
 
 namespace {
 
-// The kernel CTNN_BF16_KERNEL asks for ("amx" or "avx512_bf16"), if any.
+// The kernel CTNN_BF16_KERNEL asks for ("amx", "avx512_bf16" or "portable"), if any.
 std::string_view requested_kernel() {
   const char* k = std::getenv("CTNN_BF16_KERNEL");
   return k ? k : "";
 }
 
+// Whether the kernel this run is for can run here; if not, the reason, for ctest.
 bool bf16_runs_here() {
-  std::string why = ops::bf16_unavailable_reason();
-  if (why.empty() && requested_kernel() == "amx" && !ops::bf16_support().amx_bf16) {
-    const char* missing = ops::bf16_support().amx_missing;
-    why = std::string("the AMX kernel cannot run here: ") + (*missing ? missing : "the CPU has no AMX-BF16");
-  }
+  std::string why;
+  if (requested_kernel() == "amx") why = ops::bf16_kernel_unavailable(ops::Bf16Kernel::amx);
+  if (requested_kernel() == "avx512_bf16") why = ops::bf16_kernel_unavailable(ops::Bf16Kernel::avx512_bf16);
   if (!why.empty()) MESSAGE("CTNN_TEST_SKIPPED: " << why);
   return why.empty();
 }
@@ -84,7 +83,7 @@ void conv_bf16(const char* name, bool bf16_products = true) {
     if (bf16_products)
       CHECK_MESSAGE(relative_gap(y, y32) > 1e-4, name << ": bf16 output equals fp32's: the policy was not applied");
     else
-      CHECK_MESSAGE(y == y32, name << ": a Winograd F(4x4) layer must stay fp32 under the AVX512_BF16 kernel");
+      CHECK_MESSAGE(y == y32, name << ": a Winograd F(4x4) layer must stay fp32 off AMX");
     net.zero_grad();
     net.backward(x, dy, dx);
   }
@@ -121,12 +120,6 @@ TEST_CASE("Autocast and the precision names") {
     Autocast fp32(Precision::fp32);
     CHECK(matmul_precision() == Precision::fp32);
   }
-  if (!ops::bf16_unavailable_reason().empty()) {
-    // On a CPU without the instructions, the policy is refused with the reason, never run.
-    CHECK_THROWS_WITH_AS(Autocast{Precision::bf16}, doctest::Contains("AVX512_BF16"), std::runtime_error);
-    CHECK(matmul_precision() == Precision::fp32);
-    return;
-  }
   {
     Autocast outer(Precision::bf16);
     CHECK(matmul_precision() == Precision::bf16);
@@ -139,15 +132,21 @@ TEST_CASE("Autocast and the precision names") {
   CHECK(matmul_precision() == Precision::fp32);
 }
 
-TEST_CASE("The bf16 kernel: AMX wherever it can run, unless CTNN_BF16_KERNEL says otherwise") {
+TEST_CASE("The bf16 kernel: AMX, else AVX512_BF16, else portable, unless CTNN_BF16_KERNEL says otherwise") {
   if (!bf16_runs_here()) return;
   const ops::Bf16Support s = ops::bf16_support();
   MESSAGE(ops::bf16_kernel_summary());
-  const ops::Bf16Kernel expected =
-      requested_kernel() == "avx512_bf16" || !s.amx_bf16 ? ops::Bf16Kernel::avx512_bf16 : ops::Bf16Kernel::amx;
+  const ops::Bf16Kernel expected = requested_kernel() == "portable"                     ? ops::Bf16Kernel::portable
+                                   : requested_kernel() == "avx512_bf16" || !s.amx_bf16 ? (s.avx512_bf16 ? ops::Bf16Kernel::avx512_bf16 : ops::Bf16Kernel::portable)
+                                                                                         : ops::Bf16Kernel::amx;
   CHECK(ops::bf16_kernel() == expected);
   CHECK(std::string(ops::bf16_kernel_summary()).find(ops::bf16_kernel_name(expected)) != std::string::npos);
-  if (!s.amx_bf16) CHECK_THROWS_AS(ops::set_bf16_kernel(ops::Bf16Kernel::amx), std::runtime_error);
+  // A kernel the CPU lacks is refused with the reason, never run; the portable one runs anywhere.
+  if (!s.amx_bf16) CHECK_THROWS_WITH_AS(ops::set_bf16_kernel(ops::Bf16Kernel::amx), doctest::Contains("AMX"), std::runtime_error);
+  if (!s.avx512_bf16)
+    CHECK_THROWS_WITH_AS(ops::set_bf16_kernel(ops::Bf16Kernel::avx512_bf16), doctest::Contains("AVX512_BF16"), std::runtime_error);
+  CHECK(ops::bf16_kernel_unavailable(ops::Bf16Kernel::portable).empty());
+  CHECK(ops::bf16_kernel() == expected);
 }
 
 TEST_CASE("bf16 products: every transposition, k-blocks and panel edges, against double sums of the rounded operands") {
@@ -537,7 +536,7 @@ TEST_CASE("Conv2d under bf16 matches PyTorch's autocast: forward, input, weight 
   static_assert(Conv2d<16, 4, 3, 1, 1>::bind<Shape<16, 8, 8>>::winograd_plan().tile == 4,
                 "an F(4x4) Winograd layer in fp32");
   conv_bf16<48, 13, 3, 1, 1, 5>("conv2d_bf16_k3s1p1");
-  // F(4x4) stays fp32 Winograd on the AVX512_BF16 kernel; on AMX it is a bf16 product too.
+  // F(4x4) stays fp32 Winograd on the AVX512_BF16 and portable kernels; on AMX it is a bf16 product too.
   conv_bf16<16, 4, 3, 1, 1, 8>("conv2d_bf16_k3s1p1_chunked",
                                /*bf16_products=*/ops::bf16_kernel() == ops::Bf16Kernel::amx);
   conv_bf16<40, 20, 1, 1, 0, 4>("conv2d_bf16_k1s1p0");

@@ -138,10 +138,8 @@ TEST_CASE("Epilogues on every path: a following ReLU is relu() of the plain outp
                         {{5, 3, 3, 6, 1, 1, 0}, "1x1, no im2col"},
                         {{4, 7, 7, 5, 3, 2, 1}, "stride 2"},
                         {{32, 8, 8, 16, 3, 1, 1}, "32 input channels (AMX: direct)"}};
-  std::vector<Precision> precisions{Precision::fp32};
-  if (ops::bf16_unavailable_reason().empty()) precisions.push_back(Precision::bf16);
-  else MESSAGE("bf16 epilogues not checked: " << ops::bf16_unavailable_reason());
-  for (const Precision p : precisions) {
+  MESSAGE(ops::bf16_kernel_summary());
+  for (const Precision p : {Precision::fp32, Precision::bf16}) {
     const Autocast policy(p);
     for (const Case& c : cases) {
       CAPTURE(c.path);

@@ -340,10 +340,7 @@ void parity(const std::string& model) {
 template <class Net>
 void parity_bf16(const std::string& model) {
   if (skipped()) return;
-  if (const std::string why = ops::bf16_unavailable_reason(); !why.empty()) {
-    std::cout << "CTNN_BF16_SKIPPED: " << why << std::endl;
-    return;
-  }
+  MESSAGE(ops::bf16_kernel_summary());
   const fs::path dir = parity_dir();
   const StateDict fp32 = read_checkpoint(dir / (model + "_expected.pt"));
   const StateDict bf16 = read_checkpoint(dir / (model + "_bf16.pt"));

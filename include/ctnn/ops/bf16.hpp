@@ -4,17 +4,24 @@
 // (round to nearest even, as PyTorch's float -> bfloat16 conversion) and the products are
 // summed in fp32: the arithmetic of PyTorch's autocast convolutions and linear layers on a CPU.
 //
-// The kernels are ctnn's own, two of them, chosen at run time from cpuid (bf16_kernel()):
+// The kernels are ctnn's own, three of them, chosen at run time from cpuid (bf16_kernel()):
 // - AMX (Intel Sapphire Rapids and later): TDPBF16PS multiplies a 16 x 32 bf16 tile by a
 //   32 x 16 one into a 16 x 16 fp32 tile, 8192 multiply-adds per instruction. Linux hands out the
 //   tile registers only on request (arch_prctl ARCH_REQ_XCOMP_PERM), made once per process.
 // - AVX512_BF16 (AMD Zen 4 and later, Intel Cooper Lake and later): VDPBF16PS multiplies pairs of
 //   bf16 values and adds both products to one fp32 lane, twice the multiply-adds of an fp32 FMA
 //   per instruction.
-// Both sum each pair of products into the fp32 sum in k order, so they agree closely (not bit for
-// bit: their k-blocks differ). Each is compiled for its instruction set with a function
-// attribute, so a program built for any x86-64 CPU runs it where the CPU has it and never
-// executes it (SIGILL) where it has not. The packed operands take half fp32's memory traffic.
+// - portable, on every other CPU: the operands are copied rounded to bf16 (as floats) and
+//   multiplied by ctnn's fp32 kernel (ops/sgemm.hpp). The product of two bf16 values is exact in
+//   fp32, so one FMA adds it to the sum with one rounding, as each half of VDPBF16PS does: the
+//   same arithmetic, slower than fp32 (the copies, and im2col where fp32 runs Winograd F(2x2):
+//   0.77x fp32's training speed for VGG16, 0.83x for ResNet50_layer4 on an AVX2 Zen 3), so that a
+//   bf16 run gives autocast's numerics on any machine and its tests run everywhere.
+// The first two sum each pair of products into the fp32 sum in k order, so all three agree
+// closely (not bit for bit: their k-blocks differ). Each of the first two is compiled for its
+// instruction set with a function attribute, so a program built for any x86-64 CPU runs it where
+// the CPU has it and never executes it (SIGILL) where it has not. Their packed operands take half
+// fp32's memory traffic.
 //
 // Layout (the classic packed GEMM): the operands are copied, rounded, into panels whose inner
 // pairs are consecutive k: A in panels of kMr = 32 rows ([k/2][32 rows] of bf16 pairs, two
@@ -38,9 +45,11 @@
 
 #include <Eigen/Core>
 
+#include "ctnn/core/tensor.hpp"
 #include "ctnn/ops/cpu.hpp"
 #include "ctnn/ops/im2col.hpp"
 #include "ctnn/ops/matrix.hpp"
+#include "ctnn/ops/sgemm.hpp"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define CTNN_HAVE_BF16_KERNEL 1
@@ -126,18 +135,37 @@ inline Bf16Support bf16_support() {
 }
 
 // The kernels bf16 products can run on.
-enum class Bf16Kernel { avx512_bf16, amx };
+enum class Bf16Kernel { avx512_bf16, amx, portable };
 
-inline const char* bf16_kernel_name(Bf16Kernel k) { return k == Bf16Kernel::amx ? "AMX" : "AVX512_BF16"; }
+inline const char* bf16_kernel_name(Bf16Kernel k) {
+  return k == Bf16Kernel::amx ? "AMX" : k == Bf16Kernel::avx512_bf16 ? "AVX512_BF16" : "portable";
+}
+
+// Empty when kernel `k` can run on this CPU, else the one line that says why not.
+inline std::string bf16_kernel_unavailable(Bf16Kernel k) {
+  const Bf16Support s = bf16_support();
+  if (k == Bf16Kernel::amx && !s.amx_bf16)
+    return std::string("the AMX bf16 kernel cannot run here: ") + (*s.amx_missing ? s.amx_missing : "the CPU has no AMX-BF16");
+  if (k == Bf16Kernel::avx512_bf16 && !s.avx512_bf16) {
+    const std::string model = cpu_model_name();
+    return "the AVX512_BF16 kernel cannot run here: this CPU" + (model.empty() ? std::string() : " (" + model + ")") +
+           " has no AVX512_BF16 (AMD Zen 4 or later, Intel Cooper Lake, Sapphire Rapids or later)";
+  }
+  return {};
+}
 
 namespace detail::bf16 {
-// AMX where usable, else AVX512_BF16. CTNN_BF16_KERNEL=avx512_bf16 chooses the latter on an AMX
-// CPU, for comparisons (=amx changes nothing: AMX is taken wherever it can run). Read once.
+// AMX where usable, else AVX512_BF16, else the portable kernel. CTNN_BF16_KERNEL=avx512_bf16 or
+// =portable chooses one of the others where it can run, for comparisons and tests (=amx changes
+// nothing: AMX is taken wherever it can run). Read once.
 inline std::atomic<Bf16Kernel>& kernel_state() {
   static std::atomic<Bf16Kernel> k{[] {
     const char* forced = std::getenv("CTNN_BF16_KERNEL");
-    if (forced && std::string_view(forced) == "avx512_bf16") return Bf16Kernel::avx512_bf16;
-    return bf16_support().amx_bf16 ? Bf16Kernel::amx : Bf16Kernel::avx512_bf16;
+    const std::string_view f = forced ? forced : "";
+    if (f == "portable") return Bf16Kernel::portable;
+    const Bf16Support s = bf16_support();
+    if (f == "avx512_bf16" && s.avx512_bf16) return Bf16Kernel::avx512_bf16;
+    return s.amx_bf16 ? Bf16Kernel::amx : s.avx512_bf16 ? Bf16Kernel::avx512_bf16 : Bf16Kernel::portable;
   }()};
   return k;
 }
@@ -149,30 +177,21 @@ inline Bf16Kernel bf16_kernel() { return detail::bf16::kernel_state().load(std::
 // Chooses the kernel (tests and benchmarks compare them); throws std::runtime_error where the
 // CPU cannot run it. Not while products run.
 inline void set_bf16_kernel(Bf16Kernel k) {
-  const Bf16Support s = bf16_support();
-  if (k == Bf16Kernel::amx && !s.amx_bf16)
-    throw std::runtime_error(std::string("the AMX bf16 kernel cannot run here: ") +
-                             (*s.amx_missing ? s.amx_missing : "the CPU has no AMX-BF16"));
-  if (k == Bf16Kernel::avx512_bf16 && !s.avx512_bf16)
-    throw std::runtime_error("the AVX512_BF16 kernel cannot run here: the CPU has no AVX512_BF16");
+  if (const std::string why = bf16_kernel_unavailable(k); !why.empty()) throw std::runtime_error(why);
   detail::bf16::kernel_state().store(k, std::memory_order_relaxed);
 }
 
-// Empty when bf16 products can run here, else the one line that says why not.
-inline std::string bf16_unavailable_reason() {
-  if (!CTNN_HAVE_BF16_KERNEL) return "bf16 precision needs an x86-64 CPU with AVX512_BF16 and GCC or clang";
-  if (bf16_support().avx512_bf16) return {};
-  const std::string model = cpu_model_name();
-  return "bf16 precision needs a CPU with AVX512_BF16 (AMD Zen 4 or later, Intel Cooper Lake, Sapphire Rapids "
-         "or later); this one" + (model.empty() ? std::string() : " (" + model + ")") +
-         " has not: use fp32 precision";
-}
-
-// One line for programs to print beside their figures.
+// One line for programs to print beside their figures: the kernel, and on the portable one that
+// it brings autocast's numerics, not its speed.
 inline std::string bf16_kernel_summary() {
   const Bf16Support s = bf16_support();
-  if (!s.avx512_bf16) return bf16_unavailable_reason();
   const Bf16Kernel k = bf16_kernel();
+  if (k == Bf16Kernel::portable) {
+    std::string line = "bf16: ctnn's portable kernel (operands rounded to bf16, fp32 FMAs): autocast's numerics, not "
+                       "bf16's speed";
+    if (s.avx512_bf16) return line + ", chosen by CTNN_BF16_KERNEL; this CPU has AVX512_BF16";
+    return line + "; this CPU has no AVX512_BF16 or AMX";
+  }
   std::string line = std::string("bf16: ctnn's ") + bf16_kernel_name(k) + " kernels (fp32 accumulation)";
   if (k == Bf16Kernel::amx) return line + " (CTNN_BF16_KERNEL=avx512_bf16 for the AVX512_BF16 ones)";
   if (s.amx_bf16) return line + ", chosen by CTNN_BF16_KERNEL; this CPU has AMX-BF16";
@@ -877,11 +896,17 @@ CTNN_AMX_TARGET inline void product(const MatRef& a, const MatRef& b, float* c, 
 #endif
 
 namespace detail::bf16 {
-// Throws where the kernel cannot run, before any instruction the CPU lacks. Autocast refuses
-// bf16 there already; this guards direct calls.
-inline void require_kernel() {
-  static const bool available = bf16_unavailable_reason().empty();
-  if (!available) throw std::runtime_error(bf16_unavailable_reason());
+// The portable kernel's operand: a copy of m's stored elements rounded to bf16 (as floats), in
+// the same orientation, in storage of the calling thread (slot 0, 1: a product's operands; 2, 3:
+// gemm_bf16_blocks's; 4: Bf16PackedB) that stays valid until its next copy into that slot.
+inline MatRef rounded_copy(const MatRef& m, int slot) {
+  thread_local AlignedFloats buffers[5];
+  AlignedFloats& out = buffers[slot];
+  const std::size_t size = static_cast<std::size_t>(m.rows) * static_cast<std::size_t>(m.cols);
+  if (out.size() < size) out.resize(size);
+  for (Eigen::Index j = 0; j < m.cols; ++j)
+    for (Eigen::Index i = 0; i < m.rows; ++i) out[i + j * m.rows] = round_to_bf16(m.data[i + j * m.ld]);
+  return {out.data(), m.rows, m.cols, std::max<Eigen::Index>(m.rows, 1), m.transposed};
 }
 }  // namespace detail::bf16
 
@@ -894,11 +919,16 @@ struct Bf16PackedB {
   const std::uint32_t* data = nullptr;
   Eigen::Index panels = 0;  // of the AVX512_BF16 kernel's layout
   Bf16Kernel kernel = Bf16Kernel::avx512_bf16;
+  MatRef rounded{nullptr, 0, 0, 1};  // the portable kernel's: b rounded, as it is stored
+  bool empty() const { return !data && !rounded.data; }
 };
 
 inline Bf16PackedB pack_bf16_b(const MatRef& b) {
-  detail::bf16::require_kernel();
   Bf16PackedB p{b, nullptr, 0, bf16_kernel()};
+  if (p.kernel == Bf16Kernel::portable) {
+    p.rounded = detail::bf16::rounded_copy(b, 4);
+    return p;
+  }
 #if CTNN_HAVE_BF16_KERNEL
   using namespace detail::bf16;
   const Eigen::Index n = b.out_cols(), k = b.out_rows();
@@ -919,27 +949,25 @@ namespace detail::bf16 {
 // gemm_bf16_serial, with B packed already when `packed` is given.
 inline void serial(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate,
                    const Bf16PackedB* packed) {
-  require_kernel();
   if (a.out_rows() == 0 || b.out_cols() == 0) return;
+  if (packed && packed->kernel != bf16_kernel()) throw std::logic_error("Bf16PackedB: packed for another bf16 kernel");
+  if (bf16_kernel() == Bf16Kernel::portable)
+    return sgemm::product(rounded_copy(a, 0), packed ? packed->rounded : rounded_copy(b, 1), c, ldc, accumulate);
 #if CTNN_HAVE_BF16_KERNEL
   if (a.out_cols() == 0) {
     if (!accumulate)
       for (Eigen::Index j = 0; j < b.out_cols(); ++j) std::fill_n(c + j * ldc, a.out_rows(), 0.0f);
     return;
   }
-  if (packed && packed->kernel != bf16_kernel()) throw std::logic_error("Bf16PackedB: packed for another bf16 kernel");
   if (bf16_kernel() == Bf16Kernel::amx) amx::product(a, b, c, ldc, accumulate, nullptr, packed ? packed->data : nullptr);
   else if (packed) product(a, b, c, ldc, accumulate, {}, 0, Packed{packed->data, packed->panels}, 0);
   else product(a, b, c, ldc, accumulate);
-#else
-  (void)c, (void)ldc, (void)accumulate, (void)packed;
 #endif
 }
 }  // namespace detail::bf16
 
 // C (m x n, leading dimension ldc) = A * B, or += when `accumulate`, with A and B rounded to
-// bf16 and fp32 sums, on the calling thread. Throws std::runtime_error on a CPU without
-// AVX512_BF16 (ops/precision.hpp's Autocast refuses bf16 there up front).
+// bf16 and fp32 sums, on the calling thread.
 inline void gemm_bf16_serial(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate) {
   detail::bf16::serial(a, b, c, ldc, accumulate, nullptr);
 }
@@ -1047,11 +1075,23 @@ inline void gemm_bf16_column_blocks(const MatRef& a, const MatRef& b, Eigen::Ind
 // thread count: packing only rounds and moves values.
 inline void gemm_bf16_blocks(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate,
                              bool split_rows, Eigen::Index blocks) {
-  detail::bf16::require_kernel();
-#if CTNN_HAVE_BF16_KERNEL
   using namespace detail::bf16;
   const Eigen::Index m = a.out_rows(), k = a.out_cols(), n = b.out_cols(), extent = split_rows ? m : n;
   if (blocks <= 1 || k == 0) return gemm_bf16_serial(a, b, c, ldc, accumulate);
+  if (bf16_kernel() == Bf16Kernel::portable) {
+    // Both operands rounded once, by this thread; ctnn's fp32 kernel gives every element the same
+    // bits wherever a block starts (test_ops), so the blocks give gemm_bf16_serial's.
+    const MatRef ra = rounded_copy(a, 2), rb = rounded_copy(b, 3);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (Eigen::Index i = 0; i < blocks; ++i) {
+      const Eigen::Index s = detail::block_start(i, blocks, extent);
+      const Eigen::Index l = detail::block_start(i + 1, blocks, extent) - s;
+      if (split_rows) detail::sgemm::product(detail::logical_rows(ra, s, l), rb, c + s, ldc, accumulate);
+      else detail::sgemm::product(ra, detail::logical_cols(rb, s, l), c + s * ldc, ldc, accumulate);
+    }
+    return;
+  }
+#if CTNN_HAVE_BF16_KERNEL
   if (bf16_kernel() == Bf16Kernel::amx) {
     namespace amx = detail::amx;
     std::uint32_t* whole = panel_buffer(2, split_rows ? amx::packed_words(n, k) : amx::packed_words(m, k));
@@ -1078,8 +1118,6 @@ inline void gemm_bf16_blocks(const MatRef& a, const MatRef& b, float* c, Eigen::
     if (split_rows) product(detail::logical_rows(a, s, l), b, c + s, ldc, accumulate, {}, 0, shared, 0);
     else product(a, detail::logical_cols(b, s, l), c + s * ldc, ldc, accumulate, shared, 0, {}, s);
   }
-#else
-  (void)a, (void)b, (void)c, (void)ldc, (void)accumulate, (void)split_rows, (void)blocks;
 #endif
 }
 

@@ -96,9 +96,9 @@ namespace detail {
 // instead (level with fp32 F(2x2) on AVX512_BF16, and autocast's arithmetic). F(4x4) layers
 // stay fp32 Winograd on the AVX512_BF16 kernel: it multiplies 4x less than im2col, more than
 // that kernel's 2x rate makes up (measured 1.3-1.5x faster than bf16 im2col at VGG16's 8x8 to
-// 32x32 layers on AMD Zen 4), and it is more accurate. The AMX kernel multiplies about 8x
-// faster than fp32 FMAs, so under it every layer runs bf16 im2col products. ops/precision.hpp
-// states the policy.
+// 32x32 layers on AMD Zen 4), and it is more accurate; so on the portable kernel (fp32's rate).
+// The AMX kernel multiplies about 8x faster than fp32 FMAs, so under it every layer runs bf16
+// im2col products. ops/precision.hpp states the policy.
 inline Winograd3x3 winograd_now(const ConvShape& s, int n) {
   Winograd3x3 plan = winograd_plan(s, n);
   plan.relu = s.relu;
@@ -131,7 +131,7 @@ class ChunkWeights {
   }
   // C = A * W (or +=) on the calling thread.
   void multiply(const MatRef& a, const MutMatRef& c, bool accumulate = false) const {
-    if (packed_.data) gemm_bf16_serial(a, packed_, c.data, c.ld, accumulate);
+    if (!packed_.empty()) gemm_bf16_serial(a, packed_, c.data, c.ld, accumulate);
     else gemm_serial(a, w_, c, accumulate);
   }
  private:

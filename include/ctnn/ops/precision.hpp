@@ -9,11 +9,11 @@
 // state_dict). Two differences from PyTorch, both towards fp32:
 // - autocast also rounds each convolution's output (and so the gradient that comes back to it)
 //   to bf16, where ctnn keeps the fp32 sum it computed (the next product rounds it anyway);
-// - on the AVX512_BF16 kernel, the 3x3 layers that fp32 runs as Winograd F(4x4, 3x3) (planes
-//   of 8x8 and up: most of VGG16) stay fp32 Winograd, which multiplies 4x less than a direct
-//   product and so beats that kernel's 2x rate (ops/conv2d.hpp, winograd_now). On the AMX
-//   kernel, and for the other 3x3 layers, they run as bf16 im2col products: bf16 has no
-//   Winograd, whose transforms would magnify its rounding.
+// - on the AVX512_BF16 and portable kernels, the 3x3 layers that fp32 runs as Winograd
+//   F(4x4, 3x3) (planes of 8x8 and up: most of VGG16) stay fp32 Winograd, which multiplies 4x
+//   less than a direct product and so beats that kernel's 2x rate (ops/conv2d.hpp,
+//   winograd_now). On the AMX kernel, and for the other 3x3 layers, they run as bf16 im2col
+//   products: bf16 has no Winograd, whose transforms would magnify its rounding.
 //
 // The policy is process-wide (a training program sets it once), read at the start of each
 // product, so it must not change while a step runs.
@@ -21,7 +21,6 @@
 
 #include <atomic>
 #include <optional>
-#include <stdexcept>
 #include <string_view>
 
 #include "ctnn/ops/bf16.hpp"
@@ -49,13 +48,11 @@ inline std::atomic<Precision>& matmul_precision_state() {
 inline Precision matmul_precision() { return ops::detail::matmul_precision_state().load(std::memory_order_relaxed); }
 
 // Sets the policy for its lifetime and restores the previous one after, like torch.autocast's
-// `with` block. bf16 on a CPU that cannot run the kernels throws std::runtime_error with the
-// reason (ops::bf16_unavailable_reason()) instead of ever reaching an instruction the CPU lacks.
+// `with` block. bf16 runs on every CPU: on one without AVX512_BF16 or AMX, on the portable
+// kernel (ops::bf16_kernel_summary() says which kernel runs).
 class Autocast {
  public:
   explicit Autocast(Precision p) : previous_(matmul_precision()) {
-    if (p == Precision::bf16)
-      if (const auto why = ops::bf16_unavailable_reason(); !why.empty()) throw std::runtime_error(why);
     ops::detail::matmul_precision_state().store(p, std::memory_order_relaxed);
   }
   ~Autocast() { ops::detail::matmul_precision_state().store(previous_, std::memory_order_relaxed); }
