@@ -13,10 +13,11 @@
 //   per instruction.
 // - portable, on every other CPU: the operands are copied rounded to bf16 (as floats) and
 //   multiplied by ctnn's fp32 kernel (ops/sgemm.hpp). The product of two bf16 values is exact in
-//   fp32, so one FMA adds it to the sum with one rounding, as each half of VDPBF16PS does: the
-//   same arithmetic, slower than fp32 (the copies, and im2col where fp32 runs Winograd F(2x2):
-//   0.77x fp32's training speed for VGG16, 0.83x for ResNet50_layer4 on an AVX2 Zen 3), so that a
-//   bf16 run gives autocast's numerics on any machine and its tests run everywhere.
+//   fp32, so one FMA adds it to the sum with one rounding, as each half of VDPBF16PS does (which
+//   also reads and writes subnormals as zero): the same arithmetic, slower than fp32 (the
+//   copies, and im2col where fp32 runs Winograd F(2x2): 0.77x fp32's training speed for VGG16,
+//   0.83x for ResNet50_layer4 on an AVX2 Zen 3), so that a bf16 run can be reproduced on any
+//   machine and its tests run everywhere.
 // The first two sum each pair of products into the fp32 sum in k order, so all three agree
 // closely (not bit for bit: their k-blocks differ). Each of the first two is compiled for its
 // instruction set with a function attribute, so a program built for any x86-64 CPU runs it where
@@ -46,6 +47,7 @@
 #include <Eigen/Core>
 
 #include "ctnn/core/tensor.hpp"
+#include "ctnn/core/threading.hpp"
 #include "ctnn/ops/cpu.hpp"
 #include "ctnn/ops/im2col.hpp"
 #include "ctnn/ops/matrix.hpp"
@@ -187,8 +189,8 @@ inline std::string bf16_kernel_summary() {
   const Bf16Support s = bf16_support();
   const Bf16Kernel k = bf16_kernel();
   if (k == Bf16Kernel::portable) {
-    std::string line = "bf16: ctnn's portable kernel (operands rounded to bf16, fp32 FMAs): autocast's numerics, not "
-                       "bf16's speed";
+    std::string line = "bf16: ctnn's portable kernel (operands rounded to bf16, fp32 FMAs): bf16's arithmetic, not its "
+                       "speed";
     if (s.avx512_bf16) return line + ", chosen by CTNN_BF16_KERNEL; this CPU has AVX512_BF16";
     return line + "; this CPU has no AVX512_BF16 or AMX";
   }
@@ -899,14 +901,20 @@ namespace detail::bf16 {
 // The portable kernel's operand: a copy of m's stored elements rounded to bf16 (as floats), in
 // the same orientation, in storage of the calling thread (slot 0, 1: a product's operands; 2, 3:
 // gemm_bf16_blocks's; 4: Bf16PackedB) that stays valid until its next copy into that slot.
-inline MatRef rounded_copy(const MatRef& m, int slot) {
+// `team`: rounded by the calling thread's team of threads (callers outside a parallel loop).
+inline MatRef rounded_copy(const MatRef& m, int slot, bool team = false) {
   thread_local AlignedFloats buffers[5];
-  AlignedFloats& out = buffers[slot];
+  AlignedFloats& buffer = buffers[slot];
   const std::size_t size = static_cast<std::size_t>(m.rows) * static_cast<std::size_t>(m.cols);
-  if (out.size() < size) out.resize(size);
+  if (buffer.size() < size) {
+    buffer = {};  // nothing of the old contents to keep
+    buffer.resize(size);
+  }
+  float* out = buffer.data();
+#pragma omp parallel for schedule(static) if (team && size >= kThreadedStream)
   for (Eigen::Index j = 0; j < m.cols; ++j)
     for (Eigen::Index i = 0; i < m.rows; ++i) out[i + j * m.rows] = round_to_bf16(m.data[i + j * m.ld]);
-  return {out.data(), m.rows, m.cols, std::max<Eigen::Index>(m.rows, 1), m.transposed};
+  return {out, m.rows, m.cols, std::max<Eigen::Index>(m.rows, 1), m.transposed};
 }
 }  // namespace detail::bf16
 
@@ -926,7 +934,7 @@ struct Bf16PackedB {
 inline Bf16PackedB pack_bf16_b(const MatRef& b) {
   Bf16PackedB p{b, nullptr, 0, bf16_kernel()};
   if (p.kernel == Bf16Kernel::portable) {
-    p.rounded = detail::bf16::rounded_copy(b, 4);
+    p.rounded = detail::bf16::rounded_copy(b, 4, /*team=*/true);
     return p;
   }
 #if CTNN_HAVE_BF16_KERNEL
@@ -1079,9 +1087,9 @@ inline void gemm_bf16_blocks(const MatRef& a, const MatRef& b, float* c, Eigen::
   const Eigen::Index m = a.out_rows(), k = a.out_cols(), n = b.out_cols(), extent = split_rows ? m : n;
   if (blocks <= 1 || k == 0) return gemm_bf16_serial(a, b, c, ldc, accumulate);
   if (bf16_kernel() == Bf16Kernel::portable) {
-    // Both operands rounded once, by this thread; ctnn's fp32 kernel gives every element the same
+    // Both operands rounded once, by the team; ctnn's fp32 kernel gives every element the same
     // bits wherever a block starts (test_ops), so the blocks give gemm_bf16_serial's.
-    const MatRef ra = rounded_copy(a, 2), rb = rounded_copy(b, 3);
+    const MatRef ra = rounded_copy(a, 2, true), rb = rounded_copy(b, 3, true);
 #pragma omp parallel for schedule(dynamic, 1)
     for (Eigen::Index i = 0; i < blocks; ++i) {
       const Eigen::Index s = detail::block_start(i, blocks, extent);

@@ -11,9 +11,10 @@
 //   to bf16, where ctnn keeps the fp32 sum it computed (the next product rounds it anyway);
 // - on the AVX512_BF16 and portable kernels, the 3x3 layers that fp32 runs as Winograd
 //   F(4x4, 3x3) (planes of 8x8 and up: most of VGG16) stay fp32 Winograd, which multiplies 4x
-//   less than a direct product and so beats that kernel's 2x rate (ops/conv2d.hpp,
-//   winograd_now). On the AMX kernel, and for the other 3x3 layers, they run as bf16 im2col
-//   products: bf16 has no Winograd, whose transforms would magnify its rounding.
+//   less than a direct product and so beats the AVX512_BF16 kernel's 2x rate, let alone the
+//   portable kernel's, which is fp32's (ops/conv2d.hpp, winograd_now). On the AMX kernel, and
+//   for the other 3x3 layers, they run as bf16 im2col products: bf16 has no Winograd, whose
+//   transforms would magnify its rounding.
 //
 // The policy is process-wide (a training program sets it once), read at the start of each
 // product, so it must not change while a step runs.
