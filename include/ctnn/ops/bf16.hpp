@@ -184,7 +184,7 @@ inline void set_bf16_kernel(Bf16Kernel k) {
 }
 
 // One line for programs to print beside their figures: the kernel, and on the portable one that
-// it brings autocast's numerics, not its speed.
+// it brings bf16's arithmetic, not its speed.
 inline std::string bf16_kernel_summary() {
   const Bf16Support s = bf16_support();
   const Bf16Kernel k = bf16_kernel();
