@@ -1090,14 +1090,10 @@ inline void gemm_bf16_blocks(const MatRef& a, const MatRef& b, float* c, Eigen::
     // Both operands rounded once, by the team; ctnn's fp32 kernel gives every element the same
     // bits wherever a block starts (test_ops), so the blocks give gemm_bf16_serial's.
     const MatRef ra = rounded_copy(a, 2, true), rb = rounded_copy(b, 3, true);
-#pragma omp parallel for schedule(dynamic, 1)
-    for (Eigen::Index i = 0; i < blocks; ++i) {
-      const Eigen::Index s = detail::block_start(i, blocks, extent);
-      const Eigen::Index l = detail::block_start(i + 1, blocks, extent) - s;
+    return detail::for_each_block(blocks, extent, [&](Eigen::Index s, Eigen::Index l) {
       if (split_rows) detail::sgemm::product(detail::logical_rows(ra, s, l), rb, c + s, ldc, accumulate);
       else detail::sgemm::product(ra, detail::logical_cols(rb, s, l), c + s * ldc, ldc, accumulate);
-    }
-    return;
+    });
   }
 #if CTNN_HAVE_BF16_KERNEL
   if (bf16_kernel() == Bf16Kernel::amx) {
@@ -1105,27 +1101,20 @@ inline void gemm_bf16_blocks(const MatRef& a, const MatRef& b, float* c, Eigen::
     std::uint32_t* whole = panel_buffer(2, split_rows ? amx::packed_words(n, k) : amx::packed_words(m, k));
     if (split_rows) amx::pack_whole<false>(source_of_b(b), n, k, whole);
     else amx::pack_whole<true>(source_of_a(a), m, k, whole);
-#pragma omp parallel for schedule(dynamic, 1)
-    for (Eigen::Index i = 0; i < blocks; ++i) {
-      const Eigen::Index s = detail::block_start(i, blocks, extent);
-      const Eigen::Index l = detail::block_start(i + 1, blocks, extent) - s;
+    return detail::for_each_block(blocks, extent, [&](Eigen::Index s, Eigen::Index l) {
       if (split_rows)
         amx::product(detail::logical_rows(a, s, l), b, c + s, ldc, accumulate, nullptr, whole);
       else
         amx::product(a, detail::logical_cols(b, s, l), c + s * ldc, ldc, accumulate, whole, nullptr);
-    }
-    return;
+    });
   }
   // The shared operand is used whole by every block, so block edges need not meet panel edges.
   std::uint32_t* whole = panel_buffer(2, split_rows ? packed_words<kNr>(n, k) : packed_words<kMr>(m, k));
   const Packed shared = split_rows ? pack_whole<kNr>(source_of_b(b), n, k, whole) : pack_whole<kMr>(source_of_a(a), m, k, whole);
-#pragma omp parallel for schedule(dynamic, 1)
-  for (Eigen::Index i = 0; i < blocks; ++i) {
-    const Eigen::Index s = detail::block_start(i, blocks, extent);
-    const Eigen::Index l = detail::block_start(i + 1, blocks, extent) - s;
+  detail::for_each_block(blocks, extent, [&](Eigen::Index s, Eigen::Index l) {
     if (split_rows) product(detail::logical_rows(a, s, l), b, c + s, ldc, accumulate, {}, 0, shared, 0);
     else product(a, detail::logical_cols(b, s, l), c + s * ldc, ldc, accumulate, shared, 0, {}, s);
-  }
+  });
 #endif
 }
 

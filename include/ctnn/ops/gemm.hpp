@@ -190,16 +190,12 @@ CTNN_KERNEL void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool
   const Eigen::Index blocks = gemm_backend() == GemmBackend::eigen
                                   ? detail::thread_block_count(extent, work, num_threads())
                                   : detail::block_count(extent, work);
-// Dynamic hand-out (of OpenBLAS's blocks): a thread that another process slows down takes
-// fewer blocks, and which thread computes a block never changes its result.
-#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
-  for (Eigen::Index i = 0; i < blocks; ++i) {
-    const Eigen::Index s = detail::block_start(i, blocks, extent), l = detail::block_start(i + 1, blocks, extent) - s;
+  detail::for_each_block(blocks, extent, [&](Eigen::Index s, Eigen::Index l) {
     if (split_rows)
       detail::product_into(c.data + s, c.ld, detail::logical_rows(a, s, l), b, accumulate, precision);
     else
       detail::product_into(c.data + s * c.ld, c.ld, a, detail::logical_cols(b, s, l), accumulate, precision);
-  }
+  });
 }
 
 #endif  // CTNN_KERNELS_DECLARED_ONLY
