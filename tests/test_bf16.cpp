@@ -150,6 +150,37 @@ TEST_CASE("The bf16 kernel: AMX, else AVX512_BF16, else portable, unless CTNN_BF
   CHECK(ops::bf16_kernel() == expected);
 }
 
+TEST_CASE("choose_bf16_kernel: the best kernel the CPU runs, CTNN_BF16_KERNEL followed where it can be, else ignored aloud") {
+  // Runs on every CPU: the choice is a function of the support it is given.
+  using K = ops::Bf16Kernel;
+  const ops::Bf16Support none{}, avx{true, false, ""}, amx{true, true, ""}, amx_denied{true, false, "the kernel refused"};
+  struct Case {
+    ops::Bf16Support s;
+    std::string_view forced;
+    K kernel;
+    std::string_view note;  // a part of the note; empty: no note
+  };
+  for (const Case& c : {Case{none, "", K::portable, ""}, Case{avx, "", K::avx512_bf16, ""}, Case{amx, "", K::amx, ""},
+                        Case{amx_denied, "", K::avx512_bf16, ""}, Case{amx, "portable", K::portable, ""},
+                        Case{amx, "avx512_bf16", K::avx512_bf16, ""}, Case{amx, "amx", K::amx, ""},
+                        Case{none, "portable", K::portable, ""},
+                        Case{none, "avx512_bf16", K::portable, "'avx512_bf16' ignored: the AVX512_BF16 kernel cannot run"},
+                        Case{avx, "amx", K::avx512_bf16, "'amx' ignored: the AMX bf16 kernel cannot run here: the CPU has no"},
+                        Case{amx_denied, "amx", K::avx512_bf16, "cannot run here: the kernel refused"},
+                        Case{amx, "AMX", K::amx, "CTNN_BF16_KERNEL='AMX' ignored (amx, avx512_bf16 or portable)"},
+                        Case{none, "fast", K::portable, "'fast' ignored (amx"}}) {
+    const std::string forced(c.forced);
+    CAPTURE(forced);
+    const ops::Bf16Choice got = ops::choose_bf16_kernel(c.s, c.forced);
+    CHECK(got.kernel == c.kernel);
+    if (c.note.empty()) CHECK(got.note.empty());
+    else CHECK(got.note.find(c.note) != std::string::npos);
+  }
+  // What this process chose is in the line programs print.
+  const std::string note = ops::choose_bf16_kernel(ops::bf16_support(), requested_kernel()).note;
+  CHECK(ops::bf16_kernel_summary().find(note) != std::string::npos);
+}
+
 TEST_CASE("bf16 products: every transposition, k-blocks and panel edges, against double sums of the rounded operands") {
   if (!bf16_runs_here()) return;
   std::mt19937 rng(11);

@@ -143,9 +143,8 @@ inline const char* bf16_kernel_name(Bf16Kernel k) {
   return k == Bf16Kernel::amx ? "AMX" : k == Bf16Kernel::avx512_bf16 ? "AVX512_BF16" : "portable";
 }
 
-// Empty when kernel `k` can run on this CPU, else the one line that says why not.
-inline std::string bf16_kernel_unavailable(Bf16Kernel k) {
-  const Bf16Support s = bf16_support();
+// Empty when kernel `k` can run on a CPU with support `s`, else the one line that says why not.
+inline std::string bf16_kernel_unavailable(Bf16Kernel k, const Bf16Support& s = bf16_support()) {
   if (k == Bf16Kernel::amx && !s.amx_bf16)
     return std::string("the AMX bf16 kernel cannot run here: ") + (*s.amx_missing ? s.amx_missing : "the CPU has no AMX-BF16");
   if (k == Bf16Kernel::avx512_bf16 && !s.avx512_bf16) {
@@ -156,19 +155,40 @@ inline std::string bf16_kernel_unavailable(Bf16Kernel k) {
   return {};
 }
 
+struct Bf16Choice {
+  Bf16Kernel kernel;
+  std::string note;  // empty, or why CTNN_BF16_KERNEL was not followed ("; CTNN_BF16_KERNEL=... ignored: ...")
+};
+
+// The choice as a function of the facts alone (every case in tests/test_bf16.cpp): AMX where
+// usable, else AVX512_BF16, else the portable kernel. CTNN_BF16_KERNEL ("amx", "avx512_bf16" or
+// "portable") chooses another one where it can run, for comparisons and tests; a kernel the CPU
+// cannot run, or any other value, is ignored, and the note says so, as CTNN_GEMM's does: a
+// figure measured on another kernel than the one asked for must not pass unnoticed.
+inline Bf16Choice choose_bf16_kernel(const Bf16Support& s, std::string_view forced) {
+  const Bf16Kernel best = s.amx_bf16 ? Bf16Kernel::amx : s.avx512_bf16 ? Bf16Kernel::avx512_bf16 : Bf16Kernel::portable;
+  if (forced.empty()) return {best, {}};
+  const std::string asked = "; CTNN_BF16_KERNEL='" + std::string(forced) + "' ignored";
+  Bf16Kernel k{};
+  if (forced == "amx") k = Bf16Kernel::amx;
+  else if (forced == "avx512_bf16") k = Bf16Kernel::avx512_bf16;
+  else if (forced == "portable") k = Bf16Kernel::portable;
+  else return {best, asked + " (amx, avx512_bf16 or portable)"};
+  if (const std::string why = bf16_kernel_unavailable(k, s); !why.empty()) return {best, asked + ": " + why};
+  return {k, {}};
+}
+
 namespace detail::bf16 {
-// AMX where usable, else AVX512_BF16, else the portable kernel. CTNN_BF16_KERNEL=avx512_bf16 or
-// =portable chooses one of the others where it can run, for comparisons and tests (=amx changes
-// nothing: AMX is taken wherever it can run). Read once.
-inline std::atomic<Bf16Kernel>& kernel_state() {
-  static std::atomic<Bf16Kernel> k{[] {
+// Decided once, on first use, from cpuid and CTNN_BF16_KERNEL; set_bf16_kernel changes the kernel.
+inline const Bf16Choice& env_choice() {
+  static const Bf16Choice choice = [] {
     const char* forced = std::getenv("CTNN_BF16_KERNEL");
-    const std::string_view f = forced ? forced : "";
-    if (f == "portable") return Bf16Kernel::portable;
-    const Bf16Support s = bf16_support();
-    if (f == "avx512_bf16" && s.avx512_bf16) return Bf16Kernel::avx512_bf16;
-    return s.amx_bf16 ? Bf16Kernel::amx : s.avx512_bf16 ? Bf16Kernel::avx512_bf16 : Bf16Kernel::portable;
-  }()};
+    return choose_bf16_kernel(bf16_support(), forced ? forced : "");
+  }();
+  return choice;
+}
+inline std::atomic<Bf16Kernel>& kernel_state() {
+  static std::atomic<Bf16Kernel> k{env_choice().kernel};
   return k;
 }
 }  // namespace detail::bf16
@@ -188,16 +208,18 @@ inline void set_bf16_kernel(Bf16Kernel k) {
 inline std::string bf16_kernel_summary() {
   const Bf16Support s = bf16_support();
   const Bf16Kernel k = bf16_kernel();
+  const std::string& note = detail::bf16::env_choice().note;
   if (k == Bf16Kernel::portable) {
     std::string line = "bf16: ctnn's portable kernel (operands rounded to bf16, fp32 FMAs): bf16's arithmetic, not its "
                        "speed";
-    if (s.avx512_bf16) return line + ", chosen by CTNN_BF16_KERNEL; this CPU has AVX512_BF16";
-    return line + "; this CPU has no AVX512_BF16 or AMX";
+    if (s.avx512_bf16) return line + ", chosen by CTNN_BF16_KERNEL; this CPU has AVX512_BF16" + note;
+    return line + "; this CPU has no AVX512_BF16 or AMX" + note;
   }
   std::string line = std::string("bf16: ctnn's ") + bf16_kernel_name(k) + " kernels (fp32 accumulation)";
-  if (k == Bf16Kernel::amx) return line + " (CTNN_BF16_KERNEL=avx512_bf16 for the AVX512_BF16 ones)";
-  if (s.amx_bf16) return line + ", chosen by CTNN_BF16_KERNEL; this CPU has AMX-BF16";
-  return line + (*s.amx_missing ? std::string("; AMX-BF16 unusable: ") + s.amx_missing : std::string("; no AMX on this CPU"));
+  if (k == Bf16Kernel::amx) return line + note + " (CTNN_BF16_KERNEL=avx512_bf16 for the AVX512_BF16 ones)";
+  if (s.amx_bf16) return line + ", chosen by CTNN_BF16_KERNEL; this CPU has AMX-BF16" + note;
+  return line + (*s.amx_missing ? std::string("; AMX-BF16 unusable: ") + s.amx_missing : std::string("; no AMX on this CPU")) +
+         note;
 }
 
 #if CTNN_HAVE_BF16_KERNEL
