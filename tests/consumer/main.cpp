@@ -1,21 +1,25 @@
-// Builds against an installed ctnn: one training step of a small network.
-#include <ctnn/ctnn.hpp>
-
 #include <cstdio>
 
+#include <ctnn/ctnn.hpp>
+using namespace ctnn;
+
+using Net = Network<Shape<3, 32, 32>,  // input: 3 channels, 32x32
+                    Sequential<Conv2d<3, 16, 3, 1, 1>, BatchNorm2d<16>, ReLU, MaxPool2d<4>,
+                               Conv2d<16, 32, 3, 1, 1>, ReLU, MaxPool2d<8>, Flatten, Linear<32, 10>>>;
+
 int main() {
-  using Net = ctnn::Network<ctnn::Shape<3, 8, 8>,
-                            ctnn::Sequential<ctnn::Conv2d<3, 4, 3, 1, 1>, ctnn::ReLU, ctnn::MaxPool2d<2>,
-                                             ctnn::Flatten, ctnn::Linear<64, 10>>>;
-  Net net(1);
-  ctnn::Batch<ctnn::Shape<3, 8, 8>> x(2);
-  x.fill(0.5f);
-  const int labels[] = {1, 7};
-  ctnn::CrossEntropyLoss<10> loss;
-  ctnn::Adam opt(net);
-  const float l = loss.forward(net.forward(x), labels);
-  net.backward(x, loss.grad());
-  opt.step();
-  std::printf("consumer: %zu parameters, loss %.4f\n", net.num_parameters(), l);
-  return l > 0.0f ? 0 : 1;
+  auto data = data::make_synthetic_cifar(2000, 1);  // or data::load_cifar10(dir, data::Split::train)
+  data::DataLoader loader(data, data::LoaderOptions::train(/*seed=*/0));
+  Net net(/*seed=*/0);
+  Adam optimizer(net, {.lr = 1e-3});
+  CrossEntropyLoss<10> criterion;
+  data::LoaderBatch batch;
+  int step = 0;
+  for (loader.start_epoch(0); loader.next(batch); ++step) {
+    net.zero_grad();
+    const float loss = criterion.forward(net.forward(batch.images), batch.labels);
+    net.backward(batch.images, criterion.grad());
+    optimizer.step();
+    if (step % 5 == 4) std::printf("step %d: loss %.4f\n", step + 1, loss);
+  }
 }

@@ -1,6 +1,8 @@
 # Installs the ctnn build at CTNN_BUILD_DIR into WORK_DIR/prefix, then builds and runs the
 # consumer project against that prefix (find_package), and again with ctnn as a subdirectory
-# (add_subdirectory of CTNN_SOURCE_DIR). Any failing step fails the test.
+# (add_subdirectory of CTNN_SOURCE_DIR), with CXX_COMPILER; and, when OTHER_CXX_COMPILER is
+# given (clang++ beside g++), the installed route once more with it. Any failing step fails the
+# test, as does a README.md whose first program is no longer main.cpp.
 file(REMOVE_RECURSE ${WORK_DIR})
 function(step)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
@@ -8,12 +10,24 @@ function(step)
     message(FATAL_ERROR "install_consumer: step failed (${rc}): ${ARGN}")
   endif()
 endfunction()
+file(READ ${CTNN_SOURCE_DIR}/README.md readme)
+file(READ ${CONSUMER_SOURCE_DIR}/main.cpp program)
+string(FIND "${readme}" "```cpp\n${program}```" at)
+if(at EQUAL -1)
+  message(FATAL_ERROR "install_consumer: README.md no longer shows tests/consumer/main.cpp as its first program")
+endif()
 step(${CMAKE_COMMAND} --install ${CTNN_BUILD_DIR} --prefix ${WORK_DIR}/prefix)
-step(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/installed
-     -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_BUILD_TYPE=Release)
-step(${CMAKE_COMMAND} --build ${WORK_DIR}/installed)
-step(${WORK_DIR}/installed/consumer)
-step(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/subdirectory
-     -DCTNN_SOURCE_DIR=${CTNN_SOURCE_DIR} -DCMAKE_BUILD_TYPE=Release)
-step(${CMAKE_COMMAND} --build ${WORK_DIR}/subdirectory)
-step(${WORK_DIR}/subdirectory/consumer)
+foreach(route installed subdirectory other)
+  if(route STREQUAL "subdirectory")
+    set(args -DCTNN_SOURCE_DIR=${CTNN_SOURCE_DIR} -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
+  elseif(route STREQUAL "installed")
+    set(args -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
+  elseif(OTHER_CXX_COMPILER)
+    set(args -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_CXX_COMPILER=${OTHER_CXX_COMPILER})
+  else()
+    continue()
+  endif()
+  step(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/${route} -DCMAKE_BUILD_TYPE=Release ${args})
+  step(${CMAKE_COMMAND} --build ${WORK_DIR}/${route})
+  step(${WORK_DIR}/${route}/consumer)
+endforeach()

@@ -65,12 +65,13 @@ class Rng {
 
   // Uniform integer in [0, n) without modulo bias (Lemire's method).
   std::uint64_t below(std::uint64_t n) {
-    unsigned __int128 m = static_cast<unsigned __int128>(next()) * n;
+    __extension__ using u128 = unsigned __int128;  // a GCC/clang extension, and -Wpedantic says so
+    u128 m = static_cast<u128>(next()) * n;
     auto low = static_cast<std::uint64_t>(m);
     if (low < n) {
       const std::uint64_t threshold = (0 - n) % n;
       while (low < threshold) {
-        m = static_cast<unsigned __int128>(next()) * n;
+        m = static_cast<u128>(next()) * n;
         low = static_cast<std::uint64_t>(m);
       }
     }

@@ -71,9 +71,9 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
   const Batch<In>& forward_relu(const Batch<In>& x) { return run(x, true); }
   // forward(x + bias) (then relu() with `relu`) in one pass, in evaluation: x is the output of a
   // convolution that left its bias to this pass (Conv2dLayer::forward_without_bias).
-  const Batch<In>& forward_after_bias(const Batch<In>& x, const float* bias, bool relu) {
+  const Batch<In>& forward_after_bias(const Batch<In>& x, const float* input_bias, bool relu) {
     if (this->training_) throw std::logic_error("BatchNorm: an input bias is added in evaluation only");
-    return run(x, relu, bias);
+    return run(x, relu, input_bias);
   }
 
   void backward(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx) { run_backward(x, dy, dx, nullptr); }

@@ -37,6 +37,12 @@
 namespace ctnn::ops {
 
 #if CTNN_HAVE_BF16_KERNEL
+// GCC 12's false -Wmaybe-uninitialized in AVX-512 intrinsics: see ops/bf16.hpp.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 namespace detail::amx {
 
 // The four sum tiles (0-3) from or to four 16 x 16 blocks of floats, 256 floats apart.
@@ -435,6 +441,9 @@ CTNN_AMX_TARGET inline void weight_grad_chunks(const WeightGradConv& d, const st
 }
 
 }  // namespace detail::amx
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 // Whether conv_bf16_direct takes this convolution: the AMX kernel, stride 1, padding below the

@@ -223,6 +223,16 @@ inline std::string bf16_kernel_summary() {
 }
 
 #if CTNN_HAVE_BF16_KERNEL
+// GCC 12 warns "'__Y' may be used uninitialized" (at -O1 "is used uninitialized") wherever an
+// AVX-512 intrinsic that takes _mm512_undefined_*() as its pass-through (unpack, permute, ...)
+// is inlined into a function: the intrinsic header's deliberate self-initialisation, not a fault
+// of this code. Silenced here, in the kernels only, so that a user's -Wall build stays clean
+// (tests/consumer builds with -Werror).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 namespace detail::bf16 {
 
 inline constexpr Eigen::Index kMr = 32, kNr = 12, kKc = 384, kMc = 192, kNc = 1536;
@@ -917,6 +927,9 @@ CTNN_AMX_TARGET inline void product(const MatRef& a, const MatRef& b, float* c, 
 }
 
 }  // namespace detail::amx
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 namespace detail::bf16 {

@@ -42,8 +42,8 @@ inline std::string first_non_finite(std::span<const float> v) {
 //   out/vgg16_resume.ckpt (step 30)
 class NumericalError : public std::runtime_error {
  public:
-  NumericalError(const std::string& message, long step, std::string layer)
-      : std::runtime_error(message), step(step), layer(std::move(layer)) {}
+  NumericalError(const std::string& message, long at_step, std::string in_layer)
+      : std::runtime_error(message), step(at_step), layer(std::move(in_layer)) {}
   long step;          // 1-based, counted over the whole run
   std::string layer;  // the layer's state_dict prefix ("features.3"), empty if none is to blame
 };
