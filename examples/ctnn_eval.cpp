@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
     const ctnn::cli::CifarModel& model = ctnn::cli::model_option(args, models);
     const std::string checkpoint = args.get("checkpoint", "");
     if (checkpoint.empty()) throw ctnn::cli::UsageError("--checkpoint is required");
+    ctnn::io::require_readable(checkpoint);  // before the data set: the cheaper mistake first
     const ctnn::io::LoadOptions load = ctnn::cli::load_options(args, true, "--checkpoint");
     if (args.has("svg")) {  // checked now, not after the whole evaluation
       const std::filesystem::path svg_dir = std::filesystem::path(args.get("svg", "")).parent_path();

@@ -79,6 +79,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
     c.out_dir = args.get("out", ".");
     c.load = args.get("load", "");
     c.load_options = load_options(args, !c.load.empty(), "--load");
+    if (!c.load.empty()) io::require_readable(c.load);  // before the data set: the cheaper mistake first
     c.train.resume = args.flag("resume");
     c.train.checkpoint_every = args.integer("checkpoint-every", 100, 0, 1L << 40);
     c.train.epochs = static_cast<int>(args.integer("epochs", 1, 1, 100000));

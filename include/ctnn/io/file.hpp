@@ -24,8 +24,8 @@
 
 namespace ctnn::io {
 
-// The whole file, in one read.
-[[gnu::cold]] inline std::vector<std::uint8_t> read_file(const std::filesystem::path& path) {
+// The file open for reading, or a CheckpointError that names it and says what is wrong.
+[[gnu::cold]] inline int open_for_reading(const std::filesystem::path& path) {
   const std::string name = path.string();
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
@@ -33,6 +33,17 @@ namespace ctnn::io {
   if (!std::filesystem::is_regular_file(status)) throw CheckpointError(name, "not a regular file");
   const int fd = ::open(name.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw CheckpointError(name, std::string("cannot open: ") + std::strerror(errno));
+  return fd;
+}
+
+// Throws what read_file would for a file that is missing or cannot be opened, without reading
+// it: for programs that check their inputs before slower work (ctnn-eval, before the data set).
+[[gnu::cold]] inline void require_readable(const std::filesystem::path& path) { ::close(open_for_reading(path)); }
+
+// The whole file, in one read.
+[[gnu::cold]] inline std::vector<std::uint8_t> read_file(const std::filesystem::path& path) {
+  const std::string name = path.string();
+  const int fd = open_for_reading(path);
   struct FdCloser {
     int fd;
     ~FdCloser() { ::close(fd); }
