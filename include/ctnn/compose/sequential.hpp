@@ -38,17 +38,26 @@ struct BindChain {
   using layers = std::tuple<>;
   using out = In;
 };
-template <class In, class First, class... Rest>
-struct BindChain<In, First, Rest...> {
-  static_assert(LayerSpecFor<First, In>,
+// First is not a layer spec for In: the chain ends here, so that the compiler reports this one
+// error instead of going on to bind First and every element after it.
+template <bool IsSpec, class In, class First, class... Rest>
+struct BindStep {
+  static_assert(IsSpec,
                 "Sequential: an element is not a layer spec (a `template <class In> using bind` giving a ctnn::Layer, "
                 "see layers/layer.hpp)");
+  using layers = std::tuple<>;
+  using out = In;
+};
+template <class In, class First, class... Rest>
+struct BindStep<true, In, First, Rest...> {
   using first = typename First::template bind<In>;
   using next = BindChain<typename first::out_shape, Rest...>;
   using layers = decltype(std::tuple_cat(std::declval<std::tuple<first>>(),
                                          std::declval<typename next::layers>()));
   using out = typename next::out;
 };
+template <class In, class First, class... Rest>
+struct BindChain<In, First, Rest...> : BindStep<LayerSpecFor<First, In>, In, First, Rest...> {};
 
 // A layer that can apply a following ReLU in its own forward pass (forward_relu: Conv2d,
 // BatchNorm), followed by a layer that can take such an output as its own (adopt: ReLU).
