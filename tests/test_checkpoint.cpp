@@ -293,6 +293,11 @@ TEST_CASE("Strided, offset, 0-d and empty tensors are read element by element fr
   CHECK(!Tensor::check_view(*storage, 25, {0}, {1}).empty());
   CHECK(!Tensor::check_view(*storage, 0, {1LL << 40, 1LL << 40}, {1, 1}).empty());
   CHECK(!Tensor::check_view(*storage, 0, {2, 2}, {1LL << 62, 1}).empty());
+  // Zero strides may repeat a storage up to 2^31 elements, not into a byte count that overflows.
+  CHECK(Tensor::check_view(*storage, 0, {1LL << 31}, {0}).empty());
+  CHECK(Tensor::check_view(*storage, 0, {1LL << 62}, {0}).find("at most 2^31") != std::string::npos);
+  CHECK(!Tensor::check_view(*storage, 0, {(1LL << 31) + 1}, {0}).empty());
+  CHECK(!Tensor::check_view(*storage, 0, {1LL << 20, 1LL << 20}, {0, 0}).empty());
   CHECK_THROWS_AS(Tensor::view(storage, 0, {25}, {1}), std::invalid_argument);
   // Reading with the wrong dtype or size is an error, not a reinterpretation.
   std::vector<std::int64_t> wrong(24);

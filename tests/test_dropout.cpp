@@ -1,5 +1,6 @@
 // Dropout: the masks, their scale, determinism across thread counts, evaluation identity.
 #include "support/check.hpp"
+#include <thread>
 
 using namespace ctnn;
 using namespace ctnn::test;
@@ -72,6 +73,17 @@ TEST_CASE("Dropout on a share of the batch draws the whole batch's masks for its
   CHECK(std::equal(part.begin(), part.end(), all.begin() + 4 * 64));
   CHECK(current_shard().global == 0);  // the scope restored the whole-batch default
   CHECK(!std::equal(part.begin(), part.end(), all.begin()));
+}
+
+TEST_CASE("A shard is the setting thread's own: another thread training at the same time sees the whole batch") {
+  BatchShard s;
+  s.offset = 4;
+  s.global = 8;
+  const ShardScope scope(s);
+  int seen_global = -1;
+  std::thread([&] { seen_global = current_shard().global; }).join();
+  CHECK(seen_global == 0);
+  CHECK(current_shard().global == 8);
 }
 
 TEST_CASE("Dropout<Num, Den> is p = Num / Den, the same double as the decimal literal") {

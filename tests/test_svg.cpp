@@ -298,6 +298,17 @@ TEST_CASE("The loss curve's y range leaves out a spike above 98 % of the steps: 
   CHECK(has_text(*root, "1 step(s) above"));
 }
 
+TEST_CASE("A loss beyond float's range (a diverged run) is drawn at the top edge, not past it") {
+  TrainingLog log;
+  log.steps.push_back({1, 1, 2.0, 2.0, 1e-3});
+  log.steps.push_back({1, 2, 1.79e308, 8.9e307, 1e-3});
+  const auto root = parse(training_curve_svg(log, "diverged"));
+  const auto lp = points(*root->all("polyline", "loss").at(0));
+  REQUIRE(lp.size() == 2);
+  CHECK(std::isfinite(lp[1][1]));
+  CHECK(lp[1][1] < lp[0][1]);  // higher on the page
+}
+
 TEST_CASE("A long run: every epoch start marked, labels only where they fit") {
   TrainingLog log;
   for (int e = 1; e <= 50; ++e)

@@ -147,6 +147,42 @@ TEST_CASE("Trainer rejects impossible options") {
   o.epochs = 1;
   o.batch_size = 0;
   CHECK_THROWS_AS(Trainer<SmallNet>(net, o), std::invalid_argument);
+  o.batch_size = 10;
+  o.log_every = 0;  // (a modulus of zero)
+  CHECK_THROWS_WITH_AS(Trainer<SmallNet>(net, o), doctest::Contains("log_every"), std::invalid_argument);
+}
+
+TEST_CASE("evaluate refuses labels the network has no class for, and leaves its mode as it was") {
+  using FiveClasses = Network<Shape<3, 32, 32>, Sequential<MaxPool2d<8>, Flatten, Linear<48, 5>>>;
+  FiveClasses net(0);
+  const auto test = data::make_synthetic_cifar(40, 3);  // labels 0-9
+  CHECK_THROWS_WITH_AS(evaluate(net, test), doctest::Contains("only 5 classes"), std::invalid_argument);
+  CHECK(net.is_training());
+}
+
+TEST_CASE("One Trainer fits twice: the second run writes its own log and checkpoints") {
+  const auto train = data::make_synthetic_cifar(60, 5);
+  const TempDir dir("ctnn_test_trainer_twice");
+  TrainerOptions o;
+  o.batch_size = 20;
+  o.out_dir = dir.path;
+  o.model_name = "twice";
+  SmallNet net(0);
+  Trainer<SmallNet> trainer(net, o);
+  std::ostringstream log;
+  auto log_lines = [&] {
+    std::ifstream csv(dir.path / "twice_train_log.csv");
+    int lines = 0;
+    for (std::string line; std::getline(csv, line);) ++lines;
+    return lines;
+  };
+  trainer.fit(train, log);
+  const int first = log_lines();
+  CHECK(first > 3);
+  std::filesystem::remove(dir.path / "twice_final.ckpt");
+  trainer.fit(train, log);
+  CHECK(std::filesystem::exists(dir.path / "twice_final.ckpt"));
+  CHECK(log_lines() == first);  // the second run's log, not the first one's with more rows
 }
 
 namespace {

@@ -26,8 +26,10 @@ struct BatchShard {
 };
 
 namespace detail {
+// One per thread, as NoGrad's flag: two threads may train two networks at once. Layers read it
+// on the thread that runs the pass, before their OpenMP regions.
 inline BatchShard& current_shard_slot() {
-  static BatchShard shard;
+  thread_local BatchShard shard;
   return shard;
 }
 }  // namespace detail

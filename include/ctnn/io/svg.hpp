@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -182,7 +183,7 @@ struct TrainingLog {
 namespace detail {
 // About `count` round tick values (1, 2 or 5 times a power of ten apart) covering [lo, hi].
 inline std::vector<double> nice_ticks(double lo, double hi, int count) {
-  if (!(hi > lo)) return {lo};
+  if (!(hi > lo) || !std::isfinite(hi - lo)) return {lo};
   const double raw = (hi - lo) / count;
   const double power = std::pow(10.0, std::floor(std::log10(raw)));
   double step = power;
@@ -235,6 +236,8 @@ inline std::string scientific(double v) {
     if (std::isfinite(s.running_loss)) means.push_back(s.running_loss);
   }
   double y_max = std::max(p98(losses), p98(means));
+  // Finite but beyond a float (a diverged run's 1e308): the axis stops at float's largest.
+  y_max = std::min(y_max, static_cast<double>(std::numeric_limits<float>::max()));
   if (!(y_max > 0)) y_max = 1;
   const auto y_ticks = detail::nice_ticks(0, y_max * 1.05, 6);
   y_max = std::max(y_ticks.back(), y_max * 1.05);

@@ -156,6 +156,12 @@ class Tensor {
       if (n > 1 && s > (limit - last) / (n - 1)) return "stride " + shape_string(stride) + " is too large";
       if (n > 0) last += (n - 1) * s;
     }
+    // Zero strides repeat elements (torch's expand), so a view can hold more elements than its
+    // storage; at most 2^31 then, so that materialising it (raw_elements, copies) can neither
+    // overflow a byte count nor ask for terabytes.
+    if (numel > storage.numel && numel > (std::uint64_t{1} << 31))
+      return "size " + shape_string(shape) + " with stride " + shape_string(stride) + " repeats a storage of " +
+             std::to_string(storage.numel) + " elements as " + std::to_string(numel) + " (at most 2^31)";
     if (numel == 0) {
       if (static_cast<std::uint64_t>(offset) > storage.numel)
         return "storage offset " + std::to_string(offset) + " is past the end of its storage of " +

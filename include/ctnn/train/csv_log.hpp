@@ -46,6 +46,10 @@ class CsvLog {
     io::write_file_atomically(path, [&](const io::ByteSink& sink) {
       sink(reinterpret_cast<const std::uint8_t*>(text.data()), text.size());
     });
+    // A second fit() of the same Trainer opens it again: the stream still holds the file this
+    // one just replaced, and open() on an open stream fails.
+    out_.close();
+    out_.clear();
     out_.open(path, std::ios::app);
     if (!out_) throw std::runtime_error("cannot write " + path.string());
   }

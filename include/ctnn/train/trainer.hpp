@@ -81,6 +81,10 @@ struct EvalResult {
 template <class Net>
 auto evaluate(Net& net, const data::Dataset& test, int batch_size = 100) {
   constexpr int K = Net::out_shape::channels;
+  for (const int label : test.labels)  // (training checks them in the loss)
+    if (label >= K)
+      throw std::invalid_argument("evaluate: " + test.description + " has label " + std::to_string(label) +
+                                  " and the network only " + std::to_string(K) + " classes");
   EvalResult<K> r;
   const bool was_training = net.is_training();
   net.eval();
@@ -127,6 +131,7 @@ class Trainer {
   Trainer(Net& net, TrainerOptions o, Optimizer opt) : net_(net), o_(std::move(o)), opt_(std::move(opt)) {
     if (o_.epochs < 1) throw std::invalid_argument("Trainer: epochs must be at least 1");
     if (o_.batch_size < 1) throw std::invalid_argument("Trainer: batch size must be at least 1");
+    if (o_.log_every < 1) throw std::invalid_argument("Trainer: log_every must be at least 1");
   }
   Trainer(Net& net, const TrainerOptions& o) : Trainer(net, o, Optimizer(net, {.lr = o.lr})) {}
 
