@@ -376,6 +376,8 @@ TEST_CASE("Bad files each give a CheckpointError that names the file and the pro
     expect_error(archive_with(one_tensor_pickle(6, 0, {2}, {-1}), 24), "negative size or stride");
     // The same pickle with a storage that fits is read.
     CHECK(parse_checkpoint(archive_with(one_tensor_pickle(6, 0, {2, 3}, {3, 1}), 24), "ok").at("t").numel() == 6);
+    // One element repeated 2^62 times through a zero stride: its bytes would overflow a size_t.
+    expect_error(archive_with(one_tensor_pickle(1, 0, {1LL << 62}, {0}), 4), "(at most 2^31)");
   }
   SUBCASE("a corrupt storage (CRC-32 mismatch)") {
     auto bad = good;
