@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -45,6 +46,8 @@ class Args {
           if (i + 1 >= argc) throw UsageError("--" + name + " needs a value");
           value = argv[++i];
         }
+        // No option means anything by an empty value (`--out=` would write to no directory).
+        if (value.empty()) throw UsageError("--" + name + " needs a non-empty value");
         values_[name] = value;
       } else {
         throw UsageError("unknown option --" + name);
@@ -74,14 +77,12 @@ class Args {
     const auto it = values_.find(name);
     if (it == values_.end()) return fallback;
     const auto& s = it->second;
-    std::size_t used = 0;
+    // Decimal only: stod would also take "inf", "nan", hex and leading spaces.
     double v = 0;
-    try {
-      v = std::stod(s, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != s.size() || s.empty()) throw UsageError("--" + name + " expects a number, got '" + s + "'");
+    const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v, std::chars_format::general);
+    if (ec == std::errc::result_out_of_range) throw UsageError("--" + name + " is out of range, got '" + s + "'");
+    if (ec != std::errc() || p != s.data() + s.size() || !std::isfinite(v))
+      throw UsageError("--" + name + " expects a number, got '" + s + "'");
     if (!(v > min_exclusive)) throw UsageError("--" + name + " must be greater than " + std::to_string(min_exclusive));
     return v;
   }
@@ -133,7 +134,6 @@ inline io::LoadOptions load_options(const Args& args, bool have_checkpoint, cons
   o.strip_prefix = args.get("strip-prefix", "");
   for (const char* name : {"checkpoint-key", "strip-prefix"}) {
     if (!args.has(name)) continue;
-    if (args.get(name, "").empty()) throw UsageError(std::string("--") + name + " needs a non-empty value");
     if (!have_checkpoint) throw UsageError(std::string("--") + name + " applies to " + what + ", which is not given");
   }
   return o;

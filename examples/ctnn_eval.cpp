@@ -78,8 +78,9 @@ int main(int argc, char** argv) {
     ctnn::io::require_readable(checkpoint);  // before the data set: the cheaper mistake first
     const ctnn::io::LoadOptions load = ctnn::cli::load_options(args, true, "--checkpoint");
     if (args.has("svg")) {  // checked now, not after the whole evaluation
-      const std::filesystem::path svg_dir = std::filesystem::path(args.get("svg", "")).parent_path();
-      if (args.get("svg", "").empty()) throw ctnn::cli::UsageError("--svg needs a file name");
+      const std::filesystem::path svg = args.get("svg", ""), svg_dir = svg.parent_path();
+      if (!svg.has_filename() || std::filesystem::is_directory(svg))
+        throw ctnn::cli::UsageError("--svg: '" + svg.string() + "' is a directory, not a file name");
       if (!svg_dir.empty() && !std::filesystem::is_directory(svg_dir))
         throw ctnn::cli::UsageError("--svg: the directory '" + svg_dir.string() + "' does not exist");
     }
