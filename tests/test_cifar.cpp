@@ -193,6 +193,10 @@ TEST_CASE("Class names come from batches.meta.txt when present") {
   const std::string msg = error_of([&] { load_cifar10(dir, Split::test); });
   CHECK(contains(msg, (dir / "batches.meta.txt").string()));
   CHECK(contains(msg, "lists 3 names, expected 10"));
+
+  fs::remove(dir / "batches.meta.txt");
+  fs::create_directory(dir / "batches.meta.txt");
+  CHECK(contains(error_of([&] { load_cifar10(dir, Split::test); }), "batches.meta.txt' is a directory"));
 }
 
 TEST_CASE("A missing data directory is reported with its path") {

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <random>
 #include <stdexcept>
@@ -180,6 +181,11 @@ TEST_CASE("The last partial batch is kept by default and dropped with drop_last"
   DataLoader none(data, too_big);
   CHECK(none.num_batches() == 0);
   CHECK_FALSE(none.next(b));
+  // A batch as large as an int holds the whole set ((n + b - 1) / b would overflow).
+  DataLoader huge(data, LoaderOptions::test(std::numeric_limits<int>::max()));
+  CHECK(huge.num_batches() == 1);
+  REQUIRE(huge.next(b));
+  CHECK(b.size() == 250);
 }
 
 TEST_CASE("The test loader keeps the dataset order and only applies ToTensor + Normalize") {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 using namespace ctnn;
@@ -115,4 +116,19 @@ TEST_CASE("SGD: plain, momentum and Nesterov updates") {
   nest.step();  // d = g + 0.9 g
   CHECK(q[0] == doctest::Approx(1.0 - 0.1 * 0.95));
   CHECK_THROWS_AS(SGD(q, g, {.lr = 0.1, .nesterov = true}), std::invalid_argument);
+}
+
+TEST_CASE("Optimizers refuse options PyTorch refuses, instead of training on NaNs") {
+  SmallNet net(0);
+  CHECK_THROWS_WITH_AS(Adam(net, {.lr = -1e-3}), doctest::Contains("learning rate"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(Adam(net, {.beta1 = 1.0}), doctest::Contains("betas must be in [0, 1)"), std::invalid_argument);
+  CHECK_THROWS_AS(Adam(net, {.beta2 = -0.1}), std::invalid_argument);
+  CHECK_THROWS_AS(Adam(net, {.eps = -1e-8}), std::invalid_argument);
+  CHECK_THROWS_AS(SGD(net, {.lr = 0.1, .momentum = -0.9}), std::invalid_argument);
+  CHECK_THROWS_AS(SGD(net, {.lr = std::numeric_limits<double>::infinity()}), std::invalid_argument);
+  Adam adam(net, {.lr = 0.0});  // a zero rate is allowed, as in PyTorch
+  CHECK_THROWS_AS(adam.set_lr(-1.0), std::invalid_argument);
+  CHECK_THROWS_AS(adam.set_lr(std::numeric_limits<double>::quiet_NaN()), std::invalid_argument);
+  adam.set_lr(1e-4);
+  CHECK(adam.lr() == 1e-4);
 }

@@ -278,7 +278,8 @@ class Driver {
         {"flip", "is corrupt: its CRC-32 is"},
         {"plain", "not a ctnn resume checkpoint: no int64 entry 'trainer.seed'"},
         {"keys", "the checkpoint does not match the network's state_dict"},
-        {"batch", "resume with the same --seed and --batch-size"}};
+        {"batch", "resume with the same --seed and --batch-size"},
+        {"data", "resume on the same data set"}};
     const auto want = expected.find(kind);
     if (want == expected.end()) throw Failure("unknown damage " + kind);
     const fs::path dir = o_.work / ("damage_" + kind);
@@ -314,6 +315,11 @@ class Driver {
       const auto b = std::find(again.train_args.begin(), again.train_args.end(), "--batch-size");
       const int size = b != again.train_args.end() && b + 1 != again.train_args.end() ? std::stoi(*(b + 1)) : 100;
       again.train_args.insert(again.train_args.end(), {"--batch-size", std::to_string(size + 1)});
+    }
+    if (kind == "data") {  // a training set of another size (the last --synthetic wins)
+      const auto s = std::find(again.train_args.begin(), again.train_args.end(), "--synthetic");
+      if (s == again.train_args.end() || s + 1 == again.train_args.end()) throw Failure("damage:data needs --synthetic");
+      again.train_args.insert(again.train_args.end(), {"--synthetic", std::to_string(std::stoi(*(s + 1)) / 2)});
     }
     const auto before = contents(dir);
     const Outcome r = run(again, dir, true, "", -1, o_.work / ("damage_" + kind + ".log"), 600);

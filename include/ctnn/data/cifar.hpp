@@ -134,6 +134,8 @@ inline void read_cifar_files(const std::vector<std::filesystem::path>& files, Da
 // Class names from a batches.meta.txt-style file: one name a line, blank lines and surrounding
 // whitespace ignored. It must list exactly kNumClasses names.
 inline std::vector<std::string> read_class_names(const std::filesystem::path& file) {
+  if (std::error_code ec; std::filesystem::is_directory(file, ec))
+    throw DataError("CIFAR-10: class-name file " + detail::quoted(file) + " is a directory");
   std::ifstream in(file);
   if (!in) throw DataError("CIFAR-10: cannot open class-name file " + detail::quoted(file));
   std::vector<std::string> names;

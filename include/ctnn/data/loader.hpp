@@ -192,13 +192,13 @@ class DataLoader {
     data.validate(data.description.empty() ? std::string("ctnn::data::DataLoader: dataset") : data.description);
     const int n = data.size();
     const int b = options_.batch_size;
-    num_batches_ = options_.drop_last ? n / b : (n + b - 1) / b;
+    num_batches_ = n / b + (!options_.drop_last && n % b != 0);  // (n + b - 1) / b overflows for b near INT_MAX
     epoch_size_ = options_.drop_last ? num_batches_ * b : n;
     const auto& sh = options_.shard;
     if (sh.count < 1 || sh.rank < 0 || sh.rank >= sh.count)
       throw std::invalid_argument("ctnn::data::DataLoader: shard " + std::to_string(sh.rank) + " of " +
                                   std::to_string(sh.count) + " does not exist");
-    const int smallest = num_batches_ == 0 ? b : epoch_size_ - (num_batches_ - 1) * b;
+    const int smallest = num_batches_ == 0 ? b : static_cast<int>(epoch_size_ - std::int64_t{num_batches_ - 1} * b);
     if (num_batches_ > 0 && smallest < sh.count)
       throw std::invalid_argument("ctnn::data::DataLoader: a batch of " + std::to_string(smallest) +
                                   " samples cannot be shared by " + std::to_string(sh.count) +

@@ -32,7 +32,10 @@ template <class Options>
 class OptimizerBase {
  public:
   double lr() const { return o_.lr; }
-  void set_lr(double lr) { o_.lr = lr; }
+  void set_lr(double lr) {
+    check_lr(lr, "set_lr");
+    o_.lr = lr;
+  }
   std::int64_t steps() const { return step_; }
 
  protected:
@@ -40,6 +43,12 @@ class OptimizerBase {
       : p_(params), g_(grads), o_(o) {
     if (params.size() != grads.size())
       throw std::invalid_argument(std::string(name) + ": parameter and gradient sizes differ");
+    check_lr(o.lr, name);
+  }
+  // PyTorch's optimizers refuse these too ("Invalid learning rate", ...), rather than train on NaNs.
+  static void check_lr(double lr, const char* who) {
+    if (!(lr >= 0.0) || !std::isfinite(lr))
+      throw std::invalid_argument(std::string(who) + ": the learning rate must be finite and >= 0, got " + std::to_string(lr));
   }
   // The last entries of visit_state: step, then the learning rate as the int64 bits of its
   // double (read, and written back).
@@ -128,7 +137,12 @@ class Adam : public detail::OptimizerBase<AdamOptions> {
   using Options = AdamOptions;
 
   Adam(std::span<float> params, std::span<const float> grads, Options o = {})
-      : OptimizerBase(params, grads, o, "Adam"), m_(params.size(), 0.0f), v_(params.size(), 0.0f) {}
+      : OptimizerBase(params, grads, o, "Adam"), m_(params.size(), 0.0f), v_(params.size(), 0.0f) {
+    if (!(o.beta1 >= 0.0 && o.beta1 < 1.0) || !(o.beta2 >= 0.0 && o.beta2 < 1.0))
+      throw std::invalid_argument("Adam: betas must be in [0, 1), got " + std::to_string(o.beta1) + " and " +
+                                  std::to_string(o.beta2));
+    if (!(o.eps >= 0.0)) throw std::invalid_argument("Adam: eps must be >= 0, got " + std::to_string(o.eps));
+  }
   template <class Net>
   explicit Adam(Net& net, Options o = {}) : Adam(net.parameters(), net.gradients(), o) {}
 
@@ -173,6 +187,8 @@ class SGD : public detail::OptimizerBase<SGDOptions> {
 
   SGD(std::span<float> params, std::span<const float> grads, Options o)
       : OptimizerBase(params, grads, o, "SGD"), buf_(o.momentum != 0.0 ? params.size() : 0, 0.0f) {
+    if (!(o.momentum >= 0.0) || !(o.weight_decay >= 0.0))
+      throw std::invalid_argument("SGD: momentum and weight_decay must be >= 0");
     if (o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0))
       throw std::invalid_argument("SGD: Nesterov momentum requires a momentum and zero dampening");
   }

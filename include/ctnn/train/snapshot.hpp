@@ -3,7 +3,8 @@
 // checkpoint). Its entries, in file order:
 //   model.<key>                   the network's state_dict
 //   optimizer.<name>              the optimizer's state (its visit_state, train/optim.hpp)
-//   trainer.<name>                the run: seed, batch size, position, running-loss sum
+//   trainer.<name>                the run: seed, batch size, position, running-loss sum,
+//                                 training-set size
 //   dropout.<layer>.seed|draws    every layer with random state (layers/layer.hpp)
 // Every value is a tensor; doubles travel as their int64 bit patterns so that nothing is
 // rounded. One table per group serves both writing and reading.
@@ -100,14 +101,17 @@ struct StateReader : StateVisitor {
 
 }  // namespace detail
 
+// `train_size`: the images of the training set, so that a resume on another set (where the
+// position within an epoch means other batches) is refused.
 template <class Net, class Optimizer>
 void write_snapshot(const std::filesystem::path& file, Net& net, Optimizer& opt, std::uint64_t seed, int batch_size,
-                    TrainPosition at) {
+                    TrainPosition at, std::int64_t train_size) {
   io::StateDict sd;
   for (const auto& [key, t] : io::state_dict(net)) sd.insert_or_assign("model." + key, t);
   detail::StateWriter writer(sd);
   opt.visit_state(writer, "optimizer");
   detail::each_run_entry(seed, batch_size, at, [&](const char* key, std::int64_t& v) { writer.counter(key, v); });
+  writer.counter("trainer.train_size", train_size);
   detail::each_random_state_entry(net, [&](const std::string& key, std::int64_t& v) { writer.counter(key, v); });
   io::write_checkpoint(file, sd);
 }
@@ -116,7 +120,7 @@ void write_snapshot(const std::filesystem::path& file, Net& net, Optimizer& opt,
 // data-parallel run restore the one snapshot process 0 read and sent them.
 template <class Net, class Optimizer>
 TrainPosition restore_snapshot(const io::StateDict& sd, const std::string& file, Net& net, Optimizer& opt,
-                               std::uint64_t seed, int batch_size) {
+                               std::uint64_t seed, int batch_size, std::int64_t train_size) {
   detail::StateReader reader(sd, file);
   std::int64_t saved_seed = 0, saved_batch_size = 0;
   TrainPosition at;
@@ -126,6 +130,14 @@ TrainPosition restore_snapshot(const io::StateDict& sd, const std::string& file,
     throw io::CheckpointError(file, "was written by a run with seed " + std::to_string(saved_seed) +
                                                  " and batch size " + std::to_string(saved_batch_size) +
                                                  "; resume with the same --seed and --batch-size");
+  if (sd.find("trainer.train_size")) {  // (snapshots written before session 17 lack it)
+    std::int64_t saved_size = 0;
+    reader.counter("trainer.train_size", saved_size);
+    if (saved_size != train_size)
+      throw io::CheckpointError(file, "was written by a run on " + std::to_string(saved_size) +
+                                          " training images, and this one has " + std::to_string(train_size) +
+                                          "; resume on the same data set");
+  }
   io::StateDict model;
   for (const auto& [key, t] : sd)
     if (key.rfind("model.", 0) == 0) model.insert_or_assign(key.substr(6), t);
@@ -136,11 +148,12 @@ TrainPosition restore_snapshot(const io::StateDict& sd, const std::string& file,
 }
 
 // Restores the network, the optimizer and the layers' random state from `file` and returns
-// the position, after checking that the snapshot belongs to a run with this seed and batch size.
+// the position, after checking that the snapshot belongs to a run with this seed, batch size and
+// training-set size.
 template <class Net, class Optimizer>
 TrainPosition read_snapshot(const std::filesystem::path& file, Net& net, Optimizer& opt, std::uint64_t seed,
-                            int batch_size) {
-  return restore_snapshot(io::read_checkpoint(file), file.string(), net, opt, seed, batch_size);
+                            int batch_size, std::int64_t train_size) {
+  return restore_snapshot(io::read_checkpoint(file), file.string(), net, opt, seed, batch_size, train_size);
 }
 
 }  // namespace ctnn

@@ -169,6 +169,7 @@ class Trainer {
     interrupted_ = finished_ = false;
     signal_ = 0;
     stopped_weights_.clear();
+    train_size_ = train.size();
     auto loader_options = data::LoaderOptions::train(o_.seed, o_.batch_size);
     if (replicas_) loader_options.shard = {replicas_->rank(), replicas_->size()};
     data::DataLoader loader(train, loader_options);
@@ -329,7 +330,7 @@ class Trainer {
     const TrainPosition at =
         restore_snapshot(io::parse_checkpoint(std::make_shared<const std::vector<std::uint8_t>>(std::move(bytes)),
                                               file.string()),
-                         file.string(), net_, opt_, o_.seed, o_.batch_size);
+                         file.string(), net_, opt_, o_.seed, o_.batch_size, train_size_);
     last_saved_step_ = at.total_steps;
     if (lead())
       log << "Resuming from " << checkpoint_path("resume").string() << ": epoch " << at.epoch << ", step " << at.batch
@@ -414,7 +415,7 @@ class Trainer {
     if (o_.out_dir.empty() || !lead()) return;
     check_state(at, checkpoint_path("resume"));
     csv_.flush();  // the log's rows up to the snapshot are complete on disk before it is
-    write_snapshot(checkpoint_path("resume"), net_, opt_, o_.seed, o_.batch_size, at);
+    write_snapshot(checkpoint_path("resume"), net_, opt_, o_.seed, o_.batch_size, at, train_size_);
     last_saved_step_ = at.total_steps;
   }
 
@@ -430,6 +431,7 @@ class Trainer {
   bool interrupted_ = false;  // some process's flag was set: stop after this step
   bool finished_ = false;
   std::filesystem::path stopped_weights_;
+  std::int64_t train_size_ = 0;  // images in fit()'s training set, for the snapshot
   long last_saved_step_ = -1;  // the position of the resume snapshot on disk, if this run wrote or read one
 };
 
