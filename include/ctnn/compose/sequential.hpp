@@ -69,7 +69,7 @@ concept ReLUFusedPair = requires(A& a, B& b, const Batch<typename A::in_shape>& 
 };
 
 // A layer that can leave its bias out of its output (forward_without_bias: Conv2d), followed by
-// one that can add it in its own pass, in evaluation (forward_after_bias: BatchNorm).
+// one that can add it in its own pass, in evaluation under NoGrad (forward_after_bias: BatchNorm).
 template <class A, class B>
 concept BiasDeferredPair = requires(A& a, B& b, const Batch<typename A::in_shape>& x,
                                     const Batch<typename B::in_shape>& y) {
@@ -173,8 +173,10 @@ class SequentialLayer {
     constexpr bool fused = adopted_at<I + 1>();
     const float* y_bias = nullptr;
     const auto& y = [&]() -> decltype(auto) {
+      // Only under NoGrad: a BatchNorm's weight gradient reads the convolution's stored output,
+      // which must then hold the bias (a backward in evaluation mode, e.g. with frozen statistics).
       if constexpr (defers_bias_at<I>())
-        if (!std::get<I + 1>(layers_).is_training()) {
+        if (!is_grad_enabled() && !std::get<I + 1>(layers_).is_training()) {
           y_bias = layer.bias.value;
           return layer.forward_without_bias(x);
         }

@@ -69,8 +69,8 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
   const Batch<In>& forward(const Batch<In>& x) { return run(x, false); }
   // relu(forward(x)) in one pass: for a ReLU that follows (ReLULayer::adopt).
   const Batch<In>& forward_relu(const Batch<In>& x) { return run(x, true); }
-  // forward(x + bias) (then relu() with `relu`) in one pass, in evaluation: x is the output of a
-  // convolution that left its bias to this pass (Conv2dLayer::forward_without_bias).
+  // forward(x + bias) (then relu() with `relu`) in one pass, in evaluation under NoGrad: x is the
+  // output of a convolution that left its bias to this pass (Conv2dLayer::forward_without_bias).
   const Batch<In>& forward_after_bias(const Batch<In>& x, const float* input_bias, bool relu) {
     if (this->training_) throw std::logic_error("BatchNorm: an input bias is added in evaluation only");
     return run(x, relu, input_bias);
