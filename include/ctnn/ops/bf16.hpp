@@ -203,23 +203,24 @@ inline void set_bf16_kernel(Bf16Kernel k) {
   detail::bf16::kernel_state().store(k, std::memory_order_relaxed);
 }
 
-// One line for programs to print beside their figures: the kernel, and on the portable one that
-// it brings bf16's arithmetic, not its speed.
+// One line for programs to print beside their figures: the kernel, on the portable one that it
+// brings bf16's arithmetic, not its speed, and a CTNN_BF16_KERNEL that was not followed.
 inline std::string bf16_kernel_summary() {
   const Bf16Support s = bf16_support();
   const Bf16Kernel k = bf16_kernel();
-  const std::string& note = detail::bf16::env_choice().note;
-  if (k == Bf16Kernel::portable) {
-    std::string line = "bf16: ctnn's portable kernel (operands rounded to bf16, fp32 FMAs): bf16's arithmetic, not its "
-                       "speed";
-    if (s.avx512_bf16) return line + ", chosen by CTNN_BF16_KERNEL; this CPU has AVX512_BF16" + note;
-    return line + "; this CPU has no AVX512_BF16 or AMX" + note;
-  }
-  std::string line = std::string("bf16: ctnn's ") + bf16_kernel_name(k) + " kernels (fp32 accumulation)";
-  if (k == Bf16Kernel::amx) return line + note + " (CTNN_BF16_KERNEL=avx512_bf16 for the AVX512_BF16 ones)";
-  if (s.amx_bf16) return line + ", chosen by CTNN_BF16_KERNEL; this CPU has AMX-BF16" + note;
-  return line + (*s.amx_missing ? std::string("; AMX-BF16 unusable: ") + s.amx_missing : std::string("; no AMX on this CPU")) +
-         note;
+  const std::string line = [&]() -> std::string {
+    if (k == Bf16Kernel::portable) {
+      const std::string portable = "bf16: ctnn's portable kernel (operands rounded to bf16, fp32 FMAs): bf16's "
+                                   "arithmetic, not its speed";
+      return portable + (s.avx512_bf16 ? ", chosen by CTNN_BF16_KERNEL; this CPU has AVX512_BF16"
+                                       : "; this CPU has no AVX512_BF16 or AMX");
+    }
+    const std::string fast = std::string("bf16: ctnn's ") + bf16_kernel_name(k) + " kernels (fp32 accumulation)";
+    if (k == Bf16Kernel::amx) return fast + " (CTNN_BF16_KERNEL=avx512_bf16 for the AVX512_BF16 ones)";
+    if (s.amx_bf16) return fast + ", chosen by CTNN_BF16_KERNEL; this CPU has AMX-BF16";
+    return fast + (*s.amx_missing ? std::string("; AMX-BF16 unusable: ") + s.amx_missing : std::string("; no AMX on this CPU"));
+  }();
+  return line + detail::bf16::env_choice().note;
 }
 
 #if CTNN_HAVE_BF16_KERNEL

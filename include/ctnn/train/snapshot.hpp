@@ -7,7 +7,8 @@
 //                                 training-set size
 //   dropout.<layer>.seed|draws    every layer with random state (layers/layer.hpp)
 // Every value is a tensor; doubles travel as their int64 bit patterns so that nothing is
-// rounded. One table per group serves both writing and reading.
+// rounded. One table per group serves both writing and reading, but for trainer.train_size:
+// written after the table and checked only where present (snapshots before session 17 lack it).
 #pragma once
 
 #include <bit>
