@@ -1,7 +1,9 @@
 # Installs the ctnn build at CTNN_BUILD_DIR into WORK_DIR/prefix, then builds and runs the
 # consumer project against that prefix (find_package), and again with ctnn as a subdirectory
 # (add_subdirectory of CTNN_SOURCE_DIR), with CXX_COMPILER; and, when OTHER_CXX_COMPILER is
-# given (clang++ beside g++), the installed route once more with it. Any failing step fails the
+# given (clang++ beside g++), the installed route once more with it; and last without CMake and
+# without OpenMP, as README's "Without CMake" command less -fopenmp (EIGEN_INCLUDE_DIR given),
+# where ctnn must still build warning-free and train on one thread. Any failing step fails the
 # test, as does a README.md whose first program is no longer main.cpp.
 file(REMOVE_RECURSE ${WORK_DIR})
 function(step)
@@ -31,3 +33,7 @@ foreach(route installed subdirectory other)
   step(${CMAKE_COMMAND} --build ${WORK_DIR}/${route})
   step(${WORK_DIR}/${route}/consumer)
 endforeach()
+# By hand, no OpenMP: a program that does not link OpenMP must not get a warning per `omp` loop.
+step(${CXX_COMPILER} -std=c++20 -O2 -Wall -Wextra -Wshadow -Wpedantic -Werror -I${WORK_DIR}/prefix/include
+     -isystem ${EIGEN_INCLUDE_DIR} ${CONSUMER_SOURCE_DIR}/main.cpp -o ${WORK_DIR}/consumer_serial)
+step(${WORK_DIR}/consumer_serial)

@@ -21,6 +21,17 @@
 #include <omp.h>
 #endif
 
+// CTNN_OMP(parallel for schedule(static)) is `#pragma omp parallel for schedule(static)` where
+// OpenMP is on and nothing where it is off: ctnn's loops then run on the calling thread, and a
+// program built without -fopenmp gets no -Wunknown-pragmas warning per loop (-Wall has it).
+// (With -fopenmp-simd alone, which defines no macro, the `simd` hints are dropped too.)
+#define CTNN_PRAGMA(...) _Pragma(#__VA_ARGS__)
+#ifdef _OPENMP
+#define CTNN_OMP(...) CTNN_PRAGMA(omp __VA_ARGS__)
+#else
+#define CTNN_OMP(...)
+#endif
+
 namespace ctnn {
 
 // Number of threads ctnn's loops use (OpenMP's setting).
@@ -63,7 +74,7 @@ inline constexpr std::size_t kThreadedWork = std::size_t{1} << 15, kThreadedStre
 // per-group partial sums of a weight gradient added in group order, so the result does not
 // depend on which thread computed which group.
 inline void add_group_partials(const float* partials, int groups, std::size_t n, float* dst) {
-#pragma omp parallel for schedule(static) if (n > kThreadedWork)
+  CTNN_OMP(parallel for schedule(static) if (n > kThreadedWork))
   for (std::size_t e = 0; e < n; ++e) {
     float sum = partials[e];
     for (int gi = 1; gi < groups; ++gi) sum += partials[n * gi + e];

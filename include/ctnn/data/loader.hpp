@@ -301,9 +301,7 @@ class DataLoader {
     out.epoch = epoch_;
     out.index = k;
     const Dataset& data = *data_;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
-#endif
+    CTNN_OMP(parallel for num_threads(threads) if (threads > 1) schedule(static))
     for (int s = 0; s < n; ++s) {
       const int position = begin + s;
       const int idx = order_[static_cast<std::size_t>(position)];

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "ctnn/core/random.hpp"
+#include "ctnn/core/threading.hpp"
 #include "ctnn/data/dataset.hpp"
 
 namespace ctnn::data {
@@ -38,9 +39,7 @@ inline Dataset make_synthetic_cifar(int count, std::uint64_t seed) {
   detail::allocate_bytes(d.pixels, static_cast<std::size_t>(count) * kImageBytes);
   const std::uint64_t key = mix64(seed ^ 0x73796e746865ULL);
 
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static)
-#endif
+  CTNN_OMP(parallel for schedule(static))
   for (int i = 0; i < count; ++i) {
     Rng rng = Rng::stream(key, static_cast<std::uint64_t>(i));
     const int k = static_cast<int>(rng.below(kNumClasses));

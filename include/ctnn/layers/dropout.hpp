@@ -55,7 +55,7 @@ class DropoutLayer : public LeafLayer<DropoutLayer<In, Num, Den>, In, In> {
     const std::size_t run = static_cast<std::size_t>(x.batch()) * In::plane;  // one channel
     const std::size_t extra = static_cast<std::size_t>(shard.global_size(x.batch()) - x.batch()) * In::plane;
     const std::size_t shift = static_cast<std::size_t>(shard.offset) * In::plane;
-#pragma omp parallel for schedule(static) if (n > kThreadedWork)
+    CTNN_OMP(parallel for schedule(static) if (n > kThreadedWork))
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint64_t key = i + (i / run) * extra + shift;
       mask_[i] = counter_uniform(seed_, draw, key) < p ? 0.0f : scale;

@@ -27,7 +27,7 @@ inline std::string pool_type_name(const char* kind, int k, int s, int p) {
 template <class In, class F>
 inline void for_each_plane(int n, F&& f) {
   const int planes = n * In::channels;
-#pragma omp parallel for schedule(static) if (std::size_t(planes) * In::plane > kThreadedWork)
+  CTNN_OMP(parallel for schedule(static) if (std::size_t(planes) * In::plane > kThreadedWork))
   for (int q = 0; q < planes; ++q) f(static_cast<std::size_t>(q));
 }
 

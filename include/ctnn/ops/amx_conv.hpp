@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "ctnn/core/threading.hpp"
 #include "ctnn/ops/bf16.hpp"
 
 namespace ctnn::ops {
@@ -125,7 +126,7 @@ CTNN_AMX_TARGET inline void direct_input_pair(const float* x, const DirectConv& 
 // body does not inherit the target attribute under clang, and could then not hold the
 // instructions themselves.
 inline void direct_input(const float* x, const DirectConv& d, std::uint32_t* out) {
-#pragma omp parallel for schedule(static)
+  CTNN_OMP(parallel for schedule(static))
   for (int p = 0; p < d.pairs; ++p) direct_input_pair(x, d, p, out);
 }
 
@@ -158,7 +159,7 @@ CTNN_AMX_TARGET inline void direct_weight_group(const float* w, bool flipped, co
 }
 
 inline void direct_weights(const float* w, bool flipped, const DirectConv& d, std::uint32_t* out) {
-#pragma omp parallel for schedule(static)
+  CTNN_OMP(parallel for schedule(static))
   for (int gi = 0; gi < d.groups; ++gi) direct_weight_group(w, flipped, d, gi, out);
 }
 
@@ -262,10 +263,10 @@ CTNN_AMX_TARGET inline void release_tiles() { _tile_release(); }
 inline void direct_run(const DirectConv& d, const std::uint32_t* xin, const std::uint32_t* wt, const float* bias,
                        bool relu, float* y) {
   const long tasks = ((d.positions + 31) / 32 + 7) / 8;
-#pragma omp parallel
+  CTNN_OMP(parallel)
   {
     load_tile_config();
-#pragma omp for schedule(dynamic, 1)
+    CTNN_OMP(for schedule(dynamic, 1))
     for (long t = 0; t < tasks; ++t) direct_task(d, xin, wt, bias, relu, y, t);
     release_tiles();
   }
@@ -510,12 +511,12 @@ inline void conv_bf16_weight_grad(const float* x, const ConvGeometry& g, const f
   float* sums = reinterpret_cast<float*>(detail::bf16::panel_buffer(1, static_cast<std::size_t>(d.items()) * 1024));
   const int items = d.items(), kk = d.k * d.k;
   const amx::DyRuns runs(d);
-#pragma omp parallel
+  CTNN_OMP(parallel)
   {
-#pragma omp for schedule(static) nowait
+    CTNN_OMP(for schedule(static) nowait)
     for (int c = 0; c < d.cpad; ++c) amx::weight_grad_input_channel(x, d, c, xg);
     const long spans = (d.grid + 2047) / 2048;  // of 2048 positions, for each 16 output channels
-#pragma omp for schedule(static)
+    CTNN_OMP(for schedule(static))
     for (long t = 0; t < d.opad / 16 * spans; ++t)
       amx::weight_grad_dy_span(dy, d, runs, static_cast<int>(t / spans * 16), t % spans * 2048,
                                std::min(d.grid, (t % spans + 1) * 2048), dg);
@@ -529,7 +530,7 @@ inline void conv_bf16_weight_grad(const float* x, const ConvGeometry& g, const f
   }
   // Tile (hc, ho) of an item holds [16 input channels][16 output channels].
   const int oblocks = d.opad / 32;
-#pragma omp parallel for schedule(static)
+  CTNN_OMP(parallel for schedule(static))
   for (int o = 0; o < cout; ++o)
     for (int c = 0; c < d.cin; ++c)
       for (int t = 0; t < kk; ++t) {

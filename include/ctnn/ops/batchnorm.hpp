@@ -58,13 +58,13 @@ inline void add_scale_shift(const float* px, float b, float* py, std::size_t m, 
 }
 inline double channel_sum(const float* p, std::size_t m) {
   double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
+  CTNN_OMP(simd reduction(+ : sum))
   for (std::size_t i = 0; i < m; ++i) sum += p[i];
   return sum;
 }
 inline double channel_squared_deviations(const float* p, std::size_t m, double mean) {
   double s = 0.0;
-#pragma omp simd reduction(+ : s)
+  CTNN_OMP(simd reduction(+ : s))
   for (std::size_t i = 0; i < m; ++i) {
     const double d = p[i] - mean;
     s += d * d;
@@ -102,24 +102,24 @@ inline void batchnorm_forward(const float* x, float* y, int channels, std::size_
                               const BatchNormState& st, const BatchNormSync& sync = {}, bool relu = false,
                               const float* x_bias = nullptr) {
   if (batch_stats && x_bias) throw std::logic_error("batchnorm_forward: an input bias needs running statistics");
-  const bool parallel = channels * m > kThreadedWork;
+  [[maybe_unused]] const bool parallel = channels * m > kThreadedWork;
   if (batch_stats && sync.active()) {
     const std::size_t total = sync.total;
     std::vector<double> sums(static_cast<std::size_t>(channels)), devs(sums.size());
-#pragma omp parallel for schedule(static) if (parallel)
+    CTNN_OMP(parallel for schedule(static) if (parallel))
     for (int c = 0; c < channels; ++c) sums[c] = detail::channel_sum(x + c * m, m);
     sync.allreduce(sums.data(), sums.size(), sync.context);
-#pragma omp parallel for schedule(static) if (parallel)
+    CTNN_OMP(parallel for schedule(static) if (parallel))
     for (int c = 0; c < channels; ++c)
       devs[c] = detail::channel_squared_deviations(x + c * m, m, sums[c] / static_cast<double>(total));
     sync.allreduce(devs.data(), devs.size(), sync.context);
-#pragma omp parallel for schedule(static) if (parallel)
+    CTNN_OMP(parallel for schedule(static) if (parallel))
     for (int c = 0; c < channels; ++c)
       detail::batchnorm_batch_channel(x + c * m, y + c * m, m, total, c, sums[c] / static_cast<double>(total),
                                       devs[c], st, relu);
     return;
   }
-#pragma omp parallel for schedule(static) if (parallel)
+  CTNN_OMP(parallel for schedule(static) if (parallel))
   for (int c = 0; c < channels; ++c) {
     const float* px = x + c * m;
     if (batch_stats) {
@@ -149,7 +149,7 @@ inline void batchnorm_forward(const float* x, float* y, int channels, std::size_
 inline void batchnorm_backward(const float* x, const float* dy, float* dx, int channels, std::size_t m,
                                bool batch_stats, const BatchNormState& st, float* dweight, float* dbias,
                                const BatchNormSync& sync = {}, const float* relu_y = nullptr) {
-  const bool parallel = channels * m > kThreadedWork;
+  [[maybe_unused]] const bool parallel = channels * m > kThreadedWork;
   const bool synced = batch_stats && sync.active() && dx;
   std::vector<double> sums(synced ? 2 * static_cast<std::size_t>(channels) : 0);
   // The input gradient of channel c from the (global) sums of dy and of (x - mean) * dy.
@@ -173,7 +173,7 @@ inline void batchnorm_backward(const float* x, const float* dy, float* dx, int c
       for (std::size_t i = 0; i < m; ++i) pd[i] = pg[i] * invstd * w;
     }
   };
-#pragma omp parallel for schedule(static) if (parallel)
+  CTNN_OMP(parallel for schedule(static) if (parallel))
   for (int c = 0; c < channels; ++c) {
     const float* px = x + c * m;
     const float* pg = dy + c * m;
@@ -181,14 +181,14 @@ inline void batchnorm_backward(const float* x, const float* dy, float* dx, int c
     double sum = 0.0, dotp = 0.0;
     if (relu_y) {
       const float* py = relu_y + c * m;
-#pragma omp simd reduction(+ : sum, dotp)
+      CTNN_OMP(simd reduction(+ : sum, dotp))
       for (std::size_t i = 0; i < m; ++i) {
         const float g = relu_grad(py[i], pg[i]);
         sum += g;
         dotp += static_cast<double>(px[i] - mean) * g;
       }
     } else {
-#pragma omp simd reduction(+ : sum, dotp)
+      CTNN_OMP(simd reduction(+ : sum, dotp))
       for (std::size_t i = 0; i < m; ++i) {
         sum += pg[i];
         dotp += static_cast<double>(px[i] - mean) * pg[i];
@@ -205,7 +205,7 @@ inline void batchnorm_backward(const float* x, const float* dy, float* dx, int c
   }
   if (!synced) return;
   sync.allreduce(sums.data(), sums.size(), sync.context);
-#pragma omp parallel for schedule(static) if (parallel)
+  CTNN_OMP(parallel for schedule(static) if (parallel))
   for (int c = 0; c < channels; ++c) input_grad(c, sums[2 * c], sums[2 * c + 1], sync.total);
 }
 

@@ -413,7 +413,7 @@ CTNN_BF16_TARGET inline Packed pack_whole(const PanelSource& src, Eigen::Index l
                                           std::uint32_t* out) {
   const Packed p{out, (lines + W - 1) / W};
   const Eigen::Index kblocks = (k + kKc - 1) / kKc, groups = (p.panels + 7) / 8;  // 8 panels a task
-#pragma omp parallel for schedule(dynamic, 1) if (kblocks * groups > 1)
+  CTNN_OMP(parallel for schedule(dynamic, 1) if (kblocks * groups > 1))
   for (Eigen::Index t = 0; t < kblocks * groups; ++t) {
     const Eigen::Index k0 = (t / groups) * kKc, kc = std::min(kKc, k - k0), l0 = (t % groups) * 8 * W;
     pack_panels<W>(src, l0, std::min<Eigen::Index>(8 * W, lines - l0), k0, kc,
@@ -735,7 +735,7 @@ inline std::size_t whole_offset(Index lines, Index k0) {
 template <bool Rows>
 CTNN_AMX_TARGET inline void pack_whole(const PanelSource& src, Index lines, Index k, std::uint32_t* out) {
   const Index kblocks = (k + kKc - 1) / kKc, groups = (lines + 127) / 128;  // 128 lines a task
-#pragma omp parallel for schedule(dynamic, 1) if (kblocks * groups > 1)
+  CTNN_OMP(parallel for schedule(dynamic, 1) if (kblocks * groups > 1))
   for (Index t = 0; t < kblocks * groups; ++t) {
     const Index k0 = (t / groups) * kKc, kc = std::min(kKc, k - k0), l0 = (t % groups) * 128;
     std::uint32_t* at = out + whole_offset(lines, k0) + static_cast<std::size_t>(l0) * chunks_of(kc) * 16;
@@ -856,7 +856,7 @@ inline void product_by_row_blocks(const RowsFrom& rows_from, Index m, const MatR
   std::uint32_t* whole = bf16::panel_buffer(2, packed_words(n, k));
   amx::pack_whole<false>(bf16::source_of_b(b), n, k, whole);  // qualified: no lookup of bf16::pack_whole by argument
   const Index panels = (m + 31) / 32, blocks = std::min(panels, detail::block_count(m, static_cast<long>(m) * n * k));
-#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
+  CTNN_OMP(parallel for schedule(dynamic, 1) if (blocks > 1))
   for (Index i = 0; i < blocks; ++i) {
     const Index s = i * panels / blocks * 32, e = std::min(m, (i + 1) * panels / blocks * 32);
     product(rows_from(s), e - s, k, b, c + s, ldc, accumulate, nullptr, whole);
@@ -874,12 +874,12 @@ inline void product_by_column_blocks(const RowsFrom& rows_from, Index m, const M
   const Index k = b.out_rows(), n = b.out_cols(), kblocks = (k + kKc - 1) / kKc, blocks = (n + 31) / 32;
   std::uint32_t* whole = bf16::panel_buffer(2, packed_words(m, k));
   const auto pack = rows_from(0);
-#pragma omp parallel
+  CTNN_OMP(parallel)
   {
-#pragma omp for schedule(static)
+    CTNN_OMP(for schedule(static))
     for (Index t = 0; t < kblocks; ++t)
       pack(0, m, t * kKc, std::min(kKc, k - t * kKc), whole + whole_offset(m, t * kKc));
-#pragma omp for schedule(dynamic, 1)
+    CTNN_OMP(for schedule(dynamic, 1))
     for (Index j = 0; j < blocks; ++j) {
       const Index j0 = 32 * j;
       product(pack, m, k, detail::logical_cols(b, j0, std::min<Index>(32, n - j0)), c + j0 * ldc, ldc, accumulate,
@@ -938,7 +938,7 @@ namespace detail::bf16 {
 // the same orientation, in storage of the calling thread (slot 0, 1: a product's operands; 2, 3:
 // gemm_bf16_blocks's; 4: Bf16PackedB) that stays valid until its next copy into that slot.
 // `team`: rounded by the calling thread's team of threads (callers outside a parallel loop).
-inline MatRef rounded_copy(const MatRef& m, int slot, bool team = false) {
+inline MatRef rounded_copy(const MatRef& m, int slot, [[maybe_unused]] bool team = false) {
   thread_local AlignedFloats buffers[5];
   AlignedFloats& buffer = buffers[slot];
   const std::size_t size = static_cast<std::size_t>(m.rows) * static_cast<std::size_t>(m.cols);
@@ -947,7 +947,7 @@ inline MatRef rounded_copy(const MatRef& m, int slot, bool team = false) {
     buffer.resize(size);
   }
   float* out = buffer.data();
-#pragma omp parallel for schedule(static) if (team && size >= kThreadedStream)
+  CTNN_OMP(parallel for schedule(static) if (team && size >= kThreadedStream))
   for (Eigen::Index j = 0; j < m.cols; ++j)
     for (Eigen::Index i = 0; i < m.rows; ++i) out[i + j * m.rows] = round_to_bf16(m.data[i + j * m.ld]);
   return {out, m.rows, m.cols, std::max<Eigen::Index>(m.rows, 1), m.transposed};
@@ -1099,7 +1099,7 @@ inline void gemm_bf16_column_blocks(const MatRef& a, const MatRef& b, Eigen::Ind
   std::uint32_t* whole = detail::bf16::panel_buffer(2, amx::packed_words(m, k));
   if (k > 0) amx::pack_whole<true>(detail::bf16::source_of_a(a), m, k, whole);
   const Eigen::Index blocks = (n + cols - 1) / cols;
-#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
+  CTNN_OMP(parallel for schedule(dynamic, 1) if (blocks > 1))
   for (Eigen::Index i = 0; i < blocks; ++i) {
     const Eigen::Index j0 = i * cols, count = std::min(cols, n - j0);
     // Slot 0 holds A's panels only when A is not packed whole.

@@ -12,9 +12,9 @@ namespace ctnn::ops {
 // y = relu(y) in the same pass (a layer followed by ReLU: see ReLULayer::adopt). b may be null
 // (nothing is added: adding 0 would turn -0 into +0).
 inline void add_bias(float* y, const float* b, int channels, std::size_t rows, std::size_t stride,
-                     bool threaded = true, bool relu = false) {
+                     [[maybe_unused]] bool threaded = true, bool relu = false) {
   if (!b && !relu) return;
-#pragma omp parallel for schedule(static) if (threaded && channels * rows > kThreadedWork)
+  CTNN_OMP(parallel for schedule(static) if (threaded && channels * rows > kThreadedWork))
   for (int c = 0; c < channels; ++c) {
     float* p = y + c * stride;
     if (!relu) {
@@ -32,11 +32,11 @@ inline void add_bias(float* y, const float* b, int channels, std::size_t rows, s
 // Adds the sum of each of `channels` contiguous runs of `stride` floats to out[c], accumulated in
 // double as PyTorch's CPU reductions do for float. Bias gradients of Conv2d and Linear.
 inline void add_channel_sums(const float* data, int channels, std::size_t stride, float* out) {
-#pragma omp parallel for schedule(static) if (channels * stride > kThreadedWork)
+  CTNN_OMP(parallel for schedule(static) if (channels * stride > kThreadedWork))
   for (int c = 0; c < channels; ++c) {
     const float* p = data + c * stride;
     double s = 0.0;
-#pragma omp simd reduction(+ : s)
+    CTNN_OMP(simd reduction(+ : s))
     for (std::size_t i = 0; i < stride; ++i) s += p[i];
     out[c] += static_cast<float>(s);
   }

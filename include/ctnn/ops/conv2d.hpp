@@ -148,7 +148,7 @@ inline void conv2d_forward_image_parallel(const ConvShape& s, int n, const float
   float* cols = scratch(0, col_floats * num_threads());
   const Eigen::Index rows_all = static_cast<Eigen::Index>(n) * plane;
   const ChunkWeights wt(MatRef{w, patch, oc, patch});
-#pragma omp parallel for schedule(dynamic, 1)
+  CTNN_OMP(parallel for schedule(dynamic, 1))
   for (int i = 0; i < chunks; ++i) {
     float* col = cols + col_floats * thread_index();
     const int n0 = i * nb, cnt = std::min(nb, n - n0);
@@ -173,7 +173,7 @@ inline void conv2d_forward_patches(const ConvShape& s, int n, const float* x, co
   const Eigen::Index rows = static_cast<Eigen::Index>(n) * s.out_plane();
   const Bf16PackedB wt = pack_bf16_b(MatRef{w, patch, oc, patch});
   const Eigen::Index blocks = block_count(rows, static_cast<long>(rows) * oc * patch);
-#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
+  CTNN_OMP(parallel for schedule(dynamic, 1) if (blocks > 1))
   for (Eigen::Index i = 0; i < blocks; ++i) {
     const Eigen::Index r0 = block_start(i, blocks, rows), count = block_start(i + 1, blocks, rows) - r0;
     gemm_bf16_patches(x, g, r0, count, wt, y + r0, rows, /*accumulate=*/false);
@@ -258,7 +258,7 @@ struct WholePlane {
     const std::size_t rows = in_rows();
     const int pixels = Pixels ? Pixels : p, kernel = kk, channels = c, outs = q;
     const int* const table = taps;
-#pragma omp parallel for schedule(static) if (out_rows() * rows > kThreadedStream)
+    CTNN_OMP(parallel for schedule(static) if (out_rows() * rows > kThreadedStream))
     for (int col = 0; col < o * outs; ++col) {
       const float* from = w + static_cast<std::size_t>(col / outs) * channels * kernel;
       const int* tq = table + (col % outs) * pixels;
@@ -269,7 +269,7 @@ struct WholePlane {
   }
   // dw += each tap's entries of dWd, summed in (q, p) order.
   void gather(const float* dwd, float* dw) const {
-#pragma omp parallel for schedule(static) if (out_rows() * in_rows() > kThreadedStream)
+    CTNN_OMP(parallel for schedule(static) if (out_rows() * in_rows() > kThreadedStream))
     for (int oi = 0; oi < o; ++oi) gather_outputs(dwd + static_cast<std::size_t>(oi) * q * in_rows(), in_rows(), oi, 1, dw);
   }
   // The same for outputs [o0, o0 + count), from their columns of dWd (leading dimension ld).
@@ -311,7 +311,7 @@ struct WholePlane {
   }
   template <int Pixels>
   static void swap_order(const float* from, int outer, int inner, float* to) {
-#pragma omp parallel for schedule(static) if (static_cast<std::size_t>(outer) * inner * Pixels > kThreadedStream)
+    CTNN_OMP(parallel for schedule(static) if (static_cast<std::size_t>(outer) * inner * Pixels > kThreadedStream))
     for (int j = 0; j < inner; ++j)
       for (int i = 0; i < outer; ++i)
         for (int k = 0; k < Pixels; ++k)
@@ -385,7 +385,7 @@ inline void conv2d_backward_image_parallel(const ConvShape& s, int n, const floa
   float* partials = scratch(1, w_floats * groups);
   const Eigen::Index rows_all = static_cast<Eigen::Index>(n) * plane;
   const ChunkWeights wt_t(MatRef{w, patch, oc, patch}.t(), dx != nullptr);
-#pragma omp parallel for schedule(dynamic, 1)
+  CTNN_OMP(parallel for schedule(dynamic, 1))
   for (int gi = 0; gi < groups; ++gi) {
     float* col = cols + col_floats * thread_index();
     const MutMatRef dwp{partials + w_floats * gi, patch, oc, patch};

@@ -17,7 +17,7 @@ inline float relu(float v) { return v < 0.0f ? 0.0f : v; }
 
 // y = relu(x).
 inline void relu_forward(const float* x, float* y, std::size_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
+  CTNN_OMP(parallel for simd schedule(static) if (n > kThreadedStream))
   for (std::size_t i = 0; i < n; ++i) y[i] = relu(x[i]);
 }
 
@@ -28,26 +28,26 @@ inline float relu_grad(float y, float dy) {
   return std::bit_cast<float>(std::bit_cast<std::uint32_t>(dy) & (y > 0.0f ? ~0u : 0u));
 }
 inline void relu_backward(const float* y, const float* dy, float* dx, std::size_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
+  CTNN_OMP(parallel for simd schedule(static) if (n > kThreadedStream))
   for (std::size_t i = 0; i < n; ++i) dx[i] = relu_grad(y[i], dy[i]);
 }
 
 // y = a + b.
 inline void add(const float* a, const float* b, float* y, std::size_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
+  CTNN_OMP(parallel for simd schedule(static) if (n > kThreadedStream))
   for (std::size_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
 }
 
 // y[0, n) = v, by the threads (a gradient buffer's zero_grad: std::fill_n on one thread left the
 // others idle for 3 % of a bf16 training step).
 inline void fill(float* y, float v, std::size_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
+  CTNN_OMP(parallel for simd schedule(static) if (n > kThreadedStream))
   for (std::size_t i = 0; i < n; ++i) y[i] = v;
 }
 
 // y += a.
 inline void add_into(float* y, const float* a, std::size_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
+  CTNN_OMP(parallel for simd schedule(static) if (n > kThreadedStream))
   for (std::size_t i = 0; i < n; ++i) y[i] += a[i];
 }
 

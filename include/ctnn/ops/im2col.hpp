@@ -50,14 +50,14 @@ inline void small_plane_table(const ConvGeometry& g, int* table) {
 // col (ld = nb * out_plane) <- patches of samples [n0, n0 + nb) of `in`. `threaded` = false
 // when the caller is itself one iteration of a parallel loop.
 inline void im2col(const float* in, const ConvGeometry& g, int n0, int nb, float* col,
-                   bool threaded = true) {
+                   [[maybe_unused]] bool threaded = true) {
   const std::size_t ld = static_cast<std::size_t>(nb) * g.out_plane();
   const int kk = g.kernel * g.kernel;
   if (detail::small_plane(g)) {
     int table[detail::small_plane_max * detail::small_kernel_area_max];
     detail::small_plane_table(g, table);
     const int plane = g.out_plane(), in_plane = g.height * g.width;
-#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > kThreadedWork)
+    CTNN_OMP(parallel for schedule(static) if (threaded && ld * g.patch() > kThreadedWork))
     for (int j = 0; j < g.patch(); ++j) {
       const int* t = table + (j % kk) * plane;
       const float* src = in + (j / kk) * g.in_channel_stride() + static_cast<std::size_t>(n0) * in_plane;
@@ -67,7 +67,7 @@ inline void im2col(const float* in, const ConvGeometry& g, int n0, int nb, float
     }
     return;
   }
-#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > kThreadedWork)
+  CTNN_OMP(parallel for schedule(static) if (threaded && ld * g.patch() > kThreadedWork))
   for (int j = 0; j < g.patch(); ++j) {
     const int c = j / kk, ky = (j % kk) / g.kernel, kx = j % g.kernel;
     float* dst = col + j * ld;
@@ -111,14 +111,14 @@ inline void im2col(const float* in, const ConvGeometry& g, int n0, int nb, float
 // [n0, n0 + nb). Each thread owns whole input channels, and within a channel the patch
 // columns are added in a fixed order, so sums do not depend on the thread count.
 inline void col2im_add(const float* col, const ConvGeometry& g, int n0, int nb, float* in,
-                       bool threaded = true) {
+                       [[maybe_unused]] bool threaded = true) {
   const std::size_t ld = static_cast<std::size_t>(nb) * g.out_plane();
   const int kk = g.kernel * g.kernel;
   if (detail::small_plane(g)) {  // same order of additions as the general loop below
     int table[detail::small_plane_max * detail::small_kernel_area_max];
     detail::small_plane_table(g, table);
     const int plane = g.out_plane(), in_plane = g.height * g.width;
-#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > kThreadedWork)
+    CTNN_OMP(parallel for schedule(static) if (threaded && ld * g.patch() > kThreadedWork))
     for (int c = 0; c < g.in_channels; ++c) {
       for (int r = 0; r < kk; ++r) {
         const int* t = table + r * plane;
@@ -131,7 +131,7 @@ inline void col2im_add(const float* col, const ConvGeometry& g, int n0, int nb, 
     }
     return;
   }
-#pragma omp parallel for schedule(static) if (threaded && ld * g.patch() > kThreadedWork)
+  CTNN_OMP(parallel for schedule(static) if (threaded && ld * g.patch() > kThreadedWork))
   for (int c = 0; c < g.in_channels; ++c) {
     for (int r = 0; r < kk; ++r) {
       const int ky = r / g.kernel, kx = r % g.kernel;

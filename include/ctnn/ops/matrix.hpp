@@ -7,6 +7,8 @@
 
 #include <algorithm>
 
+#include "ctnn/core/threading.hpp"
+
 namespace ctnn::ops {
 
 // A column-major matrix operand: `rows` x `cols` at `data` with leading dimension `ld`,
@@ -80,13 +82,10 @@ inline Eigen::Index block_start(Eigen::Index i, Eigen::Index blocks, Eigen::Inde
 
 // f(start, length) for each of the `blocks` blocks of `extent`, shared out over ctnn's threads
 // one at a time as they come free: a thread that another process slows down takes fewer
-// blocks, and which thread computes a block never changes its result. (The pragma is guarded:
-// the kernel checks of tests/isa/ compile this header, through sgemm.hpp, without OpenMP.)
+// blocks, and which thread computes a block never changes its result.
 template <class F>
 inline void for_each_block(Eigen::Index blocks, Eigen::Index extent, const F& f) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
-#endif
+  CTNN_OMP(parallel for schedule(dynamic, 1) if (blocks > 1))
   for (Eigen::Index i = 0; i < blocks; ++i) {
     const Eigen::Index s = block_start(i, blocks, extent);
     f(s, block_start(i + 1, blocks, extent) - s);

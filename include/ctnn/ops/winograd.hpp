@@ -346,7 +346,7 @@ void transform_kernels(const float* w, int cin, int cout, bool flip, float* u) {
   // lanes as one vector (one kernel at a time, with U's stores a row apart when flipped, took
   // 11 % of a VGG16 fp32 training step).
   const int outer = flip ? cin : cout, inner = flip ? cout : cin;
-#pragma omp parallel for schedule(static) if (ps * A * A > kThreadedStream)
+  CTNN_OMP(parallel for schedule(static) if (ps * A * A > kThreadedStream))
   for (int o = 0; o < outer; ++o) {
     for (int i0 = 0; i0 < inner; i0 += L) {
       const int lanes = std::min(L, inner - i0);
@@ -358,7 +358,7 @@ void transform_kernels(const float* w, int cin, int cout, bool flip, float* u) {
           for (int b = 0; b < 3; ++b) gg[a][b][l] = flip ? g[(2 - a) * 3 + (2 - b)] : g[a * 3 + b];
       }
       for (int j = 0; j < 3; ++j) {  // G along rows
-#pragma omp simd
+        CTNN_OMP(simd)
         for (int l = 0; l < L; ++l) {
           const double in[3] = {gg[0][j][l], gg[1][j][l], gg[2][j][l]};
           double res[A];
@@ -367,7 +367,7 @@ void transform_kernels(const float* w, int cin, int cout, bool flip, float* u) {
         }
       }
       for (int a = 0; a < A; ++a) {  // G along columns
-#pragma omp simd
+        CTNN_OMP(simd)
         for (int l = 0; l < L; ++l) {
           const double in[3] = {t[a][0][l], t[a][1][l], t[a][2][l]};
           double res[A];
@@ -385,11 +385,11 @@ void transform_kernels(const float* w, int cin, int cout, bool flip, float* u) {
 
 // dw[k][c] (+)= G^T dU[.][c + k * cin] G, computed in double; dw in PyTorch's layout.
 template <int M>
-void inverse_kernels(const float* du, int cin, int cout, float* dw, bool accumulate, bool threaded) {
+void inverse_kernels(const float* du, int cin, int cout, float* dw, bool accumulate, [[maybe_unused]] bool threaded) {
   using X = Xf<M>;
   constexpr int A = X::a;
   const std::size_t ps = static_cast<std::size_t>(cin) * cout;
-#pragma omp parallel for schedule(static) if (threaded && ps * A * A > kThreadedStream)
+  CTNN_OMP(parallel for schedule(static) if (threaded && ps * A * A > kThreadedStream))
   for (int k = 0; k < cout; ++k) {
     for (int c = 0; c < cin; ++c) {
       const std::size_t at = static_cast<std::size_t>(k) * cin + c;
@@ -452,13 +452,13 @@ void forward_core(const Winograd3x3& s, const float* x, const float* u, const fl
       const int cnt = std::min(nb, n - n0);
       const std::size_t tiles = static_cast<std::size_t>(cnt) * tpi;
       float* mm = v + P * tiles * cin;
-#pragma omp parallel for schedule(static)
+      CTNN_OMP(parallel for schedule(static))
       for (int c = 0; c < cin; ++c) data_tiles<M>(x + c * cs + n0 * plane, cnt, h, w, v + c * tiles, tiles * cin);
       const Eigen::Index t = static_cast<Eigen::Index>(tiles);
-#pragma omp parallel for schedule(dynamic, 1)
+      CTNN_OMP(parallel for schedule(dynamic, 1))
       for (int p = 0; p < P; ++p)
         gemm_serial({v + p * tiles * cin, t, cin, t}, {u + p * ups, cin, cout, cin}, {mm + p * tiles * cout, t, cout, t}, false, Precision::fp32);
-#pragma omp parallel for schedule(static)
+      CTNN_OMP(parallel for schedule(static))
       for (int k = 0; k < cout; ++k)
         output_tiles<M>(mm + k * tiles, tiles * cout, bias ? bias[k] : 0.0f, s.relu, y + k * cs + n0 * plane, cnt, h, w);
     }
@@ -467,7 +467,7 @@ void forward_core(const Winograd3x3& s, const float* x, const float* u, const fl
   const int nb = chunk_images(s, tpi, P), chunks = (n + nb - 1) / nb;
   const std::size_t per_thread = static_cast<std::size_t>(P) * nb * tpi * (cin + cout);
   float* bufs = scratch(0, per_thread * num_threads());
-#pragma omp parallel for schedule(dynamic, 1)
+  CTNN_OMP(parallel for schedule(dynamic, 1))
   for (int i = 0; i < chunks; ++i) {
     const int n0 = i * nb, cnt = std::min(nb, n - n0);
     const std::size_t tiles = static_cast<std::size_t>(cnt) * tpi;
@@ -499,7 +499,7 @@ void backward_weights_core(const Winograd3x3& s, const float* x, const float* dy
       const int cnt = std::min(nb, n - n0);
       const std::size_t tiles = static_cast<std::size_t>(cnt) * tpi;
       float* gy = v + P * tiles * cin;
-#pragma omp parallel for schedule(static)
+      CTNN_OMP(parallel for schedule(static))
       for (int c = 0; c < cin + cout; ++c) {
         if (c < cin)
           data_tiles<M>(x + c * cs + n0 * plane, cnt, h, w, v + c * tiles, tiles * cin);
@@ -507,7 +507,7 @@ void backward_weights_core(const Winograd3x3& s, const float* x, const float* dy
           grad_tiles<M>(dy + (c - cin) * cs + n0 * plane, cnt, h, w, gy + (c - cin) * tiles, tiles * cout);
       }
       const Eigen::Index t = static_cast<Eigen::Index>(tiles);
-#pragma omp parallel for schedule(dynamic, 1)
+      CTNN_OMP(parallel for schedule(dynamic, 1))
       for (int p = 0; p < P; ++p)
         gemm_serial(MatRef{v + p * tiles * cin, t, cin, t}.t(), {gy + p * tiles * cout, t, cout, t},
                     {du + p * ups, cin, cout, cin}, /*accumulate=*/n0 > 0, Precision::fp32);
@@ -522,7 +522,7 @@ void backward_weights_core(const Winograd3x3& s, const float* x, const float* dy
   // Slot 1: one Winograd-domain accumulator per thread, then one 3x3-domain partial per group.
   float* acc = scratch(1, P * ups * threads + 9 * ups * groups);
   float* partials = acc + P * ups * threads;
-#pragma omp parallel for schedule(dynamic, 1)
+  CTNN_OMP(parallel for schedule(dynamic, 1))
   for (int gi = 0; gi < groups; ++gi) {
     const int tid = thread_index();
     float* v = bufs + per_thread * tid;

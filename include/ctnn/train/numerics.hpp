@@ -24,7 +24,7 @@ inline bool all_finite(std::span<const float> v) {
   const float* p = v.data();
   const std::size_t n = v.size();
   std::uint32_t bad = 0;
-#pragma omp parallel for simd schedule(static) reduction(| : bad) if (n > kThreadedScan)
+  CTNN_OMP(parallel for simd schedule(static) reduction(| : bad) if (n > kThreadedScan))
   for (std::size_t i = 0; i < n; ++i) bad |= (std::bit_cast<std::uint32_t>(p[i]) & 0x7f800000u) == 0x7f800000u;
   return bad == 0;
 }

@@ -156,7 +156,7 @@ class Adam : public detail::OptimizerBase<AdamOptions> {
                                 static_cast<float>(o_.lr / bc1),    static_cast<float>(std::sqrt(bc2)),
                                 static_cast<float>(o_.eps)};
     const std::size_t n = p_.size(), block = 4096, blocks = (n + block - 1) / block;
-#pragma omp parallel for schedule(static) if (n > kThreadedStream)
+    CTNN_OMP(parallel for schedule(static) if (n > kThreadedStream))
     for (std::size_t b = 0; b < blocks; ++b)
       detail::adam_update(p_.data(), g_.data(), m_.data(), v_.data(), b * block, std::min(n, (b + 1) * block), s);
   }
@@ -203,7 +203,7 @@ class SGD : public detail::OptimizerBase<SGDOptions> {
     float* p = p_.data();
     const float* g = g_.data();
     float* buf = buf_.data();
-#pragma omp parallel for simd schedule(static) if (n > kThreadedStream)
+    CTNN_OMP(parallel for simd schedule(static) if (n > kThreadedStream))
     for (std::size_t i = 0; i < n; ++i) {
       float d = g[i];
       if (wd != 0.0f) d += wd * p[i];
