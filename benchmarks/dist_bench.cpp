@@ -109,7 +109,8 @@ int main(int argc, char** argv) {
     const int warmup = static_cast<int>(args.integer("warmup", 2, 0, 100000));
     set_num_threads(static_cast<int>(args.integer("threads", 0, 0, 1024)));
     dist::require_same(comm, "model " + model + "\nbatch " + std::to_string(batch) + "\nsteps " +
-                                 std::to_string(steps) + "\nlocal-bn " + std::to_string(args.flag("local-bn")));
+                                 std::to_string(steps) + "\nwarmup " + std::to_string(warmup) + "\nlocal-bn " +
+                                 std::to_string(args.flag("local-bn")));
     if (model == "vgg16") return run<VGG16>(comm, model, batch, steps, warmup, args.flag("local-bn"));
     if (model == "resnet50") return run<ResNet50_layer4<10>>(comm, model, batch, steps, warmup, args.flag("local-bn"));
     throw ctnn::cli::UsageError("--model must be vgg16 or resnet50, not " + model);

@@ -66,7 +66,8 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
                    "                          do the same after the step in progress, then exit with 130)\n"
                    "  --precision P           fp32 (default) or bf16: convolutions and linear layers multiply in\n"
                    "                          bf16 with fp32 sums (fast with AVX512_BF16 or AMX); weights stay fp32\n"
-                   "  --synthetic N           train and test on N generated SYNTHETIC images instead of CIFAR-10\n"
+                   "  --synthetic N           train on N generated SYNTHETIC images instead of CIFAR-10, and test\n"
+                   "                          on N/5 others (at least 1)\n"
                    "  --local-bn              under mpiexec: BatchNorm statistics per process (DDP's), not\n"
                    "                          over the global batch (the default, as one process computes)\n"
                    "  --help\n";
@@ -121,7 +122,23 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
       c.train.progress = c.train.progress && comm->rank() == 0;
     }
 #endif
-    return train_run(c, model);
+    const int code = train_run(c, model);
+#ifdef CTNN_TRAIN_MPI
+    if (procs > 1) {
+      // Process 0 evaluates after the last step while the others are done. They wait for it
+      // here, where a SIGTERM or Ctrl-C is still caught (in MPI_Finalize it would kill the
+      // process, and mpiexec then process 0's evaluation), and asleep, not spinning on a core
+      // that the evaluation needs.
+      comm->wait_for_all();
+      const int sig = StopSignals::received();
+      if (code == 0 && comm->rank() != 0 && sig != 0) {
+        std::cout << program << ": process " << comm->rank() << " of " << procs << ": " << signal_name(sig)
+                  << " received after the last step: the run is complete" << std::endl;
+        return kInterrupted;
+      }
+    }
+#endif
+    return code;
 #ifdef CTNN_TRAIN_MPI
   } catch (const dist::CollectiveError& e) {  // raised alike by every process: said once
     if (comm->rank() == 0) std::cerr << program << ": " << e.what() << "\n";

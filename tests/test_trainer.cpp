@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <csignal>
 #include <cstring>
@@ -137,6 +138,8 @@ TEST_CASE("Trainer over an AnyNetwork (as ctnn-train runs it): the same run, bit
   CHECK(sa.str() == sd.str());
   any.eval();
   CHECK_FALSE(owned.network().is_training());
+  owned.train();  // the default argument, through the owning type too
+  CHECK(owned.network().is_training());
 }
 
 TEST_CASE("Trainer rejects impossible options") {
@@ -150,6 +153,60 @@ TEST_CASE("Trainer rejects impossible options") {
   o.batch_size = 10;
   o.log_every = 0;  // (a modulus of zero)
   CHECK_THROWS_WITH_AS(Trainer<SmallNet>(net, o), doctest::Contains("log_every"), std::invalid_argument);
+  o.log_every = 100;
+  // Refused at once, not at the first decay (20 epochs in, by default, after the last snapshot).
+  for (const double factor : {0.0, -3.0, std::nan("")}) {
+    o.lr_decay_factor = factor;
+    CHECK_THROWS_WITH_AS(Trainer<SmallNet>(net, o), doctest::Contains("lr_decay_factor"), std::invalid_argument);
+  }
+  o.lr_decay_every = 0;  // no decay: the factor is never used
+  CHECK_NOTHROW(Trainer<SmallNet>(net, o));
+  o.lr_decay_factor = 3.0;
+  o.lr_decay_every = -1;
+  CHECK_THROWS_WITH_AS(Trainer<SmallNet>(net, o), doctest::Contains("lr_decay_every"), std::invalid_argument);
+  o.lr_decay_every = 20;
+  o.max_steps = -2;
+  CHECK_THROWS_WITH_AS(Trainer<SmallNet>(net, o), doctest::Contains("max_steps"), std::invalid_argument);
+  o.max_steps = -1;
+  o.checkpoint_every = -1;
+  CHECK_THROWS_WITH_AS(Trainer<SmallNet>(net, o), doctest::Contains("checkpoint_every"), std::invalid_argument);
+}
+
+TEST_CASE("Trainer and evaluate refuse an empty data set") {
+  SmallNet net(0);
+  auto empty = data::make_synthetic_cifar(10, 1);
+  empty.labels.clear();
+  empty.pixels.clear();
+  std::ostringstream log;
+  CHECK_THROWS_WITH_AS(Trainer<SmallNet>(net, TrainerOptions{}).fit(empty, log), doctest::Contains("holds no images"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(evaluate(net, empty), doctest::Contains("holds no images"), std::invalid_argument);
+}
+
+TEST_CASE("Trainer: max_steps 0 leaves the snapshot its message names; a resume beyond the run's epochs is refused") {
+  const auto train = data::make_synthetic_cifar(60, 5);
+  const TempDir dir("ctnn_test_trainer_zero_steps");
+  TrainerOptions o;
+  o.batch_size = 20;
+  o.epochs = 2;
+  o.out_dir = dir.path;
+  o.model_name = "zero";
+  o.max_steps = 0;
+  SmallNet net(0);
+  std::ostringstream log;
+  Trainer<SmallNet>(net, o).fit(train, log);
+  CHECK(log.str().find("continues it from") != std::string::npos);
+  CHECK(std::filesystem::exists(dir.path / "zero_resume.ckpt"));
+  CHECK(std::filesystem::exists(dir.path / "zero_step0.ckpt"));
+  // A snapshot in epoch 2, resumed by a run of one epoch: refused, not reported as finished.
+  o.max_steps = 4;
+  o.resume = true;
+  Trainer<SmallNet>(net, o).fit(train, log);
+  o.epochs = 1;
+  o.max_steps = -1;
+  CHECK_THROWS_WITH_AS(Trainer<SmallNet>(net, o).fit(train, log), doctest::Contains("beyond this run's 1 epoch"),
+                       io::CheckpointError);
+  CHECK_FALSE(std::filesystem::exists(dir.path / "zero_final.ckpt"));
 }
 
 TEST_CASE("evaluate refuses labels the network has no class for, and leaves its mode as it was") {
@@ -157,6 +214,11 @@ TEST_CASE("evaluate refuses labels the network has no class for, and leaves its 
   FiveClasses net(0);
   const auto test = data::make_synthetic_cifar(40, 3);  // labels 0-9
   CHECK_THROWS_WITH_AS(evaluate(net, test), doctest::Contains("only 5 classes"), std::invalid_argument);
+  CHECK(net.is_training());
+  const auto five = data::make_synthetic_cifar(40, 3);
+  auto fit = five;
+  for (auto& label : fit.labels) label %= 5;
+  CHECK_THROWS_AS(evaluate(net, fit, /*batch_size=*/0), std::invalid_argument);  // thrown after eval()
   CHECK(net.is_training());
 }
 
@@ -445,6 +507,18 @@ TEST_CASE("Trainer with SGD and momentum: the snapshot holds the momentum buffer
   CHECK(resumed.optimizer().steps() == 20);
   CHECK(std::memcmp(a.parameters().data(), c.parameters().data(), a.num_parameters() * sizeof(float)) == 0);
   CHECK(read_text(whole.path / "sgd_final.ckpt") == read_text(parts.path / "sgd_final.ckpt"));
+
+  // The snapshot resumed with another optimizer: refused, before the network changes.
+  DropNet d(777);
+  const std::vector<float> before(d.parameters().begin(), d.parameters().end());
+  CHECK_THROWS_WITH_AS(Trainer<DropNet>(d, rest).fit(train, log),
+                       doctest::Contains("holds the state of another optimizer than this run's (entries "
+                                         "optimizer.lr_bits, optimizer.momentum_buffer, optimizer.step; this optimizer "
+                                         "keeps optimizer.exp_avg, optimizer.exp_avg_sq, optimizer.lr_bits, optimizer.step)"),
+                       io::CheckpointError);
+  using PlainSgd = Trainer<DropNet, SGD>;  // without momentum: no buffer
+  CHECK_THROWS_AS(PlainSgd(d, rest, SGD(d, {.lr = 0.01})).fit(train, log), io::CheckpointError);
+  CHECK(std::equal(before.begin(), before.end(), d.parameters().begin(), d.parameters().end()));
 }
 
 // Numerical faults. Poison is the identity, except that it puts a NaN into its output at one

@@ -36,6 +36,12 @@
 #            bias and the running mean of the BatchNorm2d after it: BatchNorm subtracts the bias
 #            out, so its exact gradient is zero and Adam turns the rounding noise into steps of up
 #            to lr in any direction, which the running mean (of the convolution's output) follows.
+# train_disagree: ctnn-train-small's processes must start alike, or stop at once with one
+#            message: training sets of different sizes (a hang before: the larger set's process
+#            waited for a step that the other never took); different --load files (trained
+#            silently to another result before); a last batch smaller than the process count
+#            (refused with advice for ctnn-train, not a DataLoader option's); and where a process's --out differs from
+#            process 0's, messages name process 0's files (the ones written), not its own.
 # term_resume: the same run, with SIGTERM sent to process 1 alone in the middle of its step 12:
 #            both processes stop after step 12 (exit 130), process 0 saves the snapshot and
 #            small_step12.ckpt, and --resume ends on the uninterrupted run's bytes.
@@ -176,6 +182,58 @@ elseif(CASE STREQUAL "term_resume")
       message(FATAL_ERROR "${f} of the stopped and resumed run differs from the uninterrupted run's")
     endif()
   endforeach()
+elseif(CASE STREQUAL "train_disagree")
+  # CIFAR-10 folders of 10 and 8 images per file (50 and 40 training images).
+  function(write_cifar dir records)
+    string(ASCII 3 label)
+    string(REPEAT "A" 3072 pixels)
+    string(REPEAT "${label}${pixels}" ${records} bytes)
+    foreach(f data_batch_1 data_batch_2 data_batch_3 data_batch_4 data_batch_5 test_batch)
+      file(WRITE ${dir}/${f}.bin "${bytes}")
+    endforeach()
+  endfunction()
+  write_cifar(${WORK}/fifty 10)
+  write_cifar(${WORK}/forty 8)
+  set(args --model small --batch-size 5 --seed 3 --threads 1)
+  function(run_pair expect what)
+    execute_process(COMMAND ${MPIEXEC} -n 1 --oversubscribe ${TRAIN} ${ARGV2} : -n 1 ${TRAIN} ${ARGV3}
+                    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 60)
+    message("${what}: exit ${rc}\n${out}${err}")
+    if(rc EQUAL 0 OR NOT "${out}${err}" MATCHES "${expect}")
+      message(FATAL_ERROR "${what}: expected a non-zero exit within 60 s and a message matching '${expect}'")
+    endif()
+    set(text "${out}${err}" PARENT_SCOPE)
+  endfunction()
+  run_pair("do not start alike: process 1 has 'training set: 40 images' where process 0 has 'training set: 50 images'"
+           "different data" "${args};--data;${WORK}/fifty;--out;${WORK}/a" "${args};--data;${WORK}/forty;--out;${WORK}/a")
+  run_pair("401 training images in batches of 20 leave a last batch of 1, fewer than the 2 processes"
+           "a last batch of 1" "--model;small;--synthetic;401;--batch-size;20;--out;${WORK}/a"
+           "--model;small;--synthetic;401;--batch-size;20;--out;${WORK}/a")
+  foreach(seed 1 2)
+    execute_process(COMMAND ${TRAIN} ${args} --data ${WORK}/fifty --seed ${seed} --max-steps 1 --out ${WORK}/s${seed}
+                    RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err TIMEOUT 60)
+    if(NOT rc EQUAL 0)
+      message(FATAL_ERROR "training seed ${seed} for a checkpoint failed (${rc}): ${err}")
+    endif()
+  endforeach()
+  run_pair("do not start alike: process 1 has 'weights before training: [0-9a-f]+' where process 0 has 'weights before training: [0-9a-f]+'"
+           "different --load" "${args};--data;${WORK}/fifty;--load;${WORK}/s1/small_step1.ckpt;--out;${WORK}/b"
+           "${args};--data;${WORK}/fifty;--load;${WORK}/s2/small_step1.ckpt;--out;${WORK}/b")
+  # A NaN after a snapshot, process 1 writing into another folder: each process's message names
+  # process 0's snapshot (it said "no checkpoint was saved by this run" before).
+  run_pair("the last good checkpoint is [^\n]*/c0/small_resume.ckpt \\(after step 1\\)" "a NaN"
+           "${args};--data;${WORK}/fifty;--lr;1e30;--checkpoint-every;1;--out;${WORK}/c0"
+           "${args};--data;${WORK}/fifty;--lr;1e30;--checkpoint-every;1;--out;${WORK}/c1")
+  if(text MATCHES "no checkpoint was saved|/c1/")
+    message(FATAL_ERROR "a process named its own folder, where nothing is written")
+  endif()
+  # A damaged snapshot in process 0's folder: named as such by every process.
+  file(WRITE ${WORK}/c0/small_resume.ckpt "not a zip")
+  run_pair("process [01] of 2: [^\n]*/c0/small_resume.ckpt: not a PyTorch checkpoint" "a damaged snapshot"
+           "${args};--data;${WORK}/fifty;--resume;--out;${WORK}/c0" "${args};--data;${WORK}/fifty;--resume;--out;${WORK}/c1")
+  if(text MATCHES "/c1/")
+    message(FATAL_ERROR "a process named its own folder, where nothing is written")
+  endif()
 elseif(CASE STREQUAL "train_mismatch")
   # ctnn-train-small (ctnn-train's program) started with different --epochs on its processes.
   execute_process(COMMAND ${MPIEXEC} -n 1 --oversubscribe ${TRAIN} --model small --synthetic 40 --out ${WORK}

@@ -69,7 +69,7 @@ class AnyNetworkOf final : public AnyNetwork<typename Net::in_shape, typename Ne
   const Output& forward(const Input& x) override { return net_.forward(x); }
   void backward(const Input& x, const Output& dy) override { net_.backward(x, dy); }
   void backward(const Input& x, const Output& dy, Input& dx) override { net_.backward(x, dy, dx); }
-  void train(bool on) override { net_.train(on); }
+  void train(bool on = true) override { net_.train(on); }  // (a default is the static type's)
   bool is_training() const override { return net_.is_training(); }
   void zero_grad() override { net_.zero_grad(); }
   std::span<float> parameters() override { return net_.parameters(); }

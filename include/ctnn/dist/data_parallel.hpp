@@ -110,6 +110,7 @@ class TrainerReplicas : public Replicas {
     comm_.broadcast(s, 0);
     bytes.assign(s.begin(), s.end());
   }
+  void require_same(const std::string& lines) const override;
 
  private:
   const Communicator& comm_;
@@ -123,9 +124,11 @@ struct CollectiveError : std::runtime_error {
 
 // Checks that every process was started with the same settings (`config`: one setting per line,
 // e.g. the command line's options). If not, throws CollectiveError on every process, naming the
-// first process that differs, its setting and process 0's. A mismatch would otherwise be a
-// silent divergence or a collective call that never completes.
-inline void require_same(const Communicator& comm, const std::string& config) {
+// first process that differs, its setting and process 0's ("the processes <subject>: process 1
+// has '...' where process 0 has '...'"). A mismatch would otherwise be a silent divergence or a
+// collective call that never completes.
+inline void require_same(const Communicator& comm, const std::string& config,
+                         const std::string& subject = "were started with different settings") {
   std::string reference = config;
   comm.broadcast(reference, 0);
   auto lines = [](const std::string& s) {
@@ -158,9 +161,14 @@ inline void require_same(const Communicator& comm, const std::string& config) {
   std::string pair = mine + '\n' + theirs;
   comm.broadcast(pair, first);
   const std::size_t cut = pair.find('\n');
-  throw CollectiveError("ctnn::dist: the processes were started with different settings: process " +
+  throw CollectiveError("ctnn::dist: the processes " + subject + ": process " +
                         std::to_string(first) + " has '" + pair.substr(0, cut) + "' where process 0 has '" +
                         pair.substr(cut + 1) + "'");
+}
+
+// What the Trainer checks before its first step (the data set's size, the weights).
+inline void TrainerReplicas::require_same(const std::string& lines) const {
+  dist::require_same(comm_, lines, "do not start alike");
 }
 
 // Runs body() (which returns an exit code) on every process. A CollectiveError is printed once,

@@ -8,6 +8,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace ctnn::dist {
@@ -98,6 +100,17 @@ class Communicator {
                     "MPI_Bcast");
   }
   void barrier() const { detail::check(MPI_Barrier(comm_), "MPI_Barrier"); }
+  // A barrier that sleeps while it waits (MPI_Ibarrier, tested every millisecond), where
+  // MPI_Barrier may spin: a process that is done does not take a core that another still needs.
+  void wait_for_all() const {
+    MPI_Request request;
+    detail::check(MPI_Ibarrier(comm_, &request), "MPI_Ibarrier");
+    for (int done = 0;;) {
+      detail::check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+      if (done) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
 
   // Ends every process of the job with `code` (the launcher reports it). For a failure on one
   // process that the others cannot know about: they would otherwise wait for it forever.

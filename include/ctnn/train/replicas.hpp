@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "ctnn/core/shard.hpp"
@@ -24,6 +25,10 @@ class Replicas {
   virtual double sum(double value) const = 0;
   // Process 0's bytes on every process (the resume snapshot it read).
   virtual void broadcast(std::vector<std::uint8_t>& bytes) const = 0;
+  // Returns if every process passes the same `lines` (one fact a line) as process 0; otherwise
+  // throws on every process alike, naming the first process that differs and the first line in
+  // which it does, with process 0's.
+  virtual void require_same(const std::string& lines) const = 0;
 };
 
 }  // namespace ctnn

@@ -11,12 +11,14 @@
 // written after the table and checked only where present (snapshots before session 17 lack it).
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <filesystem>
 #include <span>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "ctnn/core/state.hpp"
 #include "ctnn/io/state_dict.hpp"
@@ -100,6 +102,32 @@ struct StateReader : StateVisitor {
   }
 };
 
+// The snapshot's optimizer entries must be the ones `opt` keeps: a snapshot of another
+// optimizer (Adam's moments where SGD keeps a momentum buffer, or nothing) is refused, rather
+// than half-read or read in part after the weights were loaded.
+template <class Optimizer>
+void require_optimizer_entries(const io::StateDict& sd, const std::string& file, Optimizer& opt) {
+  struct Names : StateVisitor {
+    std::vector<std::string> names;
+    void buffer(const std::string& name, const TensorShape&, std::span<float>) override { names.push_back(name); }
+    void counter(const std::string& name, std::int64_t&) override { names.push_back(name); }
+  } wanted;
+  opt.visit_state(wanted, "optimizer");
+  std::vector<std::string> saved;
+  for (const auto& [key, t] : sd)
+    if (key.rfind("optimizer.", 0) == 0) saved.push_back(key);
+  std::sort(wanted.names.begin(), wanted.names.end());
+  std::sort(saved.begin(), saved.end());
+  if (saved == wanted.names) return;
+  auto list = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (const auto& n : v) s += (s.empty() ? "" : ", ") + n;
+    return s.empty() ? std::string("none") : s;
+  };
+  throw io::CheckpointError(file, "holds the state of another optimizer than this run's (entries " + list(saved) +
+                                      "; this optimizer keeps " + list(wanted.names) + ")");
+}
+
 }  // namespace detail
 
 // `train_size`: the images of the training set, so that a resume on another set (where the
@@ -139,6 +167,7 @@ TrainPosition restore_snapshot(const io::StateDict& sd, const std::string& file,
                                           " training images, and this one has " + std::to_string(train_size) +
                                           "; resume on the same data set");
   }
+  detail::require_optimizer_entries(sd, file, opt);  // before anything is loaded
   io::StateDict model;
   for (const auto& [key, t] : sd)
     if (key.rfind("model.", 0) == 0) model.insert_or_assign(key.substr(6), t);

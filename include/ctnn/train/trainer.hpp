@@ -13,6 +13,7 @@
 #include <atomic>
 #include <bit>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -20,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <ostream>
+#include <span>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -85,8 +87,14 @@ auto evaluate(Net& net, const data::Dataset& test, int batch_size = 100) {
     if (label >= K)
       throw std::invalid_argument("evaluate: " + test.description + " has label " + std::to_string(label) +
                                   " and the network only " + std::to_string(K) + " classes");
+  if (test.size() == 0) throw std::invalid_argument("evaluate: the data set holds no images" +
+                                (test.description.empty() ? std::string() : " (" + test.description + ")"));
   EvalResult<K> r;
-  const bool was_training = net.is_training();
+  struct Restore {  // the caller's mode, also when something below throws
+    Net& net;
+    bool was_training;
+    ~Restore() { net.train(was_training); }
+  } restore{net, net.is_training()};
   net.eval();
   data::DataLoader loader(test, data::LoaderOptions::test(batch_size));
   data::LoaderBatch batch;
@@ -101,7 +109,6 @@ auto evaluate(Net& net, const data::Dataset& test, int batch_size = 100) {
       ++r.total;
     }
   }
-  net.train(was_training);
   return r;
 }
 
@@ -132,6 +139,15 @@ class Trainer {
     if (o_.epochs < 1) throw std::invalid_argument("Trainer: epochs must be at least 1");
     if (o_.batch_size < 1) throw std::invalid_argument("Trainer: batch size must be at least 1");
     if (o_.log_every < 1) throw std::invalid_argument("Trainer: log_every must be at least 1");
+    // Checked here, not at the first decay, which may come after many epochs of unsaved work.
+    if (o_.lr_decay_every < 0)
+      throw std::invalid_argument("Trainer: lr_decay_every must be >= 0 (0: no decay), got " +
+                                  std::to_string(o_.lr_decay_every));
+    if (o_.lr_decay_every > 0 && !(std::isfinite(o_.lr_decay_factor) && o_.lr_decay_factor > 0))
+      throw std::invalid_argument("Trainer: lr_decay_factor must be a positive number, got " +
+                                  std::to_string(o_.lr_decay_factor));
+    if (o_.max_steps < -1) throw std::invalid_argument("Trainer: max_steps must be >= 0, or -1 for no limit");
+    if (o_.checkpoint_every < 0) throw std::invalid_argument("Trainer: checkpoint_every must be >= 0 (0: epoch ends only)");
   }
   Trainer(Net& net, const TrainerOptions& o) : Trainer(net, o, Optimizer(net, {.lr = o.lr})) {}
 
@@ -143,7 +159,10 @@ class Trainer {
   // training on its share of every global batch of batch_size images, with the gradients summed
   // over all before every optimizer step. Process 0 alone writes the log, the loss log, the
   // snapshots and the checkpoints and tells the observers; a resumed run restores the snapshot
-  // process 0 reads, whatever the process count that wrote it. Not owned; set before fit().
+  // process 0 reads, whatever the process count that wrote it. fit() first checks that all
+  // processes have training sets of one size and the same weights (the same --load file) and
+  // takes process 0's out_dir on every process (so checkpoint_path() names the files written).
+  // Not owned; set before fit().
   void set_replicas(const Replicas& replicas) { replicas_ = &replicas; }
   // Polls `flag` after every step (StopSignals::flag(), train/stop.hpp: set by Ctrl-C or
   // SIGTERM): once it is not 0, fit() finishes the step, writes the resume snapshot and the
@@ -170,12 +189,18 @@ class Trainer {
     signal_ = 0;
     stopped_weights_.clear();
     train_size_ = train.size();
+    if (train_size_ == 0) throw std::invalid_argument("Trainer::fit: the training set holds no images" +
+                                  (train.description.empty() ? std::string() : " (" + train.description + ")"));
+    if (replicas_) agree_on_data();
     auto loader_options = data::LoaderOptions::train(o_.seed, o_.batch_size);
     if (replicas_) loader_options.shard = {replicas_->rank(), replicas_->size()};
     data::DataLoader loader(train, loader_options);
     const int steps_per_epoch = loader.num_batches();
     if (lead()) remove_abandoned_saves(log);
     TrainPosition at = resume(log);
+    // As DDP starts its replicas from process 0's weights; here a difference (another --load
+    // file) is an error rather than overwritten.
+    if (replicas_) replicas_->require_same("weights before training: " + state_hash());
     if (lead() && !o_.out_dir.empty()) csv_.open(csv_path(), at.epoch, at.batch, at.total_steps);
     progress_ = ProgressLine();  // the rate counts from here
     CrossEntropyLoss<classes> criterion;
@@ -213,6 +238,7 @@ class Trainer {
     if (finished_) {
       if (lead() && !o_.out_dir.empty()) save_weights(at, checkpoint_path("final"));
     } else {
+      if (last_saved_step_ != at.total_steps) snapshot(at);  // stopped before any step (max_steps 0)
       stopped(at, steps_per_epoch, log);
     }
     return mean;
@@ -304,6 +330,43 @@ class Trainer {
         << checkpoint_path("resume").string() << ")" << std::endl;
   }
 
+  // With replicas, before the first collective call that depends on the data: every process
+  // must train on a set of one size (else the process with fewer steps leaves the others waiting
+  // in a collective call for ever), whose last batch leaves each process an image. The files are
+  // process 0's, in its out_dir, which every process takes (the others write nothing), so that
+  // their messages name the files that exist and they all agree on whether there are any.
+  void agree_on_data() {
+    replicas_->require_same("training set: " + std::to_string(train_size_) + " images");
+    const std::string mine = o_.out_dir.string();
+    std::vector<std::uint8_t> dir(mine.begin(), mine.end());
+    replicas_->broadcast(dir);
+    o_.out_dir = std::string(dir.begin(), dir.end());
+    const int b = o_.batch_size, last = train_size_ % b == 0 ? b : train_size_ % b, n = replicas_->size();
+    if (train_size_ > 0 && last < n)
+      throw std::invalid_argument("ctnn::Trainer: " + std::to_string(train_size_) + " training images in batches of " +
+                                  std::to_string(b) + " leave a last batch of " + std::to_string(last) +
+                                  ", fewer than the " + std::to_string(n) +
+                                  " processes that share every batch: choose a batch size that leaves at least " +
+                                  std::to_string(n));
+  }
+  // The weights, buffers and counters, hashed (64-bit FNV-1a over their 32-bit words), in hex.
+  std::string state_hash() {
+    struct Hasher : StateVisitor {
+      std::uint64_t h = 0xcbf29ce484222325ULL;
+      void word(std::uint64_t w) { h = (h ^ w) * 0x100000001b3ULL; }
+      void floats(std::span<const float> v) {
+        for (const float f : v) word(std::bit_cast<std::uint32_t>(f));
+      }
+      void parameter(const std::string&, const TensorShape&, Param& p) override { floats(p.data()); }
+      void buffer(const std::string&, const TensorShape&, std::span<float> d) override { floats(d); }
+      void counter(const std::string&, std::int64_t& c) override { word(static_cast<std::uint64_t>(c)); }
+    } hasher;
+    net_.visit_state(hasher);
+    char text[20];
+    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hasher.h));
+    return text;
+  }
+
   // Leftovers of saves that were killed half-way; never taken for checkpoints, but large.
   void remove_abandoned_saves(std::ostream& log) const {
     if (o_.out_dir.empty() || !std::filesystem::is_directory(o_.out_dir)) return;
@@ -332,6 +395,10 @@ class Trainer {
                                               file.string()),
                          file.string(), net_, opt_, o_.seed, o_.batch_size, train_size_);
     last_saved_step_ = at.total_steps;
+    if (at.epoch > o_.epochs + (at.batch == 0 ? 1 : 0))  // (epochs + 1, batch 0: a finished run's)
+      throw io::CheckpointError(file.string(), "holds a run at epoch " + std::to_string(at.epoch) + ", batch " +
+                                                   std::to_string(at.batch) + ", beyond this run's " +
+                                                   std::to_string(o_.epochs) + " epoch(s); resume with as many epochs");
     if (lead())
       log << "Resuming from " << checkpoint_path("resume").string() << ": epoch " << at.epoch << ", step " << at.batch
           << ", " << at.total_steps << " steps done" << std::endl;
@@ -412,11 +479,13 @@ class Trainer {
     io::save_state_dict(net_, file);
   }
   void snapshot(const TrainPosition& at) {
-    if (o_.out_dir.empty() || !lead()) return;
-    check_state(at, checkpoint_path("resume"));
-    csv_.flush();  // the log's rows up to the snapshot are complete on disk before it is
-    write_snapshot(checkpoint_path("resume"), net_, opt_, o_.seed, o_.batch_size, at, train_size_);
-    last_saved_step_ = at.total_steps;
+    if (o_.out_dir.empty()) return;
+    if (lead()) {
+      check_state(at, checkpoint_path("resume"));
+      csv_.flush();  // the log's rows up to the snapshot are complete on disk before it is
+      write_snapshot(checkpoint_path("resume"), net_, opt_, o_.seed, o_.batch_size, at, train_size_);
+    }
+    last_saved_step_ = at.total_steps;  // on every process: their messages name process 0's file
   }
 
   Net& net_;
