@@ -147,6 +147,15 @@ void load_checkpoint(Net& net, const std::string& file, const io::LoadOptions& o
   for (const auto& note : r.notes) out << file << ": " << note << "\n";
 }
 
+// A number as Python's str() of a float writes it (the shortest text that reads back, with
+// ".0" when it has no fraction): main.py prints its accuracy with '{} %'.format(...), 37.0 %.
+inline std::string python_float(double v) {
+  char b[32];
+  std::string s(b, std::to_chars(b, b + sizeof b, v).ptr);
+  if (std::isfinite(v) && s.find_first_of(".e") == std::string::npos) s += ".0";
+  return s;
+}
+
 // The SYNTHETIC stand-in for CIFAR-10 that --synthetic N selects in every example: N training
 // images and N/5 test images, from the run's seed, so ctnn-train and ctnn-eval see the same sets.
 inline data::Dataset synthetic_split(long n, std::uint64_t seed, data::Split split) {

@@ -37,7 +37,7 @@ int run(const ctnn::cli::CifarModel& model, const std::string& checkpoint, const
   ctnn::cli::CifarNetwork& net = *network;
   ctnn::cli::load_checkpoint(net, checkpoint, load, std::cout);
   const auto r = ctnn::evaluate(net, test, batch_size);
-  std::cout << "Accuracy of the model on the test images: " << r.accuracy() << " %\n\nper class:\n";
+  std::cout << "Accuracy of the model on the test images: " << ctnn::cli::python_float(r.accuracy()) << " %\n\nper class:\n";
   constexpr int K = ctnn::cli::CifarNetwork::out_shape::channels;
   for (int c = 0; c < K; ++c) {
     const std::string name = c < static_cast<int>(test.class_names.size()) ? test.class_names[c] : std::to_string(c);

@@ -91,9 +91,9 @@ inline int train_run(const TrainConfig& c, const CifarModel& model) {
   }
   if (!lead) return 0;
   const auto r = evaluate(net, test_set);
-  std::cout << "Accuracy of the model on the test images: " << r.accuracy() << " %" << std::endl;
+  std::cout << "Accuracy of the model on the test images: " << python_float(r.accuracy()) << " %" << std::endl;
   std::printf("wall time: train %.1f s, total %.1f s (%d threads)\n", train_seconds, seconds(), num_threads());
-  std::ofstream(trainer.csv_path(), std::ios::app) << "# test accuracy," << r.accuracy() << "\n";
+  std::ofstream(trainer.csv_path(), std::ios::app) << "# test accuracy," << python_float(r.accuracy()) << "\n";
   picture.draw();
   std::cout << "Loss curve: " << picture.svg.string() << "\n";
   if (const int sig = StopSignals::received()) {  // after the last step: everything is saved
