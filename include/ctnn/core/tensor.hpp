@@ -22,7 +22,13 @@ namespace detail {
 // and, since each step asks for the same sizes in the same order, it allocates nothing after
 // the first. One pool per thread, like ops::scratch.
 inline std::vector<AlignedFloats>& spare_storage() {
-  thread_local std::vector<AlignedFloats> spares;
+  // Room for the spares of the largest network up front: growing this list would be the one
+  // allocation of an evaluation's second batch.
+  thread_local std::vector<AlignedFloats> spares = [] {
+    std::vector<AlignedFloats> v;
+    v.reserve(256);
+    return v;
+  }();
   return spares;
 }
 // The smallest spare holding at least `floats` floats, or an empty vector if none does.
