@@ -183,7 +183,9 @@ class Trainer {
   std::filesystem::path csv_path() const { return o_.out_dir / (o_.model_name + "_train_log.csv"); }
 
   // Returns the mean loss of the last epoch trained. When resuming a run that had finished,
-  // trains nothing.
+  // trains nothing. A second fit() of one Trainer is a new run from the weights and optimizer
+  // state the first left (epochs counted from 1, the learning rate as the first left it) that
+  // writes the same files: give it another out_dir or model_name to keep the first run's.
   double fit(const data::Dataset& train, std::ostream& log) {
     interrupted_ = finished_ = false;
     signal_ = 0;
