@@ -5,6 +5,8 @@
 #include <bit>
 #include <cstdint>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 using namespace ctnn;
 using namespace ctnn::test;
@@ -161,6 +163,29 @@ TEST_CASE("NoGrad: the same outputs, intermediate outputs given back as soon as 
   net.forward(x);  // outside NoGrad again: backward works
   CHECK_NOTHROW(net.backward(x, dy));
   CHECK(stem.get<0>().output().batch() == 5);
+}
+
+TEST_CASE("NoGrad: from the second pass on, an evaluation allocates nothing, not even the spares' list") {
+  // On a thread of its own, whose spares' list (thread_local) is new, as a program's first
+  // evaluation finds it: the list grew on the second pass before it reserved its room.
+  std::vector<const void*> lists;
+  std::thread([&] {
+    using Net = Network<Shape<2, 8, 8>, Sequential<Conv2d<2, 4, 3, 1, 1>, BatchNorm2d<4>, ReLU, Conv2d<4, 4, 3, 1, 1>,
+                                                   ReLU, MaxPool2d<2>, Conv2d<4, 8, 3, 1, 1>, ReLU, MaxPool2d<2>,
+                                                   Flatten, Linear<32, 3>>>;
+    Net net(0);
+    net.eval();
+    Batch<Shape<2, 8, 8>> x(2);
+    x.fill(0.5f);
+    for (int pass = 0; pass < 3; ++pass) {
+      const NoGrad no_grad;
+      net.forward(x);
+      lists.push_back(detail::spare_storage().data());
+    }
+  }).join();
+  REQUIRE(lists.size() == 3);
+  CHECK(lists[1] == lists[0]);
+  CHECK(lists[2] == lists[0]);
 }
 
 TEST_CASE("Fusions: ReLU in the forward of the Conv2d or BatchNorm before it, a Conv2d's bias in the BatchNorm after it (evaluation under NoGrad); the bits of separate passes") {
