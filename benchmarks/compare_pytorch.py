@@ -5,7 +5,13 @@ Runs the same training step (zero_grad, forward, CrossEntropyLoss, backward, Ada
 same eval-mode forward in PyTorch, with the assignment's exact models
 (tests/pytorch/assignment_models.py), and in ctnn through `ctnn-bench`, on the same synthetic
 batch size and thread count, alternating the two sides round by round (torch, ctnn, torch, ctnn,
-...) so that load from other programs on the machine hits both alike. Prints, per model and mode,
+..., and within a round each precision asked for, so that a bf16 run is compared with an fp32 run
+of the same minutes). Alternating does not make load from other programs hit both alike: with as
+many threads as cores, a thread that another program deschedules stalls every parallel region,
+and a PyTorch step has many more, smaller ones than ctnn's (measured on a loaded 2-core VM: going
+from 1 to 2 threads, PyTorch slowed 7.2x and ctnn 5.6x, a ratio 29 % too high). So measure on
+an idle machine: the script samples the CPUs' busy and steal time before it starts and after each
+round, and warns when anything else used more than 10 % of them. Prints, per model and mode,
 the images/s of each side, the ratio ctnn/PyTorch (above 1: ctnn is faster) and each side's peak
 resident memory; every PyTorch measurement runs in its own subprocess, so each side's peak is its
 own. Then times every distinct convolution of both networks (forward, and backward with the input
@@ -18,11 +24,15 @@ the ratio of the two is the steadiest figure. --stat median reports typical thro
     /usr/bin/python3 benchmarks/compare_pytorch.py --threads 2 --batch-size 100 --rounds 3 \\
         --ctnn-bench build/bin/ctnn-bench
 
-Environment: these machines set OPENBLAS_CORETYPE=Haswell (and OPENBLAS_L2_SIZE), which slows
-OpenBLAS, which PyTorch uses for its Linear layers; for a fair comparison run this script under
-`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`. The script prints what it found. Both sides get
-the same thread count: PyTorch through torch.set_num_threads, plus OMP_NUM_THREADS and
-OPENBLAS_NUM_THREADS in its subprocess's environment; ctnn through --threads.
+Environment: these machines may set OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE), which changes
+OpenBLAS's kernels; PyTorch uses OpenBLAS for its Linear layers only (its convolutions are
+oneDNN's), ctnn for its products where OpenBLAS suits the CPU. Run this script under `env -u
+OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` unless that is what is measured; it prints what it found.
+Both sides get the same thread count: PyTorch through torch.set_num_threads and OMP_NUM_THREADS,
+ctnn through --threads. OpenBLAS gets one thread on both sides (PyTorch's subprocess:
+OPENBLAS_NUM_THREADS=1; ctnn sets it itself): OpenBLAS's own pool spins for about 0.1 s after
+each call, taking a core from the OpenMP threads that do the rest of the work, and the Linear
+layers it would speed up are 0.1 % of VGG16's multiply-adds.
 """
 
 import argparse
@@ -213,8 +223,31 @@ def run(cmd, env=None):
 def torch_env(threads):
     env = dict(os.environ)
     env['OMP_NUM_THREADS'] = str(threads)
-    env['OPENBLAS_NUM_THREADS'] = str(threads)
+    env['OPENBLAS_NUM_THREADS'] = '1'  # (the module's docstring says why)
     return env
+
+
+def cpu_times():
+    """(busy, steal, total) jiffies of all CPUs, from /proc/stat."""
+    with open('/proc/stat') as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    steal = v[7] if len(v) > 7 else 0
+    total = sum(v[:8])
+    return total - idle - steal, steal, total
+
+
+def check_idle(when, seconds=1.0):
+    """Samples the CPUs for `seconds` with nothing of ours running and says how busy they were."""
+    b0, s0, t0 = cpu_times()
+    time.sleep(seconds)
+    b1, s1, t1 = cpu_times()
+    total = max(t1 - t0, 1)
+    busy, steal = (b1 - b0) / total, (s1 - s0) / total
+    note = f'  CPUs {when}: {busy:.0%} busy with other programs, {steal:.0%} stolen by the hypervisor'
+    if busy + steal > 0.10:
+        note += '  WARNING: not idle; the ratios below lean towards ctnn (see the docstring)'
+    print(note, flush=True)
 
 
 def parse_kv(line):
@@ -226,17 +259,18 @@ def compare_models(args):
     info = None
     for model in args.models:
         for mode in args.modes:
-            for precision in args.precisions:
-                steps = args.train_steps if mode == 'train' else args.eval_steps
-                torch_runs, ctnn_runs = [], []
-                for rnd in range(args.rounds):
+            steps = args.train_steps if mode == 'train' else args.eval_steps
+            torch_runs = {p: [] for p in args.precisions}
+            ctnn_runs = {p: [] for p in args.precisions}
+            for rnd in range(args.rounds):
+                for precision in args.precisions:
                     out = run([sys.executable, __file__, '--worker', 'model', '--model', model, '--mode', mode,
                                '--batch-size', str(args.batch_size), '--threads', str(args.threads),
                                '--steps', str(steps), '--warmup', str(args.warmup), '--precisions', precision],
                               env=torch_env(args.threads))
                     t = json.loads(out.strip().splitlines()[-1])
                     info = info or t
-                    torch_runs.append(t)
+                    torch_runs[precision].append(t)
                     line = f'  round {rnd + 1}: {model:8s} {mode:5s} {precision} images/s mean (best step): ' \
                            f'torch {t["images_per_s"]:6.1f} ({t["images_per_s_best"]:6.1f})'
                     for gemm in args.gemm:
@@ -244,11 +278,14 @@ def compare_models(args):
                                           str(args.batch_size), '--threads', str(args.threads), '--steps', str(steps),
                                           '--warmup', str(args.warmup), '--gemm', gemm, '--precision', precision]
                                          ).strip().splitlines()[-1])
-                        ctnn_runs.append(c)
+                        ctnn_runs[precision].append(c)
                         line += f'   ctnn[{gemm}] {float(c["images_per_s"]):6.1f} ({float(c["images_per_s_best"]):6.1f})'
                     print(line, flush=True)
+                check_idle(f'after round {rnd + 1}', 0.5)
+            for precision in args.precisions:
                 for i, gemm in enumerate(args.gemm):
-                    results[(model, mode, gemm, precision)] = (torch_runs, ctnn_runs[i::len(args.gemm)])
+                    results[(model, mode, gemm, precision)] = (torch_runs[precision],
+                                                               ctnn_runs[precision][i::len(args.gemm)])
     return results, info
 
 
@@ -277,6 +314,18 @@ def print_model_table(results, args):
               f'{gflops:14.1f}{tpeak:16.0f}{timport:10.0f}{cpeak:15.0f}')
     print('(torch peak includes the Python interpreter and torch itself: "(import)" is the resident size '
           'right after importing torch)')
+    # ctnn in bf16 against PyTorch in fp32 (issue 14's measure): the runs of each round were made
+    # one after the other, so the per-round ratios pair runs of the same minutes.
+    for (model, mode, gemm, precision), (tr, cr) in results.items():
+        if precision != 'bf16' or (model, mode, gemm, 'fp32') not in results:
+            continue
+        tr32 = results[(model, mode, gemm, 'fp32')][0]
+        pick = max if args.stat == 'best' else statistics.median
+        key = 'images_per_s_best' if args.stat == 'best' else 'images_per_s'
+        ratio = pick(float(r[key]) for r in cr) / pick(r[key] for r in tr32)
+        per_round = [float(b['images_per_s']) / a['images_per_s'] for a, b in zip(tr32, cr)]
+        print(f'{model:9s}{mode:6s}ctnn bf16 [{gemm}] / torch fp32: {ratio:.2f} (per round '
+              f'{min(per_round):.2f}-{max(per_round):.2f})')
 
 
 def compare_convs(args):
@@ -404,13 +453,14 @@ def main():
     print('  load average at start: %.2f %.2f %.2f (%d cores)' % (*os.getloadavg(), os.cpu_count()))
     print(f'  CPU: {cpu_description()}')
     r = subprocess.run([args.ctnn_bench, '--list-convs'], capture_output=True, text=True)
-    print('  ' + (r.stderr.strip().splitlines() or ['ctnn-bench printed no backend line'])[-1])
+    print('  ' + next((l for l in r.stderr.splitlines() if 'GEMM:' in l), 'ctnn-bench printed no GEMM line'))
     for var in ('OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE'):
         state = f'set to {os.environ[var]!r}' if var in os.environ else 'unset'
         print(f'  {var} {state}')
     if 'OPENBLAS_CORETYPE' in os.environ:
-        print('  WARNING: OPENBLAS_CORETYPE slows PyTorch\'s BLAS; run under '
-              '`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` for a fair comparison')
+        print('  note: OPENBLAS_CORETYPE changes OpenBLAS\'s kernels (PyTorch\'s Linear layers, ctnn\'s products '
+              'where it takes OpenBLAS); run under `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` unless that is meant')
+    check_idle('before the first round')
 
     if not args.no_models:
         results, info = compare_models(args)

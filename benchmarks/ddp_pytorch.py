@@ -17,6 +17,11 @@ import statistics
 import sys
 import time
 
+# OpenBLAS (PyTorch's Linear layers only) on one thread, as compare_pytorch.py gives it and ctnn
+# sets its own: its pool spins after each call, taking a core from the OpenMP threads. Read when
+# the library loads, so before torch is imported here or in the spawned workers.
+os.environ['OPENBLAS_NUM_THREADS'] = '1'
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests', 'pytorch'))
 
