@@ -97,7 +97,8 @@ inline int train_run(const TrainConfig& c, const CifarModel& model) {
   picture.draw();
   std::cout << "Loss curve: " << picture.svg.string() << "\n";
   if (const int sig = StopSignals::received()) {  // after the last step: everything is saved
-    std::cout << signal_name(sig) << " received after the last step: the run is complete\n";
+    std::cout << signal_name(sig) << " received after the last step: "
+              << (trainer.finished() ? "the run is complete" : "its weights and snapshot are saved") << "\n";
     return kInterrupted;
   }
   return 0;

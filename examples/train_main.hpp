@@ -133,7 +133,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
       const int sig = StopSignals::received();
       if (code == 0 && comm->rank() != 0 && sig != 0) {
         std::cout << program << ": process " << comm->rank() << " of " << procs << ": " << signal_name(sig)
-                  << " received after the last step: the run is complete" << std::endl;
+                  << " received after the last step: nothing is lost" << std::endl;
         return kInterrupted;
       }
     }
