@@ -189,6 +189,7 @@ class Trainer {
   double fit(const data::Dataset& train, std::ostream& log) {
     interrupted_ = finished_ = false;
     signal_ = 0;
+    last_saved_step_ = -1;  // (of this run: a second fit() must not take the first one's)
     stopped_weights_.clear();
     train_size_ = train.size();
     if (train_size_ == 0) throw std::invalid_argument("Trainer::fit: the training set holds no images" +
