@@ -516,9 +516,15 @@ TEST_CASE("Trainer with SGD and momentum: the snapshot holds the momentum buffer
                                          "optimizer.lr_bits, optimizer.momentum_buffer, optimizer.step; this optimizer "
                                          "keeps optimizer.exp_avg, optimizer.exp_avg_sq, optimizer.lr_bits, optimizer.step)"),
                        io::CheckpointError);
-  using PlainSgd = Trainer<DropNet, SGD>;  // without momentum: no buffer
-  CHECK_THROWS_AS(PlainSgd(d, rest, SGD(d, {.lr = 0.01})).fit(train, log), io::CheckpointError);
+  using SgdTrainer = Trainer<DropNet, SGD>;  // (a macro argument takes no bare template comma)
+  CHECK_THROWS_AS(SgdTrainer(d, rest, SGD(d, {.lr = 0.01})).fit(train, log), io::CheckpointError);  // no momentum
   CHECK(std::equal(before.begin(), before.end(), d.parameters().begin(), d.parameters().end()));
+  // Keys from the file are quoted printably in that message (a control character in a crafted one).
+  io::StateDict crafted = snapshot;
+  crafted.insert_or_assign("optimizer.\x01odd", io::Tensor::scalar_int64(1));
+  io::write_checkpoint(parts.path / "sgd_resume.ckpt", crafted);
+  CHECK_THROWS_WITH_AS(SgdTrainer(d, rest, SGD(d, sgd)).fit(train, log),
+                       doctest::Contains("entries optimizer.\\x01odd, optimizer.lr_bits"), io::CheckpointError);
 }
 
 // Numerical faults. Poison is the identity, except that it puts a NaN into its output at one

@@ -30,6 +30,16 @@ namespace ctnn::io {
 template <class Net>
 concept HasState = requires(Net& net, StateVisitor& v) { net.visit_state(v); };
 
+// Keys from a file, for a message: quoted printably, separated by `sep`, the first 25 and how
+// many more.
+inline std::string key_list(const std::vector<std::string>& items, const char* sep) {
+  std::string s;
+  const std::size_t shown = std::min<std::size_t>(items.size(), 25);
+  for (std::size_t i = 0; i < shown; ++i) s += (i ? sep : "") + printable(items[i]);
+  if (shown < items.size()) s += std::string(sep) + "... and " + std::to_string(items.size() - shown) + " more";
+  return s;
+}
+
 // A checkpoint whose keys or shapes do not fit the network. what() lists the problems (the
 // first 25 of each kind, with exact counts); the members hold them all.
 class StateDictMismatch : public CheckpointError {
@@ -49,10 +59,7 @@ class StateDictMismatch : public CheckpointError {
     std::string s = "the checkpoint does not match the network's state_dict";
     auto list = [&](const char* title, const std::vector<std::string>& items, const char* sep) {
       if (items.empty()) return;
-      s += "\n  " + std::string(title) + " (" + std::to_string(items.size()) + "): ";
-      const std::size_t shown = std::min<std::size_t>(items.size(), 25);
-      for (std::size_t i = 0; i < shown; ++i) s += (i ? sep : "") + printable(items[i]);
-      if (shown < items.size()) s += std::string(sep) + "... and " + std::to_string(items.size() - shown) + " more";
+      s += "\n  " + std::string(title) + " (" + std::to_string(items.size()) + "): " + key_list(items, sep);
     };
     list("missing keys", missing, ", ");
     list("unexpected keys", unexpected, ", ");

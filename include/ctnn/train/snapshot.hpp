@@ -119,11 +119,7 @@ void require_optimizer_entries(const io::StateDict& sd, const std::string& file,
   std::sort(wanted.names.begin(), wanted.names.end());
   std::sort(saved.begin(), saved.end());
   if (saved == wanted.names) return;
-  auto list = [](const std::vector<std::string>& v) {
-    std::string s;
-    for (const auto& n : v) s += (s.empty() ? "" : ", ") + n;
-    return s.empty() ? std::string("none") : s;
-  };
+  auto list = [](const std::vector<std::string>& v) { return v.empty() ? std::string("none") : io::key_list(v, ", "); };
   throw io::CheckpointError(file, "holds the state of another optimizer than this run's (entries " + list(saved) +
                                       "; this optimizer keeps " + list(wanted.names) + ")");
 }
