@@ -216,7 +216,7 @@ elseif(CASE STREQUAL "train_disagree")
       message(FATAL_ERROR "training seed ${seed} for a checkpoint failed (${rc}): ${err}")
     endif()
   endforeach()
-  run_pair("do not start alike: process 1 has 'weights before training: [0-9a-f]+' where process 0 has 'weights before training: [0-9a-f]+'"
+  run_pair("do not start alike: process 1 has 'weights before training: 0x[0-9a-f]+' where process 0 has 'weights before training: 0x[0-9a-f]+'"
            "different --load" "${args};--data;${WORK}/fifty;--load;${WORK}/s1/small_step1.ckpt;--out;${WORK}/b"
            "${args};--data;${WORK}/fifty;--load;${WORK}/s2/small_step1.ckpt;--out;${WORK}/b")
   # A NaN after a snapshot, process 1 writing into another folder: each process's message names

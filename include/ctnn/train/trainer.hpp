@@ -29,6 +29,7 @@
 
 #include "ctnn/core/grad_mode.hpp"
 #include "ctnn/core/hooks.hpp"
+#include "ctnn/core/text.hpp"
 #include "ctnn/data/loader.hpp"
 #include "ctnn/io/file.hpp"
 #include "ctnn/io/state_dict.hpp"
@@ -230,10 +231,7 @@ class Trainer {
           snapshot(at);
       }
       notify(&TrainingObserver::on_pause);
-      if (at.batch < steps_per_epoch) {  // stopped early (max_steps, stop flag): keep the place for --resume
-        snapshot(at);
-        break;
-      }
+      if (at.batch < steps_per_epoch) break;  // stopped early (max_steps, stop flag): snapshot below
       end_epoch(at);
     }
     csv_.flush();
@@ -241,7 +239,9 @@ class Trainer {
     if (finished_) {
       if (lead() && !o_.out_dir.empty()) save_weights(at, checkpoint_path("final"));
     } else {
-      if (last_saved_step_ != at.total_steps) snapshot(at);  // stopped before any step (max_steps 0)
+      // Keep the place for --resume (mid-epoch, or before any step with max_steps 0), unless an
+      // epoch's end just wrote it.
+      if (last_saved_step_ != at.total_steps) snapshot(at);
       stopped(at, steps_per_epoch, log);
     }
     return mean;
@@ -365,9 +365,7 @@ class Trainer {
       void counter(const std::string&, std::int64_t& c) override { word(static_cast<std::uint64_t>(c)); }
     } hasher;
     net_.visit_state(hasher);
-    char text[20];
-    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hasher.h));
-    return text;
+    return hex(hasher.h, 16);
   }
 
   // Leftovers of saves that were killed half-way; never taken for checkpoints, but large.
