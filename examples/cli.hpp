@@ -147,11 +147,15 @@ void load_checkpoint(Net& net, const std::string& file, const io::LoadOptions& o
   for (const auto& note : r.notes) out << file << ": " << note << "\n";
 }
 
-// A number as Python's str() of a float writes it (the shortest text that reads back, with
-// ".0" when it has no fraction): main.py prints its accuracy with '{} %'.format(...), 37.0 %.
-inline std::string python_float(double v) {
+// The shortest text that reads back as v.
+inline std::string shortest(double v) {
   char b[32];
-  std::string s(b, std::to_chars(b, b + sizeof b, v).ptr);
+  return std::string(b, std::to_chars(b, b + sizeof b, v).ptr);
+}
+// A number as Python's str() of a float writes it (the shortest text, with ".0" when it has no
+// fraction): main.py prints its accuracy with '{} %'.format(...), 37.0 %.
+inline std::string python_float(double v) {
+  std::string s = shortest(v);
   if (std::isfinite(v) && s.find_first_of(".e") == std::string::npos) s += ".0";
   return s;
 }

@@ -4,7 +4,6 @@
 
 #include <unistd.h>
 
-#include <charconv>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -102,15 +101,11 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
     if (procs > 1) {
       // Every option that shapes the computation must agree (the thread count, the data and
       // output folders and the --load path are each process's own).
-      auto num = [](double v) {  // the shortest text that reads back as v
-        char b[32];
-        return std::string(b, std::to_chars(b, b + sizeof b, v).ptr);
-      };
       std::ostringstream config;
       config << "--model " << c.model << "\n--epochs " << c.train.epochs << "\n--batch-size " << c.train.batch_size
-             << "\n--lr " << num(c.train.lr) << (c.train.resume_with_lr ? " (replacing the snapshot's)" : "")
+             << "\n--lr " << shortest(c.train.lr) << (c.train.resume_with_lr ? " (replacing the snapshot's)" : "")
              << "\n--lr-decay-every " << c.train.lr_decay_every << "\n--lr-decay-factor "
-             << num(c.train.lr_decay_factor) << "\n--seed " << c.train.seed << "\n--max-steps " << c.train.max_steps
+             << shortest(c.train.lr_decay_factor) << "\n--seed " << c.train.seed << "\n--max-steps " << c.train.max_steps
              << "\n--synthetic " << c.synthetic << "\n--precision " << precision_name(c.precision) << "\n--checkpoint-every " << c.train.checkpoint_every
              << "\n--checkpoint-key " << args.get("checkpoint-key", "-") << "\n--strip-prefix "
              << args.get("strip-prefix", "-") << "\n--resume " << (c.train.resume ? "on" : "off") << "\n--local-bn "
