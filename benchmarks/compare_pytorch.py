@@ -289,6 +289,13 @@ def compare_models(args):
     return results, info
 
 
+def rate(runs, args):
+    """A side's images/s over its rounds: the fastest step (--stat best) or the median round's mean."""
+    if args.stat == 'best':
+        return max(float(r['images_per_s_best']) for r in runs)
+    return statistics.median(float(r['images_per_s']) for r in runs)
+
+
 def print_model_table(results, args):
     what = ('the fastest step of all rounds' if args.stat == 'best'
             else f'the median over {args.rounds} rounds of each round\'s mean throughput')
@@ -298,12 +305,7 @@ def print_model_table(results, args):
     print(f'{"model":9s}{"mode":6s}{"prec":5s}{"ctnn gemm":>10s}{"torch img/s":>12s}{"ctnn img/s":>12s}{"ratio":>8s}'
           f'{"per-round":>18s}{"ctnn GFLOP/s":>14s}{"torch peak MiB":>16s}{"(import)":>10s}{"ctnn peak MiB":>15s}')
     for (model, mode, gemm, precision), (tr, cr) in results.items():
-        if args.stat == 'best':
-            t = max(r['images_per_s_best'] for r in tr)
-            c = max(float(r['images_per_s_best']) for r in cr)
-        else:
-            t = statistics.median(r['images_per_s'] for r in tr)
-            c = statistics.median(float(r['images_per_s']) for r in cr)
+        t, c = rate(tr, args), rate(cr, args)
         per_round = [float(b['images_per_s']) / a['images_per_s'] for a, b in zip(tr, cr)]
         gflops = c * float(cr[0]['gflop_per_image'])
         tpeak = max(r['peak_rss_mib'] for r in tr)
@@ -320,9 +322,7 @@ def print_model_table(results, args):
         if precision != 'bf16' or (model, mode, gemm, 'fp32') not in results:
             continue
         tr32 = results[(model, mode, gemm, 'fp32')][0]
-        pick = max if args.stat == 'best' else statistics.median
-        key = 'images_per_s_best' if args.stat == 'best' else 'images_per_s'
-        ratio = pick(float(r[key]) for r in cr) / pick(r[key] for r in tr32)
+        ratio = rate(cr, args) / rate(tr32, args)
         per_round = [float(b['images_per_s']) / a['images_per_s'] for a, b in zip(tr32, cr)]
         print(f'{model:9s}{mode:6s}ctnn bf16 [{gemm}] / torch fp32: {ratio:.2f} (per round '
               f'{min(per_round):.2f}-{max(per_round):.2f})')
