@@ -1,5 +1,6 @@
 // bf16 mixed precision (ops/bf16.hpp, ops/precision.hpp): the rounding, the kernel against
-// double sums of the rounded operands, each layer against PyTorch's autocast, and the fp32 path
+// double sums of the rounded operands, each layer against PyTorch's autocast (within bf16's
+// rounding) and against double sums of its rounded operands (within fp32's), and the fp32 path
 // unchanged bit for bit. ctest runs this file once per kernel (tests/CMakeLists.txt): as
 // test_bf16 on the AVX512_BF16 kernel (CTNN_BF16_KERNEL=avx512_bf16), as bf16_amx on the AMX
 // kernel (CTNN_BF16_KERNEL=amx) and as bf16_portable on the portable one (runs everywhere). On a
@@ -61,6 +62,68 @@ double relative_gap(std::span<const float> a, std::span<const float> b) {
   return gap / scale;
 }
 
+// Sums of products of the bf16-rounded operands, in double, each with the sum of its terms'
+// magnitudes: what a layer under bf16 must compute, up to one fp32 rounding per term added
+// ((terms + 2) * 2^-24 of the magnitudes). An operand left in fp32 moves a sum by up to 2^-9 of
+// its magnitudes, far outside that: these checks fail where a product skips the policy, which
+// expect_bf16's bound against PyTorch (two bf16 roundings) cannot see.
+struct Sums {
+  std::vector<double> value, magnitude;
+  explicit Sums(std::size_t n) : value(n), magnitude(n) {}
+  void add(std::size_t i, double a, double b) {
+    value[i] += a * b;
+    magnitude[i] += std::abs(a * b);
+  }
+};
+double bf(double v) { return ops::round_to_bf16(static_cast<float>(v)); }
+
+void expect_sums(std::span<const float> actual, const Sums& s, long terms, const std::string& what) {
+  REQUIRE_MESSAGE(actual.size() == s.value.size(), what << ": size " << actual.size() << " vs " << s.value.size());
+  std::size_t worst = 0;
+  double worst_ratio = 0.0;
+  for (std::size_t i = 0; i < actual.size(); ++i) {
+    const double allowed = static_cast<double>(terms + 2) * 0x1p-24 * s.magnitude[i] + 1e-30;
+    const double ratio = std::abs(static_cast<double>(actual[i]) - s.value[i]) / allowed;
+    if (!(ratio <= worst_ratio)) worst_ratio = ratio, worst = i;
+  }
+  CHECK_MESSAGE(worst_ratio <= 1.0, what << ": element " << worst << " is " << actual[worst]
+                                         << ", the sum of the rounded operands' products " << s.value[worst] << " (error "
+                                         << worst_ratio << " times the bound of " << terms << " fp32 additions)");
+}
+
+// A convolution's forward and gradients from the rounded operands (x, weight and dy rounded,
+// as the policy has them; the bias and the bias gradient's dy in fp32), PyTorch's layouts.
+struct ConvSums {
+  Sums y, dx, dw, db;
+  long y_terms, dx_terms, dw_terms;
+};
+ConvSums conv_sums(const Golden& g, int cin, int cout, int k, int stride, int pad, int h) {
+  const std::vector<double>&x = g["x"].values, &w = g["weight"].values, &b = g["bias"].values, &dy = g["dy"].values;
+  const int n = static_cast<int>(g["x"].shape[0]), oh = (h + 2 * pad - k) / stride + 1;
+  ConvSums r{Sums(dy.size()), Sums(x.size()), Sums(w.size()), Sums(b.size()), long{cin} * k * k + 1,
+             long{cout} * k * k, long{n} * oh * oh};
+  for (int i = 0; i < n; ++i)
+    for (int o = 0; o < cout; ++o)
+      for (int oy = 0; oy < oh; ++oy)
+        for (int ox = 0; ox < oh; ++ox) {
+          const std::size_t yi = ((static_cast<std::size_t>(i) * cout + o) * oh + oy) * oh + ox;
+          r.y.add(yi, b[o], 1.0);
+          r.db.add(o, dy[yi], 1.0);
+          for (int c = 0; c < cin; ++c)
+            for (int ky = 0; ky < k; ++ky)
+              for (int kx = 0; kx < k; ++kx) {
+                const int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+                if (iy < 0 || iy >= h || ix < 0 || ix >= h) continue;
+                const std::size_t xi = ((static_cast<std::size_t>(i) * cin + c) * h + iy) * h + ix;
+                const std::size_t wi = ((static_cast<std::size_t>(o) * cin + c) * k + ky) * k + kx;
+                r.y.add(yi, bf(x[xi]), bf(w[wi]));
+                r.dx.add(xi, bf(dy[yi]), bf(w[wi]));
+                r.dw.add(wi, bf(dy[yi]), bf(x[xi]));
+              }
+        }
+  return r;
+}
+
 // `bf16_products`: whether the layer multiplies in bf16 under the policy (false for the layers
 // that stay fp32 Winograd, whose output must then be fp32's bit for bit).
 template <int Cin, int Cout, int K, int S, int P, int H>
@@ -76,9 +139,10 @@ void conv_bf16(const char* name, bool bf16_products = true) {
   const auto dy = batch_from<Out>(g, "dy");
   const std::vector<float> y32 = net.forward(x).to_nchw();
   Batch<In> dx;
+  std::vector<float> y16;
   {
     Autocast bf16(Precision::bf16);
-    const std::vector<float> y = net.forward(x).to_nchw();
+    const std::vector<float>& y = y16 = net.forward(x).to_nchw();
     expect_bf16(y, g["y"].values, std::string(name) + " y");
     if (bf16_products)
       CHECK_MESSAGE(relative_gap(y, y32) > 1e-4, name << ": bf16 output equals fp32's: the policy was not applied");
@@ -90,6 +154,13 @@ void conv_bf16(const char* name, bool bf16_products = true) {
   expect_bf16(dx.to_nchw(), g["dx"].values, std::string(name) + " dx");
   expect_bf16(conv.weight.gradient(), g["dweight"].values, std::string(name) + " dweight");
   expect_bf16(conv.bias.gradient(), g["dbias"].values, std::string(name) + " dbias");
+  if (bf16_products) {
+    const ConvSums r = conv_sums(g, Cin, Cout, K, S, P, H);
+    expect_sums(y16, r.y, r.y_terms, std::string(name) + " y");
+    expect_sums(dx.to_nchw(), r.dx, r.dx_terms, std::string(name) + " dx");
+    expect_sums(conv.weight.gradient(), r.dw, r.dw_terms, std::string(name) + " dweight");
+    expect_sums(conv.bias.gradient(), r.db, r.dw_terms, std::string(name) + " dbias");
+  }
   // The scope restored fp32: the same forward again, bit for bit.
   const std::vector<float> again = net.forward(x).to_nchw();
   CHECK(std::equal(again.begin(), again.end(), y32.begin(),
@@ -587,11 +658,32 @@ TEST_CASE("Linear under bf16 matches PyTorch's autocast") {
   set_affine(fc, g);
   const auto x = batch_from<In>(g, "x");
   Autocast bf16(Precision::bf16);
-  expect_bf16(net.forward(x).to_nchw(), g["y"].values, "y");
+  const std::vector<float> y = net.forward(x).to_nchw();
+  expect_bf16(y, g["y"].values, "y");
   Batch<In> dx;
   net.zero_grad();
   net.backward(x, batch_from<Features<10>>(g, "dy"), dx);
   expect_bf16(dx.to_nchw(), g["dx"].values, "dx");
   expect_bf16(fc.weight.gradient(), g["dweight"].values, "dweight");
   expect_bf16(fc.bias.gradient(), g["dbias"].values, "dbias");
+  // The same from the rounded operands, tightly (see Sums).
+  const std::vector<double>&xs = g["x"].values, &w = g["weight"].values, &b = g["bias"].values, &dy = g["dy"].values;
+  const int n = static_cast<int>(g["x"].shape[0]);
+  Sums ys(dy.size()), dxs(xs.size()), dws(w.size()), dbs(b.size());
+  for (int i = 0; i < n; ++i)
+    for (int o = 0; o < 10; ++o) {
+      const std::size_t yi = static_cast<std::size_t>(i) * 10 + o;
+      ys.add(yi, b[o], 1.0);
+      dbs.add(o, dy[yi], 1.0);
+      for (int c = 0; c < 200; ++c) {
+        const std::size_t xi = static_cast<std::size_t>(i) * 200 + c, wi = static_cast<std::size_t>(o) * 200 + c;
+        ys.add(yi, bf(xs[xi]), bf(w[wi]));
+        dxs.add(xi, bf(dy[yi]), bf(w[wi]));
+        dws.add(wi, bf(dy[yi]), bf(xs[xi]));
+      }
+    }
+  expect_sums(y, ys, 201, "y");
+  expect_sums(dx.to_nchw(), dxs, 10, "dx");
+  expect_sums(fc.weight.gradient(), dws, n, "dweight");
+  expect_sums(fc.bias.gradient(), dbs, n, "dbias");
 }
