@@ -337,8 +337,14 @@ void parity(const std::string& model) {
 // scale; gradients: L2 error of each tensor against the worst tensor's distance), which still
 // catches a layer computed wrongly, and ctnn's bf16 logits must differ from its fp32 ones (the
 // policy applied). The BatchNorm-cancelled biases' gradients are noise and left out.
+// The training step (`train`) is compared only where PyTorch's autocast sums its convolutions in
+// fp32, as ctnn does (make_parity.py probes it): on a CPU without AVX512_BF16 or AMX its
+// convolutions sum in bf16, and on a batch of 4 in training mode, where BatchNorm divides by
+// small deviations, its gradients then lie as far from fp32's as from zero (relative L2 error
+// over 1), a yardstick any result meets. Evaluation stays comparable there (PyTorch's distance
+// from fp32 6 % of the logits' scale).
 template <class Net>
-void parity_bf16(const std::string& model) {
+void parity_bf16(const std::string& model, bool train) {
   if (skipped()) return;
   MESSAGE(ops::bf16_kernel_summary());
   const fs::path dir = parity_dir();
@@ -362,6 +368,12 @@ void parity_bf16(const std::string& model) {
   MESSAGE(model << " bf16 logits_eval: " << e_eval << " from PyTorch's autocast, which is " << d_eval << " from fp32");
   CHECK(e_eval <= 3 * d_eval);
   CHECK(scaled_error(ctnn_eval, ctnn_fp32) > 1e-4);
+  if (!train) return;
+  if (bf16.at("autocast_conv_sums_fp32").int64s().front() == 0) {
+    std::cout << "CTNN_PARITY_SKIPPED: PyTorch's autocast sums its convolutions in bf16 on this CPU (no AVX512_BF16 or "
+                 "AMX), so its training step is no reference for ctnn's fp32 sums" << std::endl;
+    return;
+  }
 
   net->train();
   disable_dropout(*net);
@@ -379,14 +391,24 @@ void parity_bf16(const std::string& model) {
   net->backward(x, criterion.grad());
   const auto cancelled = biases_cancelled_by_batchnorm(*net);
   Worst distance, error;
+  std::vector<float> all_ctnn, all_bf16, all_fp32;  // every gradient, one vector each
   for (const auto& key : state.parameter_keys)
     if (!cancelled.count(key)) {
-      distance.add(l2_error(bf16.at("grad." + key).floats(), fp32.at("grad." + key).floats()), key);
-      error.add(l2_error(state.gradients.at(key), bf16.at("grad." + key).floats()), key);
+      const std::span<const float> mine = state.gradients.at(key);
+      const std::vector<float> theirs = bf16.at("grad." + key).floats(), exact = fp32.at("grad." + key).floats();
+      distance.add(l2_error(theirs, exact), key);
+      error.add(l2_error(mine, theirs), key);
+      all_ctnn.insert(all_ctnn.end(), mine.begin(), mine.end());
+      all_bf16.insert(all_bf16.end(), theirs.begin(), theirs.end());
+      all_fp32.insert(all_fp32.end(), exact.begin(), exact.end());
     }
   MESSAGE(model << " bf16 gradients: worst L2 error " << error.value << " (" << error.key
                 << "); PyTorch autocast vs fp32: " << distance.value << " (" << distance.key << ")");
   CHECK(error.value <= 3 * distance.value);
+  // All gradients as one vector: a tensor's error cannot hide behind the worst one's yardstick.
+  const double d_all = l2_error(all_bf16, all_fp32), e_all = l2_error(all_ctnn, all_bf16);
+  MESSAGE(model << " bf16 gradients together: L2 error " << e_all << "; PyTorch autocast vs fp32: " << d_all);
+  CHECK(e_all <= 3 * d_all);
 }
 
 using FormatNet = Network<Shape<3, 3, 3>, Sequential<Conv2d<3, 4, 3, 1, 0>, BatchNorm2d<4>, Flatten, Linear<4, 2>>>;
@@ -407,10 +429,16 @@ TEST_CASE("ResNet50_layer4 matches PyTorch: logits, loss, gradients and one Adam
   parity<ResNet50_layer4<10>>("resnet50");
 }
 
-TEST_CASE("bf16: VGG16 matches PyTorch's autocast: logits, loss and gradients") { parity_bf16<VGG16>("vgg16"); }
+TEST_CASE("bf16: VGG16 matches PyTorch's autocast in evaluation") { parity_bf16<VGG16>("vgg16", false); }
+TEST_CASE("bf16 train: VGG16 matches PyTorch's autocast: logits, loss and gradients") {
+  parity_bf16<VGG16>("vgg16", true);
+}
 
-TEST_CASE("bf16: ResNet50_layer4 matches PyTorch's autocast: logits, loss and gradients") {
-  parity_bf16<ResNet50_layer4<10>>("resnet50");
+TEST_CASE("bf16: ResNet50_layer4 matches PyTorch's autocast in evaluation") {
+  parity_bf16<ResNet50_layer4<10>>("resnet50", false);
+}
+TEST_CASE("bf16 train: ResNet50_layer4 matches PyTorch's autocast: logits, loss and gradients") {
+  parity_bf16<ResNet50_layer4<10>>("resnet50", true);
 }
 
 TEST_CASE("Every form of file PyTorch writes is read; legacy and TorchScript files are refused by name") {

@@ -20,7 +20,8 @@ assignment's networks (built by assignment_models.py exactly as the report defin
                                    training-mode tolerances
     OUT_DIR/<model>_bf16.pt        logits_eval, logits_train, loss and grad.<key> of the same
                                    evaluation and training step under torch.autocast("cpu",
-                                   torch.bfloat16), for ctnn's bf16 policy
+                                   torch.bfloat16), for ctnn's bf16 policy, and
+                                   autocast_conv_sums_fp32 (1 or 0: autocast_probe.py)
 
 and, for the reader's format tests, a few small files in the forms PyTorch writes:
 
@@ -76,6 +77,7 @@ def generate():
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from assignment_models import MODELS
+    from autocast_probe import autocast_conv_sums_fp32
 
     torch.set_num_threads(1)
 
@@ -153,6 +155,7 @@ def generate():
             if isinstance(m, nn.Dropout):
                 m.p = 0.0
         bf16 = collections.OrderedDict()
+        bf16['autocast_conv_sums_fp32'] = torch.tensor([int(autocast_conv_sums_fp32())])
         model16.eval()
         with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
             bf16['logits_eval'] = model16(x).float()
