@@ -7,8 +7,10 @@
 // else stays fp32: the master weights and their gradients, the bias, BatchNorm, ReLU, pooling,
 // the loss, the optimizer and checkpoints (a bf16 run's checkpoint is an ordinary fp32
 // state_dict). Two differences from PyTorch, both towards fp32:
-// - autocast also rounds each convolution's output (and so the gradient that comes back to it)
-//   to bf16, where ctnn keeps the fp32 sum it computed (the next product rounds it anyway);
+// - autocast also rounds each convolution's and linear layer's output (and so the gradient that
+//   comes back to it), its bias, and the gradients it computes (dx, dW, db: a parameter's .grad
+//   is a bf16 value widened) to bf16, where ctnn keeps the fp32 sums it computed (the next
+//   product rounds an activation anyway);
 // - on the AVX512_BF16 and portable kernels, the 3x3 layers that fp32 runs as Winograd
 //   F(4x4, 3x3) (planes of 8x8 and up: most of VGG16) stay fp32 Winograd, which multiplies 4x
 //   less than a direct product and so beats the AVX512_BF16 kernel's 2x rate, let alone the
