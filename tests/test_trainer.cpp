@@ -29,6 +29,14 @@ using SmallNet = Network<Shape<3, 32, 32>, Sequential<Conv2d<3, 8, 3, 1, 1>, Bat
                                                       Linear<16, 10>>>;
 }  // namespace
 
+// The Trainer keeps a pointer to its replicas: a temporary (set_replicas(TrainerReplicas(comm)))
+// would dangle by fit(), so it does not compile.
+template <class T>
+constexpr bool takes_replicas = requires(T& t, const Replicas& r) { t.set_replicas(r); };
+template <class T>
+constexpr bool takes_temporary_replicas = requires(T& t, const Replicas& r) { t.set_replicas(std::move(r)); };
+static_assert(takes_replicas<Trainer<SmallNet>> && !takes_temporary_replicas<Trainer<SmallNet>>);
+
 TEST_CASE("Trainer: the loss goes down on a learnable task and the log reads like main.py's") {
   const auto train = data::make_synthetic_cifar(1000, 1);
   const auto test = data::make_synthetic_cifar(200, 2);

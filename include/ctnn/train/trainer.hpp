@@ -163,8 +163,9 @@ class Trainer {
   // process 0 reads, whatever the process count that wrote it. fit() first checks that all
   // processes have training sets of one size and the same weights (the same --load file) and
   // takes process 0's out_dir on every process (so checkpoint_path() names the files written).
-  // Not owned; set before fit().
+  // Not owned (it must outlive fit(): a temporary is refused); set before fit().
   void set_replicas(const Replicas& replicas) { replicas_ = &replicas; }
+  void set_replicas(const Replicas&&) = delete;
   // Polls `flag` after every step (StopSignals::flag(), train/stop.hpp: set by Ctrl-C or
   // SIGTERM): once it is not 0, fit() finishes the step, writes the resume snapshot and the
   // weights so far (<model>_step<N>.ckpt) and returns, with interrupted() true. With replicas,
