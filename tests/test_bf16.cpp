@@ -331,6 +331,16 @@ TEST_CASE("Under Autocast, ops::gemm runs the bf16 kernel, with the same bits at
     CHECK(one == serial);
     CHECK(two == serial);
     CHECK(relative_gap(one, fp32) > 1e-4);
+    // B packed once (a convolution's weights, shared by its chunks' products), cut into blocks
+    // by rows, or by columns on the portable kernel when C is wider: the same bits again.
+    const ops::Bf16PackedB packed = ops::pack_bf16_b(b);
+    for (int t : {1, 2}) {
+      set_num_threads(t);
+      std::vector<float> blocks(m * n);
+      ops::gemm_bf16_blocks(a, packed, blocks.data(), m, false);
+      CHECK_MESSAGE(blocks == serial, t << " threads, packed B");
+    }
+    set_num_threads(threads);
   }
 }
 

@@ -1154,4 +1154,32 @@ inline void gemm_bf16_blocks(const MatRef& a, const MatRef& b, float* c, Eigen::
 #endif
 }
 
+// The same with B packed by pack_bf16_b (a layer's weights, shared by the products of a
+// batch's chunks, rounded once for all of them), cut into ops::gemm's blocks: rows of C, each
+// block reading the one packed B (on the portable kernel, which packs as it multiplies, columns
+// where C is wider than tall, as ops::gemm cuts them). gemm_bf16_serial's bits.
+inline void gemm_bf16_blocks(const MatRef& a, const Bf16PackedB& b, float* c, Eigen::Index ldc, bool accumulate) {
+  using namespace detail::bf16;
+  const Eigen::Index m = a.out_rows(), n = b.b.out_cols(), k = a.out_cols();
+  const bool portable = b.kernel == Bf16Kernel::portable, split_rows = !portable || m >= n;
+  const Eigen::Index extent = split_rows ? m : n, blocks = detail::block_count(extent, static_cast<long>(m) * n * k);
+  if (blocks <= 1 || k == 0 || m == 0 || n == 0) return gemm_bf16_serial(a, b, c, ldc, accumulate);
+  if (b.kernel != bf16_kernel()) throw std::logic_error("Bf16PackedB: packed for another bf16 kernel");
+  if (portable) {
+    const MatRef ra = rounded_copy(a, 2, true);
+    return detail::for_each_block(blocks, extent, [&](Eigen::Index s, Eigen::Index l) {
+      if (split_rows) detail::sgemm::product(detail::logical_rows(ra, s, l), b.rounded, c + s, ldc, accumulate);
+      else detail::sgemm::product(ra, detail::logical_cols(b.rounded, s, l), c + s * ldc, ldc, accumulate);
+    });
+  }
+#if CTNN_HAVE_BF16_KERNEL
+  detail::for_each_block(blocks, m, [&](Eigen::Index s, Eigen::Index l) {
+    if (b.kernel == Bf16Kernel::amx)
+      detail::amx::product(detail::logical_rows(a, s, l), b.b, c + s, ldc, accumulate, nullptr, b.data);
+    else
+      product(detail::logical_rows(a, s, l), b.b, c + s, ldc, accumulate, {}, 0, Packed{b.data, b.panels}, 0);
+  });
+#endif
+}
+
 }  // namespace ctnn::ops

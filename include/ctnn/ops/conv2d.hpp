@@ -26,6 +26,8 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <iterator>
+#include <stdexcept>
 
 #include "ctnn/core/threading.hpp"
 #include "ctnn/ops/amx_conv.hpp"
@@ -134,6 +136,11 @@ class ChunkWeights {
     if (!packed_.empty()) gemm_bf16_serial(a, packed_, c.data, c.ld, accumulate);
     else gemm_serial(a, w_, c, accumulate);
   }
+  // The same, cut over the calling thread's team (for callers outside a parallel loop).
+  void multiply_team(const MatRef& a, const MutMatRef& c, bool accumulate = false) const {
+    if (packed_.empty()) return gemm(a, w_, c, accumulate);
+    gemm_bf16_blocks(a, packed_, c.data, c.ld, accumulate);
+  }
  private:
   MatRef w_;
   Bf16PackedB packed_{w_};
@@ -225,6 +232,9 @@ struct WholePlane {
   int taps[81];  // [q][p]: the kernel offset (ky * k + kx) joining input pixel p to output pixel q
   explicit WholePlane(const ConvShape& s)
       : c(s.in_channels), o(s.out_channels), p(s.height * s.width), q(s.out_plane()), kk(s.kernel * s.kernel) {
+    // ConvShape::whole_plane() keeps q * p within the table; checked here too, where a compiler
+    // that propagates another shape into this (unreached) code sees it.
+    if (q * p > static_cast<int>(std::size(taps))) throw std::logic_error("WholePlane: planes too large for the tap table");
     for (int qi = 0; qi < q; ++qi)
       for (int pi = 0; pi < p; ++pi)
         taps[qi * p + pi] = (pi / s.width - qi / s.out_width() + s.padding) * s.kernel +
@@ -435,11 +445,12 @@ CTNN_KERNEL void conv2d_forward(const ConvShape& s, int n, const float* x, const
     const auto g = s.geometry(n);
     const int nb = detail::conv_chunk(s, n);
     float* col = scratch(0, static_cast<std::size_t>(nb) * plane * patch);
+    const detail::ChunkWeights wts(wt);  // under bf16 rounded once for every chunk
     for (int n0 = 0; n0 < n; n0 += nb) {
       const int cnt = std::min(nb, n - n0);
       const Eigen::Index rows = static_cast<Eigen::Index>(cnt) * plane;
       im2col(x, g, n0, cnt, col);
-      gemm({col, rows, patch, rows}, wt, {y + static_cast<std::size_t>(n0) * plane, rows, oc, rows_all});
+      wts.multiply_team({col, rows, patch, rows}, {y + static_cast<std::size_t>(n0) * plane, rows, oc, rows_all});
     }
   }
   add_bias(y, b, oc, static_cast<std::size_t>(rows_all), static_cast<std::size_t>(rows_all), true, s.relu);
@@ -474,6 +485,7 @@ CTNN_KERNEL void conv2d_backward(const ConvShape& s, int n, const float* x, cons
     const int nb = detail::conv_chunk(s, n);
     float* col = scratch(0, static_cast<std::size_t>(nb) * plane * patch);
     if (dx) std::fill_n(dx, static_cast<std::size_t>(s.in_channels) * g.in_channel_stride(), 0.0f);
+    const detail::ChunkWeights wt_t(wt.t(), dx != nullptr);  // under bf16 rounded once for every chunk
     for (int n0 = 0; n0 < n; n0 += nb) {
       const int cnt = std::min(nb, n - n0);
       const Eigen::Index rows = static_cast<Eigen::Index>(cnt) * plane;
@@ -482,7 +494,7 @@ CTNN_KERNEL void conv2d_backward(const ConvShape& s, int n, const float* x, cons
       gemm(MatRef{col, rows, patch, rows}.t(), dym, dwt, /*accumulate=*/true);
       if (dx) {
         // The patch matrix is no longer needed: reuse it for its own gradient.
-        gemm(dym, wt.t(), {col, rows, patch, rows});
+        wt_t.multiply_team(dym, {col, rows, patch, rows});
         col2im_add(col, g, n0, cnt, dx);
       }
     }
