@@ -66,7 +66,9 @@ inline int train_run(const TrainConfig& c, const CifarModel& model) {
   const data::Dataset test_set = dataset(c.synthetic, c.train.seed, c.data_dir, data::Split::test);
   TrainerOptions o = c.train;
   o.out_dir = c.out_dir;
-  o.model_name = c.model;
+  // A run on generated data names its files <model>_synthetic_*: a trial with --synthetic in a
+  // real run's folder (the default is the current one) must not replace its checkpoints.
+  o.model_name = c.model + (c.synthetic > 0 ? "_synthetic" : "");
   const std::unique_ptr<CifarNetwork> network = model.make(c.train.seed);
   CifarNetwork& net = *network;
   if (!c.load.empty()) {
@@ -78,7 +80,7 @@ inline int train_run(const TrainConfig& c, const CifarModel& model) {
   trainer.stop_when(StopSignals::flag());  // train_main handles Ctrl-C and SIGTERM
   // The loss curve, drawn from the log (so the picture is whatever the log says, on resumption
   // too): at each epoch's end, and once more at the end with the test accuracy.
-  TrainingSvg picture(trainer.csv_path(), trainer.csv_path().parent_path() / (c.model + "_train.svg"),
+  TrainingSvg picture(trainer.csv_path(), trainer.csv_path().parent_path() / (o.model_name + "_train.svg"),
                       c.model + (c.synthetic > 0 ? " (SYNTHETIC data)" : ""));
   trainer.add_observer(picture);
   trainer.fit(train_set, out);

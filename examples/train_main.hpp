@@ -66,7 +66,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
                    "  --precision P           fp32 (default) or bf16: convolutions and linear layers multiply in\n"
                    "                          bf16 with fp32 sums (fast with AVX512_BF16 or AMX); weights stay fp32\n"
                    "  --synthetic N           train on N generated SYNTHETIC images instead of CIFAR-10, and test\n"
-                   "                          on N/5 others (at least 1)\n"
+                   "                          on N/5 others (at least 1); files named <model>_synthetic_*\n"
                    "  --local-bn              under mpiexec: BatchNorm statistics per process (DDP's), not\n"
                    "                          over the global batch (the default, as one process computes)\n"
                    "  --help\n";

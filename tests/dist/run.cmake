@@ -44,7 +44,7 @@
 #            process 0's, messages name process 0's files (the ones written), not its own.
 # term_resume: the same run, with SIGTERM sent to process 1 alone in the middle of its step 12:
 #            both processes stop after step 12 (exit 130), process 0 saves the snapshot and
-#            small_step12.ckpt, and --resume ends on the uninterrupted run's bytes.
+#            small_synthetic_step12.ckpt, and --resume ends on the uninterrupted run's bytes.
 cmake_minimum_required(VERSION 3.21)
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
@@ -117,7 +117,7 @@ elseif(CASE STREQUAL "kill_resume")
   string(TIMESTAMP t1 "%s")
   math(EXPR seconds "${t1} - ${t0}")
   message("killed run: exit ${rc} after ${seconds} s\n${out}${err}")
-  if(rc EQUAL 0 OR seconds GREATER 20 OR EXISTS ${WORK}/killed/small_final.ckpt)
+  if(rc EQUAL 0 OR seconds GREATER 20 OR EXISTS ${WORK}/killed/small_synthetic_final.ckpt)
     message(FATAL_ERROR "expected the job to end non-zero within 20 s, before finishing")
   endif()
   file(COPY ${WORK}/killed/ DESTINATION ${WORK}/alone)
@@ -132,18 +132,18 @@ elseif(CASE STREQUAL "kill_resume")
   execute_process(COMMAND ${TRAIN} ${args} --out ${WORK}/alone --resume --max-steps 12
                   RESULT_VARIABLE rc1 OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 240)
   message("resumed for two steps, 1 process: exit ${rc1}\n${out}${err}")
-  if(NOT rc EQUAL 0 OR NOT rc1 EQUAL 0 OR NOT out MATCHES "Resuming from" OR NOT EXISTS ${WORK}/alone/small_step12.ckpt
-     OR NOT EXISTS ${WORK}/pair/small_step12.ckpt)
-    message(FATAL_ERROR "a two-step resumed run failed or wrote no small_step12.ckpt")
+  if(NOT rc EQUAL 0 OR NOT rc1 EQUAL 0 OR NOT out MATCHES "Resuming from" OR NOT EXISTS ${WORK}/alone/small_synthetic_step12.ckpt
+     OR NOT EXISTS ${WORK}/pair/small_synthetic_step12.ckpt)
+    message(FATAL_ERROR "a two-step resumed run failed or wrote no small_synthetic_step12.ckpt")
   endif()
-  compare(0 ${WORK}/pair/small_step12.ckpt ${WORK}/alone/small_step12.ckpt --checkpoints 5e-4 0.bias 1.running_mean)
+  compare(0 ${WORK}/pair/small_synthetic_step12.ckpt ${WORK}/alone/small_synthetic_step12.ckpt --checkpoints 5e-4 0.bias 1.running_mean)
   execute_process(COMMAND ${MPIEXEC} -n 2 --oversubscribe ${TRAIN} ${args} --out ${WORK}/killed --resume
                   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 240)
   message("resumed, 2 processes: exit ${rc}\n${out}${err}")
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "the resumed run failed")
   endif()
-  foreach(f small_final.ckpt small_train_log.csv)
+  foreach(f small_synthetic_final.ckpt small_synthetic_train_log.csv)
     execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files ${WORK}/whole/${f} ${WORK}/killed/${f} RESULT_VARIABLE same)
     if(NOT same EQUAL 0)
       message(FATAL_ERROR "${f} of the resumed 2-process run differs from the uninterrupted run's")
@@ -152,7 +152,7 @@ elseif(CASE STREQUAL "kill_resume")
 elseif(CASE STREQUAL "term_resume")
   # SIGTERM reaches process 1 alone, in the middle of its step 12 (kill_hook.hpp): both processes
   # must stop after that same step (they agree on the stop flag after every step), exit 130, and
-  # process 0 must save the snapshot and small_step12.ckpt; --resume then ends on the bytes of an
+  # process 0 must save the snapshot and small_synthetic_step12.ckpt; --resume then ends on the bytes of an
   # uninterrupted run.
   set(args --model small --synthetic 400 --batch-size 20 --epochs 3 --lr-decay-every 2 --checkpoint-every 5
       --seed 3 --threads 1)
@@ -167,8 +167,8 @@ elseif(CASE STREQUAL "term_resume")
                   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
   message("stopped run: exit ${rc}\n${out}${err}")
   if(NOT rc EQUAL 130 OR NOT out MATCHES "Stopped after step 12 of 60: another process was asked to stop"
-     OR NOT EXISTS ${WORK}/stopped/small_step12.ckpt OR EXISTS ${WORK}/stopped/small_final.ckpt)
-    message(FATAL_ERROR "expected exit 130 and process 0 stopping after step 12 with small_step12.ckpt")
+     OR NOT EXISTS ${WORK}/stopped/small_synthetic_step12.ckpt OR EXISTS ${WORK}/stopped/small_synthetic_final.ckpt)
+    message(FATAL_ERROR "expected exit 130 and process 0 stopping after step 12 with small_synthetic_step12.ckpt")
   endif()
   execute_process(COMMAND ${MPIEXEC} -n 2 --oversubscribe ${TRAIN} ${args} --out ${WORK}/stopped --resume
                   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 240)
@@ -176,7 +176,7 @@ elseif(CASE STREQUAL "term_resume")
   if(NOT rc EQUAL 0 OR NOT out MATCHES "Resuming from [^\n]*: epoch 1, step 12, 12 steps done")
     message(FATAL_ERROR "the resumed run failed or did not start from step 12")
   endif()
-  foreach(f small_final.ckpt small_train_log.csv)
+  foreach(f small_synthetic_final.ckpt small_synthetic_train_log.csv)
     execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files ${WORK}/whole/${f} ${WORK}/stopped/${f} RESULT_VARIABLE same)
     if(NOT same EQUAL 0)
       message(FATAL_ERROR "${f} of the stopped and resumed run differs from the uninterrupted run's")

@@ -263,7 +263,12 @@ class Driver {
   }
 
  private:
-  std::string resume_name() const { return o_.model + "_resume.ckpt"; }
+  // The files' stem: the model's name, with "_synthetic" for a run on --synthetic data.
+  std::string stem() const {
+    const bool synthetic = std::find(o_.train_args.begin(), o_.train_args.end(), "--synthetic") != o_.train_args.end();
+    return o_.model + (synthetic ? "_synthetic" : "");
+  }
+  std::string resume_name() const { return stem() + "_resume.ckpt"; }
 
   std::map<std::string, std::string> contents(const fs::path& dir) {
     std::map<std::string, std::string> files;
@@ -299,7 +304,7 @@ class Driver {
       b[b.size() / 2] = static_cast<char>(b[b.size() / 2] ^ 0x5a);
       write(b);
     }
-    if (kind == "plain") write(ref_.files.at(o_.model + "_final.ckpt"));
+    if (kind == "plain") write(ref_.files.at(stem() + "_final.ckpt"));
     if (kind == "keys") {
       ctnn::io::StateDict sd, renamed;
       sd = ctnn::io::read_checkpoint(snap);
@@ -341,7 +346,7 @@ class Driver {
     if (r.signalled || r.status != 130)
       throw Failure("SIG" + signal + " in step " + std::to_string(step) + " did not end the run with exit status 130 (" +
                     (r.signalled ? "signal " : "status ") + std::to_string(r.status) + "):\n" + r.output);
-    const std::string weights = o_.model + "_step" + std::to_string(step) + ".ckpt";
+    const std::string weights = stem() + "_step" + std::to_string(step) + ".ckpt";
     for (const std::string& said : {"Stopped after step " + std::to_string(step) + " of " +
                                        std::to_string(ref_.steps) + ": SIG" + signal + " received",
                                    "Weights after step " + std::to_string(step) + ": " + (dir / weights).string()})
@@ -386,7 +391,7 @@ class Driver {
         continue;
       }
       // The log, and the loss curve drawn from it as the last thing a finished run does.
-      if (leaf == o_.model + "_train_log.csv" || leaf == o_.model + "_train.svg") continue;
+      if (leaf == stem() + "_train_log.csv" || leaf == stem() + "_train.svg") continue;
       if (!ends_with(leaf, ".ckpt")) throw Failure("unexpected file after a kill: " + leaf);
       ctnn::io::StateDict sd;
       try {
@@ -395,7 +400,7 @@ class Driver {
         throw Failure("after a kill (" + kill + "), " + leaf + " does not load: " + err.what());
       }
       // A stopped run's weights hold what the final checkpoint holds.
-      const auto ref = ref_.layouts.find(is_step_weights(leaf, o_.model) ? o_.model + "_final.ckpt" : leaf);
+      const auto ref = ref_.layouts.find(is_step_weights(leaf, stem()) ? stem() + "_final.ckpt" : leaf);
       if (ref == ref_.layouts.end())
         throw Failure("after a kill, " + leaf + " exists but the uninterrupted run has no such file");
       if (layout(sd) != ref->second)
@@ -431,7 +436,7 @@ class Driver {
     for (const auto& e : fs::directory_iterator(dir)) {
       const std::string leaf = e.path().filename().string();
       if (is_temp(leaf)) throw Failure("a temporary file is left after the resumed run finished: " + leaf);
-      if (is_step_weights(leaf, o_.model)) continue;  // left by a stop on the way (checked then)
+      if (is_step_weights(leaf, stem())) continue;  // left by a stop on the way (checked then)
       files[leaf] = read_all(e.path());
     }
     for (const auto& [leaf, bytes] : ref_.files) {

@@ -2,13 +2,13 @@
 #   cmake -DCASE=... -DTRAIN=... [-DEVAL=...] [-DPYTHON=...] -DWORK_DIR=... -P stopped_run.cmake
 #
 # max_steps: ctnn-train --max-steps 3 of a 2-epoch ResNet50 run says where it left the weights,
-#            writes resnet50_step3.ckpt and no resnet50_final.ckpt; ctnn-eval takes the file and
+#            writes resnet50_synthetic_step3.ckpt and no resnet50_synthetic_final.ckpt; ctnn-eval takes the file and
 #            reports exactly what it reports for the run's resume snapshot (the same weights) and
 #            the accuracy ctnn-train printed. The file stays for ctnn_train_step_weights_torch.
 # sigterm:   ctnn-train (the real program) sent SIGTERM from outside, 3 s into a run too long to
-#            finish: exit status 130, the message, the snapshot and resnet50_step<N>.ckpt of the
+#            finish: exit status 130, the message, the snapshot and resnet50_synthetic_step<N>.ckpt of the
 #            same step N, both read by ctnn-eval with the same results, no temporary file left.
-# epoch_svg: ctnn-train-small killed with SIGKILL in step 25 of 2 epochs of 20: small_train.svg
+# epoch_svg: ctnn-train-small killed with SIGKILL in step 25 of 2 epochs of 20: small_synthetic_train.svg
 #            was drawn at the end of epoch 1, with its 20 steps (parsed by check_svg.py).
 # resume_lr: stopped by --max-steps 25 in epoch 2 (after one decay by 3), resumed with --lr
 #            0.0003: the change is logged, the loss log's rows use 0.0001 from step 26 on, the
@@ -48,20 +48,20 @@ if(CASE STREQUAL "max_steps")
   if(NOT t_rc EQUAL 0)
     message(FATAL_ERROR "the --max-steps run failed")
   endif()
-  expect(t_out "Stopped after step 3 of 8: max_steps reached\nWeights after step 3: [^\n]*resnet50_step3\\.ckpt \\(a PyTorch state_dict; the run is not finished: --resume continues it from [^\n]*resnet50_resume\\.ckpt\\)")
-  if(NOT EXISTS ${WORK_DIR}/resnet50_step3.ckpt OR EXISTS ${WORK_DIR}/resnet50_final.ckpt)
-    message(FATAL_ERROR "expected resnet50_step3.ckpt and no resnet50_final.ckpt")
+  expect(t_out "Stopped after step 3 of 8: max_steps reached\nWeights after step 3: [^\n]*resnet50_synthetic_step3\\.ckpt \\(a PyTorch state_dict; the run is not finished: --resume continues it from [^\n]*resnet50_synthetic_resume\\.ckpt\\)")
+  if(NOT EXISTS ${WORK_DIR}/resnet50_synthetic_step3.ckpt OR EXISTS ${WORK_DIR}/resnet50_synthetic_final.ckpt)
+    message(FATAL_ERROR "expected resnet50_synthetic_step3.ckpt and no resnet50_synthetic_final.ckpt")
   endif()
-  eval_report(step ${WORK_DIR}/resnet50_step3.ckpt ${data})
-  eval_report(snapshot ${WORK_DIR}/resnet50_resume.ckpt ${data})
+  eval_report(step ${WORK_DIR}/resnet50_synthetic_step3.ckpt ${data})
+  eval_report(snapshot ${WORK_DIR}/resnet50_synthetic_resume.ckpt ${data})
   expect(snapshot_all "resume snapshot after step 3 ")
   string(REGEX MATCH "${accuracy}" trained "${t_out}")
   string(REGEX MATCH "${accuracy}" evaluated "${step}")
   if(NOT step STREQUAL snapshot OR NOT trained STREQUAL evaluated)
-    message(FATAL_ERROR "ctnn-eval on resnet50_step3.ckpt differs from the snapshot's weights or from ctnn-train's '${trained}'")
+    message(FATAL_ERROR "ctnn-eval on resnet50_synthetic_step3.ckpt differs from the snapshot's weights or from ctnn-train's '${trained}'")
   endif()
-  file(REMOVE ${WORK_DIR}/resnet50_resume.ckpt)  # 177 MB; the step's weights stay for PyTorch's check
-  message(STATUS "resnet50_step3.ckpt: ctnn-eval reports what ctnn-train and the snapshot give: ${trained}")
+  file(REMOVE ${WORK_DIR}/resnet50_synthetic_resume.ckpt)  # 177 MB; the step's weights stay for PyTorch's check
+  message(STATUS "resnet50_synthetic_step3.ckpt: ctnn-eval reports what ctnn-train and the snapshot give: ${trained}")
   return()
 elseif(CASE STREQUAL "sigterm")
   set(data --synthetic 400 --seed 3)
@@ -76,7 +76,7 @@ elseif(CASE STREQUAL "sigterm")
     message(FATAL_ERROR "no 'Stopped after step N of 4000: SIGTERM received'")
   endif()
   set(n ${CMAKE_MATCH_1})
-  expect(t_out "Weights after step ${n}: [^\n]*resnet50_step${n}\\.ckpt ")
+  expect(t_out "Weights after step ${n}: [^\n]*resnet50_synthetic_step${n}\\.ckpt ")
   if(t_out MATCHES "Accuracy of the model")
     message(FATAL_ERROR "the stopped run went on to evaluate")
   endif()
@@ -84,30 +84,30 @@ elseif(CASE STREQUAL "sigterm")
   if(temps)
     message(FATAL_ERROR "temporary files left: ${temps}")
   endif()
-  eval_report(step ${WORK_DIR}/resnet50_step${n}.ckpt ${data})
-  eval_report(snapshot ${WORK_DIR}/resnet50_resume.ckpt ${data})
+  eval_report(step ${WORK_DIR}/resnet50_synthetic_step${n}.ckpt ${data})
+  eval_report(snapshot ${WORK_DIR}/resnet50_synthetic_resume.ckpt ${data})
   expect(snapshot_all "resume snapshot after step ${n} ")
   if(NOT step STREQUAL snapshot)
-    message(FATAL_ERROR "resnet50_step${n}.ckpt does not hold the snapshot's weights")
+    message(FATAL_ERROR "resnet50_synthetic_step${n}.ckpt does not hold the snapshot's weights")
   endif()
-  message(STATUS "SIGTERM: exit 130 after step ${n}; its snapshot and resnet50_step${n}.ckpt, read by ctnn-eval")
+  message(STATUS "SIGTERM: exit 130 after step ${n}; its snapshot and resnet50_synthetic_step${n}.ckpt, read by ctnn-eval")
 elseif(CASE STREQUAL "epoch_svg")
   run_train(t ${CMAKE_COMMAND} -E env CTNN_FAULT_KILL_AT=step:25 ${TRAIN} --model small --synthetic 400 --batch-size 20
             --epochs 2 --seed 3 --threads 1 --out ${WORK_DIR})
-  if(t_rc EQUAL 0 OR EXISTS ${WORK_DIR}/small_final.ckpt OR NOT EXISTS ${WORK_DIR}/small_resume.ckpt)
+  if(t_rc EQUAL 0 OR EXISTS ${WORK_DIR}/small_synthetic_final.ckpt OR NOT EXISTS ${WORK_DIR}/small_synthetic_resume.ckpt)
     message(FATAL_ERROR "expected the run to be killed in epoch 2")
   endif()
-  if(NOT EXISTS ${WORK_DIR}/small_train.svg)
-    message(FATAL_ERROR "no small_train.svg after epoch 1")
+  if(NOT EXISTS ${WORK_DIR}/small_synthetic_train.svg)
+    message(FATAL_ERROR "no small_synthetic_train.svg after epoch 1")
   endif()
   if(PYTHON)
-    execute_process(COMMAND ${PYTHON} ${CHECK_SVG} ${WORK_DIR}/small_train.svg --points loss=20 --points running-mean=20
+    execute_process(COMMAND ${PYTHON} ${CHECK_SVG} ${WORK_DIR}/small_synthetic_train.svg --points loss=20 --points running-mean=20
                     RESULT_VARIABLE rc)
     if(NOT rc EQUAL 0)
-      message(FATAL_ERROR "small_train.svg is not epoch 1's picture")
+      message(FATAL_ERROR "small_synthetic_train.svg is not epoch 1's picture")
     endif()
   endif()
-  message(STATUS "small_train.svg drawn at the end of epoch 1")
+  message(STATUS "small_synthetic_train.svg drawn at the end of epoch 1")
 elseif(CASE STREQUAL "resume_lr")
   set(args ${TRAIN} --model small --synthetic 400 --batch-size 20 --epochs 2 --lr-decay-every 1 --seed 3 --threads 1)
   run_train(whole ${args} --out ${WORK_DIR}/whole)
@@ -119,14 +119,14 @@ elseif(CASE STREQUAL "resume_lr")
   endforeach()
   run_train(lower ${args} --resume --lr 0.0003 --out ${WORK_DIR}/lower)
   expect(lower_out "Resuming from [^\n]*\nLearning rate lowered from 0.000333333 to 0.0001 on resume \\(0.0003 divided by 3 at the decay so far\\)\n")
-  file(READ ${WORK_DIR}/lower/small_train_log.csv csv)
+  file(READ ${WORK_DIR}/lower/small_synthetic_train_log.csv csv)
   expect(csv "\n2,5,[^,\n]*,[^,\n]*,0.000333333\n2,6,[^,\n]*,[^,\n]*,0.0001\n")
   expect(csv "\n2,20,[^,\n]*,[^,\n]*,0.0001\n")
   if(PYTHON)
-    execute_process(COMMAND ${PYTHON} ${CHECK_SVG} ${WORK_DIR}/lower/small_train.svg --points loss=40 --text "lr 0.0001"
+    execute_process(COMMAND ${PYTHON} ${CHECK_SVG} ${WORK_DIR}/lower/small_synthetic_train.svg --points loss=40 --text "lr 0.0001"
                     RESULT_VARIABLE rc)
     if(NOT rc EQUAL 0)
-      message(FATAL_ERROR "small_train.svg does not mark the new learning rate")
+      message(FATAL_ERROR "small_synthetic_train.svg does not mark the new learning rate")
     endif()
   endif()
   run_train(same ${args} --resume --lr 0.001 --out ${WORK_DIR}/same)
@@ -134,8 +134,8 @@ elseif(CASE STREQUAL "resume_lr")
     message(FATAL_ERROR "resuming with the run's own --lr must change nothing")
   endif()
   foreach(dir lower same)
-    execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files ${WORK_DIR}/whole/small_final.ckpt
-                            ${WORK_DIR}/${dir}/small_final.ckpt RESULT_VARIABLE differs)
+    execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files ${WORK_DIR}/whole/small_synthetic_final.ckpt
+                            ${WORK_DIR}/${dir}/small_synthetic_final.ckpt RESULT_VARIABLE differs)
     set(${dir}_differs ${differs})
   endforeach()
   if(lower_differs EQUAL 0 OR NOT same_differs EQUAL 0)
