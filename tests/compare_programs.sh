@@ -45,7 +45,7 @@ for model in vgg16 resnet50; do
   # Resume the partial run in a copy of its directory, to the end of two epochs.
   for side in old new; do cp -r "$work/$side/${model}_partial" "$work/$side/${model}_resumed"; done
   run ${model}_resumed ctnn-train --model $model "${common[@]}" --epochs 2 --resume
-  for side in old new; do cp "$work/$side/${model}_resumed/${model}_synthetic_final.ckpt" "$work/$side/${model}.ckpt"; done
+  for side in old new; do cp "$work/$side/${model}_resumed/${model}"*_final.ckpt "$work/$side/${model}.ckpt"; done
   run ${model}_eval ctnn-eval --model $model --checkpoint ../${model}.ckpt --synthetic 60 --seed 3 --threads 2
 done
 run no_model ctnn-train --synthetic 10

@@ -97,9 +97,9 @@ struct ConvSums {
   Sums y, dx, dw, db;
   long y_terms, dx_terms, dw_terms;
 };
-ConvSums conv_sums(const Golden& g, int cin, int cout, int k, int stride, int pad, int h) {
-  const std::vector<double>&x = g["x"].values, &w = g["weight"].values, &b = g["bias"].values, &dy = g["dy"].values;
-  const int n = static_cast<int>(g["x"].shape[0]), oh = (h + 2 * pad - k) / stride + 1;
+ConvSums conv_sums(const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>& b,
+                   const std::vector<double>& dy, int n, int cin, int cout, int k, int stride, int pad, int h) {
+  const int oh = (h + 2 * pad - k) / stride + 1;
   ConvSums r{Sums(dy.size()), Sums(x.size()), Sums(w.size()), Sums(b.size()), long{cin} * k * k + 1,
              long{cout} * k * k, long{n} * oh * oh};
   for (int i = 0; i < n; ++i)
@@ -155,7 +155,8 @@ void conv_bf16(const char* name, bool bf16_products = true) {
   expect_bf16(conv.weight.gradient(), g["dweight"].values, std::string(name) + " dweight");
   expect_bf16(conv.bias.gradient(), g["dbias"].values, std::string(name) + " dbias");
   if (bf16_products) {
-    const ConvSums r = conv_sums(g, Cin, Cout, K, S, P, H);
+    const ConvSums r = conv_sums(g["x"].values, g["weight"].values, g["bias"].values, g["dy"].values,
+                                 static_cast<int>(g["x"].shape[0]), Cin, Cout, K, S, P, H);
     expect_sums(y16, r.y, r.y_terms, std::string(name) + " y");
     expect_sums(dx.to_nchw(), r.dx, r.dx_terms, std::string(name) + " dx");
     expect_sums(conv.weight.gradient(), r.dw, r.dw_terms, std::string(name) + " dweight");
@@ -657,6 +658,47 @@ TEST_CASE("Conv2d under bf16 matches PyTorch's autocast: forward, input, weight 
   conv_bf16<3, 8, 7, 2, 3, 16>("conv2d_bf16_k7s2p3");
   static_assert(ops::ConvShape{40, 2, 2, 24, 3, 1, 1}.whole_plane(), "the dense whole-plane product");
   conv_bf16<40, 24, 3, 1, 1, 2>("conv2d_bf16_k3s1p1_plane2");
+}
+
+TEST_CASE("Conv2d under bf16 cut into chunks (its weights rounded once for all) against double sums of its rounded operands") {
+  if (!bf16_runs_here()) return;
+  // 64 -> 64 3x3 on 7x7 planes: F(2x2) Winograd in fp32, im2col products under bf16, in chunks
+  // of whole images (small planes: each chunk's product cut over the threads), every chunk
+  // multiplying the weights packed once per pass.
+  constexpr int kN = 40, kC = 64, kH = 7;
+  using In = Shape<kC, kH, kH>;
+  static_assert(!ops::ConvShape{kC, kH, kH, kC, 3, 1, 1}.image_parallel());
+  REQUIRE(ops::detail::conv_chunk({kC, kH, kH, kC, 3, 1, 1}, kN) < kN);
+  Network<In, Sequential<Conv2d<kC, kC, 3, 1, 1>>> net;
+  auto& conv = net.root().get<0>();
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto fill = [&](std::span<float> v, float scale) {
+    std::vector<double> copy;
+    for (float& e : v) copy.push_back(e = scale * normal(rng));
+    return copy;
+  };
+  const std::vector<double> w = fill(conv.weight.data(), 1.0f / 24), b = fill(conv.bias.data(), 0.5f);
+  std::vector<float> xv(static_cast<std::size_t>(kN) * kC * kH * kH), dyv(xv.size());
+  const std::vector<double> xd = fill(xv, 1.0f), dyd = fill(dyv, 1.0f);
+  Batch<In> x, dy, dx;
+  x.from_nchw(xv.data(), kN);
+  dy.from_nchw(dyv.data(), kN);
+  const ConvSums r = conv_sums(xd, w, b, dyd, kN, kC, kC, 3, 1, 1, kH);
+  for (int threads : {1, 2}) {
+    const int before = num_threads();
+    set_num_threads(threads);
+    Autocast bf16(Precision::bf16);
+    const std::vector<float> y = net.forward(x).to_nchw();
+    net.zero_grad();
+    net.backward(x, dy, dx);
+    set_num_threads(before);
+    const std::string at = std::to_string(threads) + " thread(s): ";
+    expect_sums(y, r.y, r.y_terms, at + "y");
+    expect_sums(dx.to_nchw(), r.dx, r.dx_terms, at + "dx");
+    expect_sums(conv.weight.gradient(), r.dw, r.dw_terms, at + "dweight");
+    expect_sums(conv.bias.gradient(), r.db, r.dw_terms, at + "dbias");
+  }
 }
 
 TEST_CASE("Linear under bf16 matches PyTorch's autocast") {

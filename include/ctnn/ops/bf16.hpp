@@ -1161,6 +1161,7 @@ inline void gemm_bf16_blocks(const MatRef& a, const MatRef& b, float* c, Eigen::
 inline void gemm_bf16_blocks(const MatRef& a, const Bf16PackedB& b, float* c, Eigen::Index ldc, bool accumulate) {
   using namespace detail::bf16;
   const Eigen::Index m = a.out_rows(), n = b.b.out_cols(), k = a.out_cols();
+  eigen_assert(k == b.b.out_rows());
   const bool portable = b.kernel == Bf16Kernel::portable, split_rows = !portable || m >= n;
   const Eigen::Index extent = split_rows ? m : n, blocks = detail::block_count(extent, static_cast<long>(m) * n * k);
   if (blocks <= 1 || k == 0 || m == 0 || n == 0) return gemm_bf16_serial(a, b, c, ldc, accumulate);

@@ -139,6 +139,7 @@ class ChunkWeights {
   // The same, cut over the calling thread's team (for callers outside a parallel loop).
   void multiply_team(const MatRef& a, const MutMatRef& c, bool accumulate = false) const {
     if (packed_.empty()) return gemm(a, w_, c, accumulate);
+    eigen_assert(c.rows == a.out_rows() && c.cols == w_.out_cols());
     gemm_bf16_blocks(a, packed_, c.data, c.ld, accumulate);
   }
  private:
