@@ -61,6 +61,15 @@ TEST_CASE("State names follow PyTorch's module tree: indices, Named children, ne
   CHECK(net.num_parameters() == 6 + 3 + 3 + 3 + 81 + 3 + 9 + 3 + 96 + 2);
 }
 
+// Children whose state_dict keys coincide do not compile (tests/compile_fail/duplicate_child_key.cpp):
+// the first such pair, by position.
+using Pair = std::pair<std::size_t, std::size_t>;
+static_assert(detail::clashing_children<Named<"a", ReLU>, ReLU, Named<"a", ReLU>>() == Pair{0, 2});
+static_assert(detail::clashing_children<Named<"1", ReLU>, ReLU>() == Pair{0, 1});  // "1" is the second's index
+static_assert(detail::clashing_children<ReLU, Named<"0", ReLU>>() == Pair{0, 1});
+static_assert(detail::clashing_children<Named<"01", ReLU>, ReLU>() == Pair{0, 0});  // no index is written "01"
+static_assert(detail::clashing_children<ReLU, ReLU, Named<"x", ReLU>, Named<"y", ReLU>>() == Pair{0, 0});
+
 TEST_CASE("Residual adds its branches; its input gradient is the sum of both branches'") {
   using In = Shape<2, 3, 3>;
   Network<In, Sequential<Residual<Sequential<Conv2d<2, 2, 3, 1, 1>>, Identity>>> res(1);

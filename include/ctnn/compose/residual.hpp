@@ -86,6 +86,10 @@ class ResidualLayer {
 // the sum. Use Named<> to give the branches PyTorch attribute names.
 template <class Body, class Shortcut = Identity>
 struct Residual {
+  static constexpr auto clash = detail::clashing_children<Body, Shortcut>();
+  static_assert(detail::child_keys_differ<clash.first, clash.second>::value,
+                "Residual: the body and the shortcut have the same state_dict key (one Named name for both, or "
+                "a Named name equal to the other's index): their tensors would overwrite each other in a checkpoint");
   template <class In>
   using bind = ResidualLayer<In, Body, Shortcut>;
 };

@@ -79,6 +79,42 @@ concept BiasDeferredPair = requires(A& a, B& b, const Batch<typename A::in_shape
   b.is_training();
 };
 
+// A Sequential child's name: the Named one's, else empty (its key is then its index).
+template <class Spec>
+inline constexpr std::string_view spec_name{};
+template <FixedString Name, class Spec>
+inline constexpr std::string_view spec_name<Named<Name, Spec>> = Name.view();
+
+// Whether `key` is the decimal index i, an unnamed child's key.
+constexpr bool is_index_key(std::string_view key, std::size_t i) {
+  if (key.empty() || (key.size() > 1 && key[0] == '0')) return false;
+  std::size_t v = 0;
+  for (char c : key) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<std::size_t>(c - '0');
+  }
+  return v == i;
+}
+
+// The first two children (i < j) whose state_dict keys coincide, or {0, 0}: two Named ones of one
+// name, or a Named one called by another's index. Their entries would overwrite each other in a
+// checkpoint.
+template <class... Specs>
+constexpr std::pair<std::size_t, std::size_t> clashing_children() {
+  const std::string_view names[] = {spec_name<Specs>...};
+  for (std::size_t j = 0; j < sizeof...(Specs); ++j)
+    for (std::size_t i = 0; i < j; ++i) {
+      const std::string_view a = names[i], b = names[j];
+      if (a.empty() ? is_index_key(b, i) : b.empty() ? is_index_key(a, j) : a == b) return {i, j};
+    }
+  return {0, 0};
+}
+// Instantiated to fail with the two children's positions in the error (true for {0, 0}).
+template <std::size_t First, std::size_t Second>
+struct child_keys_differ {
+  static constexpr bool value = First == Second;
+};
+
 template <class T>
 std::string child_key(std::size_t index) {
   if constexpr (requires { T::module_name; }) return std::string(T::module_name);
@@ -241,6 +277,11 @@ class SequentialLayer {
 template <class... Specs>
 struct Sequential {
   static_assert(sizeof...(Specs) > 0, "Sequential: needs at least one layer");
+  static constexpr auto clash = detail::clashing_children<Specs...>();
+  static_assert(detail::child_keys_differ<clash.first, clash.second>::value,
+                "Sequential: two children (positions in the error) have the same state_dict key, a Named name "
+                "used twice or a Named name equal to another child's index: their tensors would overwrite each "
+                "other in a checkpoint");
   template <class In>
   using bind = SequentialLayer<In, Specs...>;
 };
