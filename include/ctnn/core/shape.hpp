@@ -22,8 +22,11 @@ template <int F>
 using Features = Shape<F, 1, 1>;
 
 // PyTorch's output extent for a window op (floor division, as nn.Conv2d / nn.MaxPool2d).
+// At least 1: where the window does not fit, the layer's own static_assert says so, and the
+// layers after it still bind to a valid shape instead of adding errors about negative extents.
 constexpr int window_out(int in, int kernel, int stride, int padding) {
-  return (in + 2 * padding - kernel) / stride + 1;
+  const int out = (in + 2 * padding - kernel) / stride + 1;
+  return out > 0 ? out : 1;
 }
 
 namespace detail {

@@ -13,7 +13,8 @@ template <class In, int InF, int OutF>
 class LinearLayer : public LeafLayer<LinearLayer<In, InF, OutF>, In, Features<OutF>> {
   static_assert(In::plane == 1,
                 "Linear: its input must be a flat feature vector; put a Flatten before it");
-  static_assert(detail::sizes_agree<InF, In::channels>::value,
+  // (Compared only for a flat input: after the error above, the channels are not the size.)
+  static_assert(detail::sizes_agree<InF, In::plane == 1 ? In::channels : InF>::value,
                 "Linear: in_features (first number) differs from the size of its input (second)");
 
  public:
