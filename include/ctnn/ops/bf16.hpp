@@ -1113,6 +1113,19 @@ inline void gemm_bf16_column_blocks(const MatRef& a, const MatRef& b, Eigen::Ind
 #endif
 }
 
+namespace detail::bf16 {
+// The portable kernel's blocks, both operands rounded already (rounded_copy, or a
+// Bf16PackedB's): ctnn's fp32 kernel gives every element the same bits wherever a block
+// starts (test_ops), so the blocks give gemm_bf16_serial's.
+inline void portable_blocks(const MatRef& ra, const MatRef& rb, float* c, Eigen::Index ldc, bool accumulate,
+                            bool split_rows, Eigen::Index blocks) {
+  ops::detail::for_each_block(blocks, split_rows ? ra.out_rows() : rb.out_cols(), [&](Eigen::Index s, Eigen::Index l) {
+    if (split_rows) sgemm::product(ops::detail::logical_rows(ra, s, l), rb, c + s, ldc, accumulate);
+    else sgemm::product(ra, ops::detail::logical_cols(rb, s, l), c + s * ldc, ldc, accumulate);
+  });
+}
+}  // namespace detail::bf16
+
 // C = A * B (or +=) in bf16 cut into `blocks` blocks of rows (split_rows) or columns,
 // shared out over ctnn's threads. The operand every block reads whole is packed once, by all
 // threads, instead of once per block. Results are gemm_bf16_serial's, bit for bit, at any
@@ -1120,18 +1133,11 @@ inline void gemm_bf16_column_blocks(const MatRef& a, const MatRef& b, Eigen::Ind
 inline void gemm_bf16_blocks(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate,
                              bool split_rows, Eigen::Index blocks) {
   using namespace detail::bf16;
-  const Eigen::Index m = a.out_rows(), k = a.out_cols(), n = b.out_cols(), extent = split_rows ? m : n;
-  if (blocks <= 1 || k == 0) return gemm_bf16_serial(a, b, c, ldc, accumulate);
-  if (bf16_kernel() == Bf16Kernel::portable) {
-    // Both operands rounded once, by the team; ctnn's fp32 kernel gives every element the same
-    // bits wherever a block starts (test_ops), so the blocks give gemm_bf16_serial's.
-    const MatRef ra = rounded_copy(a, 2, true), rb = rounded_copy(b, 3, true);
-    return detail::for_each_block(blocks, extent, [&](Eigen::Index s, Eigen::Index l) {
-      if (split_rows) detail::sgemm::product(detail::logical_rows(ra, s, l), rb, c + s, ldc, accumulate);
-      else detail::sgemm::product(ra, detail::logical_cols(rb, s, l), c + s * ldc, ldc, accumulate);
-    });
-  }
+  if (blocks <= 1 || a.out_cols() == 0) return gemm_bf16_serial(a, b, c, ldc, accumulate);
+  if (bf16_kernel() == Bf16Kernel::portable)  // both operands rounded once, by the team
+    return portable_blocks(rounded_copy(a, 2, true), rounded_copy(b, 3, true), c, ldc, accumulate, split_rows, blocks);
 #if CTNN_HAVE_BF16_KERNEL
+  const Eigen::Index m = a.out_rows(), k = a.out_cols(), n = b.out_cols(), extent = split_rows ? m : n;
   if (bf16_kernel() == Bf16Kernel::amx) {
     namespace amx = detail::amx;
     std::uint32_t* whole = panel_buffer(2, split_rows ? amx::packed_words(n, k) : amx::packed_words(m, k));
@@ -1166,13 +1172,7 @@ inline void gemm_bf16_blocks(const MatRef& a, const Bf16PackedB& b, float* c, Ei
   const Eigen::Index extent = split_rows ? m : n, blocks = detail::block_count(extent, static_cast<long>(m) * n * k);
   if (blocks <= 1 || k == 0 || m == 0 || n == 0) return gemm_bf16_serial(a, b, c, ldc, accumulate);
   if (b.kernel != bf16_kernel()) throw std::logic_error("Bf16PackedB: packed for another bf16 kernel");
-  if (portable) {
-    const MatRef ra = rounded_copy(a, 2, true);
-    return detail::for_each_block(blocks, extent, [&](Eigen::Index s, Eigen::Index l) {
-      if (split_rows) detail::sgemm::product(detail::logical_rows(ra, s, l), b.rounded, c + s, ldc, accumulate);
-      else detail::sgemm::product(ra, detail::logical_cols(b.rounded, s, l), c + s * ldc, ldc, accumulate);
-    });
-  }
+  if (portable) return portable_blocks(rounded_copy(a, 2, true), b.rounded, c, ldc, accumulate, split_rows, blocks);
 #if CTNN_HAVE_BF16_KERNEL
   detail::for_each_block(blocks, m, [&](Eigen::Index s, Eigen::Index l) {
     if (b.kernel == Bf16Kernel::amx)
