@@ -45,6 +45,20 @@ using Square = Eigen::internal::PacketBlock<Packet, kW>;
 #pragma GCC diagnostic pop
 #endif
 
+// Eigen's ptranspose. GCC 12 reports -Wuninitialized inside its AVX-512 form (the
+// _mm512_undefined_ps() operand of the unpack intrinsics, a don't-care value by design) in every
+// program that packs panels with AVX-512 enabled. `flatten` inlines it here, where the pragma
+// covers it; an out-of-line copy would be reported at Eigen's own lines, beyond our reach.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((flatten)) inline void transpose(Square& sq) { Eigen::internal::ptranspose(sq); }
+#pragma GCC diagnostic pop
+#else
+inline void transpose(Square& sq) { Eigen::internal::ptranspose(sq); }
+#endif
+
 // Vector registers: 32 with AVX-512 and on aarch64, 16 otherwise. The tile takes 2 * kNr of
 // them, the two packets of A two more, and the broadcast of B one.
 #if defined(__AVX512F__) || defined(__aarch64__)
@@ -93,7 +107,7 @@ inline void pack_a(const MatRef& a, Index i0, Index mc, Index k0, Index kc, floa
           for (int h = 0; h < kMr; h += kW) {
             Square sq;
             for (int r = 0; r < kW; ++r) sq.packet[r] = Eigen::internal::ploadu<Packet>(src + (h + r) * a.ld + kk);
-            Eigen::internal::ptranspose(sq);
+            transpose(sq);
             for (int t = 0; t < kW; ++t) Eigen::internal::pstore(out + (kk + t) * kMr + h, sq.packet[t]);
           }
       for (; kk < kc; ++kk)
@@ -125,7 +139,7 @@ inline void pack_b(const MatRef& b, Index k0, Index kc, Index j0, Index nc, floa
           Square sq;
           for (int j = 0; j < kW; ++j)
             sq.packet[j] = j < kNr ? Eigen::internal::ploadu<Packet>(col + j * b.ld + kk) : Eigen::internal::pset1<Packet>(0.0f);
-          Eigen::internal::ptranspose(sq);
+          transpose(sq);
           for (int t = 0; t < kW; ++t) Eigen::internal::pstoreu(out + (kk + t) * kNr, sq.packet[t]);
         }
     }
