@@ -14,10 +14,11 @@
 //                eigen_mt the same products as one Eigen expression each, with Eigen's own
 //                         OpenMP threading (Eigen::setNbThreads), for comparison
 //                whole    ctnn::ops::gemm on the whole batch at once (no chunking), for comparison
-//                kernel   ctnn::ops::gemm as `ctnn`, on ctnn's own kernel (ops/sgemm.hpp) where the
-//                         automatic choice is OpenBLAS: the two backends side by side in one run
-//                         (add --benchmark_enable_random_interleaving=true --benchmark_repetitions=5
-//                         on a noisy machine); not registered where the choice is already ctnn's
+//                other    ctnn::ops::gemm as `ctnn`, on the backend the automatic choice did not
+//                         take (OpenBLAS, or ctnn's own kernel ops/sgemm.hpp where the choice is
+//                         OpenBLAS): the two backends side by side in one run (add
+//                         --benchmark_enable_random_interleaving=true --benchmark_repetitions=5
+//                         on a noisy machine); registered only where ctnn is built with OpenBLAS
 // Counters: GFLOP/s = 2 * M * N * K per product (kIsRate). im2col / col2im report bytes/s over a
 // nominal traffic: im2col writes the patch matrix and reads the input once; col2im reads the
 // patch matrix and reads + writes the input gradient once.
@@ -33,6 +34,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -93,7 +95,17 @@ std::vector<float> random_floats(std::size_t n) {
 }
 
 enum class Pass { fwd, dW, dX };
-enum class Variant { ctnn, eigen_mt, whole, kernel };
+enum class Variant { ctnn, eigen_mt, whole, other };
+
+// The backend the automatic choice did not take, if ctnn is built with both.
+std::optional<ctnn::ops::GemmBackend> other_backend() {
+#ifdef CTNN_USE_OPENBLAS
+  using ctnn::ops::GemmBackend;
+  return ctnn::ops::gemm_backend() == GemmBackend::eigen ? GemmBackend::openblas : GemmBackend::eigen;
+#else
+  return std::nullopt;
+#endif
+}
 
 // C = op(A) * op(B) (+ C) with Eigen's own threading.
 void eigen_product(const ctnn::ops::MatRef& a, const ctnn::ops::MatRef& b, const ctnn::ops::MutMatRef& c,
@@ -116,7 +128,7 @@ void bm_gemm(benchmark::State& state, ConvCase c, Pass pass, Variant variant) {
   ctnn::set_num_threads(bench_threads());
   if (variant == Variant::eigen_mt) Eigen::setNbThreads(ctnn::num_threads());
   const auto automatic = ctnn::ops::gemm_backend();
-  if (variant == Variant::kernel) ctnn::ops::set_gemm_backend(ctnn::ops::GemmBackend::eigen);
+  if (variant == Variant::other) ctnn::ops::set_gemm_backend(*other_backend());
   const int n = c.g.batch;
   const long plane = c.rows_per_sample();
   const long rows_all = n * plane;
@@ -154,7 +166,7 @@ void bm_gemm(benchmark::State& state, ConvCase c, Pass pass, Variant variant) {
     benchmark::ClobberMemory();
   }
   if (variant == Variant::eigen_mt) Eigen::setNbThreads(1);
-  if (variant == Variant::kernel) ctnn::ops::set_gemm_backend(automatic);
+  if (variant == Variant::other) ctnn::ops::set_gemm_backend(automatic);
   state.counters["GFLOP/s"] = benchmark::Counter(flop * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["chunk"] = nb;
   state.counters["M"] = pass == Pass::dW ? patch : (nb * plane);
@@ -296,11 +308,11 @@ const bool registered = [] {
   ctnn::bench::add_thread_context();
   const std::pair<Pass, const char*> passes[] = {{Pass::fwd, "fwd"}, {Pass::dW, "dW"}, {Pass::dX, "dX"}};
   const std::pair<Variant, const char*> variants[] = {
-      {Variant::ctnn, "ctnn"}, {Variant::eigen_mt, "eigen_mt"}, {Variant::whole, "whole"}, {Variant::kernel, "kernel"}};
+      {Variant::ctnn, "ctnn"}, {Variant::eigen_mt, "eigen_mt"}, {Variant::whole, "whole"}, {Variant::other, "other"}};
   for (const auto& c : network_convs(100)) {
     for (const auto& [v, vname] : variants) {
       if (v == Variant::whole && (c.pointwise || c.chunk == c.g.batch)) continue;  // same as ctnn
-      if (v == Variant::kernel && ctnn::ops::gemm_backend() == ctnn::ops::GemmBackend::eigen) continue;  // same
+      if (v == Variant::other && !other_backend()) continue;  // one backend only
       for (const auto& [p, pname] : passes)
         benchmark::RegisterBenchmark(("gemm/" + std::string(vname) + "/" + pname + "/" + c.name).c_str(), bm_gemm, c, p,
                                      v)
