@@ -57,9 +57,9 @@ struct GemmChoice {
 // name (empty when ctnn is built without it) and the CTNN_GEMM override ("eigen", "openblas" or
 // empty). ctnn's kernel is taken whenever it was compiled for the best instruction set the CPU
 // has (-march=native, CTNN_NATIVE for ctnn's own programs): side by side with PyTorch it trained
-// and evaluated both networks faster than OpenBLAS's matching kernels in every case measured, on
-// an AVX2 AMD Zen 3 (OpenBLAS 'Zen', session 18) and an AVX-512 Intel Xeon ('SkylakeX', session
-// 20), so the default speed rests on no library's table of CPU models. OpenBLAS serves a build
+// and evaluated both networks faster than OpenBLAS's matching kernels in every row of the latest
+// runs on an AVX2 AMD Zen 3 (OpenBLAS 'Zen', session 18) and an AVX-512 Intel Xeon ('SkylakeX',
+// session 20), so the default speed rests on no library's table of CPU models. OpenBLAS serves a build
 // compiled for less than the CPU (a distribution's generic -O2), where its run-time dispatch
 // reaches instructions ctnn's kernel was not compiled for; an OpenBLAS core name ctnn does not
 // know is never trusted.
