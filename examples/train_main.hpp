@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -16,6 +17,15 @@
 #endif
 
 namespace ctnn::cli {
+
+// One message, one write: std::cerr is unbuffered, so a message written piece by piece (`<<`)
+// interleaves with another process's on the pipe mpiexec merges them into (seen: "ctnn-train-
+// smallctnn-train-small: process : process 0 of 12:  of 2..."). A write of under 4 KiB to a
+// pipe is atomic.
+inline void print_error(const std::string& message) {
+  std::fputs(message.c_str(), stderr);
+  std::fflush(stderr);
+}
 
 // main(): exit 0 on success, 2 for bad options (one line, then a pointer to --help), 1 for any
 // other failure (missing or malformed data, an unreadable or mismatched checkpoint, a NaN),
@@ -136,11 +146,11 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
     return code;
 #ifdef CTNN_TRAIN_MPI
   } catch (const dist::CollectiveError& e) {  // raised alike by every process: said once
-    if (comm->rank() == 0) std::cerr << program << ": " << e.what() << "\n";
+    if (comm->rank() == 0) print_error(program + ": " + e.what() + "\n");
     return 1;
 #endif
   } catch (const UsageError& e) {
-    std::cerr << program << ": " << e.what() << "\n(run " << program << " --help for the options)\n";
+    print_error(program + ": " + e.what() + "\n(run " + program + " --help for the options)\n");
 #ifdef CTNN_TRAIN_MPI
     if (procs > 1) comm->abort(2);  // as below: the others must not wait for this process
 #endif
@@ -148,11 +158,12 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
   } catch (const std::exception& e) {
 #ifdef CTNN_TRAIN_MPI
     if (procs > 1) {  // the other processes would wait for this one forever: end the job
-      std::cerr << program << ": process " << comm->rank() << " of " << procs << ": " << e.what() << std::endl;
+      print_error(program + ": process " + std::to_string(comm->rank()) + " of " + std::to_string(procs) + ": " +
+                  e.what() + "\n");
       comm->abort(1);
     }
 #endif
-    std::cerr << program << ": " << e.what() << "\n";
+    print_error(program + ": " + e.what() + "\n");
     return 1;
   }
 }
