@@ -6,8 +6,8 @@
 // real networks, and its resume snapshot is ~3 MB, written in ~60 pieces, so a kill can land
 // inside a save (small_network.cpp). --model resnet50 is ctnn-train's own
 // (examples/cifar_resnet50.cpp).
-#include <iostream>
 #include <stdexcept>
+#include <string>
 
 #include "kill_hook.hpp"
 #include "train_main.hpp"
@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   try {
     ctnn::test::install_kill_hook();
   } catch (const std::invalid_argument& e) {
-    std::cerr << "ctnn-train-small: " << e.what() << "\n";
+    ctnn::cli::print_error(std::string("ctnn-train-small: ") + e.what() + "\n");
     return 1;
   }
   return ctnn::cli::train_main(argc, argv, "ctnn-train-small",

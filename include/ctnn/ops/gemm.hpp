@@ -52,6 +52,11 @@ struct GemmChoice {
   std::string why;
 };
 
+namespace detail {
+// How the messages name ctnn's kernel compiled for `isa`.
+inline std::string kernel_name(Isa isa) { return std::string("ctnn's kernel (Eigen packets, ") + isa_name(isa) + ")"; }
+}  // namespace detail
+
 // The choice as a function of the facts alone (tested for every case in tests/test_ops.cpp):
 // the CPU's level, the level ctnn's kernel (Eigen's packets) was compiled for, OpenBLAS's core
 // name (empty when ctnn is built without it) and the CTNN_GEMM override ("eigen", "openblas" or
@@ -66,7 +71,7 @@ struct GemmChoice {
 inline GemmChoice choose_gemm_backend(Isa cpu, Isa eigen, std::string_view openblas_core,
                                       std::string_view forced) {
   const std::string on_cpu = std::string(" on this ") + isa_name(cpu) + " CPU";
-  const std::string eigen_desc = std::string("ctnn's kernel (Eigen packets, ") + isa_name(eigen) + ")";
+  const std::string eigen_desc = detail::kernel_name(eigen);
   if (openblas_core.empty()) {
     std::string why = eigen_desc + on_cpu + ": ctnn built without OpenBLAS";
     if (eigen < cpu) why += "; compile with -march=native to use the CPU's " + std::string(isa_name(cpu));
@@ -124,7 +129,7 @@ inline void set_gemm_backend(GemmBackend b) {
   if (b == GemmBackend::openblas)
     throw std::invalid_argument("set_gemm_backend: ctnn was built without OpenBLAS (CTNN_USE_OPENBLAS)");
 #endif
-  const std::string why = b == GemmBackend::eigen ? std::string("ctnn's kernel (Eigen packets, ") + isa_name(compiled_isa()) + ")"
+  const std::string why = b == GemmBackend::eigen ? detail::kernel_name(compiled_isa())
                                                   : "OpenBLAS ('" + detail::openblas_core() + "' kernels)";
   detail::gemm_choice() = {b, why + ", set by the program"};
 }
