@@ -55,6 +55,15 @@ TEST_CASE("gemm equals the naive product for every transpose combination, split 
   for (auto [m, n, k] : {std::tuple{1010, 150, 300}, std::tuple{130, 1500, 260}, std::tuple{5, 3, 2}}) {
     CAPTURE(ops::backend_name(backend));
     ops::set_gemm_backend(backend);
+    // The line programs print names the backend's kernels and their instruction set.
+    const std::string summary = ops::gemm_backend_summary();
+    CAPTURE(summary);
+    CHECK(summary.find(backend == ops::GemmBackend::eigen ? "ctnn's kernel (Eigen packets, " : "OpenBLAS ('") !=
+          std::string::npos);
+    CHECK(summary.find(std::string(ops::isa_name(backend == ops::GemmBackend::eigen
+                                                      ? ops::compiled_isa()
+                                                      : ops::openblas_core_isa(ops::detail::openblas_core()))) +
+                       ")") != std::string::npos);
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb) {
         const auto av = random_vector(static_cast<std::size_t>(m * k), 1);

@@ -53,8 +53,11 @@ struct GemmChoice {
 };
 
 namespace detail {
-// How the messages name ctnn's kernel compiled for `isa`.
+// How the messages name ctnn's kernel compiled for `isa`, and OpenBLAS running `core`'s kernels.
 inline std::string kernel_name(Isa isa) { return std::string("ctnn's kernel (Eigen packets, ") + isa_name(isa) + ")"; }
+inline std::string openblas_name(std::string_view core) {
+  return "OpenBLAS ('" + std::string(core) + "' kernels, " + isa_name(openblas_core_isa(core)) + ")";
+}
 }  // namespace detail
 
 // The choice as a function of the facts alone (tested for every case in tests/test_ops.cpp):
@@ -78,7 +81,7 @@ inline GemmChoice choose_gemm_backend(Isa cpu, Isa eigen, std::string_view openb
     return {GemmBackend::eigen, why};
   }
   const Isa blas = openblas_core_isa(openblas_core);
-  const std::string blas_desc = "OpenBLAS ('" + std::string(openblas_core) + "' kernels, " + isa_name(blas) + ")";
+  const std::string blas_desc = detail::openblas_name(openblas_core);
   std::string note;
   if (forced == "eigen") return {GemmBackend::eigen, eigen_desc + on_cpu + ", forced by CTNN_GEMM=eigen"};
   if (forced == "openblas") return {GemmBackend::openblas, blas_desc + on_cpu + ", forced by CTNN_GEMM=openblas"};
@@ -130,7 +133,7 @@ inline void set_gemm_backend(GemmBackend b) {
     throw std::invalid_argument("set_gemm_backend: ctnn was built without OpenBLAS (CTNN_USE_OPENBLAS)");
 #endif
   const std::string why = b == GemmBackend::eigen ? detail::kernel_name(compiled_isa())
-                                                  : "OpenBLAS ('" + detail::openblas_core() + "' kernels)";
+                                                  : detail::openblas_name(detail::openblas_core());
   detail::gemm_choice() = {b, why + ", set by the program"};
 }
 
