@@ -253,45 +253,6 @@ void check_kernel_transforms(int cin, int cout, bool flip) {
 }
 }  // namespace
 
-#if defined(__AVX512F__)
-constexpr bool kRowGather = true;
-#else
-constexpr bool kRowGather = false;
-#endif
-
-// The input transform's AVX-512 gather of a whole image row against the definition (skipped in
-// builds without AVX-512, where data_tiles gathers tile by tile).
-template <int M>
-void check_row_gather() {
-#if defined(__AVX512F__)
-  constexpr int A = M + 2, stride = 20;
-  std::mt19937 rng(M);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (int w = 1; w <= 32; ++w) {
-    CAPTURE(M);
-    CAPTURE(w);
-    std::vector<float> row(std::size_t(w) + 16, 99.0f);  // values past the row must not be read
-    for (int x = 0; x < w; ++x) row[std::size_t(x)] = u(rng);
-    const int tw = (w + M - 1) / M;
-    std::vector<float> dst(std::size_t(A) * stride, -5.0f);
-    const ctnn::ops::winograd_detail::RowGather<M> gather(w);
-    gather(row.data(), dst.data(), stride);
-    for (int r = 0; r < A; ++r)
-      for (int t = 0; t < stride; ++t) {
-        const int x = t * M - 1 + r;
-        const float expected = t >= tw ? -5.0f : x >= 0 && x < w ? row[std::size_t(x)] : 0.0f;
-        CHECK(dst[std::size_t(r) * stride + t] == expected);
-      }
-  }
-#endif
-}
-
-TEST_CASE("The input transform's row gather (AVX-512) moves each tile's columns as the scalar gather does" *
-          doctest::skip(!kRowGather)) {
-  check_row_gather<2>();
-  check_row_gather<4>();
-}
-
 TEST_CASE("Kernel transforms, eight kernels a vector, equal the one-kernel transform bit for bit") {
   for (const bool flip : {false, true}) {
     CAPTURE(flip);

@@ -43,10 +43,6 @@
 #include <algorithm>
 #include <cstddef>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
 #include "ctnn/core/threading.hpp"
 #include "ctnn/ops/elementwise.hpp"
 #include "ctnn/ops/gemm.hpp"
@@ -176,47 +172,6 @@ inline constexpr int tile_block = 64;
 
 inline int tiles_along(int extent, int m) { return (extent + m - 1) / m; }
 
-#if defined(__AVX512F__)
-// The input transform's gather for a whole image row of at most 32 pixels at once: the tw tiles'
-// column r (input column t * M - 1 + r of tile t, zero outside the row) is one permutation of the
-// row's two 16-float halves, with zeros where the column falls outside the row. The scalar
-// gather it replaces took 36 loads and stores a tile (F(4x4)), and its first load of each image
-// row waited for the line: data_tiles<4> was 11 % of a VGG16 evaluation step. Moves values
-// only, so the bits are those of the scalar gather.
-template <int M>
-struct RowGather {
-  static constexpr int A = M + 2;
-  __m512i index[A];
-  __mmask16 keep[A];   // lanes t < tw whose column lies inside the row
-  __mmask16 lo, hi;    // the row's floats in its first and second 16
-  __mmask16 tiles;     // lanes t < tw
-  int tw;
-  explicit RowGather(int w) : tw(tiles_along(w, M)) {
-    lo = static_cast<__mmask16>((1u << std::min(w, 16)) - 1);
-    hi = static_cast<__mmask16>((1u << std::max(w - 16, 0)) - 1);
-    tiles = static_cast<__mmask16>((1u << tw) - 1);
-    for (int r = 0; r < A; ++r) {
-      alignas(64) int idx[16];
-      unsigned k = 0;
-      for (int t = 0; t < 16; ++t) {
-        const int x = t * M - 1 + r;
-        const bool inside = t < tw && x >= 0 && x < w;
-        idx[t] = inside ? x : 0;
-        k |= static_cast<unsigned>(inside) << t;
-      }
-      index[r] = _mm512_load_si512(idx);
-      keep[r] = static_cast<__mmask16>(k);
-    }
-  }
-  // dst[r * stride + t] for r < A, t < tw: the tile columns of one row (w <= 32).
-  void operator()(const float* row, float* dst, std::size_t stride) const {
-    const __m512 a = _mm512_maskz_loadu_ps(lo, row), b = _mm512_maskz_loadu_ps(hi, row + 16);
-    for (int r = 0; r < A; ++r)
-      _mm512_mask_storeu_ps(dst + r * stride, tiles, _mm512_maskz_permutex2var_ps(keep[r], a, index[r], b));
-  }
-};
-#endif
-
 // Input-transform (B^T d B) of channel plane set `chan` (image b's plane at chan + b * plane) for
 // `cnt` images: tile t at point p goes to dst[p * ps + t].
 template <int M>
@@ -228,15 +183,6 @@ void data_tiles(const float* chan, int cnt, int h, int w, float* dst, std::size_
   // buf[j][r][t]: input row j of the tile, column r, of the strip's tile t. Gathering the tile
   // columns apart ("phases") keeps both transform passes on contiguous, unit-stride data.
   alignas(64) float buf[A][A][TB], col[A][A][TB];
-#if defined(__AVX512F__)
-  // tw <= 16 lanes and the row in two packets; then whole image rows go through RowGather.
-  const bool by_rows = w <= 32 && tw <= 16;
-  const RowGather<M> gather_row(by_rows ? w : 1);
-#endif
-  // The planes read below, requested into L2 in one sweep: the gather visits each image's rows a
-  // few at a time, image after image, a pattern the hardware prefetchers follow poorly (at
-  // VGG16's 32x32 and 16x16 layers the loads of row starts were the gather's largest cost).
-  for (std::size_t i = 0; i < static_cast<std::size_t>(cnt) * plane; i += 16) __builtin_prefetch(chan + i, 0, 2);
   for (int ty = 0; ty < th; ++ty) {
     for (int t0 = 0; t0 < strip; t0 += TB) {
       const int nt = std::min(TB, strip - t0);
@@ -249,14 +195,6 @@ void data_tiles(const float* chan, int cnt, int h, int w, float* dst, std::size_
         int b = t0 / tw, tx = t0 % tw;
         for (int t = 0; t < nt; ++t) {
           const float* row = chan + b * plane + static_cast<std::size_t>(iy) * w;
-#if defined(__AVX512F__)
-          if (by_rows && tx == 0 && t + tw <= nt) {
-            gather_row(row, &buf[j][0][t], TB);
-            t += tw - 1;
-            ++b;
-            continue;
-          }
-#endif
           const int x0 = tx * M - 1;
           if (x0 >= 0 && x0 + A <= w) {
             for (int r = 0; r < A; ++r) buf[j][r][t] = row[x0 + r];
