@@ -121,11 +121,13 @@ inline void pack_a(const MatRef& a, Index i0, Index mc, Index k0, Index kc, floa
 inline void pack_b(const MatRef& b, Index k0, Index kc, Index j0, Index nc, float* out) {
   if (b.transposed) {
     // B^T: element (k, j) is data[j + k * ld], so each k's row of a panel is contiguous. Rows are
-    // copied 16 at a time into every panel, each source row's lines read while they are in L1:
+    // copied 8 at a time into every panel, each source row's lines read while they are in L1:
     // copying one panel's kc rows at a time (rows ld apart, often a multiple of 1 KiB, so in the
     // same few L1 sets) evicted the lines the next panel shares, and packed at half this speed
-    // (1.3-2.6x slower at blocks of 256-2304 x 256-1024, the 1x1 layers' input gradient).
-    constexpr Index rows_at_once = 16;
+    // (1.3-2.6x slower at blocks of 256-2304 x 256-1024, the 1x1 layers' input gradient, Xeon
+    // model 167). 8 rows of one L1 set fit the 8 ways of AMD's L1 as well as Intel's 12; 16
+    // packed 10 % faster on the Xeon, whose ways it fits alone.
+    constexpr Index rows_at_once = 8;
     for (Index k1 = 0; k1 < kc; k1 += rows_at_once) {
       const Index kn = std::min(rows_at_once, kc - k1);
       const float* src = b.data + j0 + (k0 + k1) * b.ld;
