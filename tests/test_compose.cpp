@@ -197,7 +197,7 @@ TEST_CASE("NoGrad: from the second pass on, an evaluation allocates nothing, not
   CHECK(lists[2] == lists[0]);
 }
 
-TEST_CASE("Fusions: ReLU in the forward of the Conv2d or BatchNorm before it, a Conv2d's bias in the BatchNorm after it (evaluation under NoGrad); the bits of separate passes") {
+TEST_CASE("Fusions: ReLU in the forward of the Conv2d or BatchNorm before it, a BatchNorm (and ReLU) in the forward of the Conv2d before it (evaluation under NoGrad); the bits of separate passes") {
   // Identity between two layers keeps them apart: the reference, computed unfused.
   using In = Shape<3, 6, 6>;
   using Fused = Network<In, Sequential<Conv2d<3, 4, 3, 1, 1>, ReLU, Conv2d<4, 4, 1>, BatchNorm2d<4>, ReLU, Flatten,
@@ -228,16 +228,35 @@ TEST_CASE("Fusions: ReLU in the forward of the Conv2d or BatchNorm before it, a 
   const auto y_eval = fused.forward(x).to_nchw();
   CHECK(bit_patterns(y_eval) == bit_patterns(apart.forward(x).to_nchw()));
   // A backward in evaluation (frozen statistics, saliency): BatchNorm's weight gradient reads the
-  // convolution's output, so with gradients on the bias stays in it.
+  // convolution's output, so with gradients on the BatchNorm is not folded into it.
   expect_same_backward(fused, apart, x, random_batch<Fused::out_shape>(4, 3));
   {
-    // Under NoGrad the 1x1 convolution leaves its bias to the BatchNorm's pass: the same bits.
+    // Under NoGrad the 1x1 convolution applies the BatchNorm and ReLU after it: the same bits.
     const NoGrad no_grad;
     CHECK(bit_patterns(fused.forward(x).to_nchw()) == bit_patterns(y_eval));
     // Released together: the adopted ReLU and the convolution whose storage it viewed.
     CHECK(fused.root().get<0>().output().batch() == 0);
     CHECK(fused.root().get<1>().output().batch() == 0);
+    CHECK(fused.root().get<2>().output().batch() == 0);
+    CHECK(fused.root().get<3>().output().batch() == 0);
+    CHECK(fused.root().get<4>().output().batch() == 0);
   }
+  // Where it is the network's output, the folded BatchNorm's and ReLU's outputs are views of the
+  // convolution's storage (as the bits above show, holding their values).
+  using Tail = Network<In, Sequential<Conv2d<3, 4, 1>, BatchNorm2d<4>, ReLU>>;
+  Tail tail(6);
+  for (int step = 0; step < 2; ++step) tail.forward(x);  // training: running statistics of its own
+  tail.eval();
+  const auto tail_eval = tail.forward(x).to_nchw();
+  CHECK(tail.root().get<1>().output().data() != tail.root().get<0>().output().data());
+  {
+    const NoGrad no_grad;
+    CHECK(bit_patterns(tail.forward(x).to_nchw()) == bit_patterns(tail_eval));
+    CHECK(tail.root().get<1>().output().data() == tail.root().get<0>().output().data());
+    CHECK(tail.root().get<2>().output().data() == tail.root().get<0>().output().data());
+  }
+  CHECK(bit_patterns(tail.forward(x).to_nchw()) == bit_patterns(tail_eval));  // its own storage again
+  CHECK(tail.root().get<1>().output().data() != tail.root().get<0>().output().data());
 }
 
 TEST_CASE("BatchNorm does the backward of the ReLU after it (first layer, last layer, and in between): the bits of a ReLU pass") {

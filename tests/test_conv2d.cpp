@@ -122,7 +122,7 @@ TEST_CASE("Conv2d default initialisation is U(-1/sqrt(fan_in), 1/sqrt(fan_in))")
   for (float b : conv.bias.data()) CHECK(std::abs(b) <= bound);
 }
 
-TEST_CASE("Epilogues on every path: a following ReLU is relu() of the plain output, a left-out bias added after gives the plain output, bit for bit") {
+TEST_CASE("Epilogues on every path: a following ReLU is relu() of the plain output, a left-out bias added after gives the plain output, a folded BatchNorm (and ReLU) gives its own pass's output, bit for bit") {
   // One shape per forward path of ops::conv2d_forward (the path each takes in fp32; under bf16
   // the 3x3 stride-1 ones become AMX direct or patch-packed products, the 2x2 one a gathered one).
   struct Case {
@@ -136,6 +136,8 @@ TEST_CASE("Epilogues on every path: a following ReLU is relu() of the plain outp
                         {{3, 8, 8, 4, 3, 1, 1}, "image-parallel im2col"},
                         {{3, 4, 4, 4, 3, 1, 1}, "im2col"},
                         {{5, 3, 3, 6, 1, 1, 0}, "1x1, no im2col"},
+                        {{300, 5, 5, 40, 1, 1, 0}, "1x1, k in two blocks"},
+                        {{320, 2, 2, 70, 1, 1, 0}, "1x1, columns cut over two threads"},
                         {{4, 7, 7, 5, 3, 2, 1}, "stride 2"},
                         {{32, 8, 8, 16, 3, 1, 1}, "32 input channels (AMX: direct)"}};
   MESSAGE(ops::bf16_kernel_summary());
@@ -148,25 +150,32 @@ TEST_CASE("Epilogues on every path: a following ReLU is relu() of the plain outp
       std::vector<float> x(static_cast<std::size_t>(c.s.in_channels) * n * c.s.height * c.s.width),
           w(static_cast<std::size_t>(c.s.out_channels) * c.s.patch()), b(c.s.out_channels),
           plain(static_cast<std::size_t>(c.s.out_channels) * n * c.s.out_plane()), fused(plain.size()),
-          no_bias(plain.size());
+          no_bias(plain.size()), mapped(plain.size()), folded(plain.size()), scale(c.s.out_channels),
+          shift(c.s.out_channels);
       Rng rng(31);
-      for (auto* v : {&x, &w, &b})
+      for (auto* v : {&x, &w, &b, &scale, &shift})
         for (float& e : *v) e = static_cast<float>(rng.uniform(-1, 1));
       ops::ConvShape with_relu = c.s;
       with_relu.relu = true;
       ops::conv2d_forward(c.s, n, x.data(), w.data(), b.data(), plain.data());
       ops::conv2d_forward(with_relu, n, x.data(), w.data(), b.data(), fused.data());
       ops::conv2d_forward(c.s, n, x.data(), w.data(), nullptr, no_bias.data());
+      ops::conv2d_forward(c.s, n, x.data(), w.data(), ops::ChannelMap{b.data(), scale.data(), shift.data(), true},
+                          mapped.data());
       const std::size_t channel = plain.size() / c.s.out_channels;
-      std::size_t negative = 0, differ = 0, bias_differ = 0;
+      for (int o = 0; o < c.s.out_channels; ++o)  // BatchNorm's own pass, then ReLU's, on the plain output
+        ops::detail::scale_shift(plain.data() + o * channel, folded.data() + o * channel, channel, scale[o], shift[o], true);
+      std::size_t negative = 0, differ = 0, bias_differ = 0, map_differ = 0;
       for (std::size_t i = 0; i < plain.size(); ++i) {
         negative += plain[i] < 0.0f;
         differ += std::bit_cast<std::uint32_t>(fused[i]) != std::bit_cast<std::uint32_t>(ops::relu(plain[i]));
         bias_differ += std::bit_cast<std::uint32_t>(no_bias[i] + b[i / channel]) != std::bit_cast<std::uint32_t>(plain[i]);
+        map_differ += std::bit_cast<std::uint32_t>(mapped[i]) != std::bit_cast<std::uint32_t>(folded[i]);
       }
       CHECK(negative > plain.size() / 4);  // the ReLU has work to do
       CHECK(differ == 0);
       CHECK(bias_differ == 0);
+      CHECK(map_differ == 0);
     }
   }
 }

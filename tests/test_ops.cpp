@@ -125,6 +125,49 @@ TEST_CASE("ops::gemm cut into blocks gives the single-threaded kernel's bits, at
   ops::set_gemm_backend(automatic);
 }
 
+TEST_CASE("gemm_mapped: a column's bias, folded BatchNorm and ReLU applied in the kernel's registers give the bits of the product and then the map's pass, at any thread count, on every backend") {
+  // The map must be applied once, to the final sums (k in several blocks), to the right column
+  // (rows split, and columns split: each block's map starts at its first column), and on ragged
+  // tiles as on whole ones.
+  namespace sg = ops::detail::sgemm;
+  const auto automatic = ops::gemm_backend();
+  const int threads = num_threads();
+  const Eigen::Index k = sg::kKc * 2 + 5;
+  const auto bias = random_vector(700, 21), scale = random_vector(700, 22), shift = random_vector(700, 23);
+  const ops::ChannelMap maps[] = {{bias.data(), scale.data(), shift.data(), true},
+                                  {bias.data(), nullptr, nullptr, false},
+                                  {nullptr, scale.data(), shift.data(), false},
+                                  {nullptr, nullptr, nullptr, true}};
+  for (const auto backend : backends()) {
+    ops::set_gemm_backend(backend);
+    for (const auto& mn : {std::pair<Eigen::Index, Eigen::Index>{403, 3 * sg::kNr * 11 + 1}, {197, 611}})
+      for (std::size_t mi = 0; mi < std::size(maps); ++mi) {
+        const Eigen::Index m = mn.first, n = mn.second;
+        CAPTURE(m);
+        CAPTURE(mi);
+        const auto av = random_vector(static_cast<std::size_t>(m * k), 7);
+        const auto bv = random_vector(static_cast<std::size_t>(k * n), 8);
+        const ops::MatRef a{av.data(), m, k, m, false}, b{bv.data(), n, k, n, true};
+        std::vector<float> expected(static_cast<std::size_t>(m * n));
+        ops::gemm(a, b, {expected.data(), m, n, m});
+        ops::map_channels(expected.data(), maps[mi], static_cast<int>(n), static_cast<std::size_t>(m),
+                          static_cast<std::size_t>(m));
+        std::size_t zeros = 0;
+        for (float v : expected) zeros += v == 0.0f;
+        CHECK((zeros > expected.size() / 4) == maps[mi].relu);  // the ReLU has work to do
+        for (int t = 1; t <= 3; ++t) {
+          CAPTURE(t);
+          set_num_threads(t);
+          std::vector<float> c(static_cast<std::size_t>(m * n), 0.25f);
+          ops::gemm_mapped(a, b, {c.data(), m, n, m}, maps[mi]);
+          CHECK(bit_patterns(c) == bit_patterns(expected));
+        }
+      }
+  }
+  set_num_threads(threads);
+  ops::set_gemm_backend(automatic);
+}
+
 TEST_CASE("the GEMM backend follows the instruction set the CPU reports, not OpenBLAS's table of models") {
   using ops::GemmBackend;
   using ops::Isa;

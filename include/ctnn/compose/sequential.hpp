@@ -68,14 +68,14 @@ concept ReLUFusedPair = requires(A& a, B& b, const Batch<typename A::in_shape>& 
   b.adopt(y);
 };
 
-// A layer that can leave its bias out of its output (forward_without_bias: Conv2d), followed by
-// one that can add it in its own pass, in evaluation under NoGrad (forward_after_bias: BatchNorm).
+// A layer that can apply, in its own forward, the per-channel map of a BatchNorm after it
+// (forward_folded: Conv2d), followed by one that gives that map in evaluation and takes the
+// result as its own output (eval_map, adopt_folded: BatchNorm).
 template <class A, class B>
-concept BiasDeferredPair = requires(A& a, B& b, const Batch<typename A::in_shape>& x,
-                                    const Batch<typename B::in_shape>& y) {
-  a.forward_without_bias(x);
-  a.bias.value;
-  b.forward_after_bias(y, a.bias.value, true);
+concept BatchNormFoldedPair = requires(A& a, B& b, const Batch<typename A::in_shape>& x,
+                                       const Batch<typename B::in_shape>& y) {
+  a.forward_folded(x, b.eval_map(), true);
+  b.adopt_folded(y);
   b.is_training();
 };
 
@@ -183,51 +183,58 @@ class SequentialLayer {
     else return detail::ReLUFusedPair<std::tuple_element_t<I - 1, Layers>, std::tuple_element_t<I, Layers>>;
   }
 
-  // Layer J's output storage back to the pool; an adopted ReLU's is layer J - 1's.
+  // Whether layer I + 1 is a BatchNorm that layer I may apply in its own forward (a Conv2d
+  // followed by BatchNorm): done in evaluation under NoGrad, where BatchNorm is a per-channel
+  // affine map, so the convolution's epilogue applies the bias, that map and a ReLU after it
+  // while its output is in registers or cache, and two layers' passes are saved (ResNet's
+  // BatchNorm2d layers). The convolution's output then holds the BatchNorm's (and ReLU's) values.
+  template <std::size_t I>
+  static constexpr bool folds_at() {
+    if constexpr (I >= count || I + 1 >= count) return false;  // also I = 0 - 1
+    else return detail::BatchNormFoldedPair<std::tuple_element_t<I, Layers>, std::tuple_element_t<I + 1, Layers>>;
+  }
+
+  // Layer J's output storage back to the pool; an adopted ReLU's is layer J - 1's, a folded
+  // BatchNorm's layer J - 1's (and releasing that again, where it was not folded, is harmless).
   template <std::size_t J>
   void release_at() {
     std::get<J>(layers_).release_output();
-    if constexpr (adopted_at<J>()) std::get<J - 1>(layers_).release_output();
-  }
-
-  // Whether layer I may leave its bias to layer I + 1 (a Conv2d followed by BatchNorm): done in
-  // evaluation, where BatchNorm is a per-channel affine map that adds it in its own pass, the
-  // convolution's bias pass saved (5 % of a ResNet50_layer4 bf16 evaluation step). The
-  // convolution's output then holds its product without the bias.
-  template <std::size_t I>
-  static constexpr bool defers_bias_at() {
-    if constexpr (I >= count || I + 1 >= count) return false;  // also I = 0 - 1
-    else return detail::BiasDeferredPair<std::tuple_element_t<I, Layers>, std::tuple_element_t<I + 1, Layers>>;
+    if constexpr (adopted_at<J>()) release_at<J - 1>();
+    else if constexpr (J > 0 && folds_at<J - 1>()) std::get<J - 1>(layers_).release_output();
   }
 
   // Under NoGrad nothing is kept for a backward pass: once layer I has read the output of layer
   // I - 1, that output's storage is released for the layers that follow (ping-pong), so the
-  // forward holds a few outputs instead of all of them. x_bias: a bias layer I - 1 left out of x.
+  // forward holds a few outputs instead of all of them.
   template <std::size_t I, class X>
-  const Batch<out_shape>& forward_from(const X& x, const float* x_bias = nullptr) {
+  const Batch<out_shape>& forward_from(const X& x) {
     auto& layer = std::get<I>(layers_);
+    if constexpr (folds_at<I>()) {
+      // Only under NoGrad: a BatchNorm's weight gradient reads the convolution's own output (a
+      // backward in evaluation mode, e.g. with frozen statistics).
+      auto& norm = std::get<I + 1>(layers_);
+      if (!is_grad_enabled() && !norm.is_training()) {
+        constexpr bool relu = adopted_at<I + 2>();
+        const auto& z = norm.adopt_folded(layer.forward_folded(x, norm.eval_map(), relu));
+        const auto& y = [&]() -> decltype(auto) {
+          if constexpr (relu) return std::get<I + 2>(layers_).adopt(z);
+          else return z;
+        }();
+        if constexpr (I > 0) release_at<I - 1>();
+        constexpr std::size_t next = relu ? I + 3 : I + 2;
+        if constexpr (next < count) return forward_from<next>(y);
+        else return y;
+      }
+    }
     constexpr bool fused = adopted_at<I + 1>();
-    const float* y_bias = nullptr;
     const auto& y = [&]() -> decltype(auto) {
-      // Only under NoGrad: a BatchNorm's weight gradient reads the convolution's stored output,
-      // which must then hold the bias (a backward in evaluation mode, e.g. with frozen statistics).
-      if constexpr (defers_bias_at<I>())
-        if (!is_grad_enabled() && !std::get<I + 1>(layers_).is_training()) {
-          y_bias = layer.bias.value;
-          return layer.forward_without_bias(x);
-        }
-      if constexpr (I > 0 && defers_bias_at<I - 1>())
-        if (x_bias) {
-          if constexpr (fused) return std::get<I + 1>(layers_).adopt(layer.forward_after_bias(x, x_bias, true));
-          else return layer.forward_after_bias(x, x_bias, false);
-        }
       if constexpr (fused) return std::get<I + 1>(layers_).adopt(layer.forward_relu(x));
       else return layer.forward(x);
     }();
     if constexpr (I > 0)
       if (!is_grad_enabled()) release_at<I - 1>();
     constexpr std::size_t next = fused ? I + 2 : I + 1;
-    if constexpr (next < count) return forward_from<next>(y, y_bias);
+    if constexpr (next < count) return forward_from<next>(y);
     else return y;
   }
 

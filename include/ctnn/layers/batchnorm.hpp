@@ -10,6 +10,7 @@
 #include "ctnn/core/shard.hpp"
 #include "ctnn/layers/layer.hpp"
 #include "ctnn/ops/batchnorm.hpp"
+#include "ctnn/ops/bias.hpp"  // ChannelMap
 
 namespace ctnn {
 
@@ -69,11 +70,22 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
   const Batch<In>& forward(const Batch<In>& x) { return run(x, false); }
   // relu(forward(x)) in one pass: for a ReLU that follows (ReLULayer::adopt).
   const Batch<In>& forward_relu(const Batch<In>& x) { return run(x, true); }
-  // forward(x + bias) (then relu() with `relu`) in one pass, in evaluation under NoGrad: x is the
-  // output of a convolution that left its bias to this pass (Conv2dLayer::forward_without_bias).
-  const Batch<In>& forward_after_bias(const Batch<In>& x, const float* input_bias, bool relu) {
-    if (this->training_) throw std::logic_error("BatchNorm: an input bias is added in evaluation only");
-    return run(x, relu, input_bias);
+  // Evaluation's y = x * scale + shift per channel, for the convolution before to apply in its
+  // own pass (Conv2dLayer::forward_folded); that output then becomes this layer's
+  // (adopt_folded), with no pass and no storage of its own. Sequential does this under NoGrad.
+  ops::ChannelMap eval_map() {
+    if (this->training_) throw std::logic_error("BatchNorm: folded into the layer before in evaluation only");
+    ops::batchnorm_eval_map(C, state(), scale_.data(), shift_.data());
+    return {nullptr, scale_.data(), shift_.data(), false};
+  }
+  const Batch<In>& adopt_folded(const Batch<In>& folded) {
+    this->y_ = Batch<In>::view(const_cast<float*>(folded.data()), folded.batch());
+    return this->y_;
+  }
+  // A view is dropped, not given back: the storage is the layer before's to release.
+  void release_output() {
+    if (this->y_.is_view()) this->y_ = Batch<In>();
+    else this->y_.release();
   }
 
   void backward(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx) { run_backward(x, dy, dx, nullptr); }
@@ -85,8 +97,9 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
   }
 
  private:
-  const Batch<In>& run(const Batch<In>& x, bool relu, const float* x_bias = nullptr) {
+  const Batch<In>& run(const Batch<In>& x, bool relu) {
     auto& y = this->y_;
+    if (y.is_view()) y = Batch<In>();  // adopted a folded output last time: own storage again
     y.resize(x.batch());
     const std::size_t m = x.channel_stride();
     const ops::BatchNormSync s = sync(x.batch());
@@ -94,7 +107,7 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
       if (std::max(m, s.total) < 2) throw std::invalid_argument("BatchNorm: training needs more than one value per channel");
       ++num_batches_tracked;
     }
-    ops::batchnorm_forward(x.data(), y.data(), C, m, this->training_, state(), s, relu, x_bias);
+    ops::batchnorm_forward(x.data(), y.data(), C, m, this->training_, state(), s, relu);
     return y;
   }
 
@@ -117,6 +130,7 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
   }
 
   std::vector<float> save_mean_ = std::vector<float>(C), save_invstd_ = std::vector<float>(C);
+  std::vector<float> scale_ = std::vector<float>(C), shift_ = std::vector<float>(C);  // eval_map's
 };
 
 // BatchNorm2d(num_features): over N, H, W for each channel.

@@ -47,13 +47,16 @@ class Conv2dLayer
 
   void reset_parameters(Rng& rng) { detail::default_affine_init(weight, bias, patch, rng); }
 
-  const Batch<out_shape>& forward(const Batch<In>& x) { return run(x, shape); }
+  const Batch<out_shape>& forward(const Batch<In>& x) { return run(x, {bias.value}); }
   // relu(forward(x)) in one pass over the output: for a ReLU that follows (ReLULayer::adopt).
-  const Batch<out_shape>& forward_relu(const Batch<In>& x) { return run(x, with_relu); }
-  // forward(x) without the bias, which a BatchNorm that follows in evaluation adds in its own
-  // pass (BatchNormLayer::forward_after_bias): one pass over the output fewer.
-  const Batch<out_shape>& forward_without_bias(const Batch<In>& x) { return run(x, shape, false); }
-
+  const Batch<out_shape>& forward_relu(const Batch<In>& x) { return run(x, {bias.value, nullptr, nullptr, true}); }
+  // forward(x) with a BatchNorm that follows in evaluation folded in (its per-channel scale and
+  // shift, BatchNormLayer::eval_map), then relu() with `relu`: that layer's pass (and a
+  // ReLU's) done where this layer's output is still in cache or registers, the same bits.
+  // Sequential does it under NoGrad (the output then holds the BatchNorm's values).
+  const Batch<out_shape>& forward_folded(const Batch<In>& x, const ops::ChannelMap& batchnorm, bool relu) {
+    return run(x, {bias.value, batchnorm.scale, batchnorm.shift, relu});
+  }
   void backward(const Batch<In>& x, const Batch<out_shape>& dy, Batch<In>* dx) {
     if (dx) dx->resize(x.batch());
     ops::conv2d_backward(shape, x.batch(), x.data(), dy.data(), weight.value, weight.grad, bias.grad,
@@ -61,15 +64,10 @@ class Conv2dLayer
   }
 
  private:
-  static constexpr ops::ConvShape with_relu = [] {
-    ops::ConvShape s = shape;
-    s.relu = true;
-    return s;
-  }();
-  const Batch<out_shape>& run(const Batch<In>& x, const ops::ConvShape& s, bool with_bias = true) {
+  const Batch<out_shape>& run(const Batch<In>& x, const ops::ChannelMap& map) {
     auto& y = this->y_;
     y.resize(x.batch());
-    ops::conv2d_forward(s, x.batch(), x.data(), weight.value, with_bias ? bias.value : nullptr, y.data());
+    ops::conv2d_forward(shape, x.batch(), x.data(), weight.value, map, y.data());
     return y;
   }
 };

@@ -3,9 +3,10 @@
 // sum, y = x * alpha + beta. BatchNormLayer (layers/batchnorm.hpp) is a typed shell over them.
 #pragma once
 
+#include <Eigen/Core>
+
 #include <cmath>
 #include <cstddef>
-#include <stdexcept>
 #include <vector>
 
 #include "ctnn/core/threading.hpp"  // kThreadedWork
@@ -36,25 +37,22 @@ struct BatchNormSync {
 
 namespace detail {
 // py = px * alpha + beta over one channel's run, then relu() with `relu` (a following ReLU, fused).
+// One fused multiply-add where the target has FMA (Eigen's scalar pmadd), whatever the compiler's
+// contraction setting: the bits of a convolution that applies this map itself (ops::ChannelMap).
 inline void scale_shift(const float* px, float* py, std::size_t m, float alpha, float beta, bool relu) {
   if (relu)
-    for (std::size_t i = 0; i < m; ++i) py[i] = ops::relu(px[i] * alpha + beta);
+    for (std::size_t i = 0; i < m; ++i) py[i] = ops::relu(Eigen::internal::pmadd(px[i], alpha, beta));
   else
-    for (std::size_t i = 0; i < m; ++i) py[i] = px[i] * alpha + beta;
+    for (std::size_t i = 0; i < m; ++i) py[i] = Eigen::internal::pmadd(px[i], alpha, beta);
 }
-// The same of px + b (rounded to float first, as the convolution that left b to this pass would
-// have stored it).
-inline void add_scale_shift(const float* px, float b, float* py, std::size_t m, float alpha, float beta, bool relu) {
-  if (relu)
-    for (std::size_t i = 0; i < m; ++i) {
-      const float x = px[i] + b;
-      py[i] = ops::relu(x * alpha + beta);
-    }
-  else
-    for (std::size_t i = 0; i < m; ++i) {
-      const float x = px[i] + b;
-      py[i] = x * alpha + beta;
-    }
+// Channel c's alpha and beta from the running statistics (evaluation), saving what backward needs.
+inline void running_affine(const BatchNormState& st, int c, float& alpha, float& beta) {
+  const float mean = st.running_mean[c];
+  const float invstd = static_cast<float>(1.0 / std::sqrt(static_cast<double>(st.running_var[c]) + batchnorm_eps));
+  st.save_mean[c] = mean;
+  st.save_invstd[c] = invstd;
+  alpha = invstd * st.weight[c];
+  beta = st.bias[c] - mean * alpha;
 }
 inline double channel_sum(const float* p, std::size_t m) {
   double sum = 0.0;
@@ -95,13 +93,9 @@ inline void batchnorm_batch_channel(const float* px, float* py, std::size_t m, s
 // the running statistics. m >= 2 with batch statistics (the caller checks). With an active
 // `sync` the statistics are those of the global batch: the per-channel sums are all-reduced
 // (two exchanges of `channels` doubles), so every process normalises as one process would.
-// With `relu`, y = relu(y) in the same pass (BatchNormLayer::forward_relu). With running
-// statistics, `x_bias` (if not null) is a per-channel bias the layer before left out of x, added
-// here in the same pass (Conv2dLayer::forward_without_bias).
+// With `relu`, y = relu(y) in the same pass (BatchNormLayer::forward_relu).
 inline void batchnorm_forward(const float* x, float* y, int channels, std::size_t m, bool batch_stats,
-                              const BatchNormState& st, const BatchNormSync& sync = {}, bool relu = false,
-                              const float* x_bias = nullptr) {
-  if (batch_stats && x_bias) throw std::logic_error("batchnorm_forward: an input bias needs running statistics");
+                              const BatchNormState& st, const BatchNormSync& sync = {}, bool relu = false) {
   [[maybe_unused]] const bool parallel = channels * m > kThreadedWork;
   if (batch_stats && sync.active()) {
     const std::size_t total = sync.total;
@@ -128,15 +122,17 @@ inline void batchnorm_forward(const float* x, float* y, int channels, std::size_
                                       detail::channel_squared_deviations(px, m, mean_d), st, relu);
       continue;
     }
-    const float mean = st.running_mean[c];
-    const float invstd = static_cast<float>(1.0 / std::sqrt(static_cast<double>(st.running_var[c]) + batchnorm_eps));
-    st.save_mean[c] = mean;
-    st.save_invstd[c] = invstd;
-    const float alpha = invstd * st.weight[c];
-    const float beta = st.bias[c] - mean * alpha;
-    if (x_bias) detail::add_scale_shift(px, x_bias[c], y + c * m, m, alpha, beta, relu);
-    else detail::scale_shift(px, y + c * m, m, alpha, beta, relu);
+    float alpha, beta;
+    detail::running_affine(st, c, alpha, beta);
+    detail::scale_shift(px, y + c * m, m, alpha, beta, relu);
   }
+}
+
+// Evaluation's map, y = x * scale[c] + shift[c], from the running statistics as
+// batchnorm_forward computes it (and what its backward would need, as it saves it): for a
+// convolution before to apply in its own pass (Conv2dLayer::forward_folded).
+inline void batchnorm_eval_map(int channels, const BatchNormState& st, float* scale, float* shift) {
+  for (int c = 0; c < channels; ++c) detail::running_affine(st, c, scale[c], shift[c]);
 }
 
 // Adds the weight and bias gradients into dweight and dbias, and overwrites dx (unless null)

@@ -148,7 +148,7 @@ class ChunkWeights {
 };
 
 inline void conv2d_forward_image_parallel(const ConvShape& s, int n, const float* x, const float* w,
-                                          const float* b, float* y) {
+                                          const ChannelMap& map, float* y) {
   const auto g = s.geometry(n);
   const int plane = s.out_plane(), patch = s.patch(), oc = s.out_channels;
   const int nb = conv_chunk(s, n), chunks = (n + nb - 1) / nb;
@@ -164,8 +164,8 @@ inline void conv2d_forward_image_parallel(const ConvShape& s, int n, const float
     float* out = y + static_cast<std::size_t>(n0) * plane;
     im2col(x, g, n0, cnt, col, /*threaded=*/false);
     wt.multiply({col, rows, patch, rows}, {out, rows, oc, rows_all});
-    // The bias (and ReLU), while the chunk's output is still in cache.
-    add_bias(out, b, oc, static_cast<std::size_t>(rows), static_cast<std::size_t>(rows_all), /*threaded=*/false, s.relu);
+    // The bias (and what follows), while the chunk's output is still in cache.
+    map_channels(out, map, oc, static_cast<std::size_t>(rows), static_cast<std::size_t>(rows_all), /*threaded=*/false);
   }
 }
 
@@ -174,7 +174,7 @@ inline void conv2d_forward_image_parallel(const ConvShape& s, int n, const float
 // patch matrix is written, so the batch needs no chunks; its rows are cut into ops::gemm's
 // blocks, each packed from x and multiplied by the thread that takes it, bias (unless null)
 // added while the block is in cache. The weights are rounded and packed once.
-inline void conv2d_forward_patches(const ConvShape& s, int n, const float* x, const float* w, const float* b,
+inline void conv2d_forward_patches(const ConvShape& s, int n, const float* x, const float* w, const ChannelMap& map,
                                    float* y) {
   const auto g = s.geometry(n);
   const int patch = s.patch(), oc = s.out_channels;
@@ -185,8 +185,7 @@ inline void conv2d_forward_patches(const ConvShape& s, int n, const float* x, co
   for (Eigen::Index i = 0; i < blocks; ++i) {
     const Eigen::Index r0 = block_start(i, blocks, rows), count = block_start(i + 1, blocks, rows) - r0;
     gemm_bf16_patches(x, g, r0, count, wt, y + r0, rows, /*accumulate=*/false);
-    if (b || s.relu)
-      add_bias(y + r0, b, oc, static_cast<std::size_t>(count), static_cast<std::size_t>(rows), /*threaded=*/false, s.relu);
+    map_channels(y + r0, map, oc, static_cast<std::size_t>(count), static_cast<std::size_t>(rows), /*threaded=*/false);
   }
 }
 
@@ -219,7 +218,7 @@ inline void conv2d_backward_data_transposed(const ConvShape& s, int n, const flo
       float* to = flipped + (static_cast<std::size_t>(i) * oc + o) * kk;
       for (int k = 0; k < kk; ++k) to[k] = from[kk - 1 - k];
     }
-  conv2d_forward_patches(t, n, dy, flipped, nullptr, dx);
+  conv2d_forward_patches(t, n, dy, flipped, ChannelMap{}, dx);
 }
 
 // A whole-plane convolution (ConvShape::whole_plane) as dense products over the batch, the
@@ -330,8 +329,8 @@ struct WholePlane {
   }
 };
 
-inline void conv2d_whole_plane_forward(const ConvShape& s, int n, const float* x, const float* w, const float* b,
-                                       float* y) {
+inline void conv2d_whole_plane_forward(const ConvShape& s, int n, const float* x, const float* w,
+                                       const ChannelMap& map, float* y) {
   const WholePlane d(s);
   const Eigen::Index cp = static_cast<Eigen::Index>(d.in_rows()), oq = static_cast<Eigen::Index>(d.out_rows());
   float* xm = scratch(0, d.in_rows() * n);
@@ -345,7 +344,7 @@ inline void conv2d_whole_plane_forward(const ConvShape& s, int n, const float* x
     gemm(MatRef{wd, cp, oq, cp}.t(), {xm, cp, n, cp}, {ym, oq, n, oq});
   }
   WholePlane::swap_order(ym, n, d.o, d.q, y);
-  if (b || s.relu) add_bias(y, b, d.o, static_cast<std::size_t>(n) * d.q, static_cast<std::size_t>(n) * d.q, true, s.relu);
+  map_channels(y, map, d.o, static_cast<std::size_t>(n) * d.q, static_cast<std::size_t>(n) * d.q);
 }
 
 // dw += the weight gradient, dx (unless null) = the input gradient.
@@ -419,42 +418,57 @@ inline void conv2d_backward_image_parallel(const ConvShape& s, int n, const floa
 }
 }  // namespace detail
 
-// conv2d_forward: y = conv(x, w) + b for a batch of n samples. w is PyTorch's [Cout][Cin][K][K],
-// used as the (Cin*K*K x Cout) column-major matrix it already is.
+// conv2d_forward: y = map(conv(x, w)) for a batch of n samples, map (ops/bias.hpp) being the
+// bias, a BatchNorm folded in evaluation and a ReLU that follow, applied by each path where the
+// values are still in cache or registers (`s.relu` is ignored: the map says). w is PyTorch's
+// [Cout][Cin][K][K], used as the (Cin*K*K x Cout) column-major matrix it already is.
 // conv2d_backward: adds the weight and bias gradients of the last forward on x into dw and db,
 // and overwrites dx (unless null) with the input gradient.
 // Both are declared only where CTNN_SEPARATE_KERNELS asks for it (ops/linkage.hpp).
 #if CTNN_KERNELS_DECLARED_ONLY
-void conv2d_forward(const ConvShape& s, int n, const float* x, const float* w, const float* b, float* y);
+void conv2d_forward(const ConvShape& s, int n, const float* x, const float* w, const ChannelMap& map, float* y);
 void conv2d_backward(const ConvShape& s, int n, const float* x, const float* dy, const float* w, float* dw, float* db,
                      float* dx);
 #else
-CTNN_KERNEL void conv2d_forward(const ConvShape& s, int n, const float* x, const float* w, const float* b, float* y) {
-  if (s.whole_plane()) return detail::conv2d_whole_plane_forward(s, n, x, w, b, y);  // bias included
-  if (const auto wg = detail::winograd_now(s, n); wg.tile) return winograd_forward(wg, x, w, b, y);  // bias included
-  if (matmul_precision() == Precision::bf16 && !s.pointwise() && bf16_direct_conv(s.geometry(n)))
-    return conv_bf16_direct(x, s.geometry(n), w, /*flipped=*/false, s.out_channels, b, y, s.relu);  // bias included
-  if (matmul_precision() == Precision::bf16 && !s.pointwise() && bf16_fuses_im2col(s.geometry(n)))
-    return detail::conv2d_forward_patches(s, n, x, w, b, y);  // bias included
-  if (s.image_parallel()) return detail::conv2d_forward_image_parallel(s, n, x, w, b, y);  // bias included
+CTNN_KERNEL void conv2d_forward(const ConvShape& shape, int n, const float* x, const float* w, const ChannelMap& map,
+                                float* y) {
+  ConvShape s = shape;
+  s.relu = map.relu;
   const int plane = s.out_plane(), patch = s.patch(), oc = s.out_channels;
   const Eigen::Index rows_all = static_cast<Eigen::Index>(n) * plane;
-  const MatRef wt{w, patch, oc, patch};
-  if (s.pointwise()) {
-    gemm({x, rows_all, s.in_channels, rows_all}, wt, {y, rows_all, oc, rows_all});
-  } else {
-    const auto g = s.geometry(n);
-    const int nb = detail::conv_chunk(s, n);
-    float* col = scratch(0, static_cast<std::size_t>(nb) * plane * patch);
-    const detail::ChunkWeights wts(wt);  // under bf16 rounded once for every chunk
-    for (int n0 = 0; n0 < n; n0 += nb) {
-      const int cnt = std::min(nb, n - n0);
-      const Eigen::Index rows = static_cast<Eigen::Index>(cnt) * plane;
-      im2col(x, g, n0, cnt, col);
-      wts.multiply_team({col, rows, patch, rows}, {y + static_cast<std::size_t>(n0) * plane, rows, oc, rows_all});
-    }
+  const float* const b = map.bias;
+  // Paths that add a bias and apply a ReLU themselves but fold no BatchNorm: under a scale, the
+  // product alone, then the map in one pass (the pass that BatchNorm's own would have been).
+  const bool native = !map.scale;
+  if (!native) s.relu = false;
+  const auto rest = [&] {
+    if (!native) map_channels(y, map, oc, static_cast<std::size_t>(rows_all), static_cast<std::size_t>(rows_all));
+  };
+  if (s.whole_plane()) return detail::conv2d_whole_plane_forward(s, n, x, w, map, y);
+  if (const auto wg = detail::winograd_now(s, n); wg.tile) {
+    winograd_forward(wg, x, w, native ? b : nullptr, y);
+    return rest();
   }
-  add_bias(y, b, oc, static_cast<std::size_t>(rows_all), static_cast<std::size_t>(rows_all), true, s.relu);
+  if (matmul_precision() == Precision::bf16 && !s.pointwise() && bf16_direct_conv(s.geometry(n))) {
+    conv_bf16_direct(x, s.geometry(n), w, /*flipped=*/false, oc, native ? b : nullptr, y, s.relu);
+    return rest();
+  }
+  if (matmul_precision() == Precision::bf16 && !s.pointwise() && bf16_fuses_im2col(s.geometry(n)))
+    return detail::conv2d_forward_patches(s, n, x, w, map, y);
+  if (s.image_parallel()) return detail::conv2d_forward_image_parallel(s, n, x, w, map, y);
+  const MatRef wt{w, patch, oc, patch};
+  if (s.pointwise()) return gemm_mapped({x, rows_all, s.in_channels, rows_all}, wt, {y, rows_all, oc, rows_all}, map);
+  const auto g = s.geometry(n);
+  const int nb = detail::conv_chunk(s, n);
+  float* col = scratch(0, static_cast<std::size_t>(nb) * plane * patch);
+  const detail::ChunkWeights wts(wt);  // under bf16 rounded once for every chunk
+  for (int n0 = 0; n0 < n; n0 += nb) {
+    const int cnt = std::min(nb, n - n0);
+    const Eigen::Index rows = static_cast<Eigen::Index>(cnt) * plane;
+    im2col(x, g, n0, cnt, col);
+    wts.multiply_team({col, rows, patch, rows}, {y + static_cast<std::size_t>(n0) * plane, rows, oc, rows_all});
+  }
+  map_channels(y, map, oc, static_cast<std::size_t>(rows_all), static_cast<std::size_t>(rows_all));
 }
 
 CTNN_KERNEL void conv2d_backward(const ConvShape& s, int n, const float* x, const float* dy, const float* w, float* dw,
@@ -503,5 +517,10 @@ CTNN_KERNEL void conv2d_backward(const ConvShape& s, int n, const float* x, cons
 }
 
 #endif  // CTNN_KERNELS_DECLARED_ONLY
+
+// y = conv(x, w) + b (b may be null), then relu() with `s.relu`.
+inline void conv2d_forward(const ConvShape& s, int n, const float* x, const float* w, const float* b, float* y) {
+  conv2d_forward(s, n, x, w, ChannelMap{b, nullptr, nullptr, s.relu}, y);
+}
 
 }  // namespace ctnn::ops

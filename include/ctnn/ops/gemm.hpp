@@ -185,6 +185,7 @@ inline void gemm_serial(const MatRef& a, const MatRef& b, const MutMatRef& c, bo
 #if CTNN_KERNELS_DECLARED_ONLY
 void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false,
           Precision precision = matmul_precision());
+void gemm_mapped(const MatRef& a, const MatRef& b, const MutMatRef& c, const ChannelMap& map);
 #else
 CTNN_KERNEL void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false,
                  Precision precision = matmul_precision()) {
@@ -211,6 +212,34 @@ CTNN_KERNEL void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool
     else
       detail::product_into(c.data + s * c.ld, c.ld, a, detail::logical_cols(b, s, l), accumulate, precision);
   });
+}
+
+// C = A * B, then `map` on each column j of C (ChannelMap::apply(value, j)): a 1x1 convolution's
+// output, channels as columns, with its bias, a BatchNorm folded in evaluation and a ReLU. On
+// ctnn's kernel in fp32 the map is applied to the tiles' final sums in registers, a pass over
+// the output fewer (a BatchNorm's pass after each of ResNet50_layer4's 1x1 convolutions in
+// evaluation); on OpenBLAS or under bf16, in one pass after the product. The same bits either way.
+CTNN_KERNEL void gemm_mapped(const MatRef& a, const MatRef& b, const MutMatRef& c, const ChannelMap& map) {
+  const Eigen::Index m = a.out_rows(), n = b.out_cols();
+  eigen_assert(a.out_cols() == b.out_rows() && c.rows == m && c.cols == n);
+  if (matmul_precision() != Precision::fp32 || gemm_backend() != GemmBackend::eigen || map.empty()) {
+    gemm(a, b, c);
+    return map_channels(c.data, map, static_cast<int>(n), static_cast<std::size_t>(m), static_cast<std::size_t>(c.ld));
+  }
+  if (m == 0 || n == 0) return;
+  const bool split_rows = m >= n;
+  const Eigen::Index extent = split_rows ? m : n;
+  const long work = static_cast<long>(m) * n * a.out_cols();
+  detail::for_each_block(detail::thread_block_count(extent, work, num_threads()), extent,
+                         [&](Eigen::Index s, Eigen::Index l) {
+                           if (split_rows) {
+                             detail::sgemm::product(detail::logical_rows(a, s, l), b, c.data + s, c.ld, false, &map);
+                           } else {
+                             const ChannelMap part = map.from(s);
+                             detail::sgemm::product(a, detail::logical_cols(b, s, l), c.data + s * c.ld, c.ld, false,
+                                                    &part);
+                           }
+                         });
 }
 
 #endif  // CTNN_KERNELS_DECLARED_ONLY

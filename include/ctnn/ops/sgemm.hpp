@@ -27,6 +27,7 @@
 #include <utility>
 
 #include "ctnn/core/tensor.hpp"
+#include "ctnn/ops/bias.hpp"
 #include "ctnn/ops/matrix.hpp"
 
 namespace ctnn::ops::detail::sgemm {
@@ -169,11 +170,30 @@ inline void pack_b(const MatRef& b, Index k0, Index kc, Index j0, Index nc, floa
   }
 }
 
+// A column's map (ChannelMap: a 1x1 convolution's bias, folded BatchNorm and ReLU, a channel to
+// a column) on its two packets, as ChannelMap::apply does to one value.
+EIGEN_ALWAYS_INLINE void map_column(const ChannelMap& map, Index j, Packet& lo, Packet& hi) {
+  using namespace Eigen::internal;
+  if (map.bias) {
+    const Packet b = pset1<Packet>(map.bias[j]);
+    lo = padd(lo, b), hi = padd(hi, b);
+  }
+  if (map.scale) {
+    const Packet s = pset1<Packet>(map.scale[j]), t = pset1<Packet>(map.shift[j]);
+    lo = pmadd(lo, s, t), hi = pmadd(hi, s, t);
+  }
+  if (map.relu) {  // ops::relu: below zero becomes 0; NaN and -0 compare false and pass
+    const Packet zero = pzero(lo);
+    lo = pselect(pcmp_lt(lo, zero), zero, lo), hi = pselect(pcmp_lt(hi, zero), zero, hi);
+  }
+}
+
 // The kMr x kNr tile: sums of kc terms from the packed panels, then C = sums (`overwrite`) or
-// C += sums, for the top-left rows x cols of the tile.
+// C += sums, for the top-left rows x cols of the tile; then `map` (unless null) on the final
+// values of column j, as map->apply(value, j), while they are in registers.
 template <std::size_t... J>
 inline void tile(Index kc, const float* ap, const float* bp, float* c, Index ldc, bool overwrite, Index rows,
-                 Index cols, std::index_sequence<J...>) {
+                 Index cols, const ChannelMap* map, std::index_sequence<J...>) {
   using namespace Eigen::internal;
   Packet lo[kNr], hi[kNr];
   ((lo[J] = pset1<Packet>(0.0f), hi[J] = pset1<Packet>(0.0f)), ...);
@@ -182,27 +202,33 @@ inline void tile(Index kc, const float* ap, const float* bp, float* c, Index ldc
     ((lo[J] = pmadd(a0, pset1<Packet>(bp[J]), lo[J]), hi[J] = pmadd(a1, pset1<Packet>(bp[J]), hi[J])), ...);
   }
   if (rows == kMr && cols == kNr) {
-    if (overwrite)
-      ((pstoreu(c + J * ldc, lo[J]), pstoreu(c + J * ldc + kW, hi[J])), ...);
-    else
-      ((pstoreu(c + J * ldc, padd(ploadu<Packet>(c + J * ldc), lo[J])),
-        pstoreu(c + J * ldc + kW, padd(ploadu<Packet>(c + J * ldc + kW), hi[J]))),
-       ...);
+    if (!overwrite)
+      ((lo[J] = padd(ploadu<Packet>(c + J * ldc), lo[J]), hi[J] = padd(ploadu<Packet>(c + J * ldc + kW), hi[J])), ...);
+    if (map) (map_column(*map, static_cast<Index>(J), lo[J], hi[J]), ...);
+    ((pstoreu(c + J * ldc, lo[J]), pstoreu(c + J * ldc + kW, hi[J])), ...);
     return;
   }
   alignas(64) float t[kNr][kMr];
   ((pstore(t[J], lo[J]), pstore(t[J] + kW, hi[J])), ...);
   for (Index j = 0; j < cols; ++j)
-    for (Index r = 0; r < rows; ++r) c[r + j * ldc] = overwrite ? t[j][r] : c[r + j * ldc] + t[j][r];
+    for (Index r = 0; r < rows; ++r) {
+      const float v = overwrite ? t[j][r] : c[r + j * ldc] + t[j][r];
+      c[r + j * ldc] = map ? map->apply(v, j) : v;
+    }
 }
 
-// C (m x n, leading dimension ldc) = A * B, or += when `accumulate`, on the calling thread.
-inline void product(const MatRef& a, const MatRef& b, float* c, Index ldc, bool accumulate) {
+// C (m x n, leading dimension ldc) = A * B, or += when `accumulate`, on the calling thread; then
+// `map` (unless null) on column j's final values as map->apply(value, j), in the tiles' registers.
+inline void product(const MatRef& a, const MatRef& b, float* c, Index ldc, bool accumulate,
+                    const ChannelMap* map = nullptr) {
   const Index m = a.out_rows(), n = b.out_cols(), k = a.out_cols();
   if (m == 0 || n == 0) return;
   if (k == 0) {
-    if (!accumulate)
-      for (Index j = 0; j < n; ++j) std::fill(c + j * ldc, c + j * ldc + m, 0.0f);
+    for (Index j = 0; j < n; ++j)
+      for (Index i = 0; i < m; ++i) {
+        const float v = accumulate ? c[i + j * ldc] : 0.0f;
+        c[i + j * ldc] = map ? map->apply(v, j) : v;
+      }
     return;
   }
   const Index kc_max = std::min(k, kKc);
@@ -213,15 +239,18 @@ inline void product(const MatRef& a, const MatRef& b, float* c, Index ldc, bool 
     const Index nc = std::min(kNc, n - jc);
     for (Index pc = 0; pc < k; pc += kKc) {
       const Index kc = std::min(kKc, k - pc);
-      const bool overwrite = pc == 0 && !accumulate;
+      const bool overwrite = pc == 0 && !accumulate, last = pc + kc == k;
       pack_b(b, pc, kc, jc, nc, bpack);
       for (Index ic = 0; ic < m; ic += kMc) {
         const Index mc = std::min(kMc, m - ic);
         pack_a(a, ic, mc, pc, kc, apack);
-        for (Index jr = 0; jr < nc; jr += kNr)
+        for (Index jr = 0; jr < nc; jr += kNr) {
+          const ChannelMap panel_map = map && last ? map->from(jc + jr) : ChannelMap{};
           for (Index ir = 0; ir < mc; ir += kMr)
             tile(kc, apack + ir * kc, bpack + jr * kc, c + (ic + ir) + (jc + jr) * ldc, ldc, overwrite,
-                 std::min<Index>(kMr, mc - ir), std::min<Index>(kNr, nc - jr), std::make_index_sequence<kNr>{});
+                 std::min<Index>(kMr, mc - ir), std::min<Index>(kNr, nc - jr), map && last ? &panel_map : nullptr,
+                 std::make_index_sequence<kNr>{});
+        }
       }
     }
   }
