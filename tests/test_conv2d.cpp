@@ -2,8 +2,11 @@
 // finite-difference gradients.
 #include "support/check.hpp"
 
+#include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 using namespace ctnn;
@@ -178,4 +181,75 @@ TEST_CASE("Epilogues on every path: a following ReLU is relu() of the plain outp
       CHECK(map_differ == 0);
     }
   }
+}
+
+TEST_CASE("Transforms kept between forwards (ops::WeightCache): the bits of a fresh transform, and made again whenever the weights change") {
+  // Winograd F(4x4) and F(2x2) and the whole-plane matrix: the paths whose weights are
+  // transformed. Each change must be seen: a last-bit change of one weight, two weights
+  // swapped (the same sum), another transform of the same weights (another tile size).
+  struct Case {
+    ops::ConvShape s;
+    const char* path;
+  };
+  const Case cases[] = {{{16, 8, 8, 16, 3, 1, 1}, "Winograd F(4x4, 3x3)"},
+                        {{16, 4, 4, 8, 3, 1, 1}, "Winograd F(2x2, 3x3)"},
+                        {{8, 2, 2, 8, 3, 1, 1}, "whole plane"}};
+  const int n = 3;
+  for (const Case& c : cases) {
+    CAPTURE(c.path);
+    std::vector<float> x(static_cast<std::size_t>(c.s.in_channels) * n * c.s.height * c.s.width),
+        w(static_cast<std::size_t>(c.s.out_channels) * c.s.patch()),
+        fresh(static_cast<std::size_t>(c.s.out_channels) * n * c.s.out_plane()), kept(fresh.size());
+    Rng rng(41);
+    for (auto* v : {&x, &w})
+      for (float& e : *v) e = static_cast<float>(rng.uniform(-1, 1));
+    ops::WeightCache cache;
+    const auto expect_fresh = [&] {
+      ops::conv2d_forward(c.s, n, x.data(), w.data(), ops::ChannelMap{}, fresh.data());
+      ops::conv2d_forward(c.s, n, x.data(), w.data(), ops::ChannelMap{}, kept.data(), &cache);
+      return bit_patterns(kept) == bit_patterns(fresh);
+    };
+    CHECK(expect_fresh());  // made
+    CHECK(expect_fresh());  // kept
+    const auto sum = ops::detail::weights_checksum(w.data(), w.size());
+    w[5] = std::nextafter(w[5], 2.0f);  // may round away in the output, never in the checksum
+    CHECK(ops::detail::weights_checksum(w.data(), w.size()) != sum);
+    CHECK(expect_fresh());
+    const auto before = fresh;
+    w[5] *= 1.5f;
+    CHECK(expect_fresh());
+    CHECK(bit_patterns(fresh) != bit_patterns(before));  // the change shows in the output
+    std::swap(w[0], w[w.size() - 1]);
+    CHECK(expect_fresh());
+    const auto swapped = fresh;
+    std::swap(w[0], w[w.size() - 1]);
+    CHECK(expect_fresh());
+    CHECK(bit_patterns(fresh) != bit_patterns(swapped));
+  }
+  // One cache, one weight array, two transforms of it of the same size: the whole-plane matrix
+  // on 2x2 planes ((16*4) x (16*4) floats) and F(2x2) on 4x4 ones (16 points of 16 x 16).
+  const ops::ConvShape plane{16, 2, 2, 16, 3, 1, 1}, small{16, 4, 4, 16, 3, 1, 1};
+  std::vector<float> w(16 * 16 * 9), xp(16 * n * 4), xs(16 * n * 16), yp(16 * n * 4), ys(16 * n * 16),
+      ref(ys.size());
+  Rng rng(43);
+  for (auto* v : {&w, &xp, &xs})
+    for (float& e : *v) e = static_cast<float>(rng.uniform(-1, 1));
+  ops::WeightCache cache;
+  ops::conv2d_forward(plane, n, xp.data(), w.data(), ops::ChannelMap{}, yp.data(), &cache);
+  ops::conv2d_forward(small, n, xs.data(), w.data(), ops::ChannelMap{}, ys.data(), &cache);
+  ops::conv2d_forward(small, n, xs.data(), w.data(), ops::ChannelMap{}, ref.data());
+  CHECK(bit_patterns(ys) == bit_patterns(ref));
+}
+
+TEST_CASE("Conv2d under NoGrad keeps its transformed weights, and sees weights changed through parameters()") {
+  using In = Shape<16, 8, 8>;
+  using Net = Network<In, Sequential<Conv2d<16, 16, 3, 1, 1>>>;
+  Net net(3), other(4);
+  const auto x = random_batch<In>(2, 5);
+  NoGrad no_grad;
+  const auto first = net.forward(x).to_nchw();
+  CHECK(bit_patterns(net.forward(x).to_nchw()) == bit_patterns(first));
+  std::copy(other.parameters().begin(), other.parameters().end(), net.parameters().begin());
+  CHECK(bit_patterns(net.forward(x).to_nchw()) == bit_patterns(other.forward(x).to_nchw()));
+  CHECK(bit_patterns(net.forward(x).to_nchw()) != bit_patterns(first));
 }

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "ctnn/core/grad_mode.hpp"
 #include "ctnn/layers/affine.hpp"
 #include "ctnn/layers/layer.hpp"
 #include "ctnn/ops/conv2d.hpp"
@@ -67,9 +68,15 @@ class Conv2dLayer
   const Batch<out_shape>& run(const Batch<In>& x, const ops::ChannelMap& map) {
     auto& y = this->y_;
     y.resize(x.batch());
-    ops::conv2d_forward(shape, x.batch(), x.data(), weight.value, map, y.data());
+    // Under NoGrad (evaluation) the weights' transforms are kept for the next batch, checked
+    // against the weights at every use; a pass with gradients (training) frees them.
+    const bool keep = !is_grad_enabled();
+    if (!keep) transforms_.clear();
+    ops::conv2d_forward(shape, x.batch(), x.data(), weight.value, map, y.data(), keep ? &transforms_ : nullptr);
     return y;
   }
+
+  ops::WeightCache transforms_;
 };
 
 // Conv2d(in_channels, out_channels, kernel_size, stride = 1, padding = 0), with bias, as

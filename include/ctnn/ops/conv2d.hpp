@@ -36,6 +36,7 @@
 #include "ctnn/ops/im2col.hpp"
 #include "ctnn/ops/linkage.hpp"
 #include "ctnn/ops/scratch.hpp"
+#include "ctnn/ops/weight_cache.hpp"
 #include "ctnn/ops/winograd.hpp"
 
 namespace ctnn::ops {
@@ -330,7 +331,7 @@ struct WholePlane {
 };
 
 inline void conv2d_whole_plane_forward(const ConvShape& s, int n, const float* x, const float* w,
-                                       const ChannelMap& map, float* y) {
+                                       const ChannelMap& map, float* y, WeightCache* cache) {
   const WholePlane d(s);
   const Eigen::Index cp = static_cast<Eigen::Index>(d.in_rows()), oq = static_cast<Eigen::Index>(d.out_rows());
   float* xm = scratch(0, d.in_rows() * n);
@@ -339,8 +340,16 @@ inline void conv2d_whole_plane_forward(const ConvShape& s, int n, const float* x
   if (d.gathers()) {
     gemm_bf16_gathered(d.transposed(w), {xm, cp, n, cp}, ym, oq, /*accumulate=*/false);
   } else {
-    float* wd = scratch(1, d.in_rows() * d.out_rows());
-    d.spread(w, wd);
+    const std::size_t floats = d.in_rows() * d.out_rows();
+    const auto spread = [&](float* wd) { d.spread(w, wd); };
+    const float* wd = nullptr;
+    if (cache) {
+      wd = cache->get(w, static_cast<std::size_t>(d.o) * d.c * d.kk, /*kind=*/-1, floats, spread);
+    } else {
+      float* made = scratch(1, floats);
+      spread(made);
+      wd = made;
+    }
     gemm(MatRef{wd, cp, oq, cp}.t(), {xm, cp, n, cp}, {ym, oq, n, oq});
   }
   WholePlane::swap_order(ym, n, d.o, d.q, y);
@@ -420,18 +429,21 @@ inline void conv2d_backward_image_parallel(const ConvShape& s, int n, const floa
 
 // conv2d_forward: y = map(conv(x, w)) for a batch of n samples, map (ops/bias.hpp) being the
 // bias, a BatchNorm folded in evaluation and a ReLU that follow, applied by each path where the
-// values are still in cache or registers (`s.relu` is ignored: the map says). w is PyTorch's
+// values are still in cache or registers (`s.relu` is ignored: the map says); `cache` (unless
+// null) keeps the weights' transforms (Winograd's, the whole-plane matrix) for the next call
+// with the same weights (ops/weight_cache.hpp). w is PyTorch's
 // [Cout][Cin][K][K], used as the (Cin*K*K x Cout) column-major matrix it already is.
 // conv2d_backward: adds the weight and bias gradients of the last forward on x into dw and db,
 // and overwrites dx (unless null) with the input gradient.
 // Both are declared only where CTNN_SEPARATE_KERNELS asks for it (ops/linkage.hpp).
 #if CTNN_KERNELS_DECLARED_ONLY
-void conv2d_forward(const ConvShape& s, int n, const float* x, const float* w, const ChannelMap& map, float* y);
+void conv2d_forward(const ConvShape& s, int n, const float* x, const float* w, const ChannelMap& map, float* y,
+                    WeightCache* cache = nullptr);
 void conv2d_backward(const ConvShape& s, int n, const float* x, const float* dy, const float* w, float* dw, float* db,
                      float* dx);
 #else
 CTNN_KERNEL void conv2d_forward(const ConvShape& shape, int n, const float* x, const float* w, const ChannelMap& map,
-                                float* y) {
+                                float* y, WeightCache* cache = nullptr) {
   ConvShape s = shape;
   s.relu = map.relu;
   const int plane = s.out_plane(), patch = s.patch(), oc = s.out_channels;
@@ -444,9 +456,9 @@ CTNN_KERNEL void conv2d_forward(const ConvShape& shape, int n, const float* x, c
   const auto rest = [&] {
     if (!native) map_channels(y, map, oc, static_cast<std::size_t>(rows_all), static_cast<std::size_t>(rows_all));
   };
-  if (s.whole_plane()) return detail::conv2d_whole_plane_forward(s, n, x, w, map, y);
+  if (s.whole_plane()) return detail::conv2d_whole_plane_forward(s, n, x, w, map, y, cache);
   if (const auto wg = detail::winograd_now(s, n); wg.tile) {
-    winograd_forward(wg, x, w, native ? b : nullptr, y);
+    winograd_forward(wg, x, w, native ? b : nullptr, y, cache);
     return rest();
   }
   if (matmul_precision() == Precision::bf16 && !s.pointwise() && bf16_direct_conv(s.geometry(n))) {

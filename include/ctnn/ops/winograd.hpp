@@ -47,6 +47,7 @@
 #include "ctnn/ops/elementwise.hpp"
 #include "ctnn/ops/gemm.hpp"
 #include "ctnn/ops/scratch.hpp"
+#include "ctnn/ops/weight_cache.hpp"
 
 // GCC's "no loop-carried dependence" hint for the transform loops below. Clang has no such
 // pragma (it checks aliasing at run time instead) and warns about unknown ones, so it gets none.
@@ -550,19 +551,27 @@ void backward_weights_core(const Winograd3x3& s, const float* x, const float* dy
 }  // namespace winograd_detail
 
 // y = conv3x3(x, w) + bias (bias may be null), stride 1, padding 1. x: (cin, N, H, W); y:
-// (cout, N, H, W); w: [cout][cin][3][3].
-inline void winograd_forward(const Winograd3x3& s, const float* x, const float* w, const float* bias, float* y) {
+// (cout, N, H, W); w: [cout][cin][3][3]. The transformed kernels are taken from `cache` where
+// it holds them for these weights (unless null), else made again.
+inline void winograd_forward(const Winograd3x3& s, const float* x, const float* w, const float* bias, float* y,
+                             WeightCache* cache = nullptr) {
   using namespace winograd_detail;
   const int points = (s.tile + 2) * (s.tile + 2);
-  // Slot 1 holds the transformed kernels; the kernels use slot 0 only.
-  float* u = scratch(1, static_cast<std::size_t>(points) * s.in_channels * s.out_channels);
-  if (s.tile == 4) {
-    transform_kernels<4>(w, s.in_channels, s.out_channels, false, u);
-    forward_core<4>(s, x, u, bias, y);
+  const std::size_t kernels = static_cast<std::size_t>(s.in_channels) * s.out_channels;
+  const auto transform = [&](float* u) {
+    if (s.tile == 4) transform_kernels<4>(w, s.in_channels, s.out_channels, false, u);
+    else transform_kernels<2>(w, s.in_channels, s.out_channels, false, u);
+  };
+  const float* u = nullptr;
+  if (cache) {
+    u = cache->get(w, 9 * kernels, s.tile, points * kernels, transform);
   } else {
-    transform_kernels<2>(w, s.in_channels, s.out_channels, false, u);
-    forward_core<2>(s, x, u, bias, y);
+    float* made = scratch(1, points * kernels);  // slot 1; the kernels use slot 0 only
+    transform(made);
+    u = made;
   }
+  if (s.tile == 4) forward_core<4>(s, x, u, bias, y);
+  else forward_core<2>(s, x, u, bias, y);
 }
 
 // dx = the input gradient of that convolution for the output gradient dy (overwritten).
