@@ -78,15 +78,7 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
     ops::batchnorm_eval_map(C, state(), scale_.data(), shift_.data());
     return {nullptr, scale_.data(), shift_.data(), false};
   }
-  const Batch<In>& adopt_folded(const Batch<In>& folded) {
-    this->y_ = Batch<In>::view(const_cast<float*>(folded.data()), folded.batch());
-    return this->y_;
-  }
-  // A view is dropped, not given back: the storage is the layer before's to release.
-  void release_output() {
-    if (this->y_.is_view()) this->y_ = Batch<In>();
-    else this->y_.release();
-  }
+  const Batch<In>& adopt_folded(const Batch<In>& folded) { return this->adopt_output(folded); }
 
   void backward(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx) { run_backward(x, dy, dx, nullptr); }
   // The backward of this layer and of the ReLU it applied (forward_relu) together: dy is the
@@ -98,8 +90,7 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
 
  private:
   const Batch<In>& run(const Batch<In>& x, bool relu) {
-    auto& y = this->y_;
-    if (y.is_view()) y = Batch<In>();  // adopted a folded output last time: own storage again
+    auto& y = this->own_output();  // adopted a folded output last time: own storage again
     y.resize(x.batch());
     const std::size_t m = x.channel_stride();
     const ops::BatchNormSync s = sync(x.batch());

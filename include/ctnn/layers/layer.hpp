@@ -105,7 +105,11 @@ class LeafLayer {
   using out_shape = Out;
 
   const Batch<Out>& output() const { return y_; }
-  void release_output() { y_.release(); }
+  // Storage back to the pool; a view (adopt_output) is dropped, the storage being another's.
+  void release_output() {
+    if (y_.is_view()) y_ = Batch<Out>();
+    else y_.release();
+  }
   void set_training(bool on) { training_ = on; }
   bool is_training() const { return training_; }
   void visit_state(StateVisitor&, const std::string&) {}
@@ -116,6 +120,18 @@ class LeafLayer {
   }
 
  protected:
+  // The output becomes a view of `computed`, another layer's output that already holds this
+  // layer's values (a fusion: see ReLULayer::adopt), with no pass and no storage of its own.
+  const Batch<Out>& adopt_output(const Batch<Out>& computed) {
+    y_ = Batch<Out>::view(const_cast<float*>(computed.data()), computed.batch());
+    return y_;
+  }
+  // Before computing into y_: own storage again if it was a view.
+  Batch<Out>& own_output() {
+    if (y_.is_view()) y_ = Batch<Out>();
+    return y_;
+  }
+
   Batch<Out> y_;
   bool training_ = true;
 };

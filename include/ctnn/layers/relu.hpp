@@ -14,8 +14,7 @@ class ReLULayer : public LeafLayer<ReLULayer<In>, In, In> {
   static std::string type_name() { return "ReLU()"; }
 
   const Batch<In>& forward(const Batch<In>& x) {
-    auto& y = this->y_;
-    if (y.is_view()) y = Batch<In>();  // adopted last time: own storage again
+    auto& y = this->own_output();  // adopted last time: own storage again
     y.resize(x.batch());
     ops::relu_forward(x.data(), y.data(), x.size());  // a NaN passes through, as in PyTorch
     return y;
@@ -24,15 +23,7 @@ class ReLULayer : public LeafLayer<ReLULayer<In>, In, In> {
   // The layer before applied this ReLU to its own output (forward_relu: Conv2d, BatchNorm), as
   // torch's ReLU(inplace=True) leaves it: this layer's output becomes a view of that output,
   // with no pass and no storage of its own. Sequential does this for every such pair.
-  const Batch<In>& adopt(const Batch<In>& relu_applied) {
-    this->y_ = Batch<In>::view(const_cast<float*>(relu_applied.data()), relu_applied.batch());
-    return this->y_;
-  }
-  // A view is dropped, not given back: the storage is the layer before's to release.
-  void release_output() {
-    if (this->y_.is_view()) this->y_ = Batch<In>();
-    else this->y_.release();
-  }
+  const Batch<In>& adopt(const Batch<In>& relu_applied) { return this->adopt_output(relu_applied); }
 
   // PyTorch's threshold_backward on the result: the gradient passes where the output is > 0.
   void backward(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx) {
