@@ -13,6 +13,11 @@ using namespace ctnn;
 using namespace ctnn::test;
 
 namespace {
+// A convolution's shape and the forward path ops::conv2d_forward takes for it (in fp32).
+struct PathCase {
+  ops::ConvShape s;
+  const char* path;
+};
 
 template <int Cin, int Cout, int K, int S, int P, int H>
 void conv_parity(const char* name) {
@@ -128,25 +133,21 @@ TEST_CASE("Conv2d default initialisation is U(-1/sqrt(fan_in), 1/sqrt(fan_in))")
 TEST_CASE("Epilogues on every path: a following ReLU is relu() of the plain output, a left-out bias added after gives the plain output, a folded BatchNorm (and ReLU) gives its own pass's output, bit for bit") {
   // One shape per forward path of ops::conv2d_forward (the path each takes in fp32; under bf16
   // the 3x3 stride-1 ones become AMX direct or patch-packed products, the 2x2 one a gathered one).
-  struct Case {
-    ops::ConvShape s;
-    const char* path;
-  };
-  const Case cases[] = {{{16, 8, 8, 16, 3, 1, 1}, "Winograd F(4x4, 3x3)"},
-                        {{16, 4, 4, 8, 3, 1, 1}, "Winograd F(2x2, 3x3) by image chunks"},
-                        {{256, 3, 3, 4, 3, 1, 1}, "Winograd F(2x2, 3x3) by transform point"},
-                        {{8, 2, 2, 8, 3, 1, 1}, "whole plane"},
-                        {{3, 8, 8, 4, 3, 1, 1}, "image-parallel im2col"},
-                        {{3, 4, 4, 4, 3, 1, 1}, "im2col"},
-                        {{5, 3, 3, 6, 1, 1, 0}, "1x1, no im2col"},
-                        {{300, 5, 5, 40, 1, 1, 0}, "1x1, k in two blocks"},
-                        {{320, 2, 2, 70, 1, 1, 0}, "1x1, columns cut over two threads"},
-                        {{4, 7, 7, 5, 3, 2, 1}, "stride 2"},
-                        {{32, 8, 8, 16, 3, 1, 1}, "32 input channels (AMX: direct)"}};
+  const PathCase cases[] = {{{16, 8, 8, 16, 3, 1, 1}, "Winograd F(4x4, 3x3)"},
+                            {{16, 4, 4, 8, 3, 1, 1}, "Winograd F(2x2, 3x3) by image chunks"},
+                            {{256, 3, 3, 4, 3, 1, 1}, "Winograd F(2x2, 3x3) by transform point"},
+                            {{8, 2, 2, 8, 3, 1, 1}, "whole plane"},
+                            {{3, 8, 8, 4, 3, 1, 1}, "image-parallel im2col"},
+                            {{3, 4, 4, 4, 3, 1, 1}, "im2col"},
+                            {{5, 3, 3, 6, 1, 1, 0}, "1x1, no im2col"},
+                            {{300, 5, 5, 40, 1, 1, 0}, "1x1, k in two blocks"},
+                            {{320, 2, 2, 70, 1, 1, 0}, "1x1, columns cut over two threads"},
+                            {{4, 7, 7, 5, 3, 2, 1}, "stride 2"},
+                            {{32, 8, 8, 16, 3, 1, 1}, "32 input channels (AMX: direct)"}};
   MESSAGE(ops::bf16_kernel_summary());
   for (const Precision p : {Precision::fp32, Precision::bf16}) {
     const Autocast policy(p);
-    for (const Case& c : cases) {
+    for (const PathCase& c : cases) {
       CAPTURE(c.path);
       CAPTURE(p == Precision::bf16);
       const int n = 3;
@@ -186,16 +187,12 @@ TEST_CASE("Epilogues on every path: a following ReLU is relu() of the plain outp
 TEST_CASE("Transforms kept between forwards (ops::WeightCache): the bits of a fresh transform, and made again whenever the weights change") {
   // Winograd F(4x4) and F(2x2) and the whole-plane matrix: the paths whose weights are
   // transformed. Each change must be seen: a last-bit change of one weight, two weights
-  // swapped (the same sum), another transform of the same weights (another tile size).
-  struct Case {
-    ops::ConvShape s;
-    const char* path;
-  };
-  const Case cases[] = {{{16, 8, 8, 16, 3, 1, 1}, "Winograd F(4x4, 3x3)"},
-                        {{16, 4, 4, 8, 3, 1, 1}, "Winograd F(2x2, 3x3)"},
-                        {{8, 2, 2, 8, 3, 1, 1}, "whole plane"}};
+  // swapped (the same sum), another transform of the same weights and size (below).
+  const PathCase cases[] = {{{16, 8, 8, 16, 3, 1, 1}, "Winograd F(4x4, 3x3)"},
+                            {{16, 4, 4, 8, 3, 1, 1}, "Winograd F(2x2, 3x3)"},
+                            {{8, 2, 2, 8, 3, 1, 1}, "whole plane"}};
   const int n = 3;
-  for (const Case& c : cases) {
+  for (const PathCase& c : cases) {
     CAPTURE(c.path);
     std::vector<float> x(static_cast<std::size_t>(c.s.in_channels) * n * c.s.height * c.s.width),
         w(static_cast<std::size_t>(c.s.out_channels) * c.s.patch()),

@@ -340,16 +340,8 @@ inline void conv2d_whole_plane_forward(const ConvShape& s, int n, const float* x
   if (d.gathers()) {
     gemm_bf16_gathered(d.transposed(w), {xm, cp, n, cp}, ym, oq, /*accumulate=*/false);
   } else {
-    const std::size_t floats = d.in_rows() * d.out_rows();
-    const auto spread = [&](float* wd) { d.spread(w, wd); };
-    const float* wd = nullptr;
-    if (cache) {
-      wd = cache->get(w, static_cast<std::size_t>(d.o) * d.c * d.kk, /*kind=*/-1, floats, spread);
-    } else {
-      float* made = scratch(1, floats);
-      spread(made);
-      wd = made;
-    }
+    const float* wd = transformed_weights(cache, w, static_cast<std::size_t>(d.o) * d.c * d.kk, /*kind=*/-1,
+                                          d.in_rows() * d.out_rows(), [&](float* out) { d.spread(w, out); });
     gemm(MatRef{wd, cp, oq, cp}.t(), {xm, cp, n, cp}, {ym, oq, n, oq});
   }
   WholePlane::swap_order(ym, n, d.o, d.q, y);

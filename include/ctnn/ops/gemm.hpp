@@ -157,14 +157,23 @@ inline void blas_product(float* c, Eigen::Index ldc, const MatRef& a, const MatR
 }
 #endif
 
-// One block's product on the calling thread, in the current precision (ops/precision.hpp).
+// One block's product on the calling thread, in the current precision (ops/precision.hpp); then
+// `map` (unless null) on element (i, j) as map->apply(value, j): in ctnn's fp32 kernel's
+// registers, else over the block while it is in cache.
 inline void product_into(float* c, Eigen::Index ldc, const MatRef& a, const MatRef& b, bool accumulate,
-                         Precision precision) {
-  if (precision == Precision::bf16) return gemm_bf16_serial(a, b, c, ldc, accumulate);
+                         Precision precision, const ChannelMap* map = nullptr) {
+  if (precision == Precision::bf16) {
+    gemm_bf16_serial(a, b, c, ldc, accumulate);
 #ifdef CTNN_USE_OPENBLAS
-  if (gemm_backend() == GemmBackend::openblas && a.out_cols() > 0) return blas_product(c, ldc, a, b, accumulate);
+  } else if (gemm_backend() == GemmBackend::openblas && a.out_cols() > 0) {
+    blas_product(c, ldc, a, b, accumulate);
 #endif
-  sgemm::product(a, b, c, ldc, accumulate);
+  } else {
+    return sgemm::product(a, b, c, ldc, accumulate, map);
+  }
+  if (map)
+    map_channels(c, *map, static_cast<int>(b.out_cols()), static_cast<std::size_t>(a.out_rows()),
+                 static_cast<std::size_t>(ldc), /*threaded=*/false);
 }
 
 }  // namespace detail
@@ -187,59 +196,49 @@ void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate 
           Precision precision = matmul_precision());
 void gemm_mapped(const MatRef& a, const MatRef& b, const MutMatRef& c, const ChannelMap& map);
 #else
-CTNN_KERNEL void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false,
-                 Precision precision = matmul_precision()) {
+namespace detail {
+// ops::gemm, and ops::gemm_mapped with `map`: the blocks and who runs them.
+inline void gemm_blocks(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate, Precision precision,
+                        const ChannelMap* map) {
   const Eigen::Index m = a.out_rows(), n = b.out_cols();
   eigen_assert(a.out_cols() == b.out_rows() && c.rows == m && c.cols == n);
   if (m == 0 || n == 0) return;
   const bool split_rows = m >= n;
   const Eigen::Index extent = split_rows ? m : n;
   const long work = static_cast<long>(m) * n * a.out_cols();
-  if (precision == Precision::bf16)
-    return gemm_bf16_blocks(a, b, c.data, c.ld, accumulate, split_rows, detail::block_count(extent, work));
-  // ctnn's own kernel: one block per thread (detail::thread_block_count). OpenBLAS keeps
-  // block_count's blocks: its sums do depend on where a block starts (its `Zen` kernels,
-  // ResNet's 1x1 shapes cut into 2, 3 or 8 blocks: thousands of elements differ in their last
-  // bits from the whole product), so blocks that followed the threads would make its results
-  // depend on the thread count (and one block per thread gained it 3.5 % on Zen 3, faster in 6
-  // runs of 10).
-  const Eigen::Index blocks = gemm_backend() == GemmBackend::eigen
-                                  ? detail::thread_block_count(extent, work, num_threads())
-                                  : detail::block_count(extent, work);
-  detail::for_each_block(blocks, extent, [&](Eigen::Index s, Eigen::Index l) {
-    if (split_rows)
-      detail::product_into(c.data + s, c.ld, detail::logical_rows(a, s, l), b, accumulate, precision);
-    else
-      detail::product_into(c.data + s * c.ld, c.ld, a, detail::logical_cols(b, s, l), accumulate, precision);
+  if (precision == Precision::bf16) {
+    gemm_bf16_blocks(a, b, c.data, c.ld, accumulate, split_rows, block_count(extent, work));
+    if (map) map_channels(c.data, *map, static_cast<int>(n), static_cast<std::size_t>(m), static_cast<std::size_t>(c.ld));
+    return;
+  }
+  // ctnn's own kernel: one block per thread (thread_block_count). OpenBLAS keeps block_count's
+  // blocks: its sums do depend on where a block starts (its `Zen` kernels, ResNet's 1x1 shapes
+  // cut into 2, 3 or 8 blocks: thousands of elements differ in their last bits from the whole
+  // product), so blocks that followed the threads would make its results depend on the thread
+  // count (and one block per thread gained it 3.5 % on Zen 3, faster in 6 runs of 10).
+  const Eigen::Index blocks = gemm_backend() == GemmBackend::eigen ? thread_block_count(extent, work, num_threads())
+                                                                   : block_count(extent, work);
+  for_each_block(blocks, extent, [&](Eigen::Index s, Eigen::Index l) {
+    if (split_rows) return product_into(c.data + s, c.ld, logical_rows(a, s, l), b, accumulate, precision, map);
+    const ChannelMap part = map ? map->from(s) : ChannelMap{};  // the block's columns are channels s, ...
+    product_into(c.data + s * c.ld, c.ld, a, logical_cols(b, s, l), accumulate, precision, map ? &part : nullptr);
   });
+}
+}  // namespace detail
+
+CTNN_KERNEL void gemm(const MatRef& a, const MatRef& b, const MutMatRef& c, bool accumulate = false,
+                      Precision precision = matmul_precision()) {
+  detail::gemm_blocks(a, b, c, accumulate, precision, nullptr);
 }
 
 // C = A * B, then `map` on each column j of C (ChannelMap::apply(value, j)): a 1x1 convolution's
 // output, channels as columns, with its bias, a BatchNorm folded in evaluation and a ReLU. On
 // ctnn's kernel in fp32 the map is applied to the tiles' final sums in registers, a pass over
 // the output fewer (a BatchNorm's pass after each of ResNet50_layer4's 1x1 convolutions in
-// evaluation); on OpenBLAS or under bf16, in one pass after the product. The same bits either way.
+// evaluation); on OpenBLAS to each block while it is in cache, under bf16 in one pass after the
+// product. The same bits every way.
 CTNN_KERNEL void gemm_mapped(const MatRef& a, const MatRef& b, const MutMatRef& c, const ChannelMap& map) {
-  const Eigen::Index m = a.out_rows(), n = b.out_cols();
-  eigen_assert(a.out_cols() == b.out_rows() && c.rows == m && c.cols == n);
-  if (matmul_precision() != Precision::fp32 || gemm_backend() != GemmBackend::eigen || map.empty()) {
-    gemm(a, b, c);
-    return map_channels(c.data, map, static_cast<int>(n), static_cast<std::size_t>(m), static_cast<std::size_t>(c.ld));
-  }
-  if (m == 0 || n == 0) return;
-  const bool split_rows = m >= n;
-  const Eigen::Index extent = split_rows ? m : n;
-  const long work = static_cast<long>(m) * n * a.out_cols();
-  detail::for_each_block(detail::thread_block_count(extent, work, num_threads()), extent,
-                         [&](Eigen::Index s, Eigen::Index l) {
-                           if (split_rows) {
-                             detail::sgemm::product(detail::logical_rows(a, s, l), b, c.data + s, c.ld, false, &map);
-                           } else {
-                             const ChannelMap part = map.from(s);
-                             detail::sgemm::product(a, detail::logical_cols(b, s, l), c.data + s * c.ld, c.ld, false,
-                                                    &part);
-                           }
-                         });
+  detail::gemm_blocks(a, b, c, /*accumulate=*/false, matmul_precision(), map.empty() ? nullptr : &map);
 }
 
 #endif  // CTNN_KERNELS_DECLARED_ONLY

@@ -20,6 +20,7 @@
 
 #include "ctnn/core/tensor.hpp"
 #include "ctnn/core/threading.hpp"
+#include "ctnn/ops/scratch.hpp"
 
 namespace ctnn::ops {
 
@@ -85,5 +86,17 @@ class WeightCache {
   int kind_ = 0;
   std::uint64_t sum_ = 0;
 };
+
+// The transform of the n weights at w (`floats` floats, made by make(out)): from `cache` where it
+// is given (WeightCache::get), else made again in scratch slot 1, which the kernels that use a
+// transform leave alone.
+template <class Make>
+const float* transformed_weights(WeightCache* cache, const float* w, std::size_t n, int kind, std::size_t floats,
+                                 Make&& make) {
+  if (cache) return cache->get(w, n, kind, floats, make);
+  float* made = scratch(1, floats);
+  make(made);
+  return made;
+}
 
 }  // namespace ctnn::ops

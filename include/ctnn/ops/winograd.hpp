@@ -562,14 +562,7 @@ inline void winograd_forward(const Winograd3x3& s, const float* x, const float* 
     if (s.tile == 4) transform_kernels<4>(w, s.in_channels, s.out_channels, false, u);
     else transform_kernels<2>(w, s.in_channels, s.out_channels, false, u);
   };
-  const float* u = nullptr;
-  if (cache) {
-    u = cache->get(w, 9 * kernels, s.tile, points * kernels, transform);
-  } else {
-    float* made = scratch(1, points * kernels);  // slot 1; the kernels use slot 0 only
-    transform(made);
-    u = made;
-  }
+  const float* u = transformed_weights(cache, w, 9 * kernels, s.tile, points * kernels, transform);
   if (s.tile == 4) forward_core<4>(s, x, u, bias, y);
   else forward_core<2>(s, x, u, bias, y);
 }
