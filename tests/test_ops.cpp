@@ -128,7 +128,8 @@ TEST_CASE("ops::gemm cut into blocks gives the single-threaded kernel's bits, at
 TEST_CASE("gemm_mapped: a column's bias, folded BatchNorm and ReLU applied in the kernel's registers give the bits of the product and then the map's pass, at any thread count, on every backend") {
   // The map must be applied once, to the final sums (k in several blocks), to the right column
   // (rows split, and columns split: each block's map starts at its first column), and on ragged
-  // tiles as on whole ones.
+  // tiles as on whole ones, of every height and width (304 rows on AVX-512: blocks of kMc = 128
+  // rows, the last of 48 ending in a one-packet panel; 68 columns: the last panel 8 wide).
   namespace sg = ops::detail::sgemm;
   const auto automatic = ops::gemm_backend();
   const int threads = num_threads();
@@ -140,7 +141,9 @@ TEST_CASE("gemm_mapped: a column's bias, folded BatchNorm and ReLU applied in th
                                   {nullptr, nullptr, nullptr, true}};
   for (const auto backend : backends()) {
     ops::set_gemm_backend(backend);
-    for (const auto& mn : {std::pair<Eigen::Index, Eigen::Index>{403, 3 * sg::kNr * 11 + 1}, {197, 611}})
+    for (const auto& mn : {std::pair<Eigen::Index, Eigen::Index>{403, 3 * sg::kNr * 11 + 1},
+                           {197, 611},
+                           {2 * sg::kMc + sg::kMr + sg::kW, 5 * sg::kNr + 2 * sg::kNr / 3}})
       for (std::size_t mi = 0; mi < std::size(maps); ++mi) {
         const Eigen::Index m = mn.first, n = mn.second;
         CAPTURE(m);

@@ -56,12 +56,15 @@ inline long check(Index m, Index n, Index k, bool ta, bool tb, bool accumulate) 
 }  // namespace kernel_check
 
 // Elements that differ over ragged panels with two blocks of k, whole panels and tiles (the
-// packing's vector paths), single elements and no k at all; A and B transposed or not, C
+// packing's vector paths), the narrower tiles (one packet high; a third and two thirds of kNr
+// wide) whole and ragged, single elements and no k at all; A and B transposed or not, C
 // overwritten or accumulated.
 inline long kernel_mismatches() {
   namespace sg = ctnn::ops::detail::sgemm;
   const Eigen::Index sizes[][3] = {{2 * sg::kMr + 3, 3 * sg::kNr + 1, 2 * sg::kKc + 7},
                                    {3 * sg::kMr, 4 * sg::kNr, sg::kKc + 3 * sg::kW},
+                                   {2 * sg::kMr + sg::kW, 3 * sg::kNr + 2 * sg::kNr / 3, sg::kKc + 1},
+                                   {sg::kMr + sg::kW + 5, sg::kNr + sg::kNr / 3, 2 * sg::kW + 3},
                                    {1, 1, 1},
                                    {5, 7, 0}};
   long bad = 0;

@@ -82,11 +82,17 @@ inline float* pack_buffer(int which, std::size_t floats) {
   return buffers[which].data();
 }
 
-// Rows [i0, i0 + mc) and columns [k0, k0 + kc) of A, as panels of kMr rows (the last one padded
-// with zeros): out[p * kMr * kc + kk * kMr + r] = A(i0 + p * kMr + r, k0 + kk).
+// The height of the panel of A that holds rows [p, mc) of a block: kMr, or one packet for a
+// last panel of kW rows or fewer, which the one-packet tile multiplies (a block of 400 rows, a
+// 1x1 convolution's on ResNet's 2x2 planes, is 12 panels of 32 and one of 16).
+inline Index panel_height(Index p, Index mc) { return mc - p <= kW ? kW : kMr; }
+
+// Rows [i0, i0 + mc) and columns [k0, k0 + kc) of A, as panels of panel_height rows h (the last
+// one padded with zeros), panel p (of rows from p * kMr on) at out + p * kMr * kc:
+// out[p * kMr * kc + kk * h + r] = A(i0 + p * kMr + r, k0 + kk).
 inline void pack_a(const MatRef& a, Index i0, Index mc, Index k0, Index kc, float* out) {
   for (Index p = 0; p < mc; p += kMr, out += kMr * kc) {
-    const Index rows = std::min<Index>(kMr, mc - p);
+    const Index rows = std::min<Index>(kMr, mc - p), h = panel_height(p, mc);
     if (!a.transposed) {
       const float* src = a.data + (i0 + p) + k0 * a.ld;
       if (rows == kMr) {
@@ -94,25 +100,28 @@ inline void pack_a(const MatRef& a, Index i0, Index mc, Index k0, Index kc, floa
           Eigen::internal::pstore(out + kk * kMr, Eigen::internal::ploadu<Packet>(src));
           Eigen::internal::pstore(out + kk * kMr + kW, Eigen::internal::ploadu<Packet>(src + kW));
         }
+      } else if (rows == kW) {
+        for (Index kk = 0; kk < kc; ++kk, src += a.ld)
+          Eigen::internal::pstore(out + kk * kW, Eigen::internal::ploadu<Packet>(src));
       } else {
         for (Index kk = 0; kk < kc; ++kk, src += a.ld)
-          for (Index r = 0; r < kMr; ++r) out[kk * kMr + r] = r < rows ? src[r] : 0.0f;
+          for (Index r = 0; r < h; ++r) out[kk * h + r] = r < rows ? src[r] : 0.0f;
       }
     } else {
       // A^T: element (i, k) is data[k + i * ld], so each row of the panel is contiguous in k:
       // kW x kW squares are loaded a row per packet and transposed in registers.
       const float* src = a.data + k0 + (i0 + p) * a.ld;
       Index kk = 0;
-      if (rows == kMr)
+      if (rows == h)
         for (; kk + kW <= kc; kk += kW)
-          for (int h = 0; h < kMr; h += kW) {
+          for (Index r0 = 0; r0 < h; r0 += kW) {
             Square sq;
-            for (int r = 0; r < kW; ++r) sq.packet[r] = Eigen::internal::ploadu<Packet>(src + (h + r) * a.ld + kk);
+            for (int r = 0; r < kW; ++r) sq.packet[r] = Eigen::internal::ploadu<Packet>(src + (r0 + r) * a.ld + kk);
             transpose(sq);
-            for (int t = 0; t < kW; ++t) Eigen::internal::pstore(out + (kk + t) * kMr + h, sq.packet[t]);
+            for (int t = 0; t < kW; ++t) Eigen::internal::pstore(out + (kk + t) * h + r0, sq.packet[t]);
           }
       for (; kk < kc; ++kk)
-        for (Index r = 0; r < kMr; ++r) out[kk * kMr + r] = r < rows ? src[r * a.ld + kk] : 0.0f;
+        for (Index r = 0; r < h; ++r) out[kk * h + r] = r < rows ? src[r * a.ld + kk] : 0.0f;
     }
   }
 }
@@ -170,51 +179,78 @@ inline void pack_b(const MatRef& b, Index k0, Index kc, Index j0, Index nc, floa
   }
 }
 
-// A column's map (ChannelMap: a 1x1 convolution's bias, folded BatchNorm and ReLU, a channel to
-// a column) on its two packets, as ChannelMap::apply does to one value.
-EIGEN_ALWAYS_INLINE void map_column(const ChannelMap& map, Index j, Packet& lo, Packet& hi) {
+// A packet of column j's values under the column's map (ChannelMap: a 1x1 convolution's bias,
+// folded BatchNorm and ReLU, a channel to a column), as ChannelMap::apply does to one value.
+EIGEN_ALWAYS_INLINE Packet map_packet(const ChannelMap& map, Index j, Packet v) {
   using namespace Eigen::internal;
-  if (map.bias) {
-    const Packet b = pset1<Packet>(map.bias[j]);
-    lo = padd(lo, b), hi = padd(hi, b);
-  }
-  if (map.scale) {
-    const Packet s = pset1<Packet>(map.scale[j]), t = pset1<Packet>(map.shift[j]);
-    lo = pmadd(lo, s, t), hi = pmadd(hi, s, t);
-  }
+  if (map.bias) v = padd(v, pset1<Packet>(map.bias[j]));
+  if (map.scale) v = pmadd(v, pset1<Packet>(map.scale[j]), pset1<Packet>(map.shift[j]));
   if (map.relu) {  // ops::relu: below zero becomes 0; NaN and -0 compare false and pass
-    const Packet zero = pzero(lo);
-    lo = pselect(pcmp_lt(lo, zero), zero, lo), hi = pselect(pcmp_lt(hi, zero), zero, hi);
+    const Packet zero = pzero(v);
+    v = pselect(pcmp_lt(v, zero), zero, v);
   }
+  return v;
 }
 
-// The kMr x kNr tile: sums of kc terms from the packed panels, then C = sums (`overwrite`) or
-// C += sums, for the top-left rows x cols of the tile; then `map` (unless null) on the final
-// values of column j, as map->apply(value, j), while they are in registers.
-template <std::size_t... J>
+// A tile of P packets' rows (P = 2: kMr; P = 1 for a last panel of at most kW rows) by
+// sizeof...(J) columns (kNr, or fewer for a last panel of B with fewer columns: no multiply-adds
+// on its zero padding): sums of kc terms from the packed panels (A's of height P * kW, B's of
+// width kNr), then C = sums (`overwrite`) or C += sums, for the top-left rows x cols of the
+// tile; then `map` (unless null) on the final values of column j, as map->apply(value, j), while
+// they are in registers. Each sum runs over k in the same order whatever the tile's size.
+template <int P, std::size_t... J>
 inline void tile(Index kc, const float* ap, const float* bp, float* c, Index ldc, bool overwrite, Index rows,
                  Index cols, const ChannelMap* map, std::index_sequence<J...>) {
   using namespace Eigen::internal;
-  Packet lo[kNr], hi[kNr];
-  ((lo[J] = pset1<Packet>(0.0f), hi[J] = pset1<Packet>(0.0f)), ...);
-  for (Index kk = 0; kk < kc; ++kk, ap += kMr, bp += kNr) {
-    const Packet a0 = pload<Packet>(ap), a1 = pload<Packet>(ap + kW);
-    ((lo[J] = pmadd(a0, pset1<Packet>(bp[J]), lo[J]), hi[J] = pmadd(a1, pset1<Packet>(bp[J]), hi[J])), ...);
+  static_assert(P == 1 || P == 2, "a tile is one or two packets high");
+  constexpr Index kWidth = sizeof...(J);
+  Packet lo[kWidth], hi[kWidth];
+  ((lo[J] = pset1<Packet>(0.0f), hi[J] = lo[J]), ...);
+  for (Index kk = 0; kk < kc; ++kk, ap += P * kW, bp += kNr) {
+    const Packet a0 = pload<Packet>(ap);
+    if constexpr (P == 1) {
+      ((lo[J] = pmadd(a0, pset1<Packet>(bp[J]), lo[J])), ...);
+    } else {
+      const Packet a1 = pload<Packet>(ap + kW);
+      ((lo[J] = pmadd(a0, pset1<Packet>(bp[J]), lo[J]), hi[J] = pmadd(a1, pset1<Packet>(bp[J]), hi[J])), ...);
+    }
   }
-  if (rows == kMr && cols == kNr) {
-    if (!overwrite)
-      ((lo[J] = padd(ploadu<Packet>(c + J * ldc), lo[J]), hi[J] = padd(ploadu<Packet>(c + J * ldc + kW), hi[J])), ...);
-    if (map) (map_column(*map, static_cast<Index>(J), lo[J], hi[J]), ...);
-    ((pstoreu(c + J * ldc, lo[J]), pstoreu(c + J * ldc + kW, hi[J])), ...);
+  if (rows == P * kW && cols == kWidth) {
+    if (!overwrite) {
+      ((lo[J] = padd(ploadu<Packet>(c + J * ldc), lo[J])), ...);
+      if constexpr (P == 2) ((hi[J] = padd(ploadu<Packet>(c + J * ldc + kW), hi[J])), ...);
+    }
+    if (map) {
+      ((lo[J] = map_packet(*map, static_cast<Index>(J), lo[J])), ...);
+      if constexpr (P == 2) ((hi[J] = map_packet(*map, static_cast<Index>(J), hi[J])), ...);
+    }
+    ((pstoreu(c + J * ldc, lo[J])), ...);
+    if constexpr (P == 2) ((pstoreu(c + J * ldc + kW, hi[J])), ...);
     return;
   }
-  alignas(64) float t[kNr][kMr];
-  ((pstore(t[J], lo[J]), pstore(t[J] + kW, hi[J])), ...);
+  alignas(64) float t[kWidth][P * kW];
+  ((pstore(t[J], lo[J])), ...);
+  if constexpr (P == 2) ((pstore(t[J] + kW, hi[J])), ...);
   for (Index j = 0; j < cols; ++j)
     for (Index r = 0; r < rows; ++r) {
       const float v = overwrite ? t[j][r] : c[r + j * ldc] + t[j][r];
       c[r + j * ldc] = map ? map->apply(v, j) : v;
     }
+}
+
+// The tile for a panel of A of `rows` rows and one of B of `cols` columns: the narrowest of
+// kNr / 3, 2 kNr / 3 and kNr columns that holds them (ResNet's 64-channel layers end in a panel
+// of 4), one packet high where a panel of A has no more rows.
+template <int P>
+inline void tile_of(Index kc, const float* ap, const float* bp, float* c, Index ldc, bool overwrite, Index rows,
+                    Index cols, const ChannelMap* map) {
+  static_assert(kNr % 3 == 0, "tiles of a third and two thirds of kNr columns");
+  if (cols <= kNr / 3)
+    tile<P>(kc, ap, bp, c, ldc, overwrite, rows, cols, map, std::make_index_sequence<kNr / 3>{});
+  else if (cols <= 2 * kNr / 3)
+    tile<P>(kc, ap, bp, c, ldc, overwrite, rows, cols, map, std::make_index_sequence<2 * kNr / 3>{});
+  else
+    tile<P>(kc, ap, bp, c, ldc, overwrite, rows, cols, map, std::make_index_sequence<kNr>{});
 }
 
 // C (m x n, leading dimension ldc) = A * B, or += when `accumulate`, on the calling thread; then
@@ -246,10 +282,11 @@ inline void product(const MatRef& a, const MatRef& b, float* c, Index ldc, bool 
         pack_a(a, ic, mc, pc, kc, apack);
         for (Index jr = 0; jr < nc; jr += kNr) {
           const ChannelMap panel_map = map && last ? map->from(jc + jr) : ChannelMap{};
-          for (Index ir = 0; ir < mc; ir += kMr)
-            tile(kc, apack + ir * kc, bpack + jr * kc, c + (ic + ir) + (jc + jr) * ldc, ldc, overwrite,
-                 std::min<Index>(kMr, mc - ir), std::min<Index>(kNr, nc - jr), map && last ? &panel_map : nullptr,
-                 std::make_index_sequence<kNr>{});
+          for (Index ir = 0; ir < mc; ir += kMr) {
+            const Index rows = std::min<Index>(kMr, mc - ir), cols = std::min<Index>(kNr, nc - jr);
+            (rows <= kW ? tile_of<1> : tile_of<2>)(kc, apack + ir * kc, bpack + jr * kc, c + (ic + ir) + (jc + jr) * ldc,
+                                                   ldc, overwrite, rows, cols, map && last ? &panel_map : nullptr);
+          }
         }
       }
     }
