@@ -211,6 +211,14 @@ TEST_CASE("Conv2d layers take the Winograd path where planned, and match the dir
   check_layer<Network<Shape<16, 9, 9>, Sequential<Conv2d<16, 8, 3, 1, 1>>>>("F(4x4) by point, 9x9");
   static_assert(Conv2d<16, 8, 3, 1, 1>::bind<Shape<16, 5, 5>>::winograd_plan().tile == 2);
   check_layer<Network<Shape<16, 5, 5>, Sequential<Conv2d<16, 8, 3, 1, 1>>>>("F(2x2) chunked, 5x5");
+  // F(2x2)'s schedule: chunked on ResNet's 7x7 64-channel planes, by point from 256 channels and
+  // on planes of 4x4 and less, where a chunk's products would be thin.
+  static_assert(!Conv2d<64, 64, 3, 1, 1>::bind<Shape<64, 7, 7>>::winograd_plan().by_point);
+  static_assert(Conv2d<256, 256, 3, 1, 1>::bind<Shape<256, 7, 7>>::winograd_plan().by_point);
+  static_assert(Conv2d<128, 128, 3, 1, 1>::bind<Shape<128, 4, 4>>::winograd_plan().by_point);
+  static_assert(Conv2d<16, 8, 3, 1, 1>::bind<Shape<16, 3, 4>>::winograd_plan().tile == 2 &&
+                Conv2d<16, 8, 3, 1, 1>::bind<Shape<16, 3, 4>>::winograd_plan().by_point);
+  check_layer<Network<Shape<16, 3, 4>, Sequential<Conv2d<16, 8, 3, 1, 1>>>>("F(2x2) by point, 3x4");
 }
 
 namespace {

@@ -82,7 +82,11 @@ struct ConvShape {
 //   faster than im2col.
 // - 3x3 to 7x7 planes (ResNet's 7x7 and 4x4, VGG's 4x4): F(2x2, 3x3), by transform point from 256
 //   input channels (1.6-2.7x), chunked below (1.6-2.2x in the forward, level to 1.7x in the
-//   backward). On a 4x4 plane F(4x4) would compute a 6x6 transform for one 4x4 output. ResNet's
+//   backward), except on planes of 4x4 and less, by point too: a chunk of such images makes thin
+//   products that re-read the transformed weights (ResNet's 64- and 128-channel 4x4 layers:
+//   by point 1.3-1.5x faster forward and backward, `bench_kernels` conv3x3/wino2c against
+//   wino2p; whole ResNet50_layer4 steps 2-4 % faster, 4 alternating rounds, Xeon model 167,
+//   session 23). On a 4x4 plane F(4x4) would compute a 6x6 transform for one 4x4 output. ResNet's
 //   7x7 layer would be as fast with F(4x4), but F(4x4)'s error (about 10x F(2x2)'s,
 //   tests/test_winograd.cpp) moved parity_train_step's worst ReLU flip in ResNet from 1.4e-4 of
 //   its layer's scale to 4.1e-4; with F(2x2) it stays at 1.4e-4, as with im2col.
@@ -91,7 +95,7 @@ constexpr Winograd3x3 winograd_plan(const ConvShape& s, int n) {
   if (s.kernel != 3 || s.stride != 1 || s.padding != 1 || s.in_channels < 16 || side <= 2)
     return {s.in_channels, s.out_channels, s.height, s.width, n, 0, false};
   if (side >= 8) return {s.in_channels, s.out_channels, s.height, s.width, n, 4, true};
-  return {s.in_channels, s.out_channels, s.height, s.width, n, 2, s.in_channels >= 256};
+  return {s.in_channels, s.out_channels, s.height, s.width, n, 2, s.in_channels >= 256 || side <= 4};
 }
 
 namespace detail {
