@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstring>
 #include <utility>
 
 #include "ctnn/core/tensor.hpp"
@@ -148,7 +149,7 @@ inline void pack_b(const MatRef& b, Index k0, Index kc, Index j0, Index nc, floa
           const float* row = src + q + kk * b.ld;
           float* dst = panel + kk * kNr;
           if (cols == kNr)
-            std::copy_n(row, kNr, dst);
+            std::memcpy(dst, row, sizeof(float) * kNr);  // inlined; std::copy_n became a call to memmove
           else
             for (Index j = 0; j < kNr; ++j) dst[j] = j < cols ? row[j] : 0.0f;
         }
