@@ -205,8 +205,9 @@ inline void tile(Index kc, const float* ap, const float* bp, float* c, Index ldc
   using namespace Eigen::internal;
   static_assert(P == 1 || P == 2, "a tile is one or two packets high");
   constexpr Index kWidth = sizeof...(J);
-  Packet lo[kWidth], hi[kWidth];
-  ((lo[J] = pset1<Packet>(0.0f), hi[J] = lo[J]), ...);
+  Packet lo[kWidth], hi[kWidth];  // hi: the second packet's rows, unused when P = 1
+  ((lo[J] = pset1<Packet>(0.0f)), ...);
+  if constexpr (P == 2) ((hi[J] = lo[J]), ...);
   for (Index kk = 0; kk < kc; ++kk, ap += P * kW, bp += kNr) {
     const Packet a0 = pload<Packet>(ap);
     if constexpr (P == 1) {
