@@ -171,6 +171,55 @@ TEST_CASE("gemm_mapped: a column's bias, folded BatchNorm and ReLU applied in th
   ops::set_gemm_backend(automatic);
 }
 
+TEST_CASE("gemm_gathered: A packed from its table gives the bits of ops::gemm on A written out, at any thread count") {
+  // Whole-plane convolutions' Wd and Wd^T (groups of 4 rows by 4 k within 9 floats: packed by
+  // permutes where the target has AVX2), the same tables cut short (ragged groups: value by value)
+  // and a table of other group sizes; A's rows split over the threads (n small) and B's columns
+  // (n large); k longer than a block (kKc) where it can be.
+  namespace sg = ops::detail::sgemm;
+  const auto automatic = ops::gemm_backend();
+  const int threads = num_threads();
+  ops::set_gemm_backend(ops::GemmBackend::eigen);
+  REQUIRE(ops::gathers_fp32());
+  const ops::detail::WholePlane d(ops::ConvShape{37, 2, 2, 70, 3, 1, 1});  // Wd: 148 x 280
+  const auto w = random_vector(70 * 37 * 9, 31);
+  const int odd_taps[15] = {0, 5, 2, 7, 1, 3, 8, 4, 6, 2, 0, 1, 5, 3, 7};
+  const ops::GatheredMatrix other{w.data(), 3, 5, 40, 9, odd_taps, 5, 1, 301, 2 * sg::kKc + 7};
+  auto cut = [](ops::GatheredMatrix g, Eigen::Index rows, Eigen::Index cols) {
+    g.rows = rows, g.cols = cols;
+    return g;
+  };
+  const ops::GatheredMatrix tables[] = {d.dense(w.data()), d.transposed(w.data()), cut(d.dense(w.data()), 146, 278),
+                                        cut(d.transposed(w.data()), 277, 145), other};
+  int lanes[16];
+  CHECK(sg::groups_of_4(tables[0], lanes));
+  CHECK(sg::groups_of_4(tables[1], lanes));
+  CHECK_FALSE(sg::groups_of_4(other, lanes));
+  for (std::size_t ti = 0; ti < std::size(tables); ++ti)
+    for (const Eigen::Index n : {Eigen::Index{23}, Eigen::Index{3 * sg::kNr * 11 + 1}}) {
+      const ops::GatheredMatrix& g = tables[ti];
+      const Eigen::Index m = g.rows, k = g.cols;
+      CAPTURE(ti);
+      CAPTURE(n);
+      std::vector<float> written(static_cast<std::size_t>(m * k));
+      for (Eigen::Index kk = 0; kk < k; ++kk)
+        for (Eigen::Index i = 0; i < m; ++i) written[static_cast<std::size_t>(i + kk * m)] = g.at(i, kk);
+      const auto bv = random_vector(static_cast<std::size_t>(k * n), 32);
+      const ops::MatRef b{bv.data(), k, n, k};
+      std::vector<float> expected(static_cast<std::size_t>(m * n));
+      ops::gemm({written.data(), m, k, m}, b, {expected.data(), m, n, m});
+      for (int t = 1; t <= 3; ++t) {
+        CAPTURE(t);
+        set_num_threads(t);
+        std::vector<float> c(static_cast<std::size_t>(m * n), 0.25f);
+        ops::gemm_gathered(g, b, {c.data(), m, n, m});
+        CHECK(bit_patterns(c) == bit_patterns(expected));
+      }
+    }
+  set_num_threads(threads);
+  ops::set_gemm_backend(automatic);
+}
+
 TEST_CASE("the GEMM backend follows the instruction set the CPU reports, not OpenBLAS's table of models") {
   using ops::GemmBackend;
   using ops::Isa;

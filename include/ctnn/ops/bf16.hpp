@@ -82,20 +82,6 @@ inline float from_bf16_bits(std::uint16_t h) { return std::bit_cast<float>(stati
 // f rounded to the nearest bfloat16, as a float.
 inline float round_to_bf16(float f) { return from_bf16_bits(to_bf16_bits(f)); }
 
-// A rows x cols matrix that is not stored but read from a table: element (i, k) is
-// src[(i / row_group) * row_step + (k / k_group) * k_step + taps[(i % row_group) * tap_row +
-// (k % k_group) * tap_k]]. A whole-plane convolution's dense weight (WholePlane, ops/conv2d.hpp)
-// is one, as Wd or Wd^T: gemm_bf16_gathered packs it from the convolution's weight itself.
-struct GatheredMatrix {
-  static constexpr int kMaxGroup = 81;
-  const float* src;
-  int row_group, k_group;
-  long row_step, k_step;
-  const int* taps;
-  int tap_row, tap_k;
-  Eigen::Index rows, cols;
-};
-
 // What the CPU offers for bf16 products.
 struct Bf16Support {
   bool avx512_bf16 = false;  // VDPBF16PS, with AVX-512F/BW/VL and the OS saving zmm registers

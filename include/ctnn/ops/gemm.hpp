@@ -188,6 +188,33 @@ inline void gemm_serial(const MatRef& a, const MatRef& b, const MutMatRef& c, bo
   detail::product_into(c.data, c.ld, a, b, accumulate, precision);
 }
 
+// Whether gemm_gathered runs here: on ctnn's fp32 kernel (OpenBLAS and the bf16 kernels take a
+// matrix that is written out).
+inline bool gathers_fp32() {
+  return gemm_backend() == GemmBackend::eigen && matmul_precision() == Precision::fp32;
+}
+
+// C = A * B for an A read from a table (a whole-plane convolution's Wd or Wd^T), on ctnn's fp32
+// kernel, which packs A's panels from the table's source: the bits of ops::gemm on A written
+// out, without writing it (4 MiB for ResNet's 256-channel 2x2 layers, 16 MiB for VGG16's
+// 512-channel ones, each time the weights change). Blocks as ops::gemm's.
+inline void gemm_gathered(const GatheredMatrix& a, const MatRef& b, const MutMatRef& c) {
+  const Eigen::Index m = a.rows, n = b.out_cols();
+  eigen_assert(gathers_fp32() && a.cols == b.out_rows() && c.rows == m && c.cols == n);
+  if (m == 0 || n == 0) return;
+  const bool split_rows = m >= n;
+  const Eigen::Index extent = split_rows ? m : n;
+  const long work = static_cast<long>(m) * n * a.cols;
+  detail::for_each_block(detail::thread_block_count(extent, work, num_threads()), extent,
+                         [&](Eigen::Index s, Eigen::Index l) {
+                           if (split_rows)
+                             return detail::sgemm::product(detail::sgemm::GatheredBlock{a, s, l}, b, c.data + s, c.ld,
+                                                           /*accumulate=*/false);
+                           detail::sgemm::product(detail::sgemm::GatheredBlock{a, 0, m}, detail::logical_cols(b, s, l),
+                                                  c.data + s * c.ld, c.ld, /*accumulate=*/false);
+                         });
+}
+
 // C = A * B, or C += A * B when `accumulate`. The larger output extent is cut into fixed blocks,
 // each a single-threaded product (detail::product_into), shared out over ctnn's OpenMP threads.
 // (Declared only under CTNN_SEPARATE_KERNELS, ops/linkage.hpp.)

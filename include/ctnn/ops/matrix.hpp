@@ -29,6 +29,25 @@ struct MutMatRef {
   Eigen::Index rows, cols, ld;
 };
 
+// A rows x cols matrix that is not stored but read from a table: element (i, k) is
+// src[(i / row_group) * row_step + (k / k_group) * k_step + taps[(i % row_group) * tap_row +
+// (k % k_group) * tap_k]]. A whole-plane convolution's dense weight (WholePlane, ops/conv2d.hpp)
+// is one, as Wd or Wd^T: gemm_gathered (fp32) and gemm_bf16_gathered pack its panels from the
+// convolution's weight itself, so Wd is never written.
+struct GatheredMatrix {
+  static constexpr int kMaxGroup = 81;
+  const float* src;
+  int row_group, k_group;
+  long row_step, k_step;
+  const int* taps;
+  int tap_row, tap_k;
+  Eigen::Index rows, cols;
+  float at(Eigen::Index i, Eigen::Index k) const {
+    return src[(i / row_group) * row_step + (k / k_group) * k_step +
+               taps[(i % row_group) * tap_row + (k % k_group) * tap_k]];
+  }
+};
+
 // How a product is cut into blocks for ctnn's threads (ops::gemm, ops::gemm_bf16_blocks).
 namespace detail {
 // A sub-block of an operand's logical (possibly transposed) rows [r0, r0+nr) or columns.

@@ -27,6 +27,10 @@
 #include <cstring>
 #include <utility>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include "ctnn/core/tensor.hpp"
 #include "ctnn/ops/bias.hpp"
 #include "ctnn/ops/matrix.hpp"
@@ -123,6 +127,76 @@ inline void pack_a(const MatRef& a, Index i0, Index mc, Index k0, Index kc, floa
           }
       for (; kk < kc; ++kk)
         for (Index r = 0; r < h; ++r) out[kk * h + r] = r < rows ? src[r * a.ld + kk] : 0.0f;
+    }
+  }
+}
+
+// Rows [row0, row0 + count) of a GatheredMatrix, as the A operand of product(): a thread's block
+// of a whole-plane convolution's Wd or Wd^T, packed from the weight itself (ops::gemm_gathered).
+struct GatheredBlock {
+  GatheredMatrix g;
+  Index row0, count;
+  Index out_rows() const { return count; }
+  Index out_cols() const { return g.cols; }
+};
+
+// Row groups and k groups of 4 whose 16 values lie in 9 consecutive floats (a 3x3 kernel on 2x2
+// planes, Wd and Wd^T: one output channel's kernel for one input channel), as `lanes`: lane
+// 4 * (k % 4) + row % 4 is float lanes[...] of the 9 at src + (row / 4) * row_step + (k / 4) *
+// k_step. Such a group is one load and two permutes in AVX2 where value by value it is 16 loads
+// and stores (which made packing Wd cost more than writing it out, as WholePlane::spread did).
+inline bool groups_of_4(const GatheredMatrix& g, int* lanes) {
+  if (g.row_group != 4 || g.k_group != 4) return false;
+  int reach = 0;
+  for (int j = 0; j < 16; ++j) reach = std::max(reach, lanes[j] = g.taps[j % 4 * g.tap_row + j / 4 * g.tap_k]);
+  return reach == 8;  // so that the 9 floats from a group's start are all inside src's array
+}
+
+// Panels of rows [i0, i0 + mc) and columns [k0, k0 + kc) of the block, as pack_a lays out a
+// MatRef's (the same values, so the product has the same bits).
+inline void pack_a(const GatheredBlock& a, Index i0, Index mc, Index k0, Index kc, float* out) {
+  const GatheredMatrix& g = a.g;
+  int lanes[16];
+  const bool grouped = groups_of_4(g, lanes) && (a.row0 + i0) % 4 == 0 && mc % 4 == 0 && k0 % 4 == 0 && kc % 4 == 0;
+  for (Index p = 0; p < mc; p += kMr, out += kMr * kc) {
+    const Index rows = std::min<Index>(kMr, mc - p), h = panel_height(p, mc), first = a.row0 + i0 + p;
+#if defined(__AVX2__)
+    if (grouped) {
+      const __m256i lo_lanes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes));
+      const __m256i hi_lanes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes + 8));
+      const __m256i eight = _mm256_set1_epi32(8);  // the ninth float is broadcast and blended in
+      const __m256 lo_ninth = _mm256_castsi256_ps(_mm256_cmpeq_epi32(lo_lanes, eight));
+      const __m256 hi_ninth = _mm256_castsi256_ps(_mm256_cmpeq_epi32(hi_lanes, eight));
+      for (Index kk = 0; kk < kc; kk += 4) {
+        const float* group = g.src + (first / 4) * g.row_step + ((k0 + kk) / 4) * g.k_step;
+        float* dst = out + kk * h;
+        for (Index u = 0; u < rows; u += 4, group += g.row_step) {
+          const __m256 v = _mm256_loadu_ps(group), ninth = _mm256_broadcast_ss(group + 8);
+          const __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(v, lo_lanes), ninth, lo_ninth);
+          const __m256 hi = _mm256_blendv_ps(_mm256_permutevar8x32_ps(v, hi_lanes), ninth, hi_ninth);
+          _mm_storeu_ps(dst + u, _mm256_castps256_ps128(lo));
+          _mm_storeu_ps(dst + h + u, _mm256_extractf128_ps(lo, 1));
+          _mm_storeu_ps(dst + 2 * h + u, _mm256_castps256_ps128(hi));
+          _mm_storeu_ps(dst + 3 * h + u, _mm256_extractf128_ps(hi, 1));
+        }
+        for (Index r = rows; r < h; ++r) dst[r] = dst[h + r] = dst[2 * h + r] = dst[3 * h + r] = 0.0f;
+      }
+      continue;
+    }
+#else
+    (void)grouped;
+#endif
+    // Each row's offset for each k % k_group, then one load per value.
+    Index at[GatheredMatrix::kMaxGroup][kMr];
+    for (int t = 0; t < g.k_group; ++t)
+      for (Index r = 0; r < rows; ++r)
+        at[t][r] = ((first + r) / g.row_group) * g.row_step + g.taps[((first + r) % g.row_group) * g.tap_row + t * g.tap_k];
+    for (Index kk = 0; kk < kc; ++kk) {
+      const Index k = k0 + kk;
+      const float* base = g.src + (k / g.k_group) * g.k_step;
+      const Index* offsets = at[k % g.k_group];
+      for (Index r = 0; r < rows; ++r) out[kk * h + r] = base[offsets[r]];
+      for (Index r = rows; r < h; ++r) out[kk * h + r] = 0.0f;
     }
   }
 }
@@ -257,7 +331,9 @@ inline void tile_of(Index kc, const float* ap, const float* bp, float* c, Index 
 
 // C (m x n, leading dimension ldc) = A * B, or += when `accumulate`, on the calling thread; then
 // `map` (unless null) on column j's final values as map->apply(value, j), in the tiles' registers.
-inline void product(const MatRef& a, const MatRef& b, float* c, Index ldc, bool accumulate,
+// A: a MatRef, or a GatheredBlock (packed from its table).
+template <class A>
+inline void product(const A& a, const MatRef& b, float* c, Index ldc, bool accumulate,
                     const ChannelMap* map = nullptr) {
   const Index m = a.out_rows(), n = b.out_cols(), k = a.out_cols();
   if (m == 0 || n == 0) return;
