@@ -250,11 +250,12 @@ struct WholePlane {
 
   // Under bf16 on the AMX kernel, Wd's panels are packed from w itself (gemm_bf16_gathered):
   // Wd is never written, which took as long as the product (2048 x 2048 floats, 16 MiB, for
-  // VGG16's 512-channel layers, spread and then read back to be rounded). The same bits. So on
-  // ctnn's fp32 kernel (gemm_gathered, where gathers_fp32()), where evaluation had kept Wd from
-  // batch to batch (WeightCache) and summed w's bits each time to check it: on Zen 3, ResNet50_layer4
-  // and VGG16 evaluation 3 % and 5 % faster without (8 of 8 and 5 of 6 alternating runs), peak
-  // memory 25 and 48 MiB less; the layers' training forward 20 % faster, backward 12 %.
+  // VGG16's 512-channel layers, spread and then read back to be rounded). The same bits. So too
+  // on ctnn's fp32 kernel (gemm_gathered, where gathers_fp32()), where evaluation had instead
+  // kept Wd from batch to batch (WeightCache) and summed w's bits each batch to check it: on
+  // Zen 3, ResNet50_layer4's and VGG16's evaluation 3 % and 5 % faster (8 of 8 and 5 of 6
+  // alternating runs) and 25 and 48 MiB smaller; the layers' training forward 20 % faster,
+  // their backward 12 %.
   static bool gathers() { return matmul_precision() == Precision::bf16 && bf16_kernel() == Bf16Kernel::amx; }
   // Wd (rows (c, p), k (o, q)) and Wd^T (rows (o, q), k (c, p)) as tables of w.
   GatheredMatrix dense(const float* w) const {
@@ -364,7 +365,7 @@ inline void conv2d_whole_plane_backward(const ConvShape& s, int n, const float* 
   const WholePlane d(s);
   const Eigen::Index cp = static_cast<Eigen::Index>(d.in_rows()), oq = static_cast<Eigen::Index>(d.out_rows());
   float* xm = scratch(0, d.in_rows() * n);
-  float* wd = d.gathers() ? nullptr : scratch(1, d.in_rows() * d.out_rows());  // dWd (and Wd first where it is written out)
+  float* wd = d.gathers() ? nullptr : scratch(1, d.in_rows() * d.out_rows());  // (Wd, then) dWd
   float* dym = scratch(2, d.out_rows() * n);
   WholePlane::swap_order(dy, d.o, n, d.q, dym);
   if (dx) {

@@ -140,11 +140,11 @@ struct GatheredBlock {
   Index out_cols() const { return g.cols; }
 };
 
-// Row groups and k groups of 4 whose 16 values lie in 9 consecutive floats (a 3x3 kernel on 2x2
-// planes, Wd and Wd^T: one output channel's kernel for one input channel), as `lanes`: lane
-// 4 * (k % 4) + row % 4 is float lanes[...] of the 9 at src + (row / 4) * row_step + (k / 4) *
-// k_step. Such a group is one load and two permutes in AVX2 where value by value it is 16 loads
-// and stores (which made packing Wd cost more than writing it out, as WholePlane::spread did).
+// Whether g's rows and k come in groups of 4 whose 16 values lie in the 9 floats from the
+// group's start, src + (row / 4) * row_step + (k / 4) * k_step (Wd and Wd^T of a 3x3 kernel on 2x2
+// planes: one output channel's kernel for one input channel); then lanes[4 * (k % 4) + row % 4]
+// is the value's place among the 9. On AVX2 such a group is packed by one load and two permutes
+// instead of 16 loads and stores.
 inline bool groups_of_4(const GatheredMatrix& g, int* lanes) {
   if (g.row_group != 4 || g.k_group != 4) return false;
   int reach = 0;
