@@ -86,7 +86,8 @@ struct ConvShape {
 //   products that re-read the transformed weights (ResNet's 64- and 128-channel 4x4 layers:
 //   by point 1.3-1.5x faster forward and backward, `bench_kernels` conv3x3/wino2c against
 //   wino2p; whole ResNet50_layer4 steps faster in 7 alternating rounds of 7, evaluation by
-//   0.3-5 % and training by 1.5-7 %, Xeon model 167, session 23). On a 4x4 plane F(4x4) would compute a 6x6 transform for one 4x4 output. ResNet's
+//   0.3-5 % and training by 1.5-7 %, Xeon model 167, session 23; by point holds on Zen 3 too,
+//   session 24). On a 4x4 plane F(4x4) would compute a 6x6 transform for one 4x4 output. ResNet's
 //   7x7 layer would be as fast with F(4x4), but F(4x4)'s error (about 10x F(2x2)'s,
 //   tests/test_winograd.cpp) moved parity_train_step's worst ReLU flip in ResNet from 1.4e-4 of
 //   its layer's scale to 4.1e-4; with F(2x2) it stays at 1.4e-4, as with im2col.

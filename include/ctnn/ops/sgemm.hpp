@@ -190,7 +190,8 @@ inline void pack_a(const GatheredBlock& a, Index i0, Index mc, Index k0, Index k
     Index at[GatheredMatrix::kMaxGroup][kMr];
     for (int t = 0; t < g.k_group; ++t)
       for (Index r = 0; r < rows; ++r)
-        at[t][r] = ((first + r) / g.row_group) * g.row_step + g.taps[((first + r) % g.row_group) * g.tap_row + t * g.tap_k];
+        at[t][r] = ((first + r) / g.row_group) * g.row_step +
+                   g.taps[((first + r) % g.row_group) * g.tap_row + t * g.tap_k];
     for (Index kk = 0; kk < kc; ++kk) {
       const Index k = k0 + kk;
       const float* base = g.src + (k / g.k_group) * g.k_step;
