@@ -99,7 +99,9 @@ TEST_CASE("ops::gemm cut into blocks gives the single-threaded kernel's bits, at
   const int threads = num_threads();
   ops::set_gemm_backend(ops::GemmBackend::eigen);
   const Eigen::Index k = sg::kKc * 4 + 5;
-  for (const auto& mn : {std::pair<Eigen::Index, Eigen::Index>{403, 3 * sg::kNr * 11 + 1}, {197, 611}})
+  // (403 x 199: rows cut at 2 and 3 threads; 611 x 401: columns, each thread's share 128 or
+  // more, ops::detail::splits_rows; 197 x 611: columns, the wider extent.)
+  for (const auto& mn : {std::pair<Eigen::Index, Eigen::Index>{403, 3 * sg::kNr * 11 + 1}, {611, 401}, {197, 611}})
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb) {
         const Eigen::Index m = mn.first, n = mn.second;  // not a structured binding: CAPTURE's lambda takes m
@@ -296,6 +298,15 @@ TEST_CASE("gemm's blocks: block_count's fixed by the problem, near-equal and eve
   CHECK(thread_block_count(400, 400L * 1024 * 1024, 64) == 25);   // none shorter than 16
   CHECK(thread_block_count(20, 1L << 24, 2) == 1);
   CHECK(thread_block_count(400, 1L << 24, 0) == 1);
+  // Columns are cut where each thread gets 128 or more of them, else the longer extent.
+  using ops::detail::splits_rows;
+  CHECK(!splits_rows(400, 256, 2));   // ResNet's 1024->256 1x1 on 2x2 planes
+  CHECK(!splits_rows(1600, 512, 2));
+  CHECK(splits_rows(1600, 128, 2));   // 64 columns a thread: rows
+  CHECK(splits_rows(4900, 64, 2));
+  CHECK(splits_rows(400, 256, 3));    // 85 columns a thread
+  CHECK(!splits_rows(256, 401, 2));   // more columns than rows
+  CHECK(!splits_rows(1600, 256, 2));
   for (Eigen::Index extent : {16, 40, 100, 400, 401, 1010, 4900})
     for (long work : {1L << 24, 3L << 24, 5L << 24, 7L << 24, 100L << 24}) {
       const Eigen::Index blocks = block_count(extent, work);

@@ -176,6 +176,22 @@ inline void product_into(float* c, Eigen::Index ldc, const MatRef& a, const MatR
                  static_cast<std::size_t>(ldc), /*threaded=*/false);
 }
 
+// Whether ctnn's kernel cuts a product's m x n output into blocks of rows (else of columns)
+// for `threads` threads. Each thread packs all of the operand the blocks share (B when rows
+// are cut, A when columns are) and its own share of the other, and its packed block of B (kKc
+// x up to kNc columns, up to 1 MiB) is read again for every kMc rows of A. Cut by rows, every
+// thread packs and rereads all of B's block, more than a 512 KiB L2 holds from 512 columns on;
+// cut by columns, its share. So columns are cut wherever each thread still gets 128 or more
+// (21 of the kernel's panels), else the longer extent. Measured on Zen 3 (2 threads, each of
+// ResNet50_layer4's product shapes with m >= n alone, operands in cache, cut both ways):
+// columns 2-26 % faster at 13 of the 14 with n >= 256 (400 x 256 x 1024 17 %, 1600 x 512 x 512
+// 16 %, 512 x 512 x 1600 26 %), level at the other; rows 6-8 % faster at 3 of the 4 with n = 64
+// or 128. In the network, where the weights come from memory, much less: training 1-4 % faster
+// (18 of 25 alternating runs), evaluation level.
+inline bool splits_rows(Eigen::Index m, Eigen::Index n, int threads) {
+  return n < 128 * static_cast<Eigen::Index>(std::max(threads, 1)) && m >= n;
+}
+
 }  // namespace detail
 
 // C = A * B (or += when `accumulate`) on the calling thread alone: for kernels that already
@@ -202,7 +218,7 @@ inline void gemm_gathered(const GatheredMatrix& a, const MatRef& b, const MutMat
   const Eigen::Index m = a.rows, n = b.out_cols();
   eigen_assert(gathers_fp32() && a.cols == b.out_rows() && c.rows == m && c.cols == n);
   if (m == 0 || n == 0) return;
-  const bool split_rows = m >= n;
+  const bool split_rows = detail::splits_rows(m, n, num_threads());
   const Eigen::Index extent = split_rows ? m : n;
   const long work = static_cast<long>(m) * n * a.cols;
   detail::for_each_block(detail::thread_block_count(extent, work, num_threads()), extent,
@@ -230,7 +246,8 @@ inline void gemm_blocks(const MatRef& a, const MatRef& b, const MutMatRef& c, bo
   const Eigen::Index m = a.out_rows(), n = b.out_cols();
   eigen_assert(a.out_cols() == b.out_rows() && c.rows == m && c.cols == n);
   if (m == 0 || n == 0) return;
-  const bool split_rows = m >= n;
+  const bool own = precision == Precision::fp32 && gemm_backend() == GemmBackend::eigen;
+  const bool split_rows = own ? splits_rows(m, n, num_threads()) : m >= n;
   const Eigen::Index extent = split_rows ? m : n;
   const long work = static_cast<long>(m) * n * a.out_cols();
   if (precision == Precision::bf16) {
@@ -243,8 +260,7 @@ inline void gemm_blocks(const MatRef& a, const MatRef& b, const MutMatRef& c, bo
   // cut into 2, 3 or 8 blocks: thousands of elements differ in their last bits from the whole
   // product), so blocks that followed the threads would make its results depend on the thread
   // count (and one block per thread gained it 3.5 % on Zen 3, faster in 6 runs of 10).
-  const Eigen::Index blocks = gemm_backend() == GemmBackend::eigen ? thread_block_count(extent, work, num_threads())
-                                                                   : block_count(extent, work);
+  const Eigen::Index blocks = own ? thread_block_count(extent, work, num_threads()) : block_count(extent, work);
   for_each_block(blocks, extent, [&](Eigen::Index s, Eigen::Index l) {
     if (split_rows) return product_into(c.data + s, c.ld, logical_rows(a, s, l), b, accumulate, precision, map);
     const ChannelMap part = map ? map->from(s) : ChannelMap{};  // the block's columns are channels s, ...
