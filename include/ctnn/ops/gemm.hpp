@@ -186,8 +186,9 @@ inline void product_into(float* c, Eigen::Index ldc, const MatRef& a, const MatR
 // ResNet50_layer4's product shapes with m >= n alone, operands in cache, cut both ways):
 // columns 2-26 % faster at 13 of the 14 with n >= 256 (400 x 256 x 1024 17 %, 1600 x 512 x 512
 // 16 %, 512 x 512 x 1600 26 %), level at the other; rows 6-8 % faster at 3 of the 4 with n = 64
-// or 128. In the network, where the weights come from memory, much less: training 1-4 % faster
-// (18 of 25 alternating runs), evaluation level.
+// or 128. In the networks much less (weights come from memory there): ResNet50_layer4's
+// training 1-4 % faster (18 of 25 alternating runs), its evaluation level; VGG16's training and
+// evaluation 5 % (9 of 12).
 inline bool splits_rows(Eigen::Index m, Eigen::Index n, int threads) {
   return n < 128 * static_cast<Eigen::Index>(std::max(threads, 1)) && m >= n;
 }
