@@ -3,7 +3,11 @@
 
 #include <omp.h>
 
+#include <cstdint>
+#include <fstream>
 #include <set>
+#include <sstream>
+#include <string>
 
 using namespace ctnn;
 using namespace ctnn::test;
@@ -46,6 +50,50 @@ TEST_CASE("Batch views share storage and cannot be resized; owners keep capacity
   Batch<Shape<4, 1, 1>> copy = v;  // a copy owns its data
   copy(0, 0, 0, 0) = -1.0f;
   CHECK(storage[0] == 1.0f);
+}
+
+// The flags of the mapping of this process that holds `p`, from /proc/self/smaps ("" if none).
+static std::string mapping_flags(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    unsigned long long lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> lo >> dash >> hi && dash == '-' && line.find(':') > line.find(' ')) {
+      inside = lo <= at && at < hi;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+TEST_CASE("AlignedFloats: packet-aligned; blocks of 2 MiB and more 2 MiB-aligned and, on Linux, marked for huge pages") {
+  AlignedFloats small(1000, 1.0f);
+  CHECK(reinterpret_cast<std::uintptr_t>(small.data()) % EIGEN_MAX_ALIGN_BYTES == 0);
+  AlignedFloats large((std::size_t{5} << 20) / sizeof(float) + 3, 2.0f);  // 5 MiB and a bit
+  CHECK(reinterpret_cast<std::uintptr_t>(large.data()) % (std::size_t{1} << 21) == 0);
+  CHECK(large.back() == 2.0f);
+  large.resize(large.size() * 2, 3.0f);  // regrown: a new block, the old one freed as it was taken
+  CHECK(reinterpret_cast<std::uintptr_t>(large.data()) % (std::size_t{1} << 21) == 0);
+  CHECK(large.front() == 2.0f);
+  CHECK(large.back() == 3.0f);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string modes;
+  std::getline(thp, modes);
+  if (modes.empty() || modes.find("[never]") != std::string::npos) {
+    MESSAGE("skipped: transparent huge pages are off here (" << modes << "), so madvise's advice is not recorded");
+  } else {
+    // " hg": the mapping was advised MADV_HUGEPAGE (proc(5)); a small block's is not.
+    const std::string flags = mapping_flags(large.data() + large.size() / 2);
+    CAPTURE(flags);
+    CHECK(flags.find(" hg") != std::string::npos);
+    CHECK(mapping_flags(small.data()).find(" hg") == std::string::npos);
+  }
+#endif
 }
 
 TEST_CASE("Rng is reproducible, and its distributions have the right moments") {

@@ -6,15 +6,60 @@
 #include <algorithm>
 #include <cassert>
 #include <cstddef>
+#include <cstdlib>
+#include <limits>
+#include <new>
 #include <stdexcept>
 #include <utility>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "ctnn/core/shape.hpp"
 
 namespace ctnn {
 
-using AlignedFloats = std::vector<float, Eigen::aligned_allocator<float>>;
+namespace detail {
+// Eigen's aligned allocation (packet-aligned), except that blocks of 2 MiB or more are taken
+// 2 MiB-aligned and whole, and on Linux marked for transparent huge pages (madvise
+// MADV_HUGEPAGE; Linux's default is to give them only where asked, and the advice is ignored
+// where they are off). Activations, weights, gradients and scratch are hundreds of MiB that
+// every step sweeps, far beyond what a TLB maps in 4 KiB pages. On Zen 3 (ctnn-bench, 2 threads,
+// alternating runs before and after, median of the rounds' ratios): VGG16 training 9 % faster
+// (4 of 4 rounds), evaluation 4 % (3 of 4); ResNet50_layer4 training 3 % (6 of 8; level in a
+// noisier run, 3 of 6), evaluation 1 % (5 of 6). Peak memory 10-38 MiB more (whole pages).
+template <class T>
+struct LargePageAllocator {
+  using value_type = T;
+  static constexpr std::size_t kHuge = std::size_t{1} << 21;
+
+  LargePageAllocator() = default;
+  template <class U>
+  LargePageAllocator(const LargePageAllocator<U>&) noexcept {}
+
+  T* allocate(std::size_t n) {
+    if (n > (std::numeric_limits<std::size_t>::max() - kHuge) / sizeof(T)) throw std::bad_array_new_length();
+    const std::size_t bytes = n * sizeof(T);
+    if (bytes < kHuge) return static_cast<T*>(Eigen::internal::aligned_malloc(bytes));  // throws bad_alloc
+    const std::size_t whole = (bytes + kHuge - 1) / kHuge * kHuge;
+    void* p = std::aligned_alloc(kHuge, whole);
+    if (!p) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    (void)madvise(p, whole, MADV_HUGEPAGE);  // advice: without it the pages are ordinary ones
+#endif
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    if (n * sizeof(T) < kHuge) Eigen::internal::aligned_free(p);
+    else std::free(p);
+  }
+  friend bool operator==(const LargePageAllocator&, const LargePageAllocator&) { return true; }
+};
+}  // namespace detail
+
+using AlignedFloats = std::vector<float, detail::LargePageAllocator<float>>;
 
 namespace detail {
 // Storage that evaluation gave back (Batch::release), for the next batch that needs room. An
