@@ -40,7 +40,9 @@ struct LargePageAllocator {
   LargePageAllocator(const LargePageAllocator<U>&) noexcept {}
 
   T* allocate(std::size_t n) {
-    if (n > (std::numeric_limits<std::size_t>::max() - kHuge) / sizeof(T)) throw std::bad_array_new_length();
+    // At most PTRDIFF_MAX bytes, rounding up included (as std::allocator's limit).
+    constexpr auto kMaxBytes = static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max());
+    if (n > (kMaxBytes - kHuge) / sizeof(T)) throw std::bad_array_new_length();
     const std::size_t bytes = n * sizeof(T);
     if (bytes < kHuge) return static_cast<T*>(Eigen::internal::aligned_malloc(bytes));  // throws bad_alloc
     const std::size_t whole = (bytes + kHuge - 1) / kHuge * kHuge;
