@@ -22,14 +22,15 @@
 namespace ctnn {
 
 namespace detail {
-// Eigen's aligned allocation (packet-aligned), except that blocks of 2 MiB or more are taken
-// 2 MiB-aligned and whole, and on Linux marked for transparent huge pages (madvise
-// MADV_HUGEPAGE; Linux's default is to give them only where asked, and the advice is ignored
-// where they are off). Activations, weights, gradients and scratch are hundreds of MiB that
-// every step sweeps, far beyond what a TLB maps in 4 KiB pages. On Zen 3 (ctnn-bench, 2 threads,
-// alternating runs before and after, median of the rounds' ratios): VGG16 training 9 % faster
-// (4 of 4 rounds), evaluation 4 % (3 of 4); ResNet50_layer4 training 3 % (6 of 8; level in a
-// noisier run, 3 of 6), evaluation 1 % (5 of 6). Peak memory 10-38 MiB more (whole pages).
+// Eigen's aligned allocation (packet-aligned), except that blocks of 2 MiB or more are taken 2
+// MiB-aligned and whole, and on Linux marked for transparent huge pages (madvise MADV_HUGEPAGE;
+// Linux's default is to give them only where asked, and the advice is ignored where they are
+// off). Activations, weights, Adam's state and scratch are hundreds of MiB that every step
+// sweeps, far beyond what a TLB maps in 4 KiB pages. (The gradient buffer is calloc'd instead,
+// detail::ZeroedFloats, so that evaluation never makes it resident.) On Zen 3 (ctnn-bench, 2
+// threads, alternating runs before and after, median of the rounds' ratios): VGG16 training 9 %
+// faster (4 of 4 rounds), evaluation 4 % (3 of 4); ResNet50_layer4 training 3 % (6 of 8; level
+// in a noisier run, 3 of 6), evaluation 1 % (5 of 6). Peak memory 10-38 MiB more (whole pages).
 template <class T>
 struct LargePageAllocator {
   using value_type = T;

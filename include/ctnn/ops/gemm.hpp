@@ -176,17 +176,17 @@ inline void product_into(float* c, Eigen::Index ldc, const MatRef& a, const MatR
                  static_cast<std::size_t>(ldc), /*threaded=*/false);
 }
 
-// Whether ctnn's kernel cuts a product's m x n output into blocks of rows (else of columns)
-// for `threads` threads. Each thread packs all of the operand the blocks share (B when rows
-// are cut, A when columns are) and its own share of the other, and its packed block of B (kKc
-// x up to kNc columns, up to 1 MiB) is read again for every kMc rows of A. Cut by rows, every
-// thread packs and rereads all of B's block, more than a 512 KiB L2 holds from 512 columns on;
-// cut by columns, its share. So columns are cut wherever each thread still gets 128 or more
-// (21 of the kernel's panels), else the longer extent. Measured on Zen 3 (2 threads, each of
-// ResNet50_layer4's product shapes with m >= n alone, operands in cache, cut both ways):
-// columns 2-26 % faster at 13 of the 14 with n >= 256 (400 x 256 x 1024 17 %, 1600 x 512 x 512
-// 16 %, 512 x 512 x 1600 26 %), level at the other; rows 6-8 % faster at 3 of the 4 with n = 64
-// or 128. In the networks much less (weights come from memory there): ResNet50_layer4's
+// Whether ctnn's kernel cuts a product's m x n output into blocks of rows (else of columns) for
+// `threads` threads. Each thread packs all of the operand the blocks share (B when rows are
+// cut, A when columns are) and its own share of the other, and its packed block of B (kKc x up
+// to kNc columns: 1 MiB with AVX2, 2 MiB with AVX-512) is read again for every kMc rows of A.
+// Cut by rows, every thread packs and rereads all of B's block, more than a 512 KiB L2 holds
+// from 512 columns on; cut by columns, its share. So columns are cut wherever each thread still
+// gets 128 or more (21 panels with AVX2), else the longer extent. Measured on Zen 3 (2 threads,
+// each of ResNet50_layer4's product shapes with m >= n alone, operands in cache, cut both
+// ways): columns 2-26 % faster at 13 of the 14 with n >= 256 (400 x 256 x 1024 17 %, 1600 x 512
+// x 512 16 %, 512 x 512 x 1600 26 %), level at the other; rows 6-8 % faster at 3 of the 4 with
+// n = 64 or 128. In the networks much less (weights come from memory there): ResNet50_layer4's
 // training 1-4 % faster (18 of 25 alternating runs), its evaluation level; VGG16's training and
 // evaluation 5 % (9 of 12).
 inline bool splits_rows(Eigen::Index m, Eigen::Index n, int threads) {
