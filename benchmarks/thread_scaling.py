@@ -16,14 +16,16 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def bench(exe, model, mode, threads, steps, batch):
+def bench(exe, model, mode, threads, steps, batch, env=None):
+    """One run of ctnn-bench (with `env` added to the environment): images/s, mean and of the
+    fastest step, and what it printed on stderr (the GEMM backend and precision lines)."""
     cmd = [exe, '--model', model, '--mode', mode, '--threads', str(threads), '--steps', str(steps),
            '--batch-size', str(batch)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if r.returncode != 0:
-        sys.exit(f'thread_scaling.py: {" ".join(cmd)} failed ({r.returncode}):\n{r.stderr.strip()}')
+        sys.exit(f'{os.path.basename(sys.argv[0])}: {" ".join(cmd)} failed ({r.returncode}):\n{r.stderr.strip()}')
     kv = dict(item.split('=', 1) for item in r.stdout.strip().splitlines()[-1].split())
-    return float(kv['images_per_s_best']), r.stderr.strip()
+    return float(kv['images_per_s']), float(kv['images_per_s_best']), r.stderr.strip()
 
 
 def main():
@@ -44,8 +46,8 @@ def main():
         for mode in filter(None, args.modes.split(',')):
             ratios, one, many = [], [], []
             for _ in range(args.rounds):
-                a, backend_line = bench(args.ctnn_bench, model, mode, 1, args.steps, args.batch_size)
-                b, _ = bench(args.ctnn_bench, model, mode, args.threads, args.steps, args.batch_size)
+                _, a, backend_line = bench(args.ctnn_bench, model, mode, 1, args.steps, args.batch_size)
+                _, b, _ = bench(args.ctnn_bench, model, mode, args.threads, args.steps, args.batch_size)
                 one.append(a)
                 many.append(b)
                 ratios.append(b / a)
