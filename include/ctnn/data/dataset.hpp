@@ -14,10 +14,6 @@
 #include "ctnn/core/shape.hpp"
 #include "ctnn/core/tensor.hpp"
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 namespace ctnn::data {
 
 // Every failure of the data pipeline (missing or malformed files, inconsistent in-memory data).
@@ -85,14 +81,7 @@ namespace detail {
 inline void allocate_bytes(std::vector<std::uint8_t>& buffer, std::size_t bytes) {
   buffer.clear();
   buffer.reserve(bytes);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr std::uintptr_t huge = std::uintptr_t{1} << 21;
-  const auto begin = reinterpret_cast<std::uintptr_t>(buffer.data());
-  const std::uintptr_t first = (begin + huge - 1) & ~(huge - 1);
-  const std::uintptr_t last = (begin + bytes) & ~(huge - 1);
-  if (bytes >= 4 * huge && last > first)
-    (void)madvise(reinterpret_cast<void*>(first), static_cast<std::size_t>(last - first), MADV_HUGEPAGE);
-#endif
+  if (bytes >= std::size_t{8} << 20) ctnn::detail::advise_huge_pages(buffer.data(), bytes);
   buffer.resize(bytes);
 }
 
