@@ -378,6 +378,12 @@ TEST_CASE("Bad files each give a CheckpointError that names the file and the pro
     CHECK(parse_checkpoint(archive_with(one_tensor_pickle(6, 0, {2, 3}, {3, 1}), 24), "ok").at("t").numel() == 6);
     // One element repeated 2^62 times through a zero stride: its bytes would overflow a size_t.
     expect_error(archive_with(one_tensor_pickle(1, 0, {1LL << 62}, {0}), 4), "(at most 2^31)");
+    // An empty tensor whose other sizes multiply past 2^62: no element, but its contiguous
+    // strides (a re-save) would overflow.
+    expect_error(archive_with(one_tensor_pickle(1, 0, {0, 1LL << 40, 1LL << 40}, {0, 1, 1}), 4), "is too large");
+    CHECK(parse_checkpoint(archive_with(one_tensor_pickle(1, 0, {0, 1LL << 20, 1LL << 20}, {0, 1, 1}), 4), "ok")
+              .at("t")
+              .numel() == 0);
   }
   SUBCASE("a corrupt storage (CRC-32 mismatch)") {
     auto bad = good;
@@ -408,6 +414,14 @@ TEST_CASE("Bad files each give a CheckpointError that names the file and the pro
   }
   SUBCASE("a missing file") {
     CHECK_THROWS_WITH_AS(read_checkpoint("/nonexistent/x.ckpt"), "/nonexistent/x.ckpt: no such file", CheckpointError);
+  }
+  SUBCASE("a file too large to hold in memory") {
+#if CTNN_TEST_UNDER_ASAN
+    MESSAGE("skipped under AddressSanitizer, which reports an allocation of 2^50 bytes as an error of its own");
+#else
+    CHECK_THROWS_WITH_AS(ctnn::io::detail::file_buffer("huge.ckpt", std::uint64_t{1} << 50),
+                         "huge.ckpt: is 1125899906842624 bytes: too large to read into memory", CheckpointError);
+#endif
   }
 }
 
@@ -718,6 +732,14 @@ TEST_CASE("Nested checkpoints that do not say which state_dict: ambiguity, none,
   SmallNet net(3);
   CHECK(load_bytes(net, two, {.checkpoint_key = "ema"}).checkpoint_key == "ema");
   CHECK(same_state(net, b));
+
+  // Paths join keys with dots: a key 'a.b' and a dictionary 'b' inside 'a' have one path, which
+  // names neither.
+  const auto dotted = nested_checkpoint(PyValue::dict(
+      {str("a.b"), PyValue::state_dict(sa), str("a"), PyValue::dict({str("b"), PyValue::state_dict(sb)})}));
+  CHECK(load_error(dotted, {.checkpoint_key = "a.b"}) ==
+        "f.ckpt: 'a.b' is the path of 2 dictionaries of tensors (keys with dots in them, and nested dictionaries, give "
+        "the same path): ambiguous, not loaded");
 
   // A wrong key names what is there instead.
   const auto tutorial = nested_checkpoint(tutorial_checkpoint(sa));

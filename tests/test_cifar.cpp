@@ -14,6 +14,9 @@
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
+
+#include "ctnn/core/hooks.hpp"
 #include "ctnn/core/threading.hpp"
 #include "ctnn/data/cifar.hpp"
 #include "ctnn/data/synthetic.hpp"
@@ -197,6 +200,13 @@ TEST_CASE("Class names come from batches.meta.txt when present") {
   fs::remove(dir / "batches.meta.txt");
   fs::create_directory(dir / "batches.meta.txt");
   CHECK(contains(error_of([&] { load_cifar10(dir, Split::test); }), "batches.meta.txt' is a directory"));
+  // A FIFO would block the reader forever; a link to /dev/zero would fill memory.
+  fs::remove(dir / "batches.meta.txt");
+  REQUIRE(::mkfifo((dir / "batches.meta.txt").c_str(), 0600) == 0);
+  CHECK(contains(error_of([&] { load_cifar10(dir, Split::test); }), "batches.meta.txt' is not a regular file"));
+  fs::remove(dir / "batches.meta.txt");
+  write_bytes(dir / "batches.meta.txt", 100000);
+  CHECK(contains(error_of([&] { load_cifar10(dir, Split::test); }), "is 100000 bytes, too large for 10 class names"));
 }
 
 TEST_CASE("A missing data directory is reported with its path") {
@@ -294,6 +304,26 @@ TEST_CASE("write_cifar_batch writes the official layout") {
 
   d.labels[1] = 11;
   CHECK(contains(error_of([&] { write_cifar_batch(file, d); }), "image 1: label 11 is above 9"));
+
+  // A write that fails half-way leaves the file as it was, and no temporary beside it.
+  struct FailingDisk : ctnn::hooks::Hooks {  // the write's error, as io::write_file_atomically raises it
+    void file_written(std::uint64_t, bool) override {
+      throw ctnn::io::CheckpointError("out.bin", "write failed: no space left (simulated)");
+    }
+  } failing;
+  struct Installed {
+    explicit Installed(ctnn::hooks::Hooks* h) { ctnn::hooks::installed() = h; }
+    ~Installed() { ctnn::hooks::installed() = nullptr; }
+  };
+  d.labels[1] = 3;
+  std::string msg;
+  {
+    const Installed installed(&failing);
+    msg = error_of([&] { write_cifar_batch(file, d); });
+  }
+  CHECK(msg == "CIFAR-10: out.bin: write failed: no space left (simulated)");
+  CHECK(read_cifar_batch(file).labels == std::vector<std::uint8_t>{4, 8});
+  CHECK(std::distance(fs::directory_iterator(tmp.path), fs::directory_iterator()) == 1);
 }
 
 TEST_CASE("Reading the full-size layout: 10,000-record files split correctly") {

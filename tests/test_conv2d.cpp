@@ -208,9 +208,7 @@ TEST_CASE("Transforms kept between forwards (ops::WeightCache): the bits of a fr
     };
     CHECK(expect_fresh());  // made
     CHECK(expect_fresh());  // kept
-    const auto sum = ops::detail::weights_checksum(w.data(), w.size());
-    w[5] = std::nextafter(w[5], 2.0f);  // may round away in the output, never in the checksum
-    CHECK(ops::detail::weights_checksum(w.data(), w.size()) != sum);
+    w[5] = std::nextafter(w[5], 2.0f);  // may round away in the output, not in the comparison
     CHECK(expect_fresh());
     const auto before = fresh;
     w[5] *= 1.5f;
@@ -222,6 +220,29 @@ TEST_CASE("Transforms kept between forwards (ops::WeightCache): the bits of a fr
     std::swap(w[0], w[w.size() - 1]);
     CHECK(expect_fresh());
     CHECK(bit_patterns(fresh) != bit_patterns(swapped));
+    // Every weight negated: the change the Fletcher checksum of sessions 22-26 missed (each
+    // 32-bit lane's sums moved by multiples of 2^32 for these sizes, 144, 72 and 36 per lane).
+    const auto unnegated = fresh;
+    for (float& e : w) e = -e;
+    CHECK(expect_fresh());
+    CHECK(bit_patterns(fresh) != bit_patterns(unnegated));
+  }
+  {
+    // Every weight doubled, in a layer of 256 channels: whole chunks of 65,536 floats, whose
+    // checksum lanes a power-of-two scale left unchanged.
+    const ops::ConvShape s{256, 8, 8, 256, 3, 1, 1};
+    std::vector<float> x(256 * 64), w(256 * 256 * 9), fresh(256 * 64), kept(fresh.size());
+    Rng rng(47);
+    for (auto* v : {&x, &w})
+      for (float& e : *v) e = static_cast<float>(rng.uniform(-1, 1));
+    ops::WeightCache cache;
+    ops::conv2d_forward(s, 1, x.data(), w.data(), ops::ChannelMap{}, kept.data(), &cache);
+    const auto before = kept;
+    for (float& e : w) e *= 2.0f;
+    ops::conv2d_forward(s, 1, x.data(), w.data(), ops::ChannelMap{}, kept.data(), &cache);
+    ops::conv2d_forward(s, 1, x.data(), w.data(), ops::ChannelMap{}, fresh.data());
+    CHECK(bit_patterns(kept) == bit_patterns(fresh));
+    CHECK(bit_patterns(kept) != bit_patterns(before));
   }
   // One cache, one weight array, two transforms of it of the same size: the whole-plane matrix
   // on 2x2 planes ((16*4) x (16*4) floats) and F(2x2) on 4x4 ones (16 points of 16 x 16).

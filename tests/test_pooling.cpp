@@ -100,6 +100,33 @@ TEST_CASE("MaxPool2d takes the first maximum of a tie, as PyTorch does") {
   CHECK(dx(0, 0, 1, 1) == 0.0f);
 }
 
+TEST_CASE("MaxPool2d takes the last NaN of a window, as PyTorch does (its values, indices and gradient)") {
+  // torch.nn.functional.max_pool2d(..., return_indices=True) in PyTorch 1.13: a value replaces
+  // the window's maximum if it is larger or a NaN, so the last NaN wins. The 2x2 kernel here:
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  {
+    Network<Shape<1, 2, 2>, Sequential<MaxPool2d<2>>> net;
+    Batch<Shape<1, 2, 2>> x(1), dx;
+    x(0, 0, 0, 0) = nan, x(0, 0, 0, 1) = 1.0f, x(0, 0, 1, 0) = nan, x(0, 0, 1, 1) = 2.0f;
+    CHECK(std::isnan(net.forward(x)(0, 0, 0, 0)));
+    Batch<Shape<1, 1, 1>> dy(1);
+    dy.fill(1.0f);
+    net.backward(x, dy, dx);  // torch: [[0, 0], [1, 0]]
+    CHECK(dx(0, 0, 0, 0) == 0.0f);
+    CHECK(dx(0, 0, 1, 0) == 1.0f);
+  }
+  // The general kernel, padded windows: torch's indices [[3, 5], [3, 5]].
+  const float x[] = {1.0f, nan, 3.0f, nan, 5.0f, nan, 7.0f, 8.0f, 9.0f};
+  const ops::PoolGeometry g{3, 3, 3, 2, 1, 2, 2};
+  float y[4];
+  std::int32_t arg[4];
+  ops::max_pool_plane(x, g, y, arg);
+  CHECK(arg[0] == 3);
+  CHECK(arg[1] == 5);
+  CHECK(arg[2] == 3);
+  CHECK(arg[3] == 5);
+}
+
 TEST_CASE("Pooling gradients agree with finite differences") {
   SUBCASE("max, overlapping windows with padding") {
     // Distinct values at least 0.1 apart, so a perturbation of h never changes a window's argmax.

@@ -17,16 +17,28 @@ TEST_CASE("ReLU matches PyTorch") {
   expect_parity(dx.to_nchw(), g["dx"].values, "dx");
 }
 
-TEST_CASE("ReLU passes NaN through, as torch.relu does") {
-  Network<Features<3>, Sequential<ReLU>> net;
-  Batch<Features<3>> x(1);
+TEST_CASE("ReLU passes NaN through, forward and backward, as torch.relu does") {
+  // torch: relu([nan, -2, 3, -0, 0]) = [nan, 0, 3, -0, 0]; its gradient (threshold_backward,
+  // `y <= 0 ? 0 : dy`) passes where the output is NaN: [1, 0, 1, 0, 0] for dy = 1.
+  Network<Features<5>, Sequential<ReLU>> net;
+  Batch<Features<5>> x(1), dy(1), dx;
   x(0, 0, 0, 0) = std::numeric_limits<float>::quiet_NaN();
   x(0, 1, 0, 0) = -2.0f;
   x(0, 2, 0, 0) = 3.0f;
+  x(0, 3, 0, 0) = -0.0f;
+  x(0, 4, 0, 0) = 0.0f;
   const auto& y = net.forward(x);
   CHECK(std::isnan(y(0, 0, 0, 0)));
   CHECK(y(0, 1, 0, 0) == 0.0f);
   CHECK(y(0, 2, 0, 0) == 3.0f);
+  CHECK(std::signbit(y(0, 3, 0, 0)));
+  dy.fill(1.0f);
+  net.backward(x, dy, dx);
+  const float want[] = {1.0f, 0.0f, 1.0f, 0.0f, 0.0f};
+  for (int c = 0; c < 5; ++c) {
+    CAPTURE(c);
+    CHECK(dx(0, c, 0, 0) == want[c]);
+  }
 }
 
 TEST_CASE("ReLU gradients agree with finite differences (inputs kept away from the kink)") {

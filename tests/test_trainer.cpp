@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <atomic>
 #include <csignal>
@@ -327,6 +328,62 @@ TEST_CASE("Trainer writes main.py's checkpoints, and --resume after a stop gives
   other.seed = 5;
   Trainer<DropNet> wrong(d, other);
   CHECK_THROWS_WITH(wrong.fit(train, log), doctest::Contains("resume with the same --seed and --batch-size"));
+}
+
+TEST_CASE("Trainer: a snapshot with an impossible position or learning rate is refused before the log is touched") {
+  const auto train = data::make_synthetic_cifar(60, 3);  // 3 batches of 20 an epoch
+  const TempDir dir("ctnn_test_trainer_bad_snapshot");
+  TrainerOptions o;
+  o.epochs = 2;
+  o.batch_size = 20;
+  o.out_dir = dir.path;
+  o.model_name = "bad";
+  o.max_steps = 2;  // a snapshot at epoch 1, batch 2
+  std::ostringstream log;
+  {
+    SmallNet net(0);
+    Trainer<SmallNet>(net, o).fit(train, log);
+  }
+  const auto snapshot = dir.path / "bad_resume.ckpt", csv = dir.path / "bad_train_log.csv";
+  const io::StateDict good = io::read_checkpoint(snapshot);
+  const std::string rows = read_text(csv);
+  REQUIRE(std::count(rows.begin(), rows.end(), '\n') == 3);  // the header and two steps
+  o.resume = true;
+  o.max_steps = -1;
+  auto refused = [&](std::vector<std::pair<std::string, std::int64_t>> entries, const char* why) {
+    CAPTURE(why);
+    io::StateDict sd = good;
+    for (const auto& [key, value] : entries) sd.insert_or_assign(key, io::Tensor::scalar_int64(value));
+    io::write_checkpoint(snapshot, sd);
+    SmallNet net(0);
+    std::string message;
+    try {
+      Trainer<SmallNet>(net, o).fit(train, log);
+    } catch (const io::CheckpointError& e) {
+      message = e.what();
+    }
+    CHECK(message.find(snapshot.string() + ": is corrupt") == 0);
+    CHECK(message.find(why) != std::string::npos);
+    CHECK(read_text(csv) == rows);  // the log of the steps done is kept, not cut to its header
+    CHECK_FALSE(std::filesystem::exists(dir.path / "bad_final.ckpt"));
+  };
+  refused({{"trainer.epoch", 0}}, "trainer.epoch is 0");
+  refused({{"trainer.epoch", (std::int64_t{1} << 32) + 1}}, "not an epoch number");  // not narrowed to epoch 1
+  refused({{"trainer.batch", -3}}, "trainer.batch is -3");
+  refused({{"trainer.batch", 100}, {"trainer.total_steps", 100}}, "batch 100 of an epoch of 3 batches");
+  refused({{"trainer.total_steps", -7}}, "trainer.total_steps is -7");
+  refused({{"trainer.total_steps", 1}}, "2 batches of this epoch are done but 1 steps in all");
+  refused({{"trainer.loss_sum_bits", std::bit_cast<std::int64_t>(std::numeric_limits<double>::quiet_NaN())}},
+          "sum of losses");
+  refused({{"trainer.loss_sum_bits", std::bit_cast<std::int64_t>(-1.0)}}, "sum of losses");
+  refused({{"optimizer.lr_bits", std::bit_cast<std::int64_t>(-1.0)}}, "learning rate");
+  refused({{"optimizer.lr_bits", std::bit_cast<std::int64_t>(std::numeric_limits<double>::infinity())}},
+          "learning rate");
+  // The snapshot as it was still resumes.
+  io::write_checkpoint(snapshot, good);
+  SmallNet net(0);
+  Trainer<SmallNet>(net, o).fit(train, log);
+  CHECK(std::filesystem::exists(dir.path / "bad_final.ckpt"));
 }
 
 TEST_CASE("Trainer: a stop request ends the run after the step in progress, saving the snapshot and the weights") {

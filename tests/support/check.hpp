@@ -17,6 +17,19 @@
 #include "ctnn/ctnn.hpp"
 #include "support/golden.hpp"
 
+// 1 in a build with AddressSanitizer (GCC's and clang's spelling), whose allocator reports
+// some allocations a test makes on purpose (one too large for any memory) as errors.
+#if defined(__SANITIZE_ADDRESS__)
+#define CTNN_TEST_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CTNN_TEST_UNDER_ASAN 1
+#endif
+#endif
+#ifndef CTNN_TEST_UNDER_ASAN
+#define CTNN_TEST_UNDER_ASAN 0
+#endif
+
 namespace ctnn::test {
 
 // The bit patterns of floats, for checks that two computations agree bit for bit (-0 and NaN

@@ -24,6 +24,7 @@
 
 #include "ctnn/core/text.hpp"
 #include "ctnn/data/dataset.hpp"
+#include "ctnn/io/file.hpp"
 
 namespace ctnn::data {
 
@@ -131,11 +132,21 @@ inline void read_cifar_files(const std::vector<std::filesystem::path>& files, Da
 
 }  // namespace detail
 
+inline constexpr std::uintmax_t kMaxClassNameBytes = 64 * 1024;
+
 // Class names from a batches.meta.txt-style file: one name a line, blank lines and surrounding
 // whitespace ignored. It must list exactly kNumClasses names.
 inline std::vector<std::string> read_class_names(const std::filesystem::path& file) {
-  if (std::error_code ec; std::filesystem::is_directory(file, ec))
+  std::error_code ec;
+  const auto status = std::filesystem::status(file, ec);
+  if (std::filesystem::is_directory(status))
     throw DataError("CIFAR-10: class-name file " + detail::quoted(file) + " is a directory");
+  // A regular file of a few lines: a FIFO would block the reader forever, /dev/zero fill memory.
+  if (std::filesystem::exists(status) && !std::filesystem::is_regular_file(status))
+    throw DataError("CIFAR-10: class-name file " + detail::quoted(file) + " is not a regular file");
+  if (const auto size = std::filesystem::file_size(file, ec); !ec && size > kMaxClassNameBytes)
+    throw DataError("CIFAR-10: class-name file " + detail::quoted(file) + " is " + std::to_string(size) +
+                    " bytes, too large for " + std::to_string(kNumClasses) + " class names");
   std::ifstream in(file);
   if (!in) throw DataError("CIFAR-10: cannot open class-name file " + detail::quoted(file));
   std::vector<std::string> names;
@@ -233,11 +244,11 @@ inline std::vector<std::uint8_t> serialize_cifar_batch(const Dataset& d, const s
 // every CIFAR tool reads).
 inline void write_cifar_batch(const std::filesystem::path& file, const Dataset& d) {
   const std::vector<std::uint8_t> raw = serialize_cifar_batch(d, "CIFAR-10: data to write to " + detail::quoted(file));
-  std::ofstream out(file, std::ios::binary | std::ios::trunc);
-  if (!out) throw DataError("CIFAR-10: cannot open " + detail::quoted(file) + " for writing");
-  out.write(reinterpret_cast<const char*>(raw.data()), static_cast<std::streamsize>(raw.size()));
-  out.flush();
-  if (!out) throw DataError("CIFAR-10: writing " + detail::quoted(file) + " failed");
+  try {  // all or nothing: a failed write leaves an existing file as it was
+    io::write_file_atomically(file, [&](const io::ByteSink& sink) { sink(raw.data(), raw.size()); });
+  } catch (const io::CheckpointError& e) {
+    throw DataError(std::string("CIFAR-10: ") + e.what());
+  }
 }
 
 }  // namespace ctnn::data

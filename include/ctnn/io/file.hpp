@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <mutex>
+#include <new>
 #include <random>
 #include <set>
 #include <string>
@@ -40,6 +41,19 @@ namespace ctnn::io {
 // it: for programs that check their inputs before slower work (ctnn-eval, before the data set).
 [[gnu::cold]] inline void require_readable(const std::filesystem::path& path) { ::close(open_for_reading(path)); }
 
+namespace detail {
+// A buffer for a file of `size` bytes, or a CheckpointError that names the file: a bare
+// "std::bad_alloc" would say neither which file nor why.
+[[gnu::cold]] inline std::vector<std::uint8_t> file_buffer(const std::string& name, std::uint64_t size) {
+  try {
+    if (size > std::vector<std::uint8_t>().max_size()) throw std::bad_alloc();
+    return std::vector<std::uint8_t>(static_cast<std::size_t>(size));
+  } catch (const std::bad_alloc&) {
+    throw CheckpointError(name, "is " + std::to_string(size) + " bytes: too large to read into memory");
+  }
+}
+}  // namespace detail
+
 // The whole file, in one read.
 [[gnu::cold]] inline std::vector<std::uint8_t> read_file(const std::filesystem::path& path) {
   const std::string name = path.string();
@@ -50,7 +64,7 @@ namespace ctnn::io {
   } closer{fd};
   struct stat st{};
   if (::fstat(fd, &st) != 0) throw CheckpointError(name, std::string("cannot stat: ") + std::strerror(errno));
-  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(st.st_size));
+  std::vector<std::uint8_t> bytes = detail::file_buffer(name, static_cast<std::uint64_t>(st.st_size));
   std::size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);

@@ -352,6 +352,13 @@ template <HasState Net>
       throw CheckpointError(file, "a plain state_dict, not a nested checkpoint: there is no '" +
                                       printable(options.checkpoint_key) + "' in it (load it without a checkpoint key)");
     chosen = contents.find(options.checkpoint_key);
+    // Paths join keys with dots, so {'a.b': {...}, 'a': {'b': {...}}} holds two at 'a.b':
+    // refused rather than the first one loaded.
+    if (const auto same = std::count_if(all.begin(), all.end(), [&](const NestedStateDict* d) { return d->key == options.checkpoint_key; });
+        same > 1)
+      throw CheckpointError(file, "'" + printable(options.checkpoint_key) + "' is the path of " + std::to_string(same) +
+                                      " dictionaries of tensors (keys with dots in them, and nested dictionaries, "
+                                      "give the same path): ambiguous, not loaded");
     if (!chosen) {
       std::string what = "no dictionary of tensors at '" + printable(options.checkpoint_key) + "'";
       for (const auto& [key, kind] : contents.top_level)

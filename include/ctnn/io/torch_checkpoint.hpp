@@ -146,13 +146,16 @@ class Tensor {
     constexpr std::uint64_t limit = std::uint64_t{1} << 62;
     if (offset < 0 || static_cast<std::uint64_t>(offset) > limit)
       return "storage offset " + std::to_string(offset) + " is out of range";
-    std::uint64_t numel = 1, last = static_cast<std::uint64_t>(offset);
+    // `extent`: the product of the nonzero sizes, bounded even where a zero size makes numel 0,
+    // so that contiguous_strides() of any accepted shape (a re-save) cannot overflow.
+    std::uint64_t numel = 1, extent = 1, last = static_cast<std::uint64_t>(offset);
     for (std::size_t d = 0; d < shape.size(); ++d) {
       if (shape[d] < 0 || stride[d] < 0)
         return "negative size or stride: size " + shape_string(shape) + ", stride " + shape_string(stride);
       const auto n = static_cast<std::uint64_t>(shape[d]), s = static_cast<std::uint64_t>(stride[d]);
-      if (n > limit || s > limit || (n > 0 && numel > limit / n)) return "size " + shape_string(shape) + " is too large";
+      if (n > limit || s > limit || (n > 0 && extent > limit / n)) return "size " + shape_string(shape) + " is too large";
       numel *= n;
+      if (n > 0) extent *= n;
       if (n > 1 && s > (limit - last) / (n - 1)) return "stride " + shape_string(stride) + " is too large";
       if (n > 0) last += (n - 1) * s;
     }

@@ -21,11 +21,12 @@ inline void relu_forward(const float* x, float* y, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) y[i] = relu(x[i]);
 }
 
-// PyTorch's threshold_backward on the result y: the gradient passes where y > 0.
-// `y > 0 ? dy : 0`, as a mask of bits: the compiler then vectorises it inside BatchNorm's double
-// reductions too (written as a choice, GCC left that loop scalar: 4x slower).
+// PyTorch's threshold_backward on the result y: `y <= 0 ? 0 : dy`, so the gradient passes where
+// y > 0 and where y is NaN (a NaN from the forward reaches the layers before, as in PyTorch).
+// As a mask of bits: the compiler then vectorises it inside BatchNorm's double reductions too
+// (written as a choice, GCC left that loop scalar: 4x slower).
 inline float relu_grad(float y, float dy) {
-  return std::bit_cast<float>(std::bit_cast<std::uint32_t>(dy) & (y > 0.0f ? ~0u : 0u));
+  return std::bit_cast<float>(std::bit_cast<std::uint32_t>(dy) & (y <= 0.0f ? 0u : ~0u));
 }
 inline void relu_backward(const float* y, const float* dy, float* dx, std::size_t n) {
   CTNN_OMP(parallel for simd schedule(static) if (n > kThreadedStream))

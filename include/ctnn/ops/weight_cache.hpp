@@ -6,14 +6,15 @@
 // changes the weights every step, and frees it then).
 //
 // Whether the weights are the same is checked, not assumed: anything may write them (an
-// optimizer, a checkpoint, a user through Network::parameters()), so each use sums their bits
-// (a position-dependent checksum, one read of the weights at memory speed, a fifth of the
-// transform's time or less) and transforms again when the sums, the address, the size or the
-// kind of transform differ.
+// optimizer, a checkpoint, a user through Network::parameters()), so each use compares them with
+// a copy of the bits it was made from and transforms again when they, the address, the size or
+// the kind of transform differ. (A checksum did this until session 27, Fletcher sums in 32-bit
+// lanes: negating every weight, or scaling them by a power of two, left its sums unchanged, and
+// the stale transform was used. The copy costs the weights' size again and one more stream
+// to read; a batch's convolutions take far longer.)
 #pragma once
 
 #include <algorithm>
-#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -26,35 +27,17 @@
 namespace ctnn::ops {
 
 namespace detail {
-// Fletcher-style sums of the weights' bits in 16 lanes of 32 bits, one vector (GCC's and clang's
-// vector extension; a loop over an array of lanes ran at 11-15 GB/s, not vectorised): per lane
-// s += v and t += s, so that changing any value changes s and moving one changes t. Chunks of
-// fixed size, summed by the threads and combined in order (the result does not depend on the
-// thread count).
-inline std::uint64_t weights_checksum(const float* w, std::size_t n) {
-  using Lanes = std::uint32_t __attribute__((vector_size(64)));
-  constexpr std::size_t chunk = std::size_t{1} << 16, lanes = 16;
-  const std::size_t chunks = (n + chunk - 1) / chunk;
-  std::vector<std::uint64_t> sums(chunks);
-  CTNN_OMP(parallel for schedule(static) if (n > kThreadedStream))
-  for (std::size_t c = 0; c < chunks; ++c) {
-    const std::size_t begin = c * chunk, end = std::min(n, begin + chunk);
-    Lanes s{}, t{};
-    std::size_t i = begin;
-    for (; i + lanes <= end; i += lanes) {
-      Lanes v;
-      std::memcpy(&v, w + i, sizeof v);
-      s += v;
-      t += s;
-    }
-    std::uint64_t h = 0;
-    for (std::size_t l = 0; l < lanes; ++l) h = (h ^ (std::uint64_t{s[l]} << 32 | t[l])) * 0x100000001b3ull;
-    for (; i < end; ++i) h = (h ^ std::bit_cast<std::uint32_t>(w[i])) * 0x100000001b3ull;
-    sums[c] = h;
+// Whether the n floats at a and b have the same bits, compared in fixed chunks by the threads.
+inline bool same_bits(const float* a, const float* b, std::size_t n) {
+  constexpr std::size_t chunk = std::size_t{1} << 16;
+  const auto chunks = static_cast<std::ptrdiff_t>((n + chunk - 1) / chunk);
+  int differ = 0;
+  CTNN_OMP(parallel for schedule(static) reduction(| : differ) if (n > kThreadedStream))
+  for (std::ptrdiff_t c = 0; c < chunks; ++c) {
+    const std::size_t begin = static_cast<std::size_t>(c) * chunk, len = std::min(chunk, n - begin);
+    differ |= std::memcmp(a + begin, b + begin, len * sizeof(float)) != 0;
   }
-  std::uint64_t h = n;
-  for (std::uint64_t v : sums) h = (h ^ v) * 0x9e3779b97f4a7c15ull;
-  return h;
+  return differ == 0;
 }
 }  // namespace detail
 
@@ -65,27 +48,28 @@ class WeightCache {
   // transforms of the same weights, e.g. Winograd's tile size).
   template <class Make>
   const float* get(const float* w, std::size_t n, int kind, std::size_t floats, Make&& make) {
-    const std::uint64_t sum = detail::weights_checksum(w, n);
-    if (w != weights_ || n != n_ || kind != kind_ || sum != sum_ || data_.size() != floats) {
+    if (w != weights_ || n != copy_.size() || kind != kind_ || data_.size() != floats ||
+        !detail::same_bits(w, copy_.data(), n)) {
       weights_ = nullptr;  // invalid until make() has finished (it may throw)
       if (data_.size() != floats) data_ = AlignedFloats(floats);
+      if (copy_.size() != n) copy_ = AlignedFloats(n);
       make(data_.data());
-      weights_ = w, n_ = n, kind_ = kind, sum_ = sum;
+      if (n) std::memcpy(copy_.data(), w, n * sizeof(float));
+      weights_ = w, kind_ = kind;
     }
     return data_.data();
   }
   // Frees the memory (a training pass, which would invalidate it anyway).
   void clear() {
     data_ = AlignedFloats();
+    copy_ = AlignedFloats();
     weights_ = nullptr;
   }
 
  private:
-  AlignedFloats data_;
+  AlignedFloats data_, copy_;  // the transform, and the weights' bits it was made from
   const float* weights_ = nullptr;
-  std::size_t n_ = 0;
   int kind_ = 0;
-  std::uint64_t sum_ = 0;
 };
 
 // The transform of the n weights at w (`floats` floats, made by make(out)): from `cache` where it

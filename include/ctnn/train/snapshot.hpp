@@ -13,10 +13,13 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <span>
+#include <limits>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -55,6 +58,26 @@ void each_run_entry(Seed& seed, BatchSize& batch_size, TrainPosition& at, F&& f)
   entry("trainer.batch", at.batch);
   entry("trainer.total_steps", at.total_steps);
   entry("trainer.loss_sum_bits", at.loss_sum);
+}
+
+// A trainer.* value read from `file`, refused unless a run could have written it: each field's
+// range, checked on the int64 before it is narrowed (an epoch of 2^32 + 1 would become 1).
+inline void check_run_entry(const std::string& file, std::string_view key, std::int64_t v) {
+  constexpr std::int64_t int_max = std::numeric_limits<int>::max();
+  auto refuse = [&](const std::string& what) {
+    throw io::CheckpointError(file, "is corrupt: " + std::string(key) + " is " + what);
+  };
+  if (key == "trainer.epoch" && (v < 1 || v > int_max))
+    refuse(std::to_string(v) + ", not an epoch number from 1");
+  if ((key == "trainer.batch" && (v < 0 || v > int_max)) || (key == "trainer.total_steps" && v < 0))
+    refuse(std::to_string(v) + ", not a count of steps");
+  if (key == "trainer.batch_size" && (v < 1 || v > int_max))
+    refuse(std::to_string(v) + ", not a batch size");
+  if (key == "trainer.loss_sum_bits") {
+    const double sum = std::bit_cast<double>(v);
+    if (!(sum >= 0.0) || !std::isfinite(sum))  // a sum of cross-entropy losses
+      refuse("the bits of " + std::to_string(sum) + ", not a finite sum of losses");
+  }
 }
 
 // The dropout.* entries, the same way.
@@ -149,8 +172,14 @@ TrainPosition restore_snapshot(const io::StateDict& sd, const std::string& file,
   detail::StateReader reader(sd, file);
   std::int64_t saved_seed = 0, saved_batch_size = 0;
   TrainPosition at;
-  detail::each_run_entry(saved_seed, saved_batch_size, at,
-                         [&](const char* key, std::int64_t& v) { reader.counter(key, v); });
+  detail::each_run_entry(saved_seed, saved_batch_size, at, [&](const char* key, std::int64_t& v) {
+    reader.counter(key, v);
+    detail::check_run_entry(file, key, v);  // before it is narrowed to its field's type
+  });
+  if (at.batch > at.total_steps)
+    throw io::CheckpointError(file, "is corrupt: its position says " + std::to_string(at.batch) +
+                                        " batches of this epoch are done but " + std::to_string(at.total_steps) +
+                                        " steps in all");
   if (static_cast<std::uint64_t>(saved_seed) != seed || saved_batch_size != batch_size)
     throw io::CheckpointError(file, "was written by a run with seed " + std::to_string(saved_seed) +
                                                  " and batch size " + std::to_string(saved_batch_size) +
@@ -169,6 +198,9 @@ TrainPosition restore_snapshot(const io::StateDict& sd, const std::string& file,
     if (key.rfind("model.", 0) == 0) model.insert_or_assign(key.substr(6), t);
   io::load_state_dict(net, model, /*strict=*/true, file);
   opt.visit_state(reader, "optimizer");
+  if (const double lr = opt.lr(); !(lr >= 0.0) || !std::isfinite(lr))
+    throw io::CheckpointError(file, "is corrupt: its learning rate (optimizer.lr_bits) is " + std::to_string(lr) +
+                                        ", not a finite number >= 0");
   detail::each_random_state_entry(net, [&](const std::string& key, std::int64_t& v) { reader.counter(key, v); });
   return at;
 }

@@ -202,7 +202,7 @@ class Trainer {
     data::DataLoader loader(train, loader_options);
     const int steps_per_epoch = loader.num_batches();
     if (lead()) remove_abandoned_saves(log);
-    TrainPosition at = resume(log);
+    TrainPosition at = resume(log, steps_per_epoch);
     // As DDP starts its replicas from process 0's weights; here a difference (another --load
     // file) is an error rather than overwritten.
     if (replicas_) replicas_->require_same("weights before training: " + state_hash());
@@ -380,7 +380,7 @@ class Trainer {
   }
 
   // Where to start: the resume snapshot's position if asked to resume and there is one.
-  TrainPosition resume(std::ostream& log) {
+  TrainPosition resume(std::ostream& log, int steps_per_epoch) {
     if (!o_.resume || o_.out_dir.empty()) return {};
     const auto file = checkpoint_path("resume");
     // Process 0 reads the file; with replicas, every process restores those bytes.
@@ -397,6 +397,9 @@ class Trainer {
                                               file.string()),
                          file.string(), net_, opt_, o_.seed, o_.batch_size, train_size_);
     last_saved_step_ = at.total_steps;
+    if (at.batch > steps_per_epoch)  // (the same data set and batch size: restore_snapshot checked them)
+      throw io::CheckpointError(file.string(), "is corrupt: it holds a run at batch " + std::to_string(at.batch) +
+                                                   " of an epoch of " + std::to_string(steps_per_epoch) + " batches");
     if (at.epoch > o_.epochs + (at.batch == 0 ? 1 : 0))  // (epochs + 1, batch 0: a finished run's)
       throw io::CheckpointError(file.string(), "holds a run at epoch " + std::to_string(at.epoch) + ", batch " +
                                                    std::to_string(at.batch) + ", beyond this run's " +
