@@ -68,7 +68,9 @@ inline void max_pool_plane_2x2(const float* in, const PoolGeometry& g, float* ou
       const float v2 = r1[2 * ox], v3 = r1[2 * ox + 1];
       const bool right = max_replaces(v3, v2);
       const float m = right ? v3 : v2, above = o[ox];
-      const bool below = max_replaces(m, above);
+      // max_replaces(m, above), with m's NaN test on the pair itself (m is a NaN exactly when
+      // v2 or v3 is): tested on the select, GCC 12 left this loop scalar.
+      const bool below = (m > above) | __builtin_isunordered(v2, v3);
       o[ox] = below ? m : above;
       a[ox] = below ? top + width + 2 * ox + right : a[ox];
     }
