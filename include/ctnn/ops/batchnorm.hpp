@@ -60,26 +60,38 @@ inline double channel_sum(const float* p, std::size_t m) {
   for (std::size_t i = 0; i < m; ++i) sum += p[i];
   return sum;
 }
-inline double channel_squared_deviations(const float* p, std::size_t m, double mean) {
+// PyTorch's: each deviation from the float mean, and its square, in float; summed in double.
+inline double channel_squared_deviations(const float* p, std::size_t m, double mean_d) {
+  const float mean = static_cast<float>(mean_d);
   double s = 0.0;
   CTNN_OMP(simd reduction(+ : s))
   for (std::size_t i = 0; i < m; ++i) {
-    const double d = p[i] - mean;
-    s += d * d;
+    const float d = p[i] - mean;
+    s += static_cast<double>(d * d);
   }
   return s;
 }
 // Channel c from its batch mean and sum of squared deviations over `total` values: running
-// statistics, what backward needs, and y.
+// statistics, what backward needs, and y. PyTorch 1.13's CPU arithmetic, operation for operation
+// (batch_norm_cpu_update_stats_template): the variance and the unbiased variance are float
+// divisions of the float sum, widened to double for the square root and the running update; the
+// running mean is updated in float, each product rounded (its file is built without FMA, and
+// GCC would contract `a * b + c * d` here into one: `volatile` keeps the roundings). Until
+// session 27 ctnn squared double deviations and divided in double: 11 % of a BatchNorm2d's
+// outputs then lay one unit in the last place from PyTorch's, and now none do.
 inline void batchnorm_batch_channel(const float* px, float* py, std::size_t m, std::size_t total, int c,
                                     double mean_d, double var_sum_d, const BatchNormState& st, bool relu) {
   const float mean = static_cast<float>(mean_d);
   const float var_sum = static_cast<float>(var_sum_d);
-  const float invstd = static_cast<float>(1.0 / std::sqrt(var_sum / static_cast<double>(total) + batchnorm_eps));
+  const float var = var_sum / static_cast<float>(total);
+  const float invstd = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var) + batchnorm_eps));
   const float momentum = batchnorm_momentum;
-  st.running_mean[c] = momentum * mean + (1 - momentum) * st.running_mean[c];
-  const double unbiased = var_sum / static_cast<double>(total - 1);
-  st.running_var[c] = static_cast<float>(momentum * unbiased + (1 - momentum) * st.running_var[c]);
+  const volatile float new_part = momentum * mean, old_mean = (1 - momentum) * st.running_mean[c];
+  st.running_mean[c] = new_part + old_mean;
+  const double unbiased = var_sum / static_cast<float>(total - 1);
+  const volatile double new_var = momentum * unbiased;
+  const volatile float old_var = (1 - momentum) * st.running_var[c];
+  st.running_var[c] = static_cast<float>(new_var + static_cast<double>(old_var));
   st.save_mean[c] = mean;
   st.save_invstd[c] = invstd;
   const float alpha = invstd * st.weight[c];
