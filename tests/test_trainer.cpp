@@ -192,15 +192,24 @@ TEST_CASE("Trainer and evaluate refuse an empty data set") {
   CHECK_THROWS_WITH_AS(evaluate(net, empty), doctest::Contains("holds no images"), std::invalid_argument);
 }
 
-TEST_CASE("Trainer: max_steps 0 leaves the snapshot its message names; a resume beyond the run's epochs is refused") {
-  const auto train = data::make_synthetic_cifar(60, 5);
-  const TempDir dir("ctnn_test_trainer_zero_steps");
+namespace {
+// Two epochs of 3 batches (60 images, batches of 20), files `name`_* in `dir`, stopped after
+// `max_steps` steps: a run that leaves a resume snapshot.
+TrainerOptions two_short_epochs(const std::filesystem::path& dir, const char* name, long max_steps) {
   TrainerOptions o;
   o.batch_size = 20;
   o.epochs = 2;
-  o.out_dir = dir.path;
-  o.model_name = "zero";
-  o.max_steps = 0;
+  o.out_dir = dir;
+  o.model_name = name;
+  o.max_steps = max_steps;
+  return o;
+}
+}  // namespace
+
+TEST_CASE("Trainer: max_steps 0 leaves the snapshot its message names; a resume beyond the run's epochs is refused") {
+  const auto train = data::make_synthetic_cifar(60, 5);
+  const TempDir dir("ctnn_test_trainer_zero_steps");
+  TrainerOptions o = two_short_epochs(dir.path, "zero", 0);
   SmallNet net(0);
   std::ostringstream log;
   Trainer<SmallNet>(net, o).fit(train, log);
@@ -331,14 +340,9 @@ TEST_CASE("Trainer writes main.py's checkpoints, and --resume after a stop gives
 }
 
 TEST_CASE("Trainer: a snapshot with an impossible position or learning rate is refused before the log is touched") {
-  const auto train = data::make_synthetic_cifar(60, 3);  // 3 batches of 20 an epoch
+  const auto train = data::make_synthetic_cifar(60, 3);
   const TempDir dir("ctnn_test_trainer_bad_snapshot");
-  TrainerOptions o;
-  o.epochs = 2;
-  o.batch_size = 20;
-  o.out_dir = dir.path;
-  o.model_name = "bad";
-  o.max_steps = 2;  // a snapshot at epoch 1, batch 2
+  TrainerOptions o = two_short_epochs(dir.path, "bad", 2);  // a snapshot at epoch 1, batch 2
   std::ostringstream log;
   {
     SmallNet net(0);
