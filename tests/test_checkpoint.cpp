@@ -417,7 +417,7 @@ TEST_CASE("Bad files each give a CheckpointError that names the file and the pro
   }
   SUBCASE("a file too large to hold in memory") {
 #if CTNN_TEST_UNDER_ASAN
-    MESSAGE("skipped under AddressSanitizer, which reports an allocation of 2^50 bytes as an error of its own");
+    MESSAGE("skipped in this ASan build: its allocator reports an allocation of 2^50 bytes as an error of its own");
 #else
     CHECK_THROWS_WITH_AS(ctnn::io::detail::file_buffer("huge.ckpt", std::uint64_t{1} << 50),
                          "huge.ckpt: is 1125899906842624 bytes: too large to read into memory", CheckpointError);
