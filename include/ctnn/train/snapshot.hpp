@@ -16,8 +16,9 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <span>
 #include <limits>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -71,8 +72,6 @@ inline void check_run_entry(const std::string& file, std::string_view key, std::
     refuse(std::to_string(v) + ", not an epoch number from 1");
   if ((key == "trainer.batch" && (v < 0 || v > int_max)) || (key == "trainer.total_steps" && v < 0))
     refuse(std::to_string(v) + ", not a count of steps");
-  if (key == "trainer.batch_size" && (v < 1 || v > int_max))
-    refuse(std::to_string(v) + ", not a batch size");
   if (key == "trainer.loss_sum_bits") {
     const double sum = std::bit_cast<double>(v);
     if (!(sum >= 0.0) || !std::isfinite(sum))  // a sum of cross-entropy losses
@@ -198,9 +197,11 @@ TrainPosition restore_snapshot(const io::StateDict& sd, const std::string& file,
     if (key.rfind("model.", 0) == 0) model.insert_or_assign(key.substr(6), t);
   io::load_state_dict(net, model, /*strict=*/true, file);
   opt.visit_state(reader, "optimizer");
-  if (const double lr = opt.lr(); !(lr >= 0.0) || !std::isfinite(lr))
-    throw io::CheckpointError(file, "is corrupt: its learning rate (optimizer.lr_bits) is " + std::to_string(lr) +
-                                        ", not a finite number >= 0");
+  try {  // the optimizer's own rule for a learning rate (set_lr checks it), on the one read
+    opt.set_lr(opt.lr());
+  } catch (const std::invalid_argument& e) {
+    throw io::CheckpointError(file, std::string("is corrupt: optimizer.lr_bits: ") + e.what());
+  }
   detail::each_random_state_entry(net, [&](const std::string& key, std::int64_t& v) { reader.counter(key, v); });
   return at;
 }
