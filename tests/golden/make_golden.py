@@ -3,7 +3,7 @@
 
 Run with the system interpreter (Debian's PyTorch 1.13):
 
-    /usr/bin/python3 tests/golden/make_golden.py
+    /usr/bin/python3 tests/golden/make_golden.py [case ...]   (default: every case)
 
 Every case gets its own seed and is written to ``<case>.txt`` next to this script.
 The output is byte-for-byte reproducible on one kind of CPU (single thread, float32, fixed
@@ -289,6 +289,40 @@ def case_small_net(name, seed, make_opt):
     return fx
 
 
+def case_optim_steps(name, seed):
+    """Three steps of each optimizer alone on one flat parameter, from the same gradients: the
+    update rules' bits, without a network's forward and backward around them. 101 elements: a
+    vectorised body and a scalar tail in PyTorch's kernels and in ctnn's. Gradients span six
+    decades, so that v's g^2 term and the weight decay term round in every way."""
+    start(seed)
+    n = 101
+    p0 = torch.randn(n) * 0.05
+    grads = [torch.randn(n) * 10.0 ** torch.empty(n).uniform_(-6.0, 0.0) for _ in range(3)]
+    fx = Fixture(name)
+    fx.add("p0", p0)
+    for i, g in enumerate(grads, start=1):
+        fx.add("g%d" % i, g)
+    runs = [
+        ("adam", lambda ps: torch.optim.Adam(ps, lr=1e-3), ["exp_avg", "exp_avg_sq"]),
+        ("adam_custom", lambda ps: torch.optim.Adam(ps, lr=0.02, betas=(0.8, 0.99), eps=1e-6),
+         ["exp_avg", "exp_avg_sq"]),
+        ("sgd", lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, dampening=0.1, weight_decay=5e-4),
+         ["momentum_buffer"]),
+        ("nesterov", lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4),
+         ["momentum_buffer"]),
+    ]
+    for label, make, state_names in runs:
+        p = p0.clone().requires_grad_(True)
+        opt = make([p])
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        fx.add(label + ".param", p)
+        for key in state_names:
+            fx.add(label + "." + key, opt.state[p][key])
+    return fx
+
+
 # --------------------------------------------------------------------------- driver
 
 CONV_CONFIGS = [
@@ -360,6 +394,7 @@ def build_cases():
         "adam_small_net", s, lambda p: torch.optim.Adam(p, lr=1e-3))))
     cases.append(("sgd_small_net", lambda s: case_small_net(
         "sgd_small_net", s, lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4))))
+    cases.append(("optim_steps", lambda s: case_optim_steps("optim_steps", s)))
     return cases
 
 
@@ -371,7 +406,15 @@ def main():
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'pytorch'))
     from autocast_probe import autocast_conv_sums_fp32
     bf16_reference = autocast_conv_sums_fp32()
-    for name, make in build_cases():
+    only = set(sys.argv[1:])  # case names to write (default: all)
+    cases = build_cases()
+    unknown = only - {name for name, _ in cases}
+    if unknown:
+        print("make_golden.py: no such case: %s" % ", ".join(sorted(unknown)), file=sys.stderr)
+        return 2
+    for name, make in cases:
+        if only and name not in only:
+            continue
         if name.endswith("_bf16") or "_bf16_" in name:
             if not bf16_reference:
                 print("%-20s kept: PyTorch's autocast sums convolutions in bf16 on this CPU" % name)
