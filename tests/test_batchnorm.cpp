@@ -7,7 +7,7 @@ using namespace ctnn::test;
 
 namespace {
 
-// `exact`: the training forward's output and running statistics bit for bit as PyTorch's
+// `exact`: the training forward's output and running statistics bit for bit as PyTorch's too
 // (BatchNorm2d, whose CPU arithmetic ops/batchnorm.hpp follows operation for operation; PyTorch
 // sums a BatchNorm1d's (N, C) batch in another order, per thread).
 template <class In, class Spec>
@@ -46,8 +46,13 @@ void bn_parity(const char* name, bool exact = false) {
     CHECK(stats(bn.running_var) == floats("running_var_after"));
   }
 
+  // Evaluation from PyTorch's running statistics (BatchNorm1d's training left ours an ulp off in
+  // places): its output bit for bit, for both kinds (ops::batchnorm.hpp, running_affine).
   net.eval();
-  expect_parity(net.forward(batch_from<In>(g, "x_eval")).to_nchw(), g["y_eval"].values, std::string(name) + " y_eval");
+  set_values(bn.running_mean, g.floats("running_mean_after"));
+  set_values(bn.running_var, g.floats("running_var_after"));
+  const auto y_eval = net.forward(batch_from<In>(g, "x_eval")).to_nchw();
+  CHECK_MESSAGE(bit_patterns(y_eval) == bit_patterns(g.floats("y_eval")), std::string(name));
   CHECK(bn.num_batches_tracked == 1);  // evaluation does not count
 }
 
