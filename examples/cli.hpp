@@ -6,11 +6,13 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <ostream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ctnn/data/cifar.hpp"
@@ -38,12 +40,17 @@ class Args {
         value = name.substr(eq + 1);
         name = name.substr(0, eq);
       }
+      // Given twice, one of the two would be dropped without a word (`--epochs 2 --epochs 1`).
+      if (has(name)) throw UsageError("--" + name + " given twice");
       if (contains(switches, name)) {
         if (inline_value) throw UsageError("--" + name + " takes no value");
         switches_[name] = true;
       } else if (contains(flags, name)) {
         if (!inline_value) {
-          if (i + 1 >= argc) throw UsageError("--" + name + " needs a value");
+          // The next option is not this one's value: `--out --resume` would write to a
+          // directory named "--resume". (A value that starts with "--" can be given as --out=--x.)
+          if (i + 1 >= argc || std::string_view(argv[i + 1]).rfind("--", 0) == 0)
+            throw UsageError("--" + name + " needs a value");
           value = argv[++i];
         }
         // No option means anything by an empty value (`--out=` would write to no directory).
@@ -83,7 +90,11 @@ class Args {
     if (ec == std::errc::result_out_of_range) throw UsageError("--" + name + " is out of range, got '" + s + "'");
     if (ec != std::errc() || p != s.data() + s.size() || !std::isfinite(v))
       throw UsageError("--" + name + " expects a number, got '" + s + "'");
-    if (!(v > min_exclusive)) throw UsageError("--" + name + " must be greater than " + std::to_string(min_exclusive));
+    if (!(v > min_exclusive)) {
+      char bound[32];
+      std::snprintf(bound, sizeof bound, "%g", min_exclusive);
+      throw UsageError("--" + name + " must be greater than " + bound + ", got '" + s + "'");
+    }
     return v;
   }
   bool flag(const std::string& name) const { return switches_.count(name) > 0; }

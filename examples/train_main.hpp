@@ -50,6 +50,9 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
                      "threads", "max-steps", "synthetic", "load", "checkpoint-every", "checkpoint-key", "strip-prefix", "precision"},
                     {"help", "resume", "local-bn"});
     if (args.flag("help")) {
+#ifdef CTNN_TRAIN_MPI
+      if (comm && comm->rank() != 0) return 0;  // under mpiexec: said once
+#endif
       std::cout << "usage: " << program << " --model " << choices << " [options]\n"
                 << "  --data DIR              cifar-10-batches-bin folder (default " << default_data_dir()
                 << ",\n                          where the build's cifar10 target puts it)\n"
@@ -89,8 +92,11 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
     c.out_dir = args.get("out", ".");
     c.load = args.get("load", "");
     c.load_options = load_options(args, !c.load.empty(), "--load");
-    if (!c.load.empty()) io::require_readable(c.load);  // before the data set: the cheaper mistake first
     c.train.resume = args.flag("resume");
+    // The snapshot's weights would silently replace the loaded ones.
+    if (c.train.resume && !c.load.empty())
+      throw UsageError("--load and --resume do not go together: --resume continues from the snapshot's weights");
+    if (!c.load.empty()) io::require_readable(c.load);  // before the data set: the cheaper mistake first
     c.train.checkpoint_every = args.integer("checkpoint-every", 100, 0, 1L << 40);
     c.train.epochs = static_cast<int>(args.integer("epochs", 1, 1, 100000));
     c.train.batch_size = static_cast<int>(args.integer("batch-size", 100, 1, 50000));

@@ -181,6 +181,20 @@ TEST_CASE("Trainer rejects impossible options") {
   CHECK_THROWS_WITH_AS(Trainer<SmallNet>(net, o), doctest::Contains("checkpoint_every"), std::invalid_argument);
 }
 
+TEST_CASE("Trainer: a last batch a layer cannot train on is named with its step and size") {
+  // 41 images in batches of 20 leave a last batch of one, on which BatchNorm1d (as PyTorch's)
+  // cannot compute a variance.
+  using FlatNet = Network<Shape<3, 32, 32>, Sequential<MaxPool2d<8>, Flatten, Linear<48, 6>, BatchNorm1d<6>, ReLU,
+                                                       Linear<6, 10>>>;
+  FlatNet net(0);
+  TrainerOptions o;
+  o.batch_size = 20;
+  std::ostringstream log;
+  CHECK_THROWS_WITH_AS(Trainer<FlatNet>(net, o).fit(data::make_synthetic_cifar(41, 3), log),
+                       doctest::Contains("step 3 (epoch 1, batch 3 of 3), a batch of 1 image: BatchNorm"),
+                       std::invalid_argument);
+}
+
 TEST_CASE("Trainer and evaluate refuse an empty data set") {
   SmallNet net(0);
   auto empty = data::make_synthetic_cifar(10, 1);
@@ -313,7 +327,11 @@ TEST_CASE("Trainer writes main.py's checkpoints, and --resume after a stop gives
     DropNet b(1);
     TrainerOptions first = o;
     first.max_steps = 13;  // stops in the middle of epoch 2
-    Trainer<DropNet>(b, first).fit(train, log);
+    first.resume = true;   // with nothing to resume from: a new run, and the log says so
+    std::ostringstream first_log;
+    Trainer<DropNet>(b, first).fit(train, first_log);
+    CHECK(first_log.str().find("No " + (parts.path / "drop_resume.ckpt").string() +
+                               " to resume from: starting a new run\n") != std::string::npos);
     CHECK(!std::filesystem::exists(parts.path / "drop_final.ckpt"));
   }
   // As a run killed after its snapshot leaves the log: rows of steps it trained afterwards,

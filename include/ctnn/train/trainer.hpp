@@ -255,7 +255,7 @@ class Trainer {
              int steps_per_epoch) {
     net_.zero_grad();
     float loss;
-    {
+    try {
       // With replicas: the layers see the global batch, this share's loss is its part of the
       // global mean, and the parts are summed (so every process sees the same loss).
       const ShardScope scope(replicas_ ? replicas_->shard(batch) : BatchShard{});
@@ -264,6 +264,12 @@ class Trainer {
       if (!std::isfinite(loss)) [[unlikely]]
         forward_fault(at, steps_per_epoch, loss, batch);
       net_.backward(batch.images, criterion.grad());
+    } catch (const std::invalid_argument& e) {
+      // A batch a layer cannot take (BatchNorm1d in training, as PyTorch's, refuses a last
+      // batch of one image): said with the step and the batch's size, which the layer does not know.
+      const int n = batch.images.batch();
+      throw std::invalid_argument(step_name(at, steps_per_epoch) + ", a batch of " + std::to_string(n) +
+                                  (n == 1 ? " image: " : " images: ") + e.what() + last_good());
     }
     if (replicas_) replicas_->sum(net_.gradients());
     if (auto* hook = hooks::installed()) [[unlikely]]
@@ -391,7 +397,10 @@ class Trainer {
       found = replicas_->sum(found ? 1.0 : 0.0) > 0;
       replicas_->broadcast(bytes);
     }
-    if (!found) return {};
+    if (!found) {  // said, so that a mistyped --out or model is not taken for a resumption
+      if (lead()) log << "No " << file.string() << " to resume from: starting a new run" << std::endl;
+      return {};
+    }
     const TrainPosition at =
         restore_snapshot(io::parse_checkpoint(std::make_shared<const std::vector<std::uint8_t>>(std::move(bytes)),
                                               file.string()),
