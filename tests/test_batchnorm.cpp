@@ -67,6 +67,32 @@ TEST_CASE("BatchNorm1d matches PyTorch in training and evaluation") {
   bn_parity<Features<5>, BatchNorm1d<5>>("batchnorm1d");
 }
 
+TEST_CASE("BatchNorm's backward follows the statistics its forward used, whatever the mode since") {
+  // As PyTorch's autograd: y = bn(x) in training, then bn.eval(), then y.backward(dy) still
+  // differentiates through the batch statistics (and the other way round).
+  using Net = Network<Shape<2, 3, 3>, Sequential<BatchNorm2d<2>>>;
+  const auto x = random_batch<Shape<2, 3, 3>>(4, 11), dy = random_batch<Shape<2, 3, 3>>(4, 12);
+  for (const bool train_forward : {true, false}) {
+    Net same(0), switched(0);
+    for (Net* net : {&same, &switched}) {
+      auto& bn = net->root().get<0>();
+      bn.running_mean = {0.3f, -0.2f};
+      bn.running_var = {0.7f, 1.6f};
+      if (train_forward) net->train();
+      else net->eval();
+      net->zero_grad();
+      net->forward(x);
+    }
+    if (train_forward) switched.eval();
+    else switched.train();
+    Batch<Shape<2, 3, 3>> dx_same, dx_switched;
+    same.backward(x, dy, dx_same);
+    switched.backward(x, dy, dx_switched);
+    CHECK(bit_patterns(dx_switched.to_nchw()) == bit_patterns(dx_same.to_nchw()));
+    CHECK(bit_patterns(switched.gradients()) == bit_patterns(same.gradients()));
+  }
+}
+
 TEST_CASE("BatchNorm gradients agree with finite differences") {
   SUBCASE("2d, training (batch statistics)") {
     Network<Shape<3, 4, 4>, Sequential<BatchNorm2d<3>>> net;

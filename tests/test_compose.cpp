@@ -1,6 +1,8 @@
 // Composition: Sequential, Named, Residual, Flatten, Identity, and the Network around them.
 #include "support/check.hpp"
 
+#include <optional>
+
 #include <algorithm>
 #include <bit>
 #include <cstdint>
@@ -85,6 +87,22 @@ TEST_CASE("Residual adds its branches; its input gradient is the sum of both bra
   res.backward(x, dy, dres);
   body.backward(x, dy, dbody);
   for (std::size_t i = 0; i < x.size(); ++i) CHECK(dres.data()[i] == doctest::Approx(dbody.data()[i] + dy.data()[i]));
+}
+
+TEST_CASE("A network's output fed back as its input gives what a copy of it gives") {
+  // The last layer, a Linear, would otherwise multiply in place, reading sums it has written
+  // (with 512 inputs: two blocks of k, the second reading what the first wrote).
+  using Net = Network<Features<512>, Sequential<Linear<512, 512>>>;
+  const auto x = random_batch<Features<512>>(64, 21);
+  for (const bool grad : {false, true}) {
+    Net fed(3), copied(3);
+    std::optional<NoGrad> no_grad;
+    if (!grad) no_grad.emplace();
+    const Batch<Features<512>> once = copied.forward(x);
+    const auto expected = copied.forward(once).to_nchw();
+    const auto& again = fed.forward(fed.forward(x));
+    CHECK(bit_patterns(again.to_nchw()) == bit_patterns(expected));
+  }
 }
 
 TEST_CASE("Flatten orders features as PyTorch's view(N, -1): channel, then row, then column") {

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "ctnn/compose/sequential.hpp"
@@ -103,6 +104,14 @@ class Network {
   }
 
   const Output& forward(const Input& x) {
+    if constexpr (std::is_same_v<Input, Output>) {
+      // The last output fed back in: the layer that writes the output would read and write one
+      // buffer (a Linear's product in place summed overwritten values). It is copied aside first.
+      if (x.size() > 0 && static_cast<const void*>(root_.output().data()) == static_cast<const void*>(x.data())) {
+        fed_back_ = x;
+        return forward(fed_back_);
+      }
+    }
     forward_kept_ = is_grad_enabled();
     // Under NoGrad the last pass's output (the caller's until now) goes back to the pool first,
     // for this pass's first layers: otherwise the logits kept whatever spare they took last
@@ -200,6 +209,7 @@ class Network {
   }
 
   Root root_;
+  Input fed_back_;  // forward's copy of an input that was its last output
   bool forward_kept_ = true;
   AlignedFloats values_;
   detail::ZeroedFloats grads_;

@@ -26,6 +26,10 @@ struct FixedString {
 // index in the enclosing Sequential, so state_dict keys match the PyTorch module tree.
 template <FixedString Name, class Spec>
 struct Named {
+  // As PyTorch's add_module: an empty name would drop a level of the keys and a dotted one could
+  // equal another child's nested key; either way two tensors would share a state_dict key.
+  static_assert(!Name.view().empty(), "Named: a module name must not be empty");
+  static_assert(Name.view().find('.') == std::string_view::npos, "Named: a module name must not contain '.'");
   template <class In>
   struct bind : Spec::template bind<In> {
     static constexpr std::string_view module_name = Name.view();

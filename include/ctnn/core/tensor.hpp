@@ -133,13 +133,13 @@ class BatchStorage {
       if (n != n_) throw std::logic_error("ctnn::Batch: cannot resize a view");
       return;
     }
-    n_ = n;
     const std::size_t need = static_cast<std::size_t>(n) * sample;
     if (storage_.capacity() == 0 && need > 0) storage_ = take_spare(need);
     // Never shrunk: growing a vector zero-fills the part it grows by, serially, on one thread,
     // and an evaluation hands spares of one size to batches of another every step (a zero-fill
     // was 3-6 % of a ResNet50_layer4 evaluation step). Layers overwrite their outputs anyway.
     if (need > storage_.size()) storage_.resize(need);
+    n_ = n;  // only once the storage holds it: a failed allocation leaves the batch as it was
     data_ = storage_.data();
   }
 

@@ -76,6 +76,7 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
   ops::ChannelMap eval_map() {
     if (this->training_) throw std::logic_error("BatchNorm: folded into the layer before in evaluation only");
     ops::batchnorm_eval_map(C, state(), scale_.data(), shift_.data());
+    batch_stats_ = false;
     return {nullptr, scale_.data(), shift_.data(), false};
   }
   const Batch<In>& adopt_folded(const Batch<In>& folded) { return this->adopt_output(folded); }
@@ -99,13 +100,16 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
       ++num_batches_tracked;
     }
     ops::batchnorm_forward(x.data(), y.data(), C, m, this->training_, state(), s, relu);
+    batch_stats_ = this->training_;
     return y;
   }
 
   void run_backward(const Batch<In>& x, const Batch<In>& dy, Batch<In>* dx, const float* relu_y) {
     if (dx) dx->resize(x.batch());
+    // The statistics the forward used (as PyTorch's autograd: a mode switched between the
+    // forward and the backward does not change the gradient's formula).
     ops::batchnorm_backward(x.data(), dy.data(), dx ? dx->data() : nullptr, C, x.channel_stride(),
-                            this->training_, state(), weight.grad, bias.grad, sync(x.batch()), relu_y);
+                            batch_stats_, state(), weight.grad, bias.grad, sync(x.batch()), relu_y);
   }
 
   // Statistics over the global batch when this process trains on a share of it with the
@@ -121,6 +125,7 @@ class BatchNormLayer : public LeafLayer<BatchNormLayer<In, C, OneD>, In, In> {
   }
 
   std::vector<float> save_mean_ = std::vector<float>(C), save_invstd_ = std::vector<float>(C);
+  bool batch_stats_ = false;  // whether the last forward normalised with batch statistics
   std::vector<float> scale_ = std::vector<float>(C), shift_ = std::vector<float>(C);  // eval_map's
 };
 
