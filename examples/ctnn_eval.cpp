@@ -7,6 +7,8 @@
 #include <ctnn/train/trainer.hpp>
 
 #include <cstdio>
+#include <unistd.h>
+
 #include <filesystem>
 #include <iostream>
 
@@ -81,8 +83,13 @@ int main(int argc, char** argv) {
       const std::filesystem::path svg = args.get("svg", ""), svg_dir = svg.parent_path();
       if (!svg.has_filename() || std::filesystem::is_directory(svg))
         throw ctnn::cli::UsageError("--svg: '" + svg.string() + "' is a directory, not a file name");
-      if (!svg_dir.empty() && !std::filesystem::is_directory(svg_dir))
-        throw ctnn::cli::UsageError("--svg: the directory '" + svg_dir.string() + "' does not exist");
+      const std::filesystem::path dir = svg_dir.empty() ? "." : svg_dir;
+      if (!std::filesystem::exists(dir))
+        throw ctnn::cli::UsageError("--svg: the directory '" + dir.string() + "' does not exist");
+      if (!std::filesystem::is_directory(dir))
+        throw ctnn::cli::UsageError("--svg: '" + dir.string() + "' is not a directory");
+      if (::access(dir.c_str(), W_OK) != 0)  // (the picture is written there, by a temporary file)
+        throw ctnn::cli::UsageError("--svg: the directory '" + dir.string() + "' is not writable");
     }
     const int batch_size = static_cast<int>(args.integer("batch-size", 100, 1, 50000));
     const long synthetic = args.integer("synthetic", 0, 1, 1000000);

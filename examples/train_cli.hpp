@@ -43,7 +43,17 @@ struct TrainingSvg : TrainingObserver {
   TrainingSvg(std::filesystem::path c, std::filesystem::path s, std::string t)
       : csv(std::move(c)), svg(std::move(s)), title(std::move(t)) {}
   void on_epoch_end(int) override { draw(); }
-  void draw() const { io::write_training_svg(csv, svg, title); }
+  // A picture that cannot be drawn (its path taken by a directory, a full disk) is said, and the
+  // run goes on: the weights and the evaluation matter more than the drawing.
+  bool draw() const {
+    try {
+      io::write_training_svg(csv, svg, title);
+      return true;
+    } catch (const std::exception& e) {
+      std::cerr << "warning: the loss curve is not drawn: " << e.what() << std::endl;
+      return false;
+    }
+  }
 };
 
 inline int train_run(const TrainConfig& c, const CifarModel& model) {
@@ -87,8 +97,7 @@ inline int train_run(const TrainConfig& c, const CifarModel& model) {
   const double train_seconds = seconds();
   if (trainer.interrupted()) {  // Ctrl-C or SIGTERM: the snapshot and the weights are saved; no evaluation
     if (!lead) return kInterrupted;
-    picture.draw();
-    std::cout << "Loss curve: " << picture.svg.string() << "\n";
+    if (picture.draw()) std::cout << "Loss curve: " << picture.svg.string() << "\n";
     return kInterrupted;
   }
   if (!lead) return 0;
@@ -96,8 +105,7 @@ inline int train_run(const TrainConfig& c, const CifarModel& model) {
   std::cout << "Accuracy of the model on the test images: " << python_float(r.accuracy()) << " %" << std::endl;
   std::printf("wall time: train %.1f s, total %.1f s (%d threads)\n", train_seconds, seconds(), num_threads());
   std::ofstream(trainer.csv_path(), std::ios::app) << "# test accuracy," << python_float(r.accuracy()) << "\n";
-  picture.draw();
-  std::cout << "Loss curve: " << picture.svg.string() << "\n";
+  if (picture.draw()) std::cout << "Loss curve: " << picture.svg.string() << "\n";
   if (const int sig = StopSignals::received()) {  // after the last step: everything is saved
     std::cout << signal_name(sig) << " received after the last step: "
               << (trainer.finished() ? "the run is complete" : "its weights and snapshot are saved") << "\n";

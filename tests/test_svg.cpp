@@ -224,6 +224,12 @@ TEST_CASE("ctnn-train's loss log is read back: rows, the test accuracy, a cut la
   REQUIRE(log.test_accuracy.has_value());
   CHECK(*log.test_accuracy == 43.5);
 
+  // A learning rate below float's normal range is a number (the log's writer printed it).
+  write(csv, "epoch,step,loss,running_loss,lr\n1,1,2.3,2.3,9.99989e-321\n");
+  REQUIRE(read_training_log(csv).steps.size() == 1);
+  CHECK(read_training_log(csv).steps[0].lr > 0.0);
+  write(csv, "epoch,step,loss,running_loss,lr\n1,1,2.3, 2.3,0.001\n");
+  CHECK_THROWS_WITH(read_training_log(csv), doctest::Contains("m_train_log.csv:2: the running loss ' 2.3' is not a number"));
   write(csv, "epoch,step,loss,running_loss,lr\n1,1,2.3,2.3,0.001\n1,2,2.2,oops,0.001\n");
   CHECK_THROWS_WITH(read_training_log(csv), doctest::Contains("m_train_log.csv:3: the running loss 'oops' is not a number"));
   write(csv, "epoch,step,loss,running_loss,lr\n1,1,2.3\n");

@@ -33,6 +33,20 @@ foreach(route installed subdirectory other)
   step(${CMAKE_COMMAND} --build ${WORK_DIR}/${route})
   step(${WORK_DIR}/${route}/consumer)
 endforeach()
+# The component mpi: found where ctnn was installed with ctnn::mpi (MPI_INSTALLED), else refused
+# with the reason (configure only).
+file(WRITE ${WORK_DIR}/mpi_component/CMakeLists.txt
+     "cmake_minimum_required(VERSION 3.21)\nproject(ctnn_mpi_component LANGUAGES CXX)\n"
+     "find_package(ctnn 0.1 REQUIRED COMPONENTS mpi)\n"
+     "if(NOT TARGET ctnn::mpi)\n  message(FATAL_ERROR \"ctnn::mpi missing\")\nendif()\n")
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${WORK_DIR}/mpi_component -B ${WORK_DIR}/mpi_component/build
+                        -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_CXX_COMPILER=${CXX_COMPILER}
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+if(MPI_INSTALLED AND NOT rc EQUAL 0)
+  message(FATAL_ERROR "install_consumer: find_package(ctnn COMPONENTS mpi) failed:\n${out}")
+elseif(NOT MPI_INSTALLED AND (rc EQUAL 0 OR NOT out MATCHES "the component mpi \\(ctnn::mpi\\) is not available"))
+  message(FATAL_ERROR "install_consumer: find_package(ctnn COMPONENTS mpi) without ctnn::mpi installed:\n${out}")
+endif()
 # By hand, no OpenMP: a program that does not link OpenMP must not get a warning per `omp` loop.
 step(${CXX_COMPILER} -std=c++20 -O2 -Wall -Wextra -Wshadow -Wpedantic -Werror -I${WORK_DIR}/prefix/include
      -isystem ${EIGEN_INCLUDE_DIR} ${CONSUMER_SOURCE_DIR}/main.cpp -o ${WORK_DIR}/consumer_serial)

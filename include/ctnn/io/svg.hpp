@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -134,14 +136,12 @@ struct TrainingLog {
   };
   // A whole number or decimal field, to the end of the field.
   auto number = [&](const std::string& field, const char* name) {
-    std::size_t used = 0;
-    double v = 0;
-    try {
-      v = std::stod(field, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (field.empty() || used != field.size()) bad(std::string("the ") + name + " '" + printable(field, 40) + "' is not a number");
+    // strtod, not stod: stod throws on a value below the normal range (the log's writer prints
+    // a learning rate of 1e-320 as 9.99989e-321, and that is a number).
+    char* end = nullptr;
+    const double v = field.empty() ? 0.0 : std::strtod(field.c_str(), &end);
+    if (field.empty() || end != field.c_str() + field.size() || std::isspace(static_cast<unsigned char>(field[0])))
+      bad(std::string("the ") + name + " '" + printable(field, 40) + "' is not a number");
     return v;
   };
   while (at < text.size()) {
