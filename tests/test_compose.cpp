@@ -135,9 +135,9 @@ TEST_CASE("summary prints one row per layer with output shape and parameters, th
   std::ostringstream os;
   net.summary(os);
   const std::string s = os.str();
-  CHECK(s.find("Conv2d(1, 2, kernel_size=3, stride=1, padding=0)") != std::string::npos);
+  CHECK(s.find("Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1))") != std::string::npos);
   CHECK(s.find("2x2x2") != std::string::npos);
-  CHECK(s.find("Linear(in_features=8, out_features=3)") != std::string::npos);
+  CHECK(s.find("Linear(in_features=8, out_features=3, bias=True)") != std::string::npos);
   CHECK(s.find("trainable parameters: 47") != std::string::npos);
 }
 

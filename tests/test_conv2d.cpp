@@ -74,7 +74,7 @@ TEST_CASE("Conv2d output shapes follow PyTorch's floor arithmetic") {
   static_assert(B::out_shape::height == 4);
   using C = Conv2d<8, 8, 3, 1, 1>::bind<Shape<8, 2, 2>>;
   static_assert(C::out_shape::height == 2);
-  CHECK(A::type_name() == "Conv2d(3, 64, kernel_size=7, stride=2, padding=3)");
+  CHECK(A::type_name() == "Conv2d(3, 64, kernel_size=(7, 7), stride=(2, 2), padding=(3, 3))");
 }
 
 TEST_CASE("Conv2d gradients agree with finite differences") {

@@ -91,6 +91,8 @@ TEST_CASE("Dropout<Num, Den> is p = Num / Den, the same double as the decimal li
   CHECK(Dropout<>::bind<Features<4>>::default_p == 0.5);
   CHECK(Dropout<3, 10>::bind<Features<4>>::default_p == 0.3);
   CHECK(Dropout<1, 10>::bind<Features<4>>::default_p == 0.1);
-  CHECK(Dropout<3, 10>::bind<Features<4>>::type_name() == "Dropout(p=0.3)");
-  CHECK(Dropout<>::bind<Features<4>>::type_name() == "Dropout(p=0.5)");
+  CHECK(Dropout<3, 10>::bind<Features<4>>::type_name() == "Dropout(p=0.3, inplace=False)");
+  CHECK(Dropout<>::bind<Features<4>>::type_name() == "Dropout(p=0.5, inplace=False)");
+  CHECK(Dropout<1, 3>::bind<Features<4>>::type_name() == "Dropout(p=0.3333333333333333, inplace=False)");
+  CHECK(Dropout<1, 1>::bind<Features<4>>::type_name() == "Dropout(p=1.0, inplace=False)");
 }

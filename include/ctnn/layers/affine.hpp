@@ -38,13 +38,22 @@ inline void visit_affine(StateVisitor& v, const std::string& prefix, const Tenso
   v.parameter(join_key(prefix, "bias"), {weight_shape.front()}, bias);
 }
 
-// "Conv2d(3, 64, kernel_size=3, stride=1, padding=1)", as PyTorch prints the module.
+// As PyTorch 1.13 prints the modules (their repr): "Conv2d(3, 64, kernel_size=(3, 3), stride=(1,
+// 1), padding=(1, 1))", no padding when it is 0; "Linear(in_features=16, out_features=10, bias=True)".
 inline std::string conv2d_type_name(int in, int out, int k, int s, int p) {
-  return "Conv2d(" + std::to_string(in) + ", " + std::to_string(out) + ", kernel_size=" + std::to_string(k) +
-         ", stride=" + std::to_string(s) + ", padding=" + std::to_string(p) + ")";
+  const auto pair = [](int v) {  // appended, not "(" + ...: GCC 12 warns (-Wrestrict) at -O3 on that
+    std::string text(1, '(');
+    text += std::to_string(v);
+    text += ", ";
+    text += std::to_string(v);
+    text += ')';
+    return text;
+  };
+  return "Conv2d(" + std::to_string(in) + ", " + std::to_string(out) + ", kernel_size=" + pair(k) +
+         ", stride=" + pair(s) + (p != 0 ? ", padding=" + pair(p) : std::string()) + ")";
 }
 inline std::string linear_type_name(int in, int out) {
-  return "Linear(in_features=" + std::to_string(in) + ", out_features=" + std::to_string(out) + ")";
+  return "Linear(in_features=" + std::to_string(in) + ", out_features=" + std::to_string(out) + ", bias=True)";
 }
 }  // namespace detail
 

@@ -16,7 +16,7 @@ namespace ctnn {
 
 namespace detail {
 inline std::string batchnorm_type_name(bool one_d, int c) {
-  return std::string(one_d ? "BatchNorm1d(" : "BatchNorm2d(") + std::to_string(c) + ", eps=1e-05, momentum=0.1)";
+  return std::string(one_d ? "BatchNorm1d(" : "BatchNorm2d(") + std::to_string(c) + ", eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)";
 }
 
 // A BatchNorm's state entries, in PyTorch's order (one copy for every BatchNorm type).

@@ -3,7 +3,7 @@
 #pragma once
 
 #include <cstdint>
-#include <sstream>
+#include <charconv>
 #include <string>
 
 #include "ctnn/core/shard.hpp"
@@ -22,9 +22,12 @@ class DropoutLayer : public LeafLayer<DropoutLayer<In, Num, Den>, In, In> {
   double p = default_p;
 
   static std::string type_name() {
-    std::ostringstream os;
-    os << "Dropout(p=" << default_p << ")";
-    return os.str();
+    // p as Python prints a float: the shortest digits that give it back (0.3, 0.3333333333333333).
+    char digits[32];
+    const auto end = std::to_chars(digits, digits + sizeof digits, default_p).ptr;
+    std::string p_text(digits, end);
+    if (p_text.find_first_of(".e") == std::string::npos) p_text += ".0";  // Python's 1.0, not 1
+    return "Dropout(p=" + p_text + ", inplace=False)";
   }
 
   // The Network gives every dropout layer its own seed derived from the network seed. Masks

@@ -15,7 +15,7 @@ template <class In>
 class FlattenLayer : public LeafLayer<FlattenLayer<In>, In, Features<In::size>> {
  public:
   using out_shape = Features<In::size>;
-  static std::string type_name() { return "Flatten()"; }
+  static std::string type_name() { return "Flatten(start_dim=1, end_dim=-1)"; }
 
   const Batch<out_shape>& forward(const Batch<In>& x) {
     auto& y = this->y_;

@@ -16,10 +16,11 @@ template <class In, int K, int S, int P>
 using PoolOut = Shape<In::channels, window_out(In::height, K, S, P), window_out(In::width, K, S, P)>;
 
 namespace detail {
-// "MaxPool2d(kernel_size=3, stride=2, padding=0)"; AvgPool2d prints no padding (padding < 0).
-inline std::string pool_type_name(const char* kind, int k, int s, int p) {
+// As PyTorch 1.13 prints the modules: "MaxPool2d(kernel_size=3, stride=2, padding=0, dilation=1,
+// ceil_mode=False)", "AvgPool2d(kernel_size=2, stride=1, padding=0)".
+inline std::string pool_type_name(const char* kind, int k, int s, int p, bool max_pool) {
   return std::string(kind) + "(kernel_size=" + std::to_string(k) + ", stride=" + std::to_string(s) +
-         (p >= 0 ? ", padding=" + std::to_string(p) : std::string()) + ")";
+         ", padding=" + std::to_string(p) + (max_pool ? ", dilation=1, ceil_mode=False)" : ")");
 }
 
 // Runs f(q) for every (channel, sample) plane q of an n-sample batch of shape In. In the
@@ -54,7 +55,7 @@ class MaxPool2dLayer : public LeafLayer<MaxPool2dLayer<In, K, S, P>, In, PoolOut
 
  public:
   using out_shape = PoolOut<In, K, S, P>;
-  static std::string type_name() { return detail::pool_type_name("MaxPool2d", K, S, P); }
+  static std::string type_name() { return detail::pool_type_name("MaxPool2d", K, S, P, true); }
 
   const Batch<out_shape>& forward(const Batch<In>& x) {
     const int n = x.batch();
@@ -104,7 +105,7 @@ class AvgPool2dLayer : public LeafLayer<AvgPool2dLayer<In, K, S>, In, PoolOut<In
 
  public:
   using out_shape = PoolOut<In, K, S, 0>;
-  static std::string type_name() { return detail::pool_type_name("AvgPool2d", K, S, -1); }
+  static std::string type_name() { return detail::pool_type_name("AvgPool2d", K, S, 0, false); }
 
   const Batch<out_shape>& forward(const Batch<In>& x) {
     const int n = x.batch();
