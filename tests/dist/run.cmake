@@ -194,7 +194,8 @@ elseif(CASE STREQUAL "train_disagree")
   endfunction()
   write_cifar(${WORK}/fifty 10)
   write_cifar(${WORK}/forty 8)
-  set(args --model small --batch-size 5 --seed 3 --threads 1)
+  set(base --model small --batch-size 5 --threads 1)
+  set(args ${base} --seed 3)
   function(run_pair expect what)
     execute_process(COMMAND ${MPIEXEC} -n 1 --oversubscribe ${TRAIN} ${ARGV2} : -n 1 ${TRAIN} ${ARGV3}
                     RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 60)
@@ -210,7 +211,7 @@ elseif(CASE STREQUAL "train_disagree")
            "a last batch of 1" "--model;small;--synthetic;401;--batch-size;20;--out;${WORK}/a"
            "--model;small;--synthetic;401;--batch-size;20;--out;${WORK}/a")
   foreach(seed 1 2)
-    execute_process(COMMAND ${TRAIN} ${args} --data ${WORK}/fifty --seed ${seed} --max-steps 1 --out ${WORK}/s${seed}
+    execute_process(COMMAND ${TRAIN} ${base} --data ${WORK}/fifty --seed ${seed} --max-steps 1 --out ${WORK}/s${seed}
                     RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err TIMEOUT 60)
     if(NOT rc EQUAL 0)
       message(FATAL_ERROR "training seed ${seed} for a checkpoint failed (${rc}): ${err}")

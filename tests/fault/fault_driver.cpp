@@ -316,15 +316,17 @@ class Driver {
       }
       ctnn::io::write_checkpoint(snap, renamed);
     }
-    if (kind == "batch") {
+    if (kind == "batch") {  // (an option's value replaced: the programs refuse one given twice)
       const auto b = std::find(again.train_args.begin(), again.train_args.end(), "--batch-size");
-      const int size = b != again.train_args.end() && b + 1 != again.train_args.end() ? std::stoi(*(b + 1)) : 100;
-      again.train_args.insert(again.train_args.end(), {"--batch-size", std::to_string(size + 1)});
+      if (b != again.train_args.end() && b + 1 != again.train_args.end())
+        *(b + 1) = std::to_string(std::stoi(*(b + 1)) + 1);
+      else
+        again.train_args.insert(again.train_args.end(), {"--batch-size", "101"});
     }
-    if (kind == "data") {  // a training set of another size (the last --synthetic wins)
+    if (kind == "data") {  // a training set of another size
       const auto s = std::find(again.train_args.begin(), again.train_args.end(), "--synthetic");
       if (s == again.train_args.end() || s + 1 == again.train_args.end()) throw Failure("damage:data needs --synthetic");
-      again.train_args.insert(again.train_args.end(), {"--synthetic", std::to_string(std::stoi(*(s + 1)) / 2)});
+      *(s + 1) = std::to_string(std::stoi(*(s + 1)) / 2);
     }
     const auto before = contents(dir);
     const Outcome r = run(again, dir, true, "", -1, o_.work / ("damage_" + kind + ".log"), 600);
