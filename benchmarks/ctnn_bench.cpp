@@ -337,6 +337,7 @@ int main(int argc, char** argv) {
     o.warmup = static_cast<int>(args.integer("warmup", convs ? 1 : 2, 0, 1000000));
     if (convs && args.has("model"))
       throw ctnn::cli::UsageError("--model cannot be combined with --conv or --list-convs");
+    if (convs && o.breakdown) throw ctnn::cli::UsageError("--breakdown applies to --model runs only");
     if (convs && args.has("mode")) throw ctnn::cli::UsageError("--mode applies to --model runs only");
     if (o.mode != "train" && o.mode != "eval")
       throw ctnn::cli::UsageError("--mode must be train or eval, got '" + o.mode + "'");

@@ -185,6 +185,13 @@ inline data::Dataset dataset(long synthetic, std::uint64_t seed, const std::stri
   return data::load_cifar10(dir, split);
 }
 
+// --data names CIFAR-10's folder and --synthetic N replaces CIFAR-10 by generated images: given
+// both, one of them would be ignored without a word.
+inline void check_data_source(const Args& args) {
+  if (args.has("data") && args.has("synthetic"))
+    throw UsageError("--data and --synthetic exclude each other (--synthetic N generates its images instead of reading CIFAR-10)");
+}
+
 // --precision fp32|bf16 (default fp32, the assignment's arithmetic).
 inline Precision precision_option(const Args& args) {
   const std::string p = args.get("precision", "fp32");

@@ -93,6 +93,9 @@ int main(int argc, char** argv) {
     }
     const int batch_size = static_cast<int>(args.integer("batch-size", 100, 1, 50000));
     const long synthetic = args.integer("synthetic", 0, 1, 1000000);
+    ctnn::cli::check_data_source(args);
+    if (args.has("seed") && synthetic == 0)  // it would change nothing
+      throw ctnn::cli::UsageError("--seed applies to --synthetic only (the seed its images were generated from)");
     const auto seed = static_cast<std::uint64_t>(args.integer("seed", 0, 0, 1L << 62));
     ctnn::set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
     const ctnn::Precision precision = ctnn::cli::precision_option(args);

@@ -4,6 +4,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -27,6 +29,30 @@ inline void print_error(const std::string& message) {
   std::fflush(stderr);
 }
 
+#ifdef CTNN_TRAIN_MPI
+// Under mpiexec every process has parsed the same command line, and each comes here with its
+// `status` (0: go on, 1: --help shown, 2: a usage error, `usage`). They agree: if any process
+// stops, all return (0 after --help, else 2), without MPI_Abort, since none is left waiting in
+// a collective call. A usage error is said once, by process 0; a process whose error differs
+// from process 0's (its own --data folder, say) says its own, with its number.
+inline int agree_on_options(const dist::Communicator& comm, int status, const std::string& usage,
+                            const std::string& program) {
+  std::vector<std::int64_t> all(static_cast<std::size_t>(comm.size()), 0);
+  all[static_cast<std::size_t>(comm.rank())] = status;
+  comm.allreduce_sum(all);
+  const std::int64_t worst = *std::max_element(all.begin(), all.end());
+  if (worst == 0) return 0;
+  std::string first = usage;
+  comm.broadcast(first, 0);
+  if (status == 2 && (comm.rank() == 0 || usage != first)) {
+    const std::string who = comm.rank() == 0 ? "" : ": process " + std::to_string(comm.rank()) + " of " +
+                                                        std::to_string(comm.size());
+    print_error(program + who + ": " + usage + "\n(run " + program + " --help for the options)\n");
+  }
+  return worst == 2 ? 2 : 1;
+}
+#endif
+
 // main(): exit 0 on success, 2 for bad options (one line, then a pointer to --help), 1 for any
 // other failure (missing or malformed data, an unreadable or mismatched checkpoint, a NaN),
 // kInterrupted (130, the shell's status for Ctrl-C) when Ctrl-C or SIGTERM stopped the run
@@ -44,14 +70,18 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
   const int procs = comm ? comm->size() : 1;
   std::unique_ptr<dist::TrainerReplicas> replicas;
 #endif
-  try {
+  TrainConfig c;
+  const CifarModel* model = nullptr;
+  std::string checkpoint_key, strip_prefix;  // as given, "-" if not, for the processes' comparison
+  // The options: 0 to go on, 1 when --help was shown; a UsageError for anything wrong.
+  auto parse = [&]() -> int {
     const Args args(argc, argv,
                     {"model", "data", "epochs", "batch-size", "lr", "lr-decay-every", "lr-decay-factor", "out", "seed",
                      "threads", "max-steps", "synthetic", "load", "checkpoint-every", "checkpoint-key", "strip-prefix", "precision"},
                     {"help", "resume", "local-bn"});
     if (args.flag("help")) {
 #ifdef CTNN_TRAIN_MPI
-      if (comm && comm->rank() != 0) return 0;  // under mpiexec: said once
+      if (comm && comm->rank() != 0) return 1;  // under mpiexec: said once
 #endif
       std::cout << "usage: " << program << " --model " << choices << " [options]\n"
                 << "  --data DIR              cifar-10-batches-bin folder (default " << default_data_dir()
@@ -83,11 +113,10 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
                    "  --local-bn              under mpiexec: BatchNorm statistics per process (DDP's), not\n"
                    "                          over the global batch (the default, as one process computes)\n"
                    "  --help\n";
-      return 0;
+      return 1;
     }
-    TrainConfig c;
-    const CifarModel& model = model_option(args, models);
-    c.model = model.name;
+    model = &model_option(args, models);
+    c.model = model->name;
     c.data_dir = args.get("data", default_data_dir());
     c.out_dir = args.get("out", ".");
     c.load = args.get("load", "");
@@ -112,7 +141,28 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
     c.synthetic = args.integer("synthetic", 0, 1, 1000000);
     set_num_threads(static_cast<int>(args.integer("threads", 0, 1, 1024)));
     c.local_bn = args.flag("local-bn");
+    check_data_source(args);
     c.precision = precision_option(args);
+    checkpoint_key = args.get("checkpoint-key", "-");
+    strip_prefix = args.get("strip-prefix", "-");
+    return 0;
+  };
+  try {
+    int status = 2;  // 0: go on, 1: --help shown, 2: a usage error
+    std::string usage;
+    try {
+      status = parse();
+    } catch (const UsageError& e) {
+      usage = e.what();
+    }
+#ifdef CTNN_TRAIN_MPI
+    if (procs > 1) {
+      status = agree_on_options(*comm, status, usage, program);
+      usage.clear();  // said there, once
+    }
+#endif
+    if (!usage.empty()) print_error(program + ": " + usage + "\n(run " + program + " --help for the options)\n");
+    if (status != 0) return status == 1 ? 0 : 2;
 #ifdef CTNN_TRAIN_MPI
     if (procs > 1) {
       // Every option that shapes the computation must agree (the thread count, the data and
@@ -123,8 +173,8 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
              << "\n--lr-decay-every " << c.train.lr_decay_every << "\n--lr-decay-factor "
              << shortest(c.train.lr_decay_factor) << "\n--seed " << c.train.seed << "\n--max-steps " << c.train.max_steps
              << "\n--synthetic " << c.synthetic << "\n--precision " << precision_name(c.precision) << "\n--checkpoint-every " << c.train.checkpoint_every
-             << "\n--checkpoint-key " << args.get("checkpoint-key", "-") << "\n--strip-prefix "
-             << args.get("strip-prefix", "-") << "\n--resume " << (c.train.resume ? "on" : "off") << "\n--local-bn "
+             << "\n--checkpoint-key " << checkpoint_key << "\n--strip-prefix " << strip_prefix
+             << "\n--resume " << (c.train.resume ? "on" : "off") << "\n--local-bn "
              << (c.local_bn ? "on" : "off") << "\n--load " << (c.load.empty() ? "no" : "a file");
       dist::require_same(*comm, config.str());
       replicas = std::make_unique<dist::TrainerReplicas>(
@@ -133,7 +183,7 @@ inline int train_main(int argc, char** argv, const std::string& program, const s
       c.train.progress = c.train.progress && comm->rank() == 0;
     }
 #endif
-    const int code = train_run(c, model);
+    const int code = train_run(c, *model);
 #ifdef CTNN_TRAIN_MPI
     if (procs > 1) {
       // Process 0 evaluates after the last step while the others are done. They wait for it

@@ -42,6 +42,9 @@
 #            silently to another result before); a last batch smaller than the process count
 #            (refused with advice for ctnn-train, not a DataLoader option's); and where a process's --out differs from
 #            process 0's, messages name process 0's files (the ones written), not its own.
+# train_mismatch: ctnn-train-small's processes started with different --epochs: one message
+#            naming it; a usage error (--epochs 0) on both processes is said once, on process 1
+#            alone with that process's number.
 # term_resume: the same run, with SIGTERM sent to process 1 alone in the middle of its step 12:
 #            both processes stop after step 12 (exit 130), process 0 saves the snapshot and
 #            small_synthetic_step12.ckpt, and --resume ends on the uninterrupted run's bytes.
@@ -244,6 +247,22 @@ elseif(CASE STREQUAL "train_mismatch")
   if(rc EQUAL 0 OR NOT "${out}${err}" MATCHES "process 1 has '--epochs 2' where process 0 has '--epochs 1'")
     message(FATAL_ERROR "expected a non-zero exit and one message naming --epochs")
   endif()
+  # A usage error on every process is said once, by process 0 (each process printed it before,
+  # then called MPI_Abort); one on process 1 alone is said by it, with its number.
+  function(usage_run expect what)
+    execute_process(COMMAND ${MPIEXEC} -n 1 --oversubscribe ${TRAIN} ${ARGV2} : -n 1 ${TRAIN} ${ARGV3}
+                    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 60)
+    message("${what}: exit ${rc}\n${out}${err}")
+    string(REGEX MATCHALL "--epochs must be between" said "${out}${err}")
+    list(LENGTH said times)
+    if(rc EQUAL 0 OR NOT times EQUAL 1 OR NOT "${out}${err}" MATCHES "${expect}")
+      message(FATAL_ERROR "${what}: expected a non-zero exit and the message once, matching '${expect}'")
+    endif()
+  endfunction()
+  usage_run("ctnn-train-small: --epochs must be between 1 and" "both processes with --epochs 0"
+            "--model;small;--synthetic;40;--epochs;0;--out;${WORK}" "--model;small;--synthetic;40;--epochs;0;--out;${WORK}")
+  usage_run("process 1 of 2: --epochs must be between 1 and" "process 1 alone with --epochs 0"
+            "--model;small;--synthetic;40;--out;${WORK}" "--model;small;--synthetic;40;--epochs;0;--out;${WORK}")
 else()
   message(FATAL_ERROR "unknown CASE ${CASE}")
 endif()
