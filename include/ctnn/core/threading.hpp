@@ -43,7 +43,10 @@ inline int num_threads() {
 #endif
 }
 
-// Set the thread count for everything ctnn runs from now on. n <= 0 means all cores.
+// Set the thread count for everything ctnn runs from now on on the calling thread. n <= 0 means
+// all cores. It is OpenMP's setting, which each thread has its own of: a thread started with
+// std::thread begins with OpenMP's default (OMP_NUM_THREADS, else all cores), so a program that
+// trains on another thread calls this there.
 inline void set_num_threads(int n) {
 #ifdef _OPENMP
   if (n <= 0) n = omp_get_num_procs();
