@@ -372,22 +372,32 @@ TEST_CASE("Trainer: a snapshot with an impossible position or learning rate is r
   REQUIRE(std::count(rows.begin(), rows.end(), '\n') == 3);  // the header and two steps
   o.resume = true;
   o.max_steps = -1;
-  auto refused = [&](std::vector<std::pair<std::string, std::int64_t>> entries, const char* why) {
+  // A refused snapshot changes nothing: not the log, not the network, not the optimizer (its
+  // weights were loaded before the rest was checked, and the learning rate set before its check).
+  const SmallNet initial(0);
+  auto refused_file = [&](const io::StateDict& sd, const std::string& start, const char* why) {
     CAPTURE(why);
-    io::StateDict sd = good;
-    for (const auto& [key, value] : entries) sd.insert_or_assign(key, io::Tensor::scalar_int64(value));
     io::write_checkpoint(snapshot, sd);
     SmallNet net(0);
+    Trainer<SmallNet> trainer(net, o);
     std::string message;
     try {
-      Trainer<SmallNet>(net, o).fit(train, log);
+      trainer.fit(train, log);
     } catch (const io::CheckpointError& e) {
       message = e.what();
     }
-    CHECK(message.find(snapshot.string() + ": is corrupt") == 0);
+    CHECK(message.find(snapshot.string() + start) == 0);
     CHECK(message.find(why) != std::string::npos);
     CHECK(read_text(csv) == rows);  // the log of the steps done is kept, not cut to its header
     CHECK_FALSE(std::filesystem::exists(dir.path / "bad_final.ckpt"));
+    CHECK(std::memcmp(net.parameters().data(), initial.parameters().data(), net.num_parameters() * sizeof(float)) == 0);
+    CHECK(trainer.optimizer().lr() == o.lr);
+    CHECK(trainer.optimizer().steps() == 0);
+  };
+  auto refused = [&](std::vector<std::pair<std::string, std::int64_t>> entries, const char* why) {
+    io::StateDict sd = good;
+    for (const auto& [key, value] : entries) sd.insert_or_assign(key, io::Tensor::scalar_int64(value));
+    refused_file(sd, ": is corrupt", why);
   };
   refused({{"trainer.epoch", 0}}, "trainer.epoch is 0");
   refused({{"trainer.epoch", (std::int64_t{1} << 32) + 1}}, "not an epoch number");  // not narrowed to epoch 1
@@ -401,6 +411,17 @@ TEST_CASE("Trainer: a snapshot with an impossible position or learning rate is r
   refused({{"optimizer.lr_bits", std::bit_cast<std::int64_t>(-1.0)}}, "learning rate");
   refused({{"optimizer.lr_bits", std::bit_cast<std::int64_t>(std::numeric_limits<double>::infinity())}},
           "learning rate");
+  {  // a moment of the wrong size, after the weights and the other moment fit
+    io::StateDict sd = good;
+    const std::vector<float> short_moment(7, 0.5f);
+    sd.insert_or_assign("optimizer.exp_avg_sq", io::Tensor::from_floats({7}, short_moment));
+    refused_file(sd, ": entry 'optimizer.exp_avg_sq'", "does not fit");
+  }
+  {  // another run's Adam: its betas are kept in the snapshot and compared
+    io::StateDict sd = good;
+    sd.insert_or_assign("optimizer_options.beta2_bits", io::Tensor::scalar_int64(std::bit_cast<std::int64_t>(0.9)));
+    refused_file(sd, ": was written by a run whose optimizer had beta2 = 0.9; this run's has 0.999", "same optimizer options");
+  }
   // The snapshot as it was still resumes.
   io::write_checkpoint(snapshot, good);
   SmallNet net(0);
@@ -605,6 +626,17 @@ TEST_CASE("Trainer with SGD and momentum: the snapshot holds the momentum buffer
                        io::CheckpointError);
   using SgdTrainer = Trainer<DropNet, SGD>;  // (a macro argument takes no bare template comma)
   CHECK_THROWS_AS(SgdTrainer(d, rest, SGD(d, {.lr = 0.01})).fit(train, log), io::CheckpointError);  // no momentum
+  // The same optimizer with other options: the snapshot keeps them (optimizer_options.*), as
+  // PyTorch's optimizer state_dict keeps its param_groups, and a resume with others is refused.
+  CHECK(snapshot.at("optimizer_options.momentum_bits").int64s() == std::vector<std::int64_t>{std::bit_cast<std::int64_t>(0.9)});
+  CHECK_THROWS_WITH_AS(SgdTrainer(d, rest, SGD(d, {.lr = 0.01, .momentum = 0.5})).fit(train, log),
+                       doctest::Contains("sgd_resume.ckpt: was written by a run whose optimizer had momentum = 0.9; "
+                                         "this run's has 0.5: resume with the same optimizer options"),
+                       io::CheckpointError);
+  CHECK_THROWS_WITH_AS(SgdTrainer(d, rest, SGD(d, {.lr = 0.01, .momentum = 0.9, .nesterov = true})).fit(train, log),
+                       doctest::Contains("had nesterov = 0; this run's has 1"), io::CheckpointError);
+  CHECK_THROWS_WITH_AS(SgdTrainer(d, rest, SGD(d, {.lr = 0.01, .momentum = 0.9, .weight_decay = 1e-4})).fit(train, log),
+                       doctest::Contains("had weight_decay = 0; this run's has 0.0001"), io::CheckpointError);
   CHECK(std::equal(before.begin(), before.end(), d.parameters().begin(), d.parameters().end()));
   // Keys from the file are quoted printably in that message (a control character in a crafted one).
   io::StateDict crafted = snapshot;
@@ -832,4 +864,80 @@ TEST_CASE("all_finite sees every NaN and infinity, at any position") {
     v[at] = std::numeric_limits<float>::max();
     CHECK(all_finite(v));
   }
+}
+
+TEST_CASE("Trainer: a stop request during the run's last step leaves a finished run, not an interrupted one") {
+  const auto train = data::make_synthetic_cifar(200, 7);
+  const TempDir dir("ctnn_test_trainer_stop_last");
+  TrainerOptions o = three_short_epochs();
+  o.out_dir = dir.path;
+  std::atomic<int> flag{0};
+  struct Signaller : TrainingObserver {
+    std::atomic<int>& flag;
+    explicit Signaller(std::atomic<int>& f) : flag(f) {}
+    void on_step(const StepReport& r) override {
+      if (r.total_steps == 30) flag = SIGINT;
+    }
+  } signaller(flag);
+  DropNet net(1);
+  Trainer<DropNet> trainer(net, o);
+  trainer.add_observer(signaller);
+  trainer.stop_when(flag);
+  std::ostringstream log;
+  trainer.fit(train, log);
+  CHECK(trainer.finished());
+  CHECK_FALSE(trainer.interrupted());  // ctnn-train took it for a stopped run: no evaluation, exit 130
+  CHECK(trainer.stopped_weights().empty());
+  CHECK(std::filesystem::exists(dir.path / "drop_final.ckpt"));
+}
+
+TEST_CASE("Trainer: a new run removes an earlier run's snapshot; a loss log short of the snapshot is said") {
+  const auto train = data::make_synthetic_cifar(200, 7);
+  const TempDir dir("ctnn_test_trainer_new_run");
+  TrainerOptions o = three_short_epochs();
+  o.out_dir = dir.path;
+  o.max_steps = 12;  // run A: a snapshot after step 12
+  std::ostringstream log;
+  {
+    DropNet a(1);
+    Trainer<DropNet>(a, o).fit(train, log);
+  }
+  const auto snapshot = dir.path / "drop_resume.ckpt", csv = dir.path / "drop_train_log.csv";
+  REQUIRE(std::filesystem::exists(snapshot));
+  // Run B in the same folder, with another rate: A's snapshot must be gone as soon as B starts,
+  // since B's log replaces A's (left there, a --resume after B was killed before its own first
+  // snapshot continued A under B's log, steps 1-12 missing). B writes no snapshot until it stops.
+  TrainerOptions b = o;
+  b.lr = 0.01;
+  b.max_steps = 2;
+  b.checkpoint_every = 0;
+  struct Probe : TrainingObserver {
+    std::filesystem::path file;
+    bool present = true;
+    void on_step(const StepReport&) override { present = std::filesystem::exists(file); }
+  } probe;
+  probe.file = snapshot;
+  std::ostringstream b_log;
+  {
+    DropNet net(1);
+    Trainer<DropNet> trainer(net, b);
+    trainer.add_observer(probe);
+    trainer.fit(train, b_log);
+  }
+  CHECK_FALSE(probe.present);
+  CHECK(b_log.str().find("Removed " + snapshot.string() + ", an earlier run's snapshot") != std::string::npos);
+
+  // A log that lost rows the snapshot counts (B's snapshot after 2 steps, a log of 1 row): said.
+  std::string rows = read_text(csv);
+  REQUIRE(std::count(rows.begin(), rows.end(), '\n') == 3);
+  rows.erase(rows.find('\n', rows.find('\n') + 1) + 1);  // the header and step 1
+  std::ofstream(csv) << rows;
+  TrainerOptions more = b;
+  more.resume = true;
+  more.max_steps = 3;
+  std::ostringstream resume_log;
+  DropNet c(5);
+  Trainer<DropNet>(c, more).fit(train, resume_log);
+  CHECK(resume_log.str().find("warning: " + csv.string() + " holds 1 step rows, and the snapshot was taken after 2 "
+                              "steps: the log's rows go on from step 3") != std::string::npos);
 }

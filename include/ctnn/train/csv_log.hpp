@@ -12,6 +12,9 @@
 
 #include "ctnn/io/file.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 namespace ctnn {
 
 class CsvLog {
@@ -20,8 +23,10 @@ class CsvLog {
   // back to the rows up to the snapshot (a run killed after its last snapshot logged steps that
   // are now trained again, and its last row may be cut short). The cut log replaces the old one
   // atomically, so a kill during the rewrite cannot lose the rows already logged; new rows are
-  // appended.
-  void open(const std::filesystem::path& path, int epoch, int batch, long total_steps) {
+  // appended. Returns the number of step rows kept (total_steps, unless rows were lost or the
+  // log is another run's).
+  long open(const std::filesystem::path& path, int epoch, int batch, long total_steps) {
+    long kept = 0;
     std::filesystem::create_directories(path.parent_path());
     std::string text = "epoch,step,loss,running_loss,lr\n";
     if (total_steps > 0) {
@@ -41,6 +46,7 @@ class CsvLog {
         last_b = b;
         text += line;
         text += '\n';
+        ++kept;
       }
     }
     io::write_file_atomically(path, [&](const io::ByteSink& sink) {
@@ -52,6 +58,8 @@ class CsvLog {
     out_.clear();
     out_.open(path, std::ios::app);
     if (!out_) throw std::runtime_error("cannot write " + path.string());
+    path_ = path;
+    return kept;
   }
 
   // One step's row; nothing when the log was never opened.
@@ -60,6 +68,15 @@ class CsvLog {
   }
   void flush() {
     if (out_) out_.flush();
+  }
+  // Flushed and on disk (fsync): before a snapshot, whose position says which rows the log holds.
+  void sync() {
+    if (!out_) return;
+    out_.flush();
+    const int fd = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return;  // (a log that cannot be reopened is no reason to lose the snapshot)
+    ::fsync(fd);
+    ::close(fd);
   }
 
  private:
@@ -81,6 +98,7 @@ class CsvLog {
   }
 
   std::ofstream out_;
+  std::filesystem::path path_;
 };
 
 }  // namespace ctnn

@@ -3,7 +3,9 @@
 // An optimizer has step(), lr() and set_lr(double), and visit_state(v, prefix): everything a
 // snapshot needs to continue exactly, through the StateVisitor of core/state.hpp (buffers for
 // per-parameter state, counters for 0-d int64 values; the learning rate travels as the int64
-// bit pattern of its double, so that nothing is rounded). Trainer takes any such optimizer.
+// bit pattern of its double, so that nothing is rounded). Trainer takes any such optimizer;
+// one with visit_options(f) (f(name, value) for each option) has its options kept in snapshots
+// too, and a resume with other options refused.
 #pragma once
 
 #include <algorithm>
@@ -165,6 +167,14 @@ class Adam : public detail::OptimizerBase<AdamOptions> {
       detail::adam_update(p_.data(), g_.data(), m_.data(), v_.data(), b * block, std::min(n, (b + 1) * block), s);
   }
 
+  // The options a snapshot keeps (and a resume checks), as f(name, value); lr is state.
+  template <class F>
+  void visit_options(F&& f) const {
+    f("beta1", o_.beta1);
+    f("beta2", o_.beta2);
+    f("eps", o_.eps);
+  }
+
   // torch.optim.Adam's state names: exp_avg, exp_avg_sq, step; then lr_bits.
   void visit_state(StateVisitor& v, const std::string& prefix) {
     const TensorShape flat{static_cast<std::int64_t>(m_.size())};
@@ -221,6 +231,15 @@ class SGD : public detail::OptimizerBase<SGDOptions> {
       }
       p[i] = std::fma(d, -lr, p[i]);
     }
+  }
+
+  // The options a snapshot keeps (and a resume checks), as f(name, value); lr is state.
+  template <class F>
+  void visit_options(F&& f) const {
+    f("momentum", o_.momentum);
+    f("dampening", o_.dampening);
+    f("weight_decay", o_.weight_decay);
+    f("nesterov", o_.nesterov ? 1.0 : 0.0);
   }
 
   // torch.optim.SGD's state name momentum_buffer (with momentum only), the steps taken (the

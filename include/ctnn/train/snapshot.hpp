@@ -6,16 +6,23 @@
 //   trainer.<name>                the run: seed, batch size, position, running-loss sum,
 //                                 training-set size
 //   dropout.<layer>.seed|draws    every layer with random state (layers/layer.hpp)
+//   optimizer_options.<name>_bits the optimizer's options (Adam's betas and eps, SGD's momentum,
+//                                 ...) where it names them (visit_options), as double bits
 // Every value is a tensor; doubles travel as their int64 bit patterns so that nothing is
-// rounded. One table per group serves both writing and reading, but for trainer.train_size:
-// written after the table and checked only where present (snapshots before session 17 lack it).
+// rounded. One table per group serves both writing and reading, but for trainer.train_size and
+// optimizer_options.*: written after the table and checked only where present (snapshots before
+// sessions 17 and 29 lack them). A snapshot is checked whole before anything is restored from
+// it, and what is restored is put back if an entry is refused half-way: a refused snapshot
+// leaves the network and the optimizer as they were.
 #pragma once
 
 #include <algorithm>
 #include <bit>
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <span>
 #include <stdexcept>
@@ -146,6 +153,88 @@ void require_optimizer_entries(const io::StateDict& sd, const std::string& file,
                                       "; this optimizer keeps " + list(wanted.names) + ")");
 }
 
+// The shortest text that reads back as v, as %g lays it out (0.999, 0.0001, 1e-08).
+inline std::string shortest_text(double v) {
+  char b[32];
+  return std::string(b, std::to_chars(b, b + sizeof b, v, std::chars_format::general).ptr);
+}
+
+// The optimizer's options as f(name, value) (Adam's beta1, beta2, eps; SGD's momentum, ...),
+// where the optimizer names them: an optimizer of the user's without visit_options has none.
+template <class Optimizer, class F>
+void each_option(const Optimizer& opt, F&& f) {
+  if constexpr (requires { opt.visit_options(f); }) opt.visit_options(f);
+}
+
+// A snapshot of a run whose optimizer had other options (Adam's betas, SGD's momentum) would
+// continue as another run; PyTorch's load_state_dict would take the saved ones over silently.
+// Refused instead, naming the first that differs; not checked where the snapshot holds none.
+template <class Optimizer>
+void require_same_options(const io::StateDict& sd, const std::string& file, const Optimizer& opt) {
+  std::vector<std::string> saved, mine;
+  for (const auto& [key, t] : sd)
+    if (key.rfind("optimizer_options.", 0) == 0) saved.push_back(key);
+  if (saved.empty()) return;
+  each_option(opt, [&](const char* name, double value) {
+    const std::string key = std::string("optimizer_options.") + name + "_bits";
+    mine.push_back(key);
+    const io::Tensor* t = sd.find(key);
+    if (!t) return;  // (the lists differ: said below)
+    if (t->dtype() != io::DType::int64 || t->numel() != 1)
+      throw io::CheckpointError(file, "is corrupt: " + key + " is not one int64");
+    const double was = std::bit_cast<double>(t->int64s().front());
+    if (std::bit_cast<std::int64_t>(was) != std::bit_cast<std::int64_t>(value))
+      throw io::CheckpointError(file, "was written by a run whose optimizer had " + std::string(name) + " = " +
+                                          shortest_text(was) + "; this run's has " + shortest_text(value) +
+                                          ": resume with the same optimizer options");
+  });
+  std::sort(saved.begin(), saved.end());
+  std::sort(mine.begin(), mine.end());
+  if (saved != mine)
+    throw io::CheckpointError(file, "holds the options of another optimizer than this run's (" +
+                                        io::key_list(saved, ", ") + ")");
+}
+
+// Everything restore_snapshot changes, copied (the network's parameters, buffers, counters and
+// random state; the optimizer's state), so that it can be put back when an entry is refused
+// after others were restored.
+class RestoredState : StateVisitor {
+ public:
+  template <class Net, class Optimizer>
+  void keep(Net& net, Optimizer& opt) {
+    visit(net, opt);
+  }
+  template <class Net, class Optimizer>
+  void put_back(Net& net, Optimizer& opt) {
+    back_ = true;
+    floats_at_ = ints_at_ = 0;
+    visit(net, opt);
+  }
+
+ private:
+  template <class Net, class Optimizer>
+  void visit(Net& net, Optimizer& opt) {
+    net.visit_state(*this);
+    opt.visit_state(*this, "optimizer");
+    each_random_state_entry(net, [&](const std::string& key, std::int64_t& v) { counter(key, v); });
+  }
+  void parameter(const std::string& name, const TensorShape& shape, Param& p) override { buffer(name, shape, p.data()); }
+  void buffer(const std::string&, const TensorShape&, std::span<float> data) override {
+    if (!back_) floats_.emplace_back(data.begin(), data.end());
+    else std::copy(floats_[floats_at_].begin(), floats_[floats_at_].end(), data.begin());
+    ++floats_at_;
+  }
+  void counter(const std::string&, std::int64_t& value) override {
+    if (!back_) ints_.push_back(value);
+    else value = ints_[ints_at_];
+    ++ints_at_;
+  }
+  std::vector<std::vector<float>> floats_;
+  std::vector<std::int64_t> ints_;
+  std::size_t floats_at_ = 0, ints_at_ = 0;
+  bool back_ = false;
+};
+
 }  // namespace detail
 
 // `train_size`: the images of the training set, so that a resume on another set (where the
@@ -160,14 +249,20 @@ void write_snapshot(const std::filesystem::path& file, Net& net, Optimizer& opt,
   detail::each_run_entry(seed, batch_size, at, [&](const char* key, std::int64_t& v) { writer.counter(key, v); });
   writer.counter("trainer.train_size", train_size);
   detail::each_random_state_entry(net, [&](const std::string& key, std::int64_t& v) { writer.counter(key, v); });
+  detail::each_option(opt, [&](const char* name, double value) {
+    auto bits = std::bit_cast<std::int64_t>(value);
+    writer.counter(std::string("optimizer_options.") + name + "_bits", bits);
+  });
   io::write_checkpoint(file, sd);
 }
 
 // The same from a snapshot already read (`sd`, read from `file`): how the processes of a
-// data-parallel run restore the one snapshot process 0 read and sent them.
+// data-parallel run restore the one snapshot process 0 read and sent them. `check_position`
+// (optional) may refuse the position, by throwing, before anything is restored.
 template <class Net, class Optimizer>
 TrainPosition restore_snapshot(const io::StateDict& sd, const std::string& file, Net& net, Optimizer& opt,
-                               std::uint64_t seed, int batch_size, std::int64_t train_size) {
+                               std::uint64_t seed, int batch_size, std::int64_t train_size,
+                               const std::function<void(const TrainPosition&)>& check_position = {}) {
   detail::StateReader reader(sd, file);
   std::int64_t saved_seed = 0, saved_batch_size = 0;
   TrainPosition at;
@@ -191,18 +286,27 @@ TrainPosition restore_snapshot(const io::StateDict& sd, const std::string& file,
                                           " training images, and this one has " + std::to_string(train_size) +
                                           "; resume on the same data set");
   }
+  if (check_position) check_position(at);
   detail::require_optimizer_entries(sd, file, opt);  // before anything is loaded
+  detail::require_same_options(sd, file, opt);
   io::StateDict model;
   for (const auto& [key, t] : sd)
     if (key.rfind("model.", 0) == 0) model.insert_or_assign(key.substr(6), t);
-  io::load_state_dict(net, model, /*strict=*/true, file);
-  opt.visit_state(reader, "optimizer");
-  try {  // the optimizer's own rule for a learning rate (set_lr checks it), on the one read
-    opt.set_lr(opt.lr());
-  } catch (const std::invalid_argument& e) {
-    throw io::CheckpointError(file, std::string("is corrupt: optimizer.lr_bits: ") + e.what());
+  detail::RestoredState before;
+  before.keep(net, opt);
+  try {
+    io::load_state_dict(net, model, /*strict=*/true, file);  // (all checked before it loads any)
+    opt.visit_state(reader, "optimizer");
+    try {  // the optimizer's own rule for a learning rate (set_lr checks it), on the one read
+      opt.set_lr(opt.lr());
+    } catch (const std::invalid_argument& e) {
+      throw io::CheckpointError(file, std::string("is corrupt: optimizer.lr_bits: ") + e.what());
+    }
+    detail::each_random_state_entry(net, [&](const std::string& key, std::int64_t& v) { reader.counter(key, v); });
+  } catch (...) {
+    before.put_back(net, opt);
+    throw;
   }
-  detail::each_random_state_entry(net, [&](const std::string& key, std::int64_t& v) { reader.counter(key, v); });
   return at;
 }
 

@@ -173,7 +173,8 @@ class Trainer {
   // them was asked to stop (one number summed, every step), so a signal that reaches one process
   // stops all of them after the same step. Not owned; set before fit().
   void stop_when(const std::atomic<int>& flag) { stop_flag_ = &flag; }
-  // After fit(): whether it stopped because of stop_when's flag; whether the run is complete
+  // After fit(): whether it stopped early because of stop_when's flag (not when the flag came in
+  // the run's last step: the run is complete then); whether the run is complete
   // (all epochs trained, <model>_final.ckpt written); and, for a run stopped before its end (by
   // the flag or by max_steps) with an out_dir, the state_dict of the weights so far.
   bool interrupted() const { return interrupted_; }
@@ -206,7 +207,12 @@ class Trainer {
     // As DDP starts its replicas from process 0's weights; here a difference (another --load
     // file) is an error rather than overwritten.
     if (replicas_) replicas_->require_same("weights before training: " + state_hash());
-    if (lead() && !o_.out_dir.empty()) csv_.open(csv_path(), at.epoch, at.batch, at.total_steps);
+    if (lead() && !o_.out_dir.empty()) {
+      const long rows = csv_.open(csv_path(), at.epoch, at.batch, at.total_steps);
+      if (rows != at.total_steps)  // (rows lost, or a log that is not this run's: the snapshot still counts)
+        log << "warning: " << csv_path().string() << " holds " << rows << " step rows, and the snapshot was taken after "
+            << at.total_steps << " steps: the log's rows go on from step " << at.total_steps + 1 << std::endl;
+    }
     progress_ = ProgressLine();  // the rate counts from here
     CrossEntropyLoss<classes> criterion;
     data::LoaderBatch batch;
@@ -237,6 +243,7 @@ class Trainer {
     }
     csv_.flush();
     finished_ = at.epoch > o_.epochs;
+    if (finished_) interrupted_ = false;  // a flag set in the last step: nothing was left undone
     if (finished_) {
       if (lead() && !o_.out_dir.empty()) save_weights(at, checkpoint_path("final"));
     } else {
@@ -385,9 +392,19 @@ class Trainer {
     }
   }
 
-  // Where to start: the resume snapshot's position if asked to resume and there is one.
+  // Where to start: the resume snapshot's position if asked to resume and there is one. A new
+  // run removes an earlier run's snapshot, whose loss log it is about to rewrite: left there, a
+  // --resume after this run stopped before its own first snapshot would continue the earlier run
+  // under this run's log.
   TrainPosition resume(std::ostream& log, int steps_per_epoch) {
-    if (!o_.resume || o_.out_dir.empty()) return {};
+    if (o_.out_dir.empty()) return {};
+    if (!o_.resume) {
+      std::error_code ec;
+      if (lead() && std::filesystem::remove(checkpoint_path("resume"), ec))
+        log << "Removed " << checkpoint_path("resume").string() << ", an earlier run's snapshot (a new run starts; "
+            << "--resume continues one)" << std::endl;
+      return {};
+    }
     const auto file = checkpoint_path("resume");
     // Process 0 reads the file; with replicas, every process restores those bytes.
     bool found = lead() && std::filesystem::exists(file);
@@ -401,18 +418,22 @@ class Trainer {
       if (lead()) log << "No " << file.string() << " to resume from: starting a new run" << std::endl;
       return {};
     }
+    // The position is checked against this run before anything is restored: a refused snapshot
+    // leaves the network and the optimizer as they were.
+    auto check_position = [&](const TrainPosition& at) {
+      if (at.batch > steps_per_epoch)  // (the same data set and batch size: restore_snapshot checks them)
+        throw io::CheckpointError(file.string(), "is corrupt: it holds a run at batch " + std::to_string(at.batch) +
+                                                     " of an epoch of " + std::to_string(steps_per_epoch) + " batches");
+      if (at.epoch > o_.epochs + (at.batch == 0 ? 1 : 0))  // (epochs + 1, batch 0: a finished run's)
+        throw io::CheckpointError(file.string(), "holds a run at epoch " + std::to_string(at.epoch) + ", batch " +
+                                                     std::to_string(at.batch) + ", beyond this run's " +
+                                                     std::to_string(o_.epochs) + " epoch(s); resume with as many epochs");
+    };
     const TrainPosition at =
         restore_snapshot(io::parse_checkpoint(std::make_shared<const std::vector<std::uint8_t>>(std::move(bytes)),
                                               file.string()),
-                         file.string(), net_, opt_, o_.seed, o_.batch_size, train_size_);
+                         file.string(), net_, opt_, o_.seed, o_.batch_size, train_size_, check_position);
     last_saved_step_ = at.total_steps;
-    if (at.batch > steps_per_epoch)  // (the same data set and batch size: restore_snapshot checked them)
-      throw io::CheckpointError(file.string(), "is corrupt: it holds a run at batch " + std::to_string(at.batch) +
-                                                   " of an epoch of " + std::to_string(steps_per_epoch) + " batches");
-    if (at.epoch > o_.epochs + (at.batch == 0 ? 1 : 0))  // (epochs + 1, batch 0: a finished run's)
-      throw io::CheckpointError(file.string(), "holds a run at epoch " + std::to_string(at.epoch) + ", batch " +
-                                                   std::to_string(at.batch) + ", beyond this run's " +
-                                                   std::to_string(o_.epochs) + " epoch(s); resume with as many epochs");
     if (lead())
       log << "Resuming from " << checkpoint_path("resume").string() << ": epoch " << at.epoch << ", step " << at.batch
           << ", " << at.total_steps << " steps done" << std::endl;
@@ -496,7 +517,7 @@ class Trainer {
     if (o_.out_dir.empty()) return;
     if (lead()) {
       check_state(at, checkpoint_path("resume"));
-      csv_.flush();  // the log's rows up to the snapshot are complete on disk before it is
+      csv_.sync();  // the log's rows up to the snapshot are on disk before it is
       write_snapshot(checkpoint_path("resume"), net_, opt_, o_.seed, o_.batch_size, at, train_size_);
     }
     last_saved_step_ = at.total_steps;  // on every process: their messages name process 0's file
