@@ -11,6 +11,8 @@
 #include <cmath>
 #include <limits>
 
+#include <sys/stat.h>
+
 #include "ctnn/io/state_dict.hpp"
 #include "ctnn/train/trainer.hpp"
 #include "support/temp_dir.hpp"
@@ -1144,4 +1146,124 @@ TEST_CASE("ctnn-train's resume snapshot loads as its weights: Adam's moments and
   TinyNet plain(2);
   CHECK_THROWS_WITH(load_state_dict(plain, parse_checkpoint_contents(serialize_checkpoint(sd), "f.ckpt")),
                     doctest::Contains("unexpected keys (2): trainer.total_steps, optimizer.exp_avg"));
+}
+
+TEST_CASE("Rebuilding one memoized value over and over is refused: reading stays linear in the file's size") {
+  // Review finding: torch.Size(t), set(l), Counter(d), torch.device(s) and _codecs.encode(s, ..)
+  // each copied their argument, and one memoized argument costs 5 bytes to rebuild again
+  // (BINGET callable, BINGET args, REDUCE): a 90 KB file took 766 MB, a 360 KB one 3.7 GB. Each
+  // copy is now charged against 16 bytes per byte of pickle.
+  auto build = [](int rebuilds, const char* module, const char* name, bool string_argument) {
+    pickle::Writer w;
+    w.proto();
+    w.op(']');
+    w.op('(');  // the list's items: the first call, then `rebuilds` more from the memo
+    w.global(module, name);
+    w.put(0);
+    w.op('(');
+    if (string_argument) {  // (a 20000-byte string[, 'latin1'])
+      w.string(std::string(20000, 'c'));
+      if (std::string(name) == "encode") w.string("latin1");
+    } else if (std::string(name) == "Size") {  // ((1, 1, ..., 1),)
+      w.op('(');
+      for (int i = 0; i < 5000; ++i) w.integer(1);
+      w.op('t');
+    } else {  // ([1, 1, ..., 1],)
+      w.op(']');
+      w.op('(');
+      for (int i = 0; i < 5000; ++i) w.integer(1);
+      w.op('e');
+    }
+    w.op('t');
+    w.put(1);
+    w.op('R');
+    for (int i = 0; i < rebuilds; ++i) {
+      w.get(0);
+      w.get(1);
+      w.op('R');
+    }
+    w.op('e');
+    w.op('.');
+    return archive_with(w.bytes, 4);
+  };
+  for (const auto& [module, name, string_argument] :
+       {std::tuple{"torch", "Size", false}, std::tuple{"builtins", "set", false}, std::tuple{"torch", "device", true},
+        std::tuple{"_codecs", "encode", true}}) {
+    CAPTURE(name);
+    CHECK_NOTHROW(parse_checkpoint_contents(build(3, module, name, string_argument), "few.ckpt"));
+    expect_error(build(20000, module, name, string_argument), "rebuilds the same values over and over");
+  }
+}
+
+TEST_CASE("An int beyond 64 bits among a checkpoint's plain data is read, as PyTorch's weights_only loader reads it") {
+  // Review finding: {'model_state_dict': ..., 'seed': 2**63 + 12345} (LONG1 of 9 bytes) made the
+  // whole file unreadable. LONG4 (ints of more than 255 bytes) likewise.
+  for (const bool long4 : {false, true}) {
+    CAPTURE(long4);
+    pickle::Writer w;
+    w.proto();
+    w.op('}');
+    w.op('(');
+    w.string("seed");
+    if (long4) {
+      w.op(0x8b);
+      w.bytes.insert(w.bytes.end(), {0, 1, 0, 0});  // 256 bytes
+      w.bytes.insert(w.bytes.end(), 256, 0x11);
+    } else {
+      w.op(0x8a);
+      w.bytes.insert(w.bytes.end(), {9, 0x39, 0x30, 0, 0, 0, 0, 0, 0x80, 0});  // 2^63 + 12345
+    }
+    w.string("model_state_dict");
+    w.global("collections", "OrderedDict");
+    w.op(')');
+    w.op('R');
+    w.string("t");
+    push_tensor(w, 1, 0, {}, {});
+    w.op('s');
+    w.op('u');
+    w.op('.');
+    const CheckpointContents c = parse_checkpoint_contents(archive_with(w.bytes, 4), "seed64.ckpt");
+    REQUIRE(c.state_dicts.size() == 1);
+    CHECK(c.state_dicts[0].key == "model_state_dict");
+    // Where a size or an offset must be an int, a big one is refused by name.
+    pickle::Writer t;
+    t.proto();
+    t.global("collections", "OrderedDict");
+    t.op(')');
+    t.op('R');
+    t.string("t");
+    push_tensor(t, 1, 0, {}, {});
+    t.op('s');
+    t.op('.');
+    std::vector<std::uint8_t> bytes = t.bytes;
+    // (the storage offset 0 is BININT1 'K' 0 right after the persistent id's BINPERSID 'Q')
+    const auto q = std::find(bytes.begin(), bytes.end(), std::uint8_t{'Q'});
+    REQUIRE(q + 2 < bytes.end());
+    REQUIRE(q[1] == 'K');
+    const std::vector<std::uint8_t> big = {0x8a, 9, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    bytes.erase(q + 1, q + 3);
+    bytes.insert(bytes.begin() + (q - bytes.begin()) + 1, big.begin(), big.end());
+    expect_error(archive_with(bytes, 4), "_rebuild_tensor_v2: storage offset is not an int");
+  }
+}
+
+TEST_CASE("An atomic rewrite keeps the file's permissions, and names near the 255-byte limit can be written") {
+  // Review findings: the temporary file (0666 less the umask) replaced a 0600 checkpoint, which
+  // became world-readable; and the temporary name, 30-odd bytes longer than the target's, could
+  // not be created for a target name of 225 bytes or more.
+  const test::TempDir dir("ctnn_test_atomic_mode");
+  SmallNet net(3);
+  const auto file = dir.path / "private.ckpt";
+  save_state_dict(net, file);
+  REQUIRE(::chmod(file.c_str(), 0600) == 0);
+  save_state_dict(net, file);
+  struct stat st;
+  REQUIRE(::stat(file.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0600);
+  const auto long_name = dir.path / (std::string(240, 'n') + ".ckpt");  // 245 bytes
+  save_state_dict(net, long_name);
+  SmallNet back(4);
+  load_state_dict(back, long_name);
+  CHECK(state_dict(back).keys() == state_dict(net).keys());
+  CHECK(ctnn::io::abandoned_temp_files(dir.path, "").empty());
 }

@@ -1,6 +1,6 @@
 // CIFAR-10 reader: decoding of hand-written files (labels, channel order, row order), the split
 // layout, class names, one test per malformed input, and the synthetic source.
-#include <doctest/doctest.h>
+#include "support/check.hpp"
 
 #include "support/temp_dir.hpp"
 
@@ -15,6 +15,8 @@
 #include <vector>
 
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "ctnn/core/hooks.hpp"
 #include "ctnn/core/threading.hpp"
@@ -252,6 +254,59 @@ TEST_CASE("A truncated file (size not a multiple of 3073) is reported with its s
 
   write_bytes(dir / "short.bin", 3072);  // one record minus a byte
   CHECK(contains(error_of([&] { read_cifar_batch(dir / "short.bin"); }), "0 whole records, then 3072 bytes of record 0"));
+}
+
+TEST_CASE("Files too large for memory are reported with their name, not as a bare std::bad_alloc") {
+#if CTNN_TEST_UNDER_ASAN
+  MESSAGE("skipped in this ASan build: its allocator reports an allocation of 3 TB as an error of its own");
+#else
+  TempDir tmp;
+  const fs::path dir = write_split_dir(tmp.path);
+  fs::resize_file(dir / "test_batch.bin", std::uintmax_t{3073} << 30);  // 3.3 TB, sparse: no disk used
+  const std::string msg = error_of([&] { load_cifar10(dir, Split::test); });
+  CHECK(contains(msg, "CIFAR-10: the 1073741824 records of '" + (dir / "test_batch.bin").string() + "'"));
+  CHECK(contains(msg, "do not fit in memory"));
+#endif
+}
+
+TEST_CASE("A folder this user may not enter is said, not reported as a missing file") {
+  // Run in a child process as user nobody when the tests run as root (root enters any folder).
+  TempDir tmp;
+  const fs::path locked = tmp.path / "locked";
+  const fs::path dir = write_split_dir(locked);
+  int out[2];
+  REQUIRE(::pipe(out) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(out[0]);
+    const bool root = ::geteuid() == 0;
+    if (root ? ::chmod(locked.c_str(), 0700) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0
+             : ::chmod(locked.c_str(), 0) != 0)
+      ::_exit(3);
+    std::string said;
+    try {
+      load_cifar10(dir, Split::test);
+    } catch (const std::exception& e) {
+      said = e.what();
+    }
+    const bool written = ::write(out[1], said.data(), said.size()) == static_cast<ssize_t>(said.size());
+    ::_exit(written ? 0 : 4);
+  }
+  ::close(out[1]);
+  std::string said;
+  char buffer[512];
+  for (ssize_t n; (n = ::read(out[0], buffer, sizeof buffer)) > 0;) said.append(buffer, static_cast<std::size_t>(n));
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ::chmod(locked.c_str(), 0700);  // (for the TempDir's removal)
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  INFO(said);
+  CHECK(contains(said, "cannot look at"));
+  CHECK(contains(said, "Permission denied"));
+  CHECK(!contains(said, "does not exist"));
 }
 
 TEST_CASE("An empty file is reported as empty") {

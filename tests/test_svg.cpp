@@ -237,6 +237,31 @@ TEST_CASE("ctnn-train's loss log is read back: rows, the test accuracy, a cut la
   write(csv, "a,b\n");
   CHECK_THROWS_WITH(read_training_log(csv), doctest::Contains("m_train_log.csv:1: not a ctnn-train loss log"));
   CHECK_THROWS_WITH(read_training_log(dir.path / "none.csv"), doctest::Contains("none.csv: cannot open"));
+  // A directory or an empty file read as a log of no steps before (review finding).
+  CHECK_THROWS_WITH(read_training_log(dir.path), doctest::Contains(": is a directory, not a training log"));
+  write(csv, "");
+  CHECK_THROWS_WITH(read_training_log(csv), doctest::Contains("m_train_log.csv: is empty, not a ctnn-train loss log"));
+}
+
+TEST_CASE("Text that is not UTF-8 is replaced, so that the document stays well-formed; UTF-8 is kept") {
+  // A class name from a Latin-1 batches.meta.txt ("caf\xe9") made a file XML readers refuse.
+  CHECK(xml_escape("caf\xe9") == "caf?");
+  CHECK(xml_escape("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x90\x88") == "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x90\x88");
+  CHECK(xml_escape("\xc0\xaf") == "??");          // an overlong '/'
+  CHECK(xml_escape("\xed\xa0\x80") == "???");     // a surrogate
+  CHECK(xml_escape("\xf4\x90\x80\x80") == "????");  // above U+10FFFF
+  CHECK(xml_escape("\xe2\x82") == "??");           // cut short
+  CHECK(xml_escape("a<\xff>") == "a&lt;?&gt;");
+}
+
+TEST_CASE("Losses of a few subnormals draw an axis, not a crash") {
+  // Review finding: with every loss below ~5e-323 the tick step underflowed to 0, no tick was
+  // made, and the axis read the last of none (a segmentation fault).
+  TrainingLog log;
+  log.steps.push_back({1, 1, 1e-323, 1e-323, 1e-3});
+  log.steps.push_back({1, 2, 5e-324, 7e-324, 1e-3});
+  const auto root = parse(training_curve_svg(log, "tiny"));
+  CHECK(points(*root->all("polyline", "loss").at(0)).size() == 2);
 }
 
 TEST_CASE("The loss curve: one point per step for the loss and its running mean, epoch and learning-rate marks, axes, accuracy") {

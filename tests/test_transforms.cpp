@@ -150,6 +150,17 @@ TEST_CASE("RandomCrop pads with zeros and cuts the window at the given offsets")
     CHECK_THROWS_AS(crop(src.data(), out.data(), {9, 0}), std::invalid_argument);
     CHECK_THROWS_AS(crop(src.data(), out.data(), {0, -1}), std::invalid_argument);
   }
+  SUBCASE("a padding the transform cannot use is refused; one near int's limit draws no overflow") {
+    // (review finding: 2 * padding + 1 overflowed int for a padding of 2^30, UB caught by UBSan)
+    CHECK_THROWS_WITH_AS(CifarTransform(true, {}, RandomCrop{1 << 30}),
+                         "ctnn::data::CifarTransform: crop padding must be between 0 and 1048576, got 1073741824",
+                         std::invalid_argument);
+    CHECK_THROWS_AS(CifarTransform(true, {}, RandomCrop{-1}), std::invalid_argument);
+    ctnn::Rng rng(1);
+    const CropParams p = RandomCrop{(1 << 30) - 1}.get_params(rng);  // (offsets up to 2^31 - 2)
+    CHECK(p.top >= 0);
+    CHECK(p.left >= 0);
+  }
 }
 
 TEST_CASE("RandomHorizontalFlip mirrors the columns of every row and channel") {

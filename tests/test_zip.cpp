@@ -115,3 +115,21 @@ TEST_CASE("Text from the file is quoted printably in messages: a NUL in an entry
   CHECK(printable(std::string("a\0b\n\x7f\xc3\xa9", 7)) == "a\\x00b\\x0a\\x7f\xc3\xa9");  // UTF-8 kept
   CHECK(printable(std::string(300, 'k')) == std::string(200, 'k') + "... (300 bytes)");
 }
+
+TEST_CASE("Bytes appended after the end record leave the archive readable, as Python's zipfile reads it") {
+  Blob body;
+  local(body, "a", {1, 2, 3});
+  const Blob archive = with_directory(body, {{"a", 0, {1, 2, 3}}});
+  CHECK(error_of(archive) == "<no error>");
+  Blob padded = archive;
+  padded.insert(padded.end(), 512, 0);  // review finding: "no end-of-central-directory record"
+  CHECK(error_of(padded) == "<no error>");
+  ZipReader zip(padded, "x.zip");
+  REQUIRE(zip.entries().size() == 1);
+  const Bytes a = zip.read(zip.entries()[0]);
+  CHECK(Blob(a.begin(), a.end()) == Blob{1, 2, 3});
+  // An end record whose comment would run past the file's end is still no end record.
+  Blob cut = archive;
+  cut[cut.size() - 2] = 9;  // a comment of 9 bytes, none there
+  CHECK(error_of(cut) == "x.zip: truncated or not a zip archive: no end-of-central-directory record");
+}

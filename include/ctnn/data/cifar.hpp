@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <new>
 #include <span>
 #include <string>
 #include <system_error>
@@ -65,6 +66,7 @@ inline std::size_t cifar_records_in(std::uint64_t bytes, const std::string& quot
 inline std::size_t cifar_record_count(const std::filesystem::path& file) {
   std::error_code ec;
   const auto status = std::filesystem::status(file, ec);
+  if (ec && !io::missing(ec)) throw DataError("CIFAR-10: cannot look at " + quoted(file) + ": " + ec.message());
   if (!std::filesystem::exists(status))
     throw DataError("CIFAR-10: missing file " + quoted(file));
   if (!std::filesystem::is_regular_file(status))
@@ -120,8 +122,14 @@ inline void read_cifar_files(const std::vector<std::filesystem::path>& files, Da
     total += counts.back();
     largest = std::max(largest, counts.back());
   }
-  allocate_bytes(d.pixels, total * kImageBytes + largest);  // + slack for the in-place read
-  d.labels.assign(total, 0);
+  try {
+    allocate_bytes(d.pixels, total * kImageBytes + largest);  // + slack for the in-place read
+    d.labels.assign(total, 0);
+  } catch (const std::bad_alloc&) {  // (a bare "std::bad_alloc" would name neither the files nor why)
+    throw DataError("CIFAR-10: the " + std::to_string(total) + " records of " +
+                    (files.size() == 1 ? quoted(files[0]) : std::to_string(files.size()) + " files from " + quoted(files[0])) +
+                    " do not fit in memory (" + std::to_string(total * kRecordBytes) + " bytes): not CIFAR-10's batches");
+  }
   std::size_t first = 0;
   for (std::size_t i = 0; i < files.size(); ++i) {
     read_cifar_records(files[i], counts[i], d, first);
@@ -193,7 +201,10 @@ inline Dataset parse_cifar_batch(std::span<const std::uint8_t> bytes, const std:
 // the official archive extracts to).
 inline std::filesystem::path cifar10_batches_dir(const std::filesystem::path& dir) {
   std::error_code ec;
-  if (!std::filesystem::exists(dir, ec))
+  const bool exists = std::filesystem::exists(dir, ec);
+  if (ec && !io::missing(ec))
+    throw DataError("CIFAR-10: cannot look at the data directory " + detail::quoted(dir) + ": " + ec.message());
+  if (!exists)
     throw DataError("CIFAR-10: data directory " + detail::quoted(dir) +
                     " does not exist (expected cifar-10-batches-bin/ with data_batch_1.bin .. "
                     "data_batch_5.bin and test_batch.bin)");

@@ -128,15 +128,16 @@ class BackgroundWorker {
 
   // Precondition: not busy (call wait() first).
   void submit(std::function<void()> job) {
+    if (busy()) throw std::logic_error("ctnn::data::BackgroundWorker: submit while a job is in flight");
+    // Started on first use, so loaders that never prefetch never create a thread; before the
+    // job slot is taken, so that a thread that cannot start (EAGAIN) leaves the worker usable.
+    if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (busy_) throw std::logic_error("ctnn::data::BackgroundWorker: submit while a job is in flight");
       job_ = std::move(job);
       busy_ = true;
       error_ = nullptr;
     }
-    // Started on first use, so loaders that never prefetch never create a thread.
-    if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
     cv_.notify_all();
   }
 

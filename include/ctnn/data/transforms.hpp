@@ -81,7 +81,7 @@ struct RandomCrop {
 
   // torchvision's get_params: top, then left, each uniform over the 2 * padding + 1 positions.
   CropParams get_params(Rng& rng) const {
-    const auto positions = static_cast<std::uint64_t>(2 * padding + 1);
+    const auto positions = static_cast<std::uint64_t>(2 * std::int64_t{padding} + 1);
     CropParams p;
     p.top = static_cast<int>(rng.below(positions));
     p.left = static_cast<int>(rng.below(positions));
@@ -89,9 +89,10 @@ struct RandomCrop {
   }
 
   void check(const CropParams& p) const {
-    if (p.top < 0 || p.top > 2 * padding || p.left < 0 || p.left > 2 * padding)
+    const std::int64_t last = 2 * std::int64_t{padding};  // (in 64 bits: a padding of 2^30 fits)
+    if (p.top < 0 || p.top > last || p.left < 0 || p.left > last)
       throw std::invalid_argument("ctnn::data::RandomCrop: offsets (" + std::to_string(p.top) + ", " +
-                                  std::to_string(p.left) + ") outside [0, " + std::to_string(2 * padding) + "]");
+                                  std::to_string(p.left) + ") outside [0, " + std::to_string(last) + "]");
   }
 
   void operator()(const std::uint8_t* src, std::uint8_t* dst, const CropParams& p) const {
@@ -140,7 +141,10 @@ class CifarTransform {
   explicit CifarTransform(bool augment, Normalize normalize = {}, RandomCrop crop = {},
                           RandomHorizontalFlip flip = {})
       : augment_(augment), normalize_(normalize), crop_(crop), flip_(flip) {
-    if (crop_.padding < 0) throw std::invalid_argument("ctnn::data::CifarTransform: negative crop padding");
+    // (past 2^20 every window but a few lies wholly in the border: nothing a data set wants)
+    if (crop_.padding < 0 || crop_.padding > (1 << 20))
+      throw std::invalid_argument("ctnn::data::CifarTransform: crop padding must be between 0 and 1048576, got " +
+                                  std::to_string(crop_.padding));
     const ToTensor to_tensor;
     for (int c = 0; c < kImageChannels; ++c)
       for (int v = 0; v < 256; ++v)

@@ -25,11 +25,18 @@
 
 namespace ctnn::io {
 
+// Whether a std::filesystem error says the path is not there (rather than, say, a permission).
+inline bool missing(const std::error_code& ec) {
+  return ec == std::errc::no_such_file_or_directory || ec == std::errc::not_a_directory;
+}
+
 // The file open for reading, or a CheckpointError that names it and says what is wrong.
 [[gnu::cold]] inline int open_for_reading(const std::filesystem::path& path) {
   const std::string name = path.string();
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
+  // (a folder on the way that this user may not enter is not a missing file)
+  if (ec && !missing(ec)) throw CheckpointError(name, "cannot look at it: " + ec.message());
   if (!std::filesystem::exists(status)) throw CheckpointError(name, "no such file");
   if (!std::filesystem::is_regular_file(status)) throw CheckpointError(name, "not a regular file");
   const int fd = ::open(name.c_str(), O_RDONLY | O_CLOEXEC);
@@ -136,7 +143,8 @@ using ByteSink = std::function<void(const std::uint8_t*, std::size_t)>;
   for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
     // Built by appending: `"." + string` trips a false -Wrestrict in GCC 12.
     std::string leaf(1, '.');
-    leaf += path.filename().string();
+    // (at most 200 bytes of the target's name: a name near the 255-byte limit stays writable)
+    leaf += path.filename().string().substr(0, 200);
     leaf += kTempTag;
     leaf += std::to_string(::getpid());
     leaf += '-';
@@ -149,6 +157,10 @@ using ByteSink = std::function<void(const std::uint8_t*, std::size_t)>;
   }
   if (fd < 0) throw CheckpointError(name, std::string("cannot create a temporary file: ") + std::strerror(errno));
   const detail::LiveTemp live(std::filesystem::path(temp).filename().string());
+  // A file replaced keeps its permissions (a private checkpoint must not become world-readable);
+  // a new one gets 0666 less the umask, as any new file.
+  struct stat old_file;
+  if (::stat(name.c_str(), &old_file) == 0 && S_ISREG(old_file.st_mode)) ::fchmod(fd, old_file.st_mode & 07777);
 
   // Removes the temporary file and reports `what` (with errno's reason, if any).
   auto abandon = [&](const std::string& what) {

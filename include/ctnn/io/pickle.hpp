@@ -23,7 +23,9 @@ namespace ctnn::io::pickle {
 using Ref = std::uint32_t;  // index of a value in the Unpickler's arena
 
 struct Value {
-  enum class Kind : std::uint8_t { none, boolean, integer, floating, string, bytes, tuple, list, set, dict, global, object };
+  // big_integer: an int beyond 64 bits (a seed of 2^64 - 1, say), kept only as such: nothing a
+  // checkpoint of tensors needs is one, but plain data beside the tensors may be.
+  enum class Kind : std::uint8_t { none, boolean, integer, big_integer, floating, string, bytes, tuple, list, set, dict, global, object };
   Kind kind = Kind::none;
   std::int64_t integer = 0;         // boolean (0/1), integer; object: a handle the Hooks chose
   double floating = 0.0;
@@ -36,6 +38,7 @@ inline const char* kind_name(Value::Kind k) {
     case Value::Kind::none: return "None";
     case Value::Kind::boolean: return "bool";
     case Value::Kind::integer: return "int";
+    case Value::Kind::big_integer: return "int beyond 64 bits";
     case Value::Kind::floating: return "float";
     case Value::Kind::string: return "str";
     case Value::Kind::bytes: return "bytes";
@@ -169,9 +172,22 @@ class Unpickler {
         case 'J': push(make_int(static_cast<std::int32_t>(le(4)))); break;  // BININT
         case 'K': push(make_int(take(1)[0])); break;                         // BININT1
         case 'M': push(make_int(static_cast<std::int64_t>(le(2)))); break;  // BININT2
+        case 0x8b: {  // LONG4: an int of more than 255 bytes
+          take(le(4));
+          Value v;
+          v.kind = Value::Kind::big_integer;
+          push(add(std::move(v)));
+          break;
+        }
         case 0x8a: {                                                         // LONG1
           const unsigned n = take(1)[0];
-          if (n > 8) fail("integer of " + std::to_string(n) + " bytes does not fit 64 bits");
+          if (n > 8) {
+            take(n);
+            Value v;
+            v.kind = Value::Kind::big_integer;
+            push(add(std::move(v)));
+            break;
+          }
           const std::uint64_t raw = n ? le(static_cast<int>(n)) : 0;
           std::int64_t v = static_cast<std::int64_t>(raw);
           if (n > 0 && n < 8 && (raw >> (8 * n - 1)) & 1) v = static_cast<std::int64_t>(raw - (std::uint64_t{1} << (8 * n)));
@@ -223,6 +239,16 @@ class Unpickler {
   }
 
   const Value& at(Ref r) const { return values_[r]; }
+  // Values a Hooks copies from others (REDUCE's arguments, torch.Size's tuple, a string) cost
+  // memory the input did not pay for: one memoized tuple given again and again, 5 bytes each
+  // time, would grow the arena with the square of the file's size. Each copy is charged, in
+  // bytes, against 16 times the pickle's size plus 1 MiB, ample for any checkpoint PyTorch writes.
+  void charge_copy(std::size_t bytes) {
+    copied_ += bytes;
+    if (copied_ > 16 * data_.size() + (std::size_t{1} << 20))
+      fail("rebuilds the same values over and over (more than 16 bytes copied per byte of pickle): not a checkpoint "
+           "PyTorch writes");
+  }
   Ref add(Value v) {
     values_.push_back(std::move(v));
     return static_cast<Ref>(values_.size() - 1);
@@ -321,7 +347,7 @@ class Unpickler {
   Bytes data_;
   std::string file_, record_;
   Hooks& hooks_;
-  std::size_t pos_ = 0, op_pos_ = 0;
+  std::size_t pos_ = 0, op_pos_ = 0, copied_ = 0;
   std::vector<Value> values_;
   std::vector<Ref> stack_;
   std::vector<std::size_t> marks_;

@@ -29,11 +29,43 @@
 
 namespace ctnn::io {
 
-// `s` fit for XML element content and attribute values.
+namespace detail {
+// The length of the well-formed UTF-8 sequence at s[i] (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF), or 0 where there is none.
+inline std::size_t utf8_sequence(std::string_view s, std::size_t i) {
+  const auto at = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned c = at(i);
+  if (c < 0x80) return 1;
+  const std::size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (std::size_t k = 1; k < n; ++k)
+    if ((at(i + k) & 0xc0) != 0x80) return 0;
+  const unsigned second = at(i + 1);
+  if ((c == 0xe0 && second < 0xa0) || (c == 0xed && second > 0x9f) || (c == 0xf0 && second < 0x90) ||
+      (c == 0xf4 && second > 0x8f))
+    return 0;
+  return n;
+}
+}  // namespace detail
+
+// `s` fit for XML element content and attribute values of a UTF-8 document: bytes that are not
+// UTF-8 (a class name from a Latin-1 batches.meta.txt) become '?', as control characters do; an
+// XML reader refuses the whole file for one of them.
 inline std::string xml_escape(std::string_view s) {
   std::string out;
   out.reserve(s.size());
-  for (const char c : s) {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (static_cast<unsigned char>(c) >= 0x80) {
+      const std::size_t n = detail::utf8_sequence(s, i);
+      if (n == 0) {
+        out += '?';
+      } else {
+        out.append(s.substr(i, n));
+        i += n - 1;
+      }
+      continue;
+    }
     switch (c) {
       case '&': out += "&amp;"; break;
       case '<': out += "&lt;"; break;
@@ -123,11 +155,14 @@ struct TrainingLog {
 // Reads a loss log. A last line without its newline (a run killed while writing it) is left
 // out; any other malformed line throws std::runtime_error naming the file and line.
 [[gnu::cold]] inline TrainingLog read_training_log(const std::filesystem::path& csv) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(csv, ec)) throw std::runtime_error(csv.string() + ": is a directory, not a training log");
   std::ifstream in(csv, std::ios::binary);
   if (!in) throw std::runtime_error(csv.string() + ": cannot open the training log");
   std::stringstream whole;
   whole << in.rdbuf();
   const std::string text = whole.str();
+  if (text.empty()) throw std::runtime_error(csv.string() + ": is empty, not a ctnn-train loss log (no header)");
   TrainingLog log;
   std::size_t at = 0;
   int line_no = 0;
@@ -186,6 +221,8 @@ inline std::vector<double> nice_ticks(double lo, double hi, int count) {
   if (!(hi > lo) || !std::isfinite(hi - lo)) return {lo};
   const double raw = (hi - lo) / count;
   const double power = std::pow(10.0, std::floor(std::log10(raw)));
+  // (a range of a few subnormals: the power of ten underflows to 0, and no step would move)
+  if (!(power > 0) || !std::isfinite(power) || !(lo + power > lo)) return {lo, hi};
   double step = power;
   for (const double m : {1.0, 2.0, 5.0, 10.0})
     if (m * power >= raw) {
@@ -194,6 +231,7 @@ inline std::vector<double> nice_ticks(double lo, double hi, int count) {
     }
   std::vector<double> ticks;
   for (double t = std::ceil(lo / step - 1e-9) * step; t <= hi + step * 1e-9; t += step) ticks.push_back(t);
+  if (ticks.empty()) ticks = {lo, hi};
   return ticks;
 }
 inline std::string tick_label(double v) {

@@ -506,7 +506,8 @@ class TorchHooks : public pickle::Hooks {
   pickle::Ref reduce(pickle::Unpickler& u, pickle::Ref callable, pickle::Ref args_ref, bool nested) {
     using K = pickle::Value::Kind;
     const std::string f = u.at(callable).text;
-    const std::vector<pickle::Ref> args = u.at(args_ref).items;
+    u.charge_copy(u.at(args_ref).items.size() * sizeof(pickle::Ref));
+    const std::vector<pickle::Ref> args = u.at(args_ref).items;  // (a copy: u.add moves the arena)
     auto new_value = [&](K kind, std::vector<pickle::Ref> items) {
       pickle::Value v;
       v.kind = kind;
@@ -518,21 +519,22 @@ class TorchHooks : public pickle::Hooks {
       // that later SETITEMs on the Counter leave the argument alone.
       if (args.empty()) return new_value(K::dict, {});
       if (f == "collections.Counter" && args.size() == 1 && u.at(args[0]).kind == K::dict)
-        return new_value(K::dict, u.at(args[0]).items);
+        return new_value(K::dict, copied_items(u, args[0]));
       u.fail(printable(f) + " built with unexpected arguments");
     }
     if (f == "builtins.set" || f == "__builtin__.set") {  // set(list): how protocol 2 pickles a set
       if (args.empty()) return new_value(K::set, {});
-      if (args.size() == 1 && u.at(args[0]).kind == K::list) return new_value(K::set, u.at(args[0]).items);
+      if (args.size() == 1 && u.at(args[0]).kind == K::list) return new_value(K::set, copied_items(u, args[0]));
       u.fail("set() built with unexpected arguments");
     }
     if (f == "torch.Size") {  // torch.Size((2, 3)): the tuple of sizes
-      if (args.size() == 1 && u.at(args[0]).kind == K::tuple) return new_value(K::tuple, u.at(args[0]).items);
+      if (args.size() == 1 && u.at(args[0]).kind == K::tuple) return new_value(K::tuple, copied_items(u, args[0]));
       u.fail("torch.Size built with unexpected arguments");
     }
     if (f == "torch.device") {  // torch.device('cuda', 0) or ('cpu'): kept as its name, "cuda:0"
       if ((args.size() == 1 || args.size() == 2) && u.at(args[0]).kind == K::string &&
           (args.size() == 1 || u.at(args[1]).kind == K::integer)) {
+        u.charge_copy(u.at(args[0]).text.size());
         pickle::Value v;
         v.kind = K::string;
         v.text = u.at(args[0]).text;
@@ -544,6 +546,7 @@ class TorchHooks : public pickle::Hooks {
     if (f == "_codecs.encode") {  // encode(text, 'latin1'): how protocol 2 pickles bytes
       if (args.size() == 2 && u.at(args[0]).kind == K::string && u.at(args[1]).kind == K::string &&
           (u.at(args[1]).text == "latin1" || u.at(args[1]).text == "latin-1")) {
+        u.charge_copy(u.at(args[0]).text.size());
         pickle::Value v;
         v.kind = K::bytes;
         if (!latin1_from_utf8(u.at(args[0]).text, v.text)) u.fail("_codecs.encode: text is not latin-1");
@@ -611,9 +614,14 @@ class TorchHooks : public pickle::Hooks {
     v.integer = static_cast<std::int64_t>(index) << 1 | tag;
     return u.add(std::move(v));
   }
+  static std::vector<pickle::Ref> copied_items(pickle::Unpickler& u, pickle::Ref r) {
+    u.charge_copy(u.at(r).items.size() * sizeof(pickle::Ref));
+    return u.at(r).items;
+  }
   static TensorShape int_tuple(pickle::Unpickler& u, pickle::Ref r, const char* what) {
     const pickle::Value& t = u.at(r);
     if (t.kind != pickle::Value::Kind::tuple) u.fail(std::string("_rebuild_tensor_v2: ") + what + " is not a tuple");
+    u.charge_copy(t.items.size() * sizeof(std::int64_t));
     TensorShape out;
     for (pickle::Ref item : t.items) {
       if (u.at(item).kind != pickle::Value::Kind::integer)

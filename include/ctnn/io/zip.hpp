@@ -145,15 +145,18 @@ class ZipReader {
     const std::uint64_t size = bytes_.size();
     if (size < 22) fail("truncated or not a zip archive: " + std::to_string(size) + " bytes");
 
-    // The end-of-central-directory record: the last 22 bytes, unless a comment follows it.
+    // The end-of-central-directory record: the last 22 bytes, unless a comment follows it. Where
+    // no record's comment ends at the file's end, the last record whose comment fits is taken, as
+    // Python's zipfile and PyTorch's reader take it: bytes appended to an archive (padding by a
+    // copy tool) do not make it unreadable.
     std::uint64_t end = size;  // "not found"
     const std::uint64_t lowest = size - 22 > 65535 ? size - 22 - 65535 : 0;
-    for (std::uint64_t p = size - 22;; --p) {
-      if (u(p, 4) == kZipEndSig && u(p + 20, 2) == size - p - 22) {
-        end = p;
-        break;
+    for (const bool exact : {true, false}) {
+      for (std::uint64_t p = size - 22; end == size; --p) {
+        const std::uint64_t comment = u(p + 20, 2), after = size - p - 22;
+        if (u(p, 4) == kZipEndSig && (exact ? comment == after : comment < after)) end = p;
+        if (p == lowest) break;
       }
-      if (p == lowest) break;
     }
     if (end == size) fail("truncated or not a zip archive: no end-of-central-directory record");
 
