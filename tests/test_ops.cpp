@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <cstdlib>
+#include <sstream>
 #include <tuple>
 #include <utility>
 
@@ -220,6 +221,16 @@ TEST_CASE("gemm_gathered: A packed from its table gives the bits of ops::gemm on
     }
   set_num_threads(threads);
   ops::set_gemm_backend(automatic);
+}
+
+TEST_CASE("the CPU's model name is read from cpuinfo's first 'model name' line; none is an empty name, not an exception") {
+  std::istringstream amd("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B45\nmodel name\t: other\n");
+  CHECK(ops::cpu_model_name(amd) == "AMD EPYC 9B45");
+  std::istringstream empty("model name\t: \n");  // review finding: substr(npos) threw std::out_of_range
+  CHECK(ops::cpu_model_name(empty).empty());
+  std::istringstream bare("model name\n"), none("processor\t: 0\n");
+  CHECK(ops::cpu_model_name(bare).empty());
+  CHECK(ops::cpu_model_name(none).empty());
 }
 
 TEST_CASE("the GEMM backend follows the instruction set the CPU reports, not OpenBLAS's table of models") {

@@ -100,7 +100,9 @@ inline void batchnorm_batch_channel(const float* px, float* py, std::size_t m, s
   st.save_mean[c] = mean;
   st.save_invstd[c] = invstd;
   const float alpha = invstd * st.weight[c];
-  const float beta = st.bias[c] - mean * alpha;
+  // PyTorch's kernel fuses this one, as in running_affine: written as fma, not left to the
+  // compiler (GCC at -O1 or with -ffp-contract=off kept the two roundings: y an ulp off).
+  const float beta = std::fma(-mean, alpha, st.bias[c]);
   scale_shift(px, py, m, alpha, beta, relu);
 }
 }  // namespace detail

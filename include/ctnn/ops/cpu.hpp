@@ -6,6 +6,7 @@
 #pragma once
 
 #include <fstream>
+#include <istream>
 #include <string>
 #include <string_view>
 
@@ -75,16 +76,20 @@ constexpr Isa compiled_isa() {
 #endif
 }
 
-// The CPU's model name as lscpu shows it ("AMD EPYC 9B45"), from /proc/cpuinfo; empty where
-// there is none. For the lines benchmarks and trainers print beside their figures.
-inline std::string cpu_model_name() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);)
+// The CPU's model name as lscpu shows it ("AMD EPYC 9B45"), from /proc/cpuinfo (or text in its
+// format); empty where there is none, or where the line names none. For the lines benchmarks and trainers print beside their figures.
+inline std::string cpu_model_name(std::istream& cpuinfo) {
+  for (std::string line; std::getline(cpuinfo, line);)
     if (line.rfind("model name", 0) == 0) {
       const auto colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+      const auto start = colon == std::string::npos ? colon : line.find_first_not_of(" \t", colon + 1);
+      return start == std::string::npos ? std::string() : line.substr(start);
     }
   return {};
+}
+inline std::string cpu_model_name() {
+  std::ifstream in("/proc/cpuinfo");
+  return cpu_model_name(in);
 }
 
 // The instruction set of the sgemm kernels behind an OpenBLAS core name
