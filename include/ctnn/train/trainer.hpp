@@ -206,7 +206,10 @@ class Trainer {
     TrainPosition at = resume(log, steps_per_epoch);
     // As DDP starts its replicas from process 0's weights; here a difference (another --load
     // file) is an error rather than overwritten.
-    if (replicas_) replicas_->require_same("weights before training: " + state_hash());
+    // And every process polls a stop flag or none: the poll after each step is a collective call.
+    if (replicas_)
+      replicas_->require_same("weights before training: " + state_hash() +
+                              "\nstop_when: " + (stop_flag_ ? "a flag" : "none"));
     if (lead() && !o_.out_dir.empty()) {
       const long rows = csv_.open(csv_path(), at.epoch, at.batch, at.total_steps);
       if (rows != at.total_steps)  // (rows lost, or a log that is not this run's: the snapshot still counts)
