@@ -941,3 +941,27 @@ TEST_CASE("Trainer: a new run removes an earlier run's snapshot; a loss log shor
   CHECK(resume_log.str().find("warning: " + csv.string() + " holds 1 step rows, and the snapshot was taken after 2 "
                               "steps: the log's rows go on from step 3") != std::string::npos);
 }
+
+TEST_CASE("Trainer with replicas: a process whose share of the batch stayed finite says another's did not") {
+  // Process 0 of 2, whose own share is finite, while the other process's share made the summed
+  // loss NaN: "every layer's output is finite: the loss itself overflowed" was wrong there.
+  struct OtherShareNaN : Replicas {
+    int rank() const override { return 0; }
+    int size() const override { return 2; }
+    BatchShard shard(const data::LoaderBatch&) const override { return {}; }
+    void sum(std::span<float>) const override {}
+    double sum(double value) const override { return value + std::numeric_limits<double>::quiet_NaN(); }
+    void broadcast(std::vector<std::uint8_t>&) const override {}
+    void require_same(const std::string&) const override {}
+  } replicas;
+  TrainerOptions o;
+  o.batch_size = 20;
+  SmallNet net(0);
+  Trainer<SmallNet> trainer(net, o);
+  trainer.set_replicas(replicas);
+  std::ostringstream log;
+  CHECK_THROWS_WITH_AS(trainer.fit(data::make_synthetic_cifar(40, 3), log),
+                       doctest::Contains("step 1 (epoch 1, batch 1 of 2): loss is NaN; this process's share of the batch "
+                                         "gave finite outputs and a finite loss: another process's share did not"),
+                       NumericalError);
+}

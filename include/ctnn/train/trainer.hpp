@@ -270,9 +270,10 @@ class Trainer {
       // global mean, and the parts are summed (so every process sees the same loss).
       const ShardScope scope(replicas_ ? replicas_->shard(batch) : BatchShard{});
       loss = criterion.forward(net_.forward(batch.images), batch.labels, replicas_ ? batch.global_size : 0);
+      const bool share_finite = std::isfinite(loss);
       if (replicas_) loss = static_cast<float>(replicas_->sum(static_cast<double>(loss)));
       if (!std::isfinite(loss)) [[unlikely]]
-        forward_fault(at, steps_per_epoch, loss, batch);
+        forward_fault(at, steps_per_epoch, loss, batch, share_finite);
       net_.backward(batch.images, criterion.grad());
     } catch (const std::invalid_argument& e) {
       // A batch a layer cannot take (BatchNorm1d in training, as PyTorch's, refuses a last
@@ -482,10 +483,15 @@ class Trainer {
   }
 
   [[noreturn]] void forward_fault(const TrainPosition& at, int steps_per_epoch, float loss,
-                                  const data::LoaderBatch& batch) {
+                                  const data::LoaderBatch& batch, bool share_finite) {
     std::string layer;
     const auto& x = batch.images;
-    const std::string where = locate_forward_fault(net_, std::span<const float>(x.data(), x.size()), layer);
+    std::string where = locate_forward_fault(net_, std::span<const float>(x.data(), x.size()), layer);
+    // With replicas, a process whose share of the batch stayed finite did not overflow: another
+    // process's share made the summed loss non-finite, and that process's message names the layer.
+    if (replicas_ && share_finite && layer.empty() && all_finite(std::span<const float>(x.data(), x.size())))
+      where = "this process's share of the batch gave finite outputs and a finite loss: another process's share did "
+              "not (its message names the layer)";
     throw NumericalError(step_name(at, steps_per_epoch) + ": loss is " + first_non_finite(std::span(&loss, 1)) + "; " +
                              where + "; stopped before the optimizer step" + last_good(),
                          at.total_steps + 1, layer);
