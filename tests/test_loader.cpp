@@ -19,6 +19,10 @@
 #include <thread>
 #include <vector>
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "ctnn/core/threading.hpp"
 #include "ctnn/data/cifar.hpp"
 #include "ctnn/data/loader.hpp"
@@ -387,6 +391,44 @@ TEST_CASE("BackgroundWorker runs jobs off the caller's thread and rethrows their
     detail::BackgroundWorker w;
     w.submit([] {});
   }
+}
+
+TEST_CASE("BackgroundWorker: a thread that cannot start leaves the worker usable") {
+  // Review finding: submit() took the job slot before starting its thread, so after one
+  // EAGAIN every later submit said "submit while a job is in flight" and wait() hung. Run in a
+  // child process, as user nobody when the tests run as root, with no processes allowed to the
+  // user (RLIMIT_NPROC 0: thread creation fails), then the limit lifted again.
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(3);
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NPROC, &limit) != 0) ::_exit(4);
+    const rlimit none{0, limit.rlim_max};
+    if (::setrlimit(RLIMIT_NPROC, &none) != 0) ::_exit(5);
+    detail::BackgroundWorker worker;
+    bool refused = false;
+    try {
+      worker.submit([] {});
+    } catch (const std::system_error&) {
+      refused = true;
+    }
+    if (!refused) ::_exit(6);  // (the limit did not hold: nothing tested)
+    if (worker.busy()) ::_exit(7);
+    if (::setrlimit(RLIMIT_NPROC, &limit) != 0) ::_exit(8);
+    int value = 0;
+    try {
+      worker.submit([&] { value = 42; });
+      worker.wait();
+    } catch (const std::exception&) {
+      ::_exit(9);
+    }
+    ::_exit(value == 42 ? 0 : 10);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
 
 TEST_CASE("Starting an epoch at batch k yields exactly that epoch's batches from k on") {
