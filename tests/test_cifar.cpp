@@ -290,6 +290,11 @@ TEST_CASE("A folder this user may not enter is said, not reported as a missing f
     } catch (const std::exception& e) {
       said = e.what();
     }
+    try {  // a checkpoint there, as ctnn-eval --checkpoint checks it first
+      ctnn::io::require_readable(locked / "x.ckpt");
+    } catch (const std::exception& e) {
+      said += std::string("\n") + e.what();
+    }
     const bool written = ::write(out[1], said.data(), said.size()) == static_cast<ssize_t>(said.size());
     ::_exit(written ? 0 : 4);
   }
@@ -304,9 +309,10 @@ TEST_CASE("A folder this user may not enter is said, not reported as a missing f
   REQUIRE(WIFEXITED(status));
   REQUIRE(WEXITSTATUS(status) == 0);
   INFO(said);
-  CHECK(contains(said, "cannot look at"));
-  CHECK(contains(said, "Permission denied"));
+  CHECK(contains(said, "CIFAR-10: cannot look at the data directory"));
+  CHECK(contains(said, (locked / "x.ckpt").string() + ": cannot look at it: Permission denied"));
   CHECK(!contains(said, "does not exist"));
+  CHECK(!contains(said, "no such file"));
 }
 
 TEST_CASE("An empty file is reported as empty") {
