@@ -78,6 +78,10 @@ class Rewriter {
       case Kind::none: w.op('N'); break;
       case Kind::boolean: w.op(v.integer ? 0x88 : 0x89); break;
       case Kind::integer: w.integer(v.integer); break;
+      case Kind::big_integer:  // (its value is not kept: any int beyond 64 bits reads back as one)
+        w.op(0x8a);
+        w.bytes.insert(w.bytes.end(), {9, 0, 0, 0, 0, 0, 0, 0, 0, 1});
+        break;
       case Kind::floating: {
         std::uint64_t bits;
         std::memcpy(&bits, &v.floating, sizeof bits);
@@ -158,7 +162,8 @@ struct Same {
     const pickle::Value &x = ua.at(a), &y = ub.at(b);
     if (x.kind != y.kind) return false;
     switch (x.kind) {
-      case Kind::none: return true;
+      case Kind::none:
+      case Kind::big_integer: return true;
       case Kind::boolean:
       case Kind::integer: return x.integer == y.integer;
       case Kind::floating: return std::memcmp(&x.floating, &y.floating, sizeof x.floating) == 0;
