@@ -172,20 +172,11 @@ class Unpickler {
         case 'J': push(make_int(static_cast<std::int32_t>(le(4)))); break;  // BININT
         case 'K': push(make_int(take(1)[0])); break;                         // BININT1
         case 'M': push(make_int(static_cast<std::int64_t>(le(2)))); break;  // BININT2
-        case 0x8b: {  // LONG4: an int of more than 255 bytes
-          take(le(4));
-          Value v;
-          v.kind = Value::Kind::big_integer;
-          push(add(std::move(v)));
-          break;
-        }
+        case 0x8b: push(make_big_int(le(4))); break;  // LONG4: an int of more than 255 bytes
         case 0x8a: {                                                         // LONG1
           const unsigned n = take(1)[0];
           if (n > 8) {
-            take(n);
-            Value v;
-            v.kind = Value::Kind::big_integer;
-            push(add(std::move(v)));
+            push(make_big_int(n));
             break;
           }
           const std::uint64_t raw = n ? le(static_cast<int>(n)) : 0;
@@ -334,6 +325,13 @@ class Unpickler {
     Value v;
     v.kind = Value::Kind::integer;
     v.integer = i;
+    return add(std::move(v));
+  }
+  // An int of `n` bytes, beyond 64 bits: skipped, kept only as such.
+  Ref make_big_int(std::uint64_t n) {
+    take(n);
+    Value v;
+    v.kind = Value::Kind::big_integer;
     return add(std::move(v));
   }
   Ref make_global(const std::string& module, const std::string& name) {

@@ -506,8 +506,7 @@ class TorchHooks : public pickle::Hooks {
   pickle::Ref reduce(pickle::Unpickler& u, pickle::Ref callable, pickle::Ref args_ref, bool nested) {
     using K = pickle::Value::Kind;
     const std::string f = u.at(callable).text;
-    u.charge_copy(u.at(args_ref).items.size() * sizeof(pickle::Ref));
-    const std::vector<pickle::Ref> args = u.at(args_ref).items;  // (a copy: u.add moves the arena)
+    const std::vector<pickle::Ref> args = copied_items(u, args_ref);  // (a copy: u.add moves the arena)
     auto new_value = [&](K kind, std::vector<pickle::Ref> items) {
       pickle::Value v;
       v.kind = kind;
@@ -614,6 +613,7 @@ class TorchHooks : public pickle::Hooks {
     v.integer = static_cast<std::int64_t>(index) << 1 | tag;
     return u.add(std::move(v));
   }
+  // The items of a container, copied and charged as such (Unpickler::charge_copy).
   static std::vector<pickle::Ref> copied_items(pickle::Unpickler& u, pickle::Ref r) {
     u.charge_copy(u.at(r).items.size() * sizeof(pickle::Ref));
     return u.at(r).items;

@@ -182,10 +182,11 @@ void require_same_options(const io::StateDict& sd, const std::string& file, cons
     if (!t) return;  // (the lists differ: said below)
     if (t->dtype() != io::DType::int64 || t->numel() != 1)
       throw io::CheckpointError(file, "is corrupt: " + key + " is not one int64");
-    const double was = std::bit_cast<double>(t->int64s().front());
-    if (std::bit_cast<std::int64_t>(was) != std::bit_cast<std::int64_t>(value))
+    const std::int64_t was = t->int64s().front();
+    if (was != std::bit_cast<std::int64_t>(value))
       throw io::CheckpointError(file, "was written by a run whose optimizer had " + std::string(name) + " = " +
-                                          shortest_text(was) + "; this run's has " + shortest_text(value) +
+                                          shortest_text(std::bit_cast<double>(was)) + "; this run's has " +
+                                          shortest_text(value) +
                                           ": resume with the same optimizer options");
   });
   std::sort(saved.begin(), saved.end());
@@ -195,44 +196,28 @@ void require_same_options(const io::StateDict& sd, const std::string& file, cons
                                         io::key_list(saved, ", ") + ")");
 }
 
-// Everything restore_snapshot changes, copied (the network's parameters, buffers, counters and
-// random state; the optimizer's state), so that it can be put back when an entry is refused
-// after others were restored.
-class RestoredState : StateVisitor {
+// Everything restore_snapshot changes (the network's state_dict; the optimizer's state and the
+// layers' random state as snapshot entries), copied, and put back when an entry is refused after
+// others were restored.
+template <class Net, class Optimizer>
+class RestoredState {
  public:
-  template <class Net, class Optimizer>
-  void keep(Net& net, Optimizer& opt) {
-    visit(net, opt);
+  RestoredState(Net& net, Optimizer& opt) : net_(net), opt_(opt), model_(io::state_dict(net)) {
+    StateWriter writer(rest_);
+    opt.visit_state(writer, "optimizer");
+    each_random_state_entry(net, [&](const std::string& key, std::int64_t& v) { writer.counter(key, v); });
   }
-  template <class Net, class Optimizer>
-  void put_back(Net& net, Optimizer& opt) {
-    back_ = true;
-    floats_at_ = ints_at_ = 0;
-    visit(net, opt);
+  void put_back() {
+    io::load_state_dict(net_, model_, /*strict=*/true, "the state before the snapshot");
+    StateReader reader(rest_, "the state before the snapshot");
+    opt_.visit_state(reader, "optimizer");
+    each_random_state_entry(net_, [&](const std::string& key, std::int64_t& v) { reader.counter(key, v); });
   }
 
  private:
-  template <class Net, class Optimizer>
-  void visit(Net& net, Optimizer& opt) {
-    net.visit_state(*this);
-    opt.visit_state(*this, "optimizer");
-    each_random_state_entry(net, [&](const std::string& key, std::int64_t& v) { counter(key, v); });
-  }
-  void parameter(const std::string& name, const TensorShape& shape, Param& p) override { buffer(name, shape, p.data()); }
-  void buffer(const std::string&, const TensorShape&, std::span<float> data) override {
-    if (!back_) floats_.emplace_back(data.begin(), data.end());
-    else std::copy(floats_[floats_at_].begin(), floats_[floats_at_].end(), data.begin());
-    ++floats_at_;
-  }
-  void counter(const std::string&, std::int64_t& value) override {
-    if (!back_) ints_.push_back(value);
-    else value = ints_[ints_at_];
-    ++ints_at_;
-  }
-  std::vector<std::vector<float>> floats_;
-  std::vector<std::int64_t> ints_;
-  std::size_t floats_at_ = 0, ints_at_ = 0;
-  bool back_ = false;
+  Net& net_;
+  Optimizer& opt_;
+  io::StateDict model_, rest_;
 };
 
 }  // namespace detail
@@ -292,8 +277,7 @@ TrainPosition restore_snapshot(const io::StateDict& sd, const std::string& file,
   io::StateDict model;
   for (const auto& [key, t] : sd)
     if (key.rfind("model.", 0) == 0) model.insert_or_assign(key.substr(6), t);
-  detail::RestoredState before;
-  before.keep(net, opt);
+  detail::RestoredState before(net, opt);
   try {
     io::load_state_dict(net, model, /*strict=*/true, file);  // (all checked before it loads any)
     opt.visit_state(reader, "optimizer");
@@ -304,7 +288,7 @@ TrainPosition restore_snapshot(const io::StateDict& sd, const std::string& file,
     }
     detail::each_random_state_entry(net, [&](const std::string& key, std::int64_t& v) { reader.counter(key, v); });
   } catch (...) {
-    before.put_back(net, opt);
+    before.put_back();
     throw;
   }
   return at;

@@ -246,8 +246,8 @@ class Trainer {
     }
     csv_.flush();
     finished_ = at.epoch > o_.epochs;
-    if (finished_) interrupted_ = false;  // a flag set in the last step: nothing was left undone
     if (finished_) {
+      interrupted_ = false;  // a flag set in the last step: nothing was left undone
       if (lead() && !o_.out_dir.empty()) save_weights(at, checkpoint_path("final"));
     } else {
       // Keep the place for --resume (mid-epoch, or before any step with max_steps 0), unless an
@@ -402,14 +402,14 @@ class Trainer {
   // under this run's log.
   TrainPosition resume(std::ostream& log, int steps_per_epoch) {
     if (o_.out_dir.empty()) return {};
+    const auto file = checkpoint_path("resume");
     if (!o_.resume) {
       std::error_code ec;
-      if (lead() && std::filesystem::remove(checkpoint_path("resume"), ec))
-        log << "Removed " << checkpoint_path("resume").string() << ", an earlier run's snapshot (a new run starts; "
-            << "--resume continues one)" << std::endl;
+      if (lead() && std::filesystem::remove(file, ec))
+        log << "Removed " << file.string() << ", an earlier run's snapshot (a new run starts; --resume continues one)"
+            << std::endl;
       return {};
     }
-    const auto file = checkpoint_path("resume");
     // Process 0 reads the file; with replicas, every process restores those bytes.
     bool found = lead() && std::filesystem::exists(file);
     std::vector<std::uint8_t> bytes;
@@ -439,7 +439,7 @@ class Trainer {
                          file.string(), net_, opt_, o_.seed, o_.batch_size, train_size_, check_position);
     last_saved_step_ = at.total_steps;
     if (lead())
-      log << "Resuming from " << checkpoint_path("resume").string() << ": epoch " << at.epoch << ", step " << at.batch
+      log << "Resuming from " << file.string() << ": epoch " << at.epoch << ", step " << at.batch
           << ", " << at.total_steps << " steps done" << std::endl;
     if (o_.resume_with_lr) resume_lr(at, log);
     return at;
@@ -485,11 +485,11 @@ class Trainer {
   [[noreturn]] void forward_fault(const TrainPosition& at, int steps_per_epoch, float loss,
                                   const data::LoaderBatch& batch, bool share_finite) {
     std::string layer;
-    const auto& x = batch.images;
-    std::string where = locate_forward_fault(net_, std::span<const float>(x.data(), x.size()), layer);
+    const std::span<const float> input(batch.images.data(), batch.images.size());
+    std::string where = locate_forward_fault(net_, input, layer);
     // With replicas, a process whose share of the batch stayed finite did not overflow: another
     // process's share made the summed loss non-finite, and that process's message names the layer.
-    if (replicas_ && share_finite && layer.empty() && all_finite(std::span<const float>(x.data(), x.size())))
+    if (replicas_ && share_finite && layer.empty() && all_finite(input))
       where = "this process's share of the batch gave finite outputs and a finite loss: another process's share did "
               "not (its message names the layer)";
     throw NumericalError(step_name(at, steps_per_epoch) + ": loss is " + first_non_finite(std::span(&loss, 1)) + "; " +
