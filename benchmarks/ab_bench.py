@@ -46,6 +46,7 @@ def main():
     ap.add_argument('--steps', type=int, default=0,
                     help='timed steps per run (default 0: 6 for training, 30 for evaluation)')
     ap.add_argument('--batch-size', type=int, default=100)
+    ap.add_argument('--precision', choices=['fp32', 'bf16'], default='fp32', help='of both sides (default fp32)')
     args = ap.parse_args()
     if args.threads < 1 or args.rounds < 1 or args.steps < 0:
         ap.error('--threads and --rounds must be at least 1, --steps at least 0')
@@ -64,7 +65,7 @@ def main():
             for r in range(args.rounds):
                 for side in ((0, 1) if r % 2 == 0 else (1, 0)):
                     exe, env = sides[side]
-                    mean, best, line = bench(exe, model, mode, args.threads, steps, args.batch_size, env)
+                    mean, best, line = bench(exe, model, mode, args.threads, steps, args.batch_size, env, args.precision)
                     runs[side].append((mean, best))
                     said[side].setdefault(line)
             ratios = [b[0] / a[0] for a, b in zip(*runs)]

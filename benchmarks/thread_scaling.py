@@ -16,11 +16,11 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def bench(exe, model, mode, threads, steps, batch, env=None):
+def bench(exe, model, mode, threads, steps, batch, env=None, precision='fp32'):
     """One run of ctnn-bench (with `env` added to the environment): images/s, mean and of the
     fastest step, and what it printed on stderr (the GEMM backend and precision lines)."""
     cmd = [exe, '--model', model, '--mode', mode, '--threads', str(threads), '--steps', str(steps),
-           '--batch-size', str(batch)]
+           '--batch-size', str(batch), '--precision', precision]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if r.returncode != 0:
         sys.exit(f'{os.path.basename(sys.argv[0])}: {" ".join(cmd)} failed ({r.returncode}):\n{r.stderr.strip()}')

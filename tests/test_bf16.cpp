@@ -124,8 +124,8 @@ ConvSums conv_sums(const std::vector<double>& x, const std::vector<double>& w, c
   return r;
 }
 
-// `bf16_products`: whether the layer multiplies in bf16 under the policy (false for the layers
-// that stay fp32 Winograd, whose output must then be fp32's bit for bit).
+// `bf16_products`: whether the layer multiplies in bf16 under the policy (false for the Winograd
+// layers that stay fp32 off AMX, whose output must then be fp32's bit for bit).
 template <int Cin, int Cout, int K, int S, int P, int H>
 void conv_bf16(const char* name, bool bf16_products = true) {
   using In = Shape<Cin, H, H>;
@@ -147,7 +147,7 @@ void conv_bf16(const char* name, bool bf16_products = true) {
     if (bf16_products)
       CHECK_MESSAGE(relative_gap(y, y32) > 1e-4, name << ": bf16 output equals fp32's: the policy was not applied");
     else
-      CHECK_MESSAGE(y == y32, name << ": a Winograd F(4x4) layer must stay fp32 off AMX");
+      CHECK_MESSAGE(y == y32, name << ": a Winograd layer must stay fp32 off AMX");
     net.zero_grad();
     net.backward(x, dy, dx);
   }
@@ -646,13 +646,14 @@ TEST_CASE("On AMX, the direct convolution (tiles loaded from padded channel pair
 TEST_CASE("Conv2d under bf16 matches PyTorch's autocast: forward, input, weight and bias gradients") {
   if (!bf16_runs_here()) return;
   static_assert(Conv2d<48, 13, 3, 1, 1>::bind<Shape<48, 5, 5>>::winograd_plan().tile == 2,
-                "an F(2x2) Winograd layer in fp32: bf16 runs it as im2col products");
+                "an F(2x2) Winograd layer in fp32");
   static_assert(Conv2d<16, 4, 3, 1, 1>::bind<Shape<16, 8, 8>>::winograd_plan().tile == 4,
                 "an F(4x4) Winograd layer in fp32");
-  conv_bf16<48, 13, 3, 1, 1, 5>("conv2d_bf16_k3s1p1");
-  // F(4x4) stays fp32 Winograd on the AVX512_BF16 and portable kernels; on AMX it is a bf16 product too.
-  conv_bf16<16, 4, 3, 1, 1, 8>("conv2d_bf16_k3s1p1_chunked",
-                               /*bf16_products=*/ops::bf16_kernel() == ops::Bf16Kernel::amx);
+  // Winograd layers stay fp32 Winograd on the AVX512_BF16 and portable kernels; on AMX they are
+  // bf16 products too.
+  const bool amx = ops::bf16_kernel() == ops::Bf16Kernel::amx;
+  conv_bf16<48, 13, 3, 1, 1, 5>("conv2d_bf16_k3s1p1", /*bf16_products=*/amx);
+  conv_bf16<16, 4, 3, 1, 1, 8>("conv2d_bf16_k3s1p1_chunked", /*bf16_products=*/amx);
   conv_bf16<40, 20, 1, 1, 0, 4>("conv2d_bf16_k1s1p0");
   conv_bf16<24, 16, 1, 2, 0, 5>("conv2d_bf16_k1s2p0");
   conv_bf16<3, 8, 7, 2, 3, 16>("conv2d_bf16_k7s2p3");
@@ -662,14 +663,16 @@ TEST_CASE("Conv2d under bf16 matches PyTorch's autocast: forward, input, weight 
 
 TEST_CASE("Conv2d under bf16 cut into chunks (its weights rounded once for all) against double sums of its rounded operands") {
   if (!bf16_runs_here()) return;
-  // 64 -> 64 3x3 on 7x7 planes: F(2x2) Winograd in fp32, im2col products under bf16, in chunks
-  // of whole images (small planes: each chunk's product cut over the threads), every chunk
-  // multiplying the weights packed once per pass.
-  constexpr int kN = 40, kC = 64, kH = 7;
+  // 64 -> 64 3x3 unpadded, 9x9 planes to 7x7 (not a Winograd layer): im2col products under
+  // bf16, in chunks of whole images (small planes: each chunk's product cut over the threads),
+  // every chunk multiplying the weights packed once per pass.
+  constexpr int kN = 40, kC = 64, kH = 9, kOut = 7;
   using In = Shape<kC, kH, kH>;
-  static_assert(!ops::ConvShape{kC, kH, kH, kC, 3, 1, 1}.image_parallel());
-  REQUIRE(ops::detail::conv_chunk({kC, kH, kH, kC, 3, 1, 1}, kN) < kN);
-  Network<In, Sequential<Conv2d<kC, kC, 3, 1, 1>>> net;
+  using Out = Shape<kC, kOut, kOut>;
+  static_assert(!ops::ConvShape{kC, kH, kH, kC, 3, 1, 0}.image_parallel());
+  static_assert(Conv2d<kC, kC, 3, 1, 0>::bind<In>::winograd_plan().tile == 0);
+  REQUIRE(ops::detail::conv_chunk({kC, kH, kH, kC, 3, 1, 0}, kN) < kN);
+  Network<In, Sequential<Conv2d<kC, kC, 3, 1, 0>>> net;
   auto& conv = net.root().get<0>();
   std::mt19937 rng(17);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -679,12 +682,13 @@ TEST_CASE("Conv2d under bf16 cut into chunks (its weights rounded once for all) 
     return copy;
   };
   const std::vector<double> w = fill(conv.weight.data(), 1.0f / 24), b = fill(conv.bias.data(), 0.5f);
-  std::vector<float> xv(static_cast<std::size_t>(kN) * kC * kH * kH), dyv(xv.size());
+  std::vector<float> xv(static_cast<std::size_t>(kN) * kC * kH * kH), dyv(static_cast<std::size_t>(kN) * kC * kOut * kOut);
   const std::vector<double> xd = fill(xv, 1.0f), dyd = fill(dyv, 1.0f);
-  Batch<In> x, dy, dx;
+  Batch<In> x, dx;
+  Batch<Out> dy;
   x.from_nchw(xv.data(), kN);
   dy.from_nchw(dyv.data(), kN);
-  const ConvSums r = conv_sums(xd, w, b, dyd, kN, kC, kC, 3, 1, 1, kH);
+  const ConvSums r = conv_sums(xd, w, b, dyd, kN, kC, kC, 3, 1, 0, kH);
   for (int threads : {1, 2}) {
     const int before = num_threads();
     set_num_threads(threads);

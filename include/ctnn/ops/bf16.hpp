@@ -15,9 +15,7 @@
 //   multiplied by ctnn's fp32 kernel (ops/sgemm.hpp). The product of two bf16 values is exact in
 //   fp32, so one FMA adds it to the sum with one rounding, as each half of VDPBF16PS does (which
 //   also reads and writes subnormals as zero): the same arithmetic, slower than fp32 (the
-//   copies, and im2col where fp32 runs Winograd F(2x2): 0.77x fp32's training speed for VGG16,
-//   0.83x for ResNet50_layer4 on an AVX2 Zen 3), so that a bf16 run can be reproduced on any
-//   machine and its tests run everywhere.
+//   copies), so that a bf16 run can be reproduced on any machine and its tests run everywhere.
 // The first two sum each pair of products into the fp32 sum in k order, so all three agree
 // closely (not bit for bit: their k-blocks differ). Each of the first two is compiled for its
 // instruction set with a function attribute, so a program built for any x86-64 CPU runs it where

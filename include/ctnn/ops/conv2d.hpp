@@ -100,18 +100,18 @@ constexpr Winograd3x3 winograd_plan(const ConvShape& s, int n) {
 }
 
 namespace detail {
-// The Winograd plan of this call. Under bf16, F(2x2) layers run as bf16 im2col products
-// instead (level with fp32 F(2x2) on AVX512_BF16, and autocast's arithmetic). F(4x4) layers
-// stay fp32 Winograd on the AVX512_BF16 kernel: it multiplies 4x less than im2col, more than
-// that kernel's 2x rate makes up (measured 1.3-1.5x faster than bf16 im2col at VGG16's 8x8 to
-// 32x32 layers on AMD Zen 4), and it is more accurate; so on the portable kernel (fp32's rate).
-// The AMX kernel multiplies about 8x faster than fp32 FMAs, so under it every layer runs bf16
-// im2col products. ops/precision.hpp states the policy.
+// The Winograd plan of this call. Under bf16 on the AMX kernel, which multiplies about 8x faster
+// than fp32 FMAs, every 3x3 layer runs as bf16 products instead. On the AVX512_BF16 kernel
+// Winograd layers stay fp32: F(4x4) multiplies 4x less than a direct product and F(2x2) 2.25x
+// less, more than that kernel's 2x rate makes up (AMD Zen 4, `ctnn-bench --conv all --precision
+// fp32|bf16`: fp32 F(4x4) level with or faster than bf16 im2col at VGG16's 8x8 to 32x32 layers;
+// fp32 F(2x2) 13-25 % faster at the 4x4 layers of VGG16 and ResNet50_layer4, level at ResNet's
+// 7x7), and more accurate; so on the portable kernel (fp32's rate). ops/precision.hpp states
+// the policy.
 inline Winograd3x3 winograd_now(const ConvShape& s, int n) {
   Winograd3x3 plan = winograd_plan(s, n);
   plan.relu = s.relu;
-  if (matmul_precision() == Precision::bf16 && (plan.tile == 2 || ops::bf16_kernel() == ops::Bf16Kernel::amx))
-    plan.tile = 0;
+  if (matmul_precision() == Precision::bf16 && ops::bf16_kernel() == ops::Bf16Kernel::amx) plan.tile = 0;
   return plan;
 }
 
