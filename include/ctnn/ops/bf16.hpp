@@ -335,7 +335,11 @@ CTNN_BF16_TARGET inline void pack_panels(const PanelSource& src, Eigen::Index l0
 // one B micro-panel over `pairs` pairs of k.
 CTNN_BF16_TARGET inline void micro_kernel(Eigen::Index pairs, const std::uint32_t* ap, const std::uint32_t* bp,
                                           float* c, Eigen::Index ldc, int mr, int nr, bool add) {
+  // The loops over the 12 columns are unrolled on request, so that c0 and c1 stay in registers:
+  // GCC kept them on the stack, zeroed by two memset calls per block (3 % of a ResNet50_layer4
+  // evaluation step under bf16 on AMD Zen 4; products with k of 64-256 10 % slower).
   __m512 c0[kNr], c1[kNr];
+#pragma GCC unroll 12
   for (int j = 0; j < kNr; ++j) c0[j] = c1[j] = _mm512_setzero_ps();
   for (Eigen::Index p = 0; p < pairs; ++p, ap += kMr, bp += kNr) {
     const __m512bh a0 = (__m512bh)_mm512_loadu_si512(ap);
@@ -348,7 +352,9 @@ CTNN_BF16_TARGET inline void micro_kernel(Eigen::Index pairs, const std::uint32_
   }
   const __mmask16 m0 = mr >= 16 ? __mmask16(0xffff) : __mmask16((1u << mr) - 1);
   const __mmask16 m1 = mr >= 32 ? __mmask16(0xffff) : mr > 16 ? __mmask16((1u << (mr - 16)) - 1) : __mmask16(0);
-  for (int j = 0; j < nr; ++j) {
+#pragma GCC unroll 12
+  for (int j = 0; j < kNr; ++j) {
+    if (j >= nr) continue;
     float* cj = c + j * ldc;
     __m512 x0 = c0[j], x1 = c1[j];
     if (add) {
