@@ -247,12 +247,20 @@ inline void gemm_blocks(const MatRef& a, const MatRef& b, const MutMatRef& c, bo
   const Eigen::Index m = a.out_rows(), n = b.out_cols();
   eigen_assert(a.out_cols() == b.out_rows() && c.rows == m && c.cols == n);
   if (m == 0 || n == 0) return;
-  const bool own = precision == Precision::fp32 && gemm_backend() == GemmBackend::eigen;
+  // Cut as ctnn's fp32 kernel's products are (splits_rows, one block per thread): ctnn's own
+  // kernels, and under bf16 the AVX512_BF16 and portable ones, whose results do not depend on
+  // where blocks start either. There it measured faster at 13 of ResNet50_layer4's 18 1x1
+  // product shapes (forward, input and weight gradients), up to 1.35x (1024 x 400 x 1024), level
+  // at the others (AMD Zen 4, 2 threads, operands in cache), than m >= n and block_count. The
+  // AMX kernel keeps the blocks it was measured with.
+  const bool own = precision == Precision::fp32 ? gemm_backend() == GemmBackend::eigen
+                                                : bf16_kernel() != Bf16Kernel::amx;
   const bool split_rows = own ? splits_rows(m, n, num_threads()) : m >= n;
   const Eigen::Index extent = split_rows ? m : n;
   const long work = static_cast<long>(m) * n * a.out_cols();
+  const Eigen::Index blocks = own ? thread_block_count(extent, work, num_threads()) : block_count(extent, work);
   if (precision == Precision::bf16) {
-    gemm_bf16_blocks(a, b, c.data, c.ld, accumulate, split_rows, block_count(extent, work));
+    gemm_bf16_blocks(a, b, c.data, c.ld, accumulate, split_rows, blocks);
     if (map) map_channels(c.data, *map, static_cast<int>(n), static_cast<std::size_t>(m), static_cast<std::size_t>(c.ld));
     return;
   }
@@ -261,7 +269,6 @@ inline void gemm_blocks(const MatRef& a, const MatRef& b, const MutMatRef& c, bo
   // cut into 2, 3 or 8 blocks: thousands of elements differ in their last bits from the whole
   // product), so blocks that followed the threads would make its results depend on the thread
   // count (and one block per thread gained it 3.5 % on Zen 3, faster in 6 runs of 10).
-  const Eigen::Index blocks = own ? thread_block_count(extent, work, num_threads()) : block_count(extent, work);
   for_each_block(blocks, extent, [&](Eigen::Index s, Eigen::Index l) {
     if (split_rows) return product_into(c.data + s, c.ld, logical_rows(a, s, l), b, accumulate, precision, map);
     const ChannelMap part = map ? map->from(s) : ChannelMap{};  // the block's columns are channels s, ...
