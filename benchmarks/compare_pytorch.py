@@ -326,6 +326,11 @@ def print_model_table(results, args):
         per_round = [float(b['images_per_s']) / a['images_per_s'] for a, b in zip(tr32, cr)]
         print(f'{model:9s}{mode:6s}ctnn bf16 [{gemm}] / torch fp32: {ratio:.2f} (per round '
               f'{min(per_round):.2f}-{max(per_round):.2f})')
+        # And against ctnn's own fp32 (issue 14's measure on a CPU without AMX).
+        cr32 = results[(model, mode, gemm, 'fp32')][1]
+        own = [float(b['images_per_s']) / float(a['images_per_s']) for a, b in zip(cr32, cr)]
+        print(f'{model:9s}{mode:6s}ctnn bf16 [{gemm}] / ctnn fp32: {rate(cr, args) / rate(cr32, args):.2f} (per round '
+              f'{min(own):.2f}-{max(own):.2f})')
 
 
 def compare_convs(args):
