@@ -412,13 +412,25 @@ CTNN_BF16_TARGET inline Packed pack_whole(const PanelSource& src, Eigen::Index l
   return p;
 }
 
-// C = A * B (+ C). `whole_a` / `whole_b`, when given, are the packings of the whole operand
-// of which `a` is rows [a_line0, ...) / `b` is columns [b_line0, ...); the other operand is
-// packed here, block by block.
-CTNN_BF16_TARGET inline void product(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate,
-                                     const Packed& whole_a = {}, Eigen::Index a_line0 = 0, const Packed& whole_b = {},
-                                     Eigen::Index b_line0 = 0) {
-  const Eigen::Index m = a.out_rows(), k = a.out_cols(), n = b.out_cols();
+// A's rows as product() packs them from a matrix: pack_panels (a functor, not a lambda: a
+// lambda would not inherit the target attribute).
+struct MatrixPanels {
+  PanelSource src;
+  CTNN_BF16_TARGET void operator()(Eigen::Index l0, Eigen::Index count, Eigen::Index k0, Eigen::Index kc,
+                                   std::uint32_t* out) const {
+    pack_panels<kMr>(src, l0, count, k0, kc, out);
+  }
+};
+
+// C = A * B (+ C), A being m x k rows that pack_a(l0, count, k0, kc, out) packs as pack_panels
+// does. `whole_a` / `whole_b`, when given, are the packings of the whole operand of which A is
+// rows [a_line0, ...) / `b` is columns [b_line0, ...); the other operand is packed here, block by
+// block.
+template <class PackA>
+CTNN_BF16_TARGET inline void product(const PackA& pack_a, Eigen::Index m, Eigen::Index k, const MatRef& b, float* c,
+                                     Eigen::Index ldc, bool accumulate, const Packed& whole_a, Eigen::Index a_line0,
+                                     const Packed& whole_b, Eigen::Index b_line0) {
+  const Eigen::Index n = b.out_cols();
   std::uint32_t* ap = whole_a.data ? nullptr : panel_buffer(0, static_cast<std::size_t>(kMc + kMr) * (kKc / 2));
   std::uint32_t* bp = whole_b.data ? nullptr : panel_buffer(1, static_cast<std::size_t>(kNc + kNr) * (kKc / 2));
   for (Eigen::Index j0 = 0; j0 < n; j0 += kNc) {
@@ -430,7 +442,7 @@ CTNN_BF16_TARGET inline void product(const MatRef& a, const MatRef& b, float* c,
       for (Eigen::Index i0 = 0; i0 < m; i0 += kMc) {
         const Eigen::Index mc = std::min(kMc, m - i0);
         const std::uint32_t* apan = whole_a.data ? packed_at<kMr>(whole_a, a_line0 + i0, k0, kc) : ap;
-        if (!whole_a.data) pack_panels<kMr>(source_of_a(a), i0, mc, k0, kc, ap);
+        if (!whole_a.data) pack_a(i0, mc, k0, kc, ap);
         for (Eigen::Index jr = 0; jr < nc; jr += kNr)
           for (Eigen::Index ir = 0; ir < mc; ir += kMr)
             micro_kernel(pairs, apan + ir * pairs, bpan + jr * pairs, c + (i0 + ir) + (j0 + jr) * ldc, ldc,
@@ -438,6 +450,31 @@ CTNN_BF16_TARGET inline void product(const MatRef& a, const MatRef& b, float* c,
                          accumulate || k0 > 0);
       }
     }
+  }
+}
+
+CTNN_BF16_TARGET inline void product(const MatRef& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate,
+                                     const Packed& whole_a = {}, Eigen::Index a_line0 = 0, const Packed& whole_b = {},
+                                     Eigen::Index b_line0 = 0) {
+  product(MatrixPanels{source_of_a(a)}, a.out_rows(), a.out_cols(), b, c, ldc, accumulate, whole_a, a_line0, whole_b,
+          b_line0);
+}
+
+// C (m x n) = A * B (or +=) for an A whose rows a packer reads from elsewhere (rows_from(s): the
+// packer of A's rows from s on): B packed once, by all threads; C's rows cut into one block of
+// whole panels per thread, each packing its own rows of A. The bits of gemm_bf16_serial on the A
+// the packer reads, at any thread count.
+template <class RowsFrom>
+inline void product_by_row_blocks(const RowsFrom& rows_from, Eigen::Index m, const MatRef& b, float* c,
+                                  Eigen::Index ldc, bool accumulate) {
+  const Eigen::Index k = b.out_rows(), n = b.out_cols();
+  const Packed shared = pack_whole<kNr>(source_of_b(b), n, k, panel_buffer(2, packed_words<kNr>(n, k)));
+  const Eigen::Index panels = (m + kMr - 1) / kMr,
+                     blocks = std::min(panels, ops::detail::thread_block_count(m, static_cast<long>(m) * n * k, num_threads()));
+  CTNN_OMP(parallel for schedule(dynamic, 1) if (blocks > 1))
+  for (Eigen::Index i = 0; i < blocks; ++i) {
+    const Eigen::Index s = i * panels / blocks * kMr, e = std::min(m, (i + 1) * panels / blocks * kMr);
+    product(rows_from(s), e - s, k, b, c + s, ldc, accumulate, {}, 0, shared, 0);
   }
 }
 
@@ -764,14 +801,19 @@ struct PatchCols {
 struct GatheredRows {
   GatheredMatrix a;
   Index line0;  // the matrix row that is this block's first
-  CTNN_AMX_TARGET void operator()(Index r0, Index count, Index k0, Index kc, std::uint32_t* out) const {
+  // AMX's panels hold k in chunks of 32, the last one padded with zero pairs; the AVX512_BF16
+  // kernel's hold (kc + 1) / 2 pairs (bf16::pack_panels's layout).
+  bool chunked = true;
+  Index padded_pairs(Index kc) const { return chunked ? chunks_of(kc) * 16 : (kc + 1) / 2; }
+  // Only AVX-512 and AVX512_BF16 instructions: the AVX512_BF16 kernel packs with it too.
+  CTNN_BF16_TARGET void operator()(Index r0, Index count, Index k0, Index kc, std::uint32_t* out) const {
     if (a.row_group == 4 && a.k_group == 4 && k0 % 4 == 0 && kc % 4 == 0 && (line0 + r0) % 4 == 0 && count % 4 == 0) {
       int reach = 0;
       alignas(64) int perm[16];
       for (int j = 0; j < 16; ++j) reach = std::max(reach, perm[j] = a.taps[j / 4 * a.tap_row + j % 4 * a.tap_k]);
       if (reach < 16) return by_groups_of_4(r0, count, k0, kc, out, _mm512_load_si512(perm), bf16::first_lanes(reach + 1));
     }
-    const Index pairs = (kc + 1) / 2, padded = chunks_of(kc) * 16;
+    const Index pairs = (kc + 1) / 2, padded = padded_pairs(kc);
     const int kg = a.k_group;
     alignas(64) int at[2][GatheredMatrix::kMaxGroup][16];
     for (Index r = 0; r < count; r += 32, out += padded * 32) {
@@ -798,7 +840,7 @@ struct GatheredRows {
   // Column k of 16 rows whose offsets for each k % k_group are `at` (a member function, not a
   // lambda: a lambda would not inherit the target attribute, and GCC would refuse the intrinsics
   // where the translation unit is not built for AVX-512).
-  CTNN_AMX_TARGET __m512 values(const int (*at)[16], __mmask16 valid, Index k) const {
+  CTNN_BF16_TARGET __m512 values(const int (*at)[16], __mmask16 valid, Index k) const {
     const __m512i idx = _mm512_add_epi32(_mm512_load_si512(at[k % a.k_group]),
                                          _mm512_set1_epi32(static_cast<int>((k / a.k_group) * a.k_step)));
     return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, idx, a.src, 4);
@@ -808,9 +850,9 @@ struct GatheredRows {
   // from (u * row_step + j * k_step) permuted by `perm`. Rounded two row groups to a register,
   // each row group's words are (row % 4, pair of k % 4) in order; a panel's 32 rows (8 groups)
   // for one pair of k are then the even or odd words of four such registers.
-  CTNN_AMX_TARGET void by_groups_of_4(Index r0, Index count, Index k0, Index kc, std::uint32_t* out, __m512i perm,
-                                      __mmask16 reach) const {
-    const Index padded = chunks_of(kc) * 16;
+  CTNN_BF16_TARGET void by_groups_of_4(Index r0, Index count, Index k0, Index kc, std::uint32_t* out, __m512i perm,
+                                       __mmask16 reach) const {
+    const Index padded = padded_pairs(kc);
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     for (Index r = 0; r < count; r += 32, out += padded * 32) {
@@ -1059,14 +1101,18 @@ inline void gemm_bf16_patches_t(const float* x, const ConvGeometry& g, Eigen::In
 }
 
 // C = A * B (or +=), A a GatheredMatrix whose panels are packed from its table directly, so that
-// A is never written out: gemm_bf16_serial's bits on A as a matrix. Only on the AMX kernel.
+// A is never written out: gemm_bf16_serial's bits on A as a matrix. On the AMX and AVX512_BF16
+// kernels (not the portable one).
 inline void gemm_bf16_gathered(const GatheredMatrix& a, const MatRef& b, float* c, Eigen::Index ldc, bool accumulate) {
-  if (bf16_kernel() != Bf16Kernel::amx || a.k_group > GatheredMatrix::kMaxGroup || a.cols != b.out_rows())
+  if (bf16_kernel() == Bf16Kernel::portable || a.k_group > GatheredMatrix::kMaxGroup || a.cols != b.out_rows())
     throw std::logic_error("gemm_bf16_gathered: not for this operand or kernel");
 #if CTNN_HAVE_BF16_KERNEL
   if (a.rows == 0 || b.out_cols() == 0) return;
   if (a.cols == 0) return gemm_bf16_serial({a.src, a.rows, 0, a.rows}, b, c, ldc, accumulate);  // zeros or nothing
   namespace amx = detail::amx;
+  if (bf16_kernel() == Bf16Kernel::avx512_bf16)
+    return detail::bf16::product_by_row_blocks([&](Eigen::Index s) { return amx::GatheredRows{a, s, /*chunked=*/false}; },
+                                               a.rows, b, c, ldc, accumulate);
   amx::product_by_row_blocks([&](Eigen::Index s) { return amx::GatheredRows{a, s}; }, a.rows, b, c, ldc, accumulate);
 #else
   (void)c, (void)ldc, (void)accumulate;

@@ -257,7 +257,12 @@ struct WholePlane {
   // Zen 3, ResNet50_layer4's and VGG16's evaluation 3 % and 5 % faster (8 of 8 and 5 of 6
   // alternating runs) and 25 and 48 MiB smaller; the layers' training forward 20 % faster,
   // their backward 12 %.
-  static bool gathers() { return matmul_precision() == Precision::bf16 && bf16_kernel() == Bf16Kernel::amx; }
+  // On the AVX512_BF16 kernel too, for the forward and the input gradient (AMD Zen 4, 2 threads,
+  // `ctnn-bench --conv C,C,3,1,1,2 --precision bf16`: forward 1.2-1.3x faster at 256 channels,
+  // 1.4-1.8x at 512; backward level and 1.1-1.25x; whole steps 2-3 % faster in training).
+  static bool gathers() { return matmul_precision() == Precision::bf16 && bf16_kernel() != Bf16Kernel::portable; }
+  // dWd made and summed into dw a block of columns at a time (gemm_bf16_column_blocks): AMX only.
+  static bool sums_by_blocks() { return matmul_precision() == Precision::bf16 && bf16_kernel() == Bf16Kernel::amx; }
   // Wd (rows (c, p), k (o, q)) and Wd^T (rows (o, q), k (c, p)) as tables of w.
   GatheredMatrix dense(const float* w) const {
     return {w, p, q, kk, static_cast<long>(c) * kk, taps, 1, p, static_cast<Eigen::Index>(in_rows()),
@@ -366,7 +371,7 @@ inline void conv2d_whole_plane_backward(const ConvShape& s, int n, const float* 
   const WholePlane d(s);
   const Eigen::Index cp = static_cast<Eigen::Index>(d.in_rows()), oq = static_cast<Eigen::Index>(d.out_rows());
   float* xm = scratch(0, d.in_rows() * n);
-  float* wd = d.gathers() ? nullptr : scratch(1, d.in_rows() * d.out_rows());  // (Wd, then) dWd
+  float* wd = d.sums_by_blocks() ? nullptr : scratch(1, d.in_rows() * d.out_rows());  // (Wd, then) dWd
   float* dym = scratch(2, d.out_rows() * n);
   WholePlane::swap_order(dy, d.o, n, d.q, dym);
   if (dx) {
@@ -382,7 +387,7 @@ inline void conv2d_whole_plane_backward(const ConvShape& s, int n, const float* 
     WholePlane::swap_order(dxm, n, d.c, d.p, dx);
   }
   WholePlane::swap_order(x, d.c, n, d.p, xm);
-  if (d.gathers()) {
+  if (d.sums_by_blocks()) {
     // dWd 32 outputs' columns at a time (1 MiB for VGG16's 512-channel layers, in L2), summed into
     // dw by the thread that made them, instead of 16 MiB written and read back. The same bits.
     gemm_bf16_column_blocks({xm, cp, n, cp}, MatRef{dym, oq, n, oq}.t(), 32 * d.q,

@@ -1,6 +1,6 @@
 // A layer's transformed weights kept from one forward pass to the next while the weights stay
 // the same: Winograd's transformed kernels, a whole-plane convolution's dense matrix (where it
-// is written out: under OpenBLAS, or bf16 without AMX; WholePlane, ops/conv2d.hpp). In
+// is written out: under OpenBLAS, or bf16 on the portable kernel; WholePlane, ops/conv2d.hpp). In
 // evaluation every batch transformed the same weights again: 10 % of a VGG16 evaluation step,
 // 3 % of ResNet50_layer4's (perf, Xeon model 167). Layers use one under NoGrad only (training
 // changes the weights every step, and frees it then).
