@@ -103,11 +103,11 @@ namespace detail {
 // The Winograd plan of this call. Under bf16 on the AMX kernel, which multiplies about 8x faster
 // than fp32 FMAs, every 3x3 layer runs as bf16 products instead. On the AVX512_BF16 kernel
 // Winograd layers stay fp32: F(4x4) multiplies 4x less than a direct product and F(2x2) 2.25x
-// less, more than that kernel's 2x rate makes up (AMD Zen 4, `ctnn-bench --conv all --precision
-// fp32|bf16`: fp32 F(4x4) level with or faster than bf16 im2col at VGG16's 8x8 to 32x32 layers;
-// fp32 F(2x2) 13-25 % faster at the 4x4 layers of VGG16 and ResNet50_layer4, level at ResNet's
-// 7x7), and more accurate; so on the portable kernel (fp32's rate). ops/precision.hpp states
-// the policy.
+// less, more than that kernel's 2x rate makes up (AMD Zen 4: fp32 F(4x4) 1.3-1.5x faster than
+// bf16 im2col at VGG16's 8x8 to 32x32 layers, session 8; fp32 F(2x2) 13-25 % faster at the 4x4
+// layers of VGG16 and ResNet50_layer4 and level at ResNet's 7x7, session 30, `ctnn-bench --conv
+// all --precision fp32|bf16`), and more accurate; so on the portable kernel (fp32's rate).
+// ops/precision.hpp states the policy.
 inline Winograd3x3 winograd_now(const ConvShape& s, int n) {
   Winograd3x3 plan = winograd_plan(s, n);
   plan.relu = s.relu;
