@@ -307,8 +307,9 @@ TEST_CASE("Under Autocast, ops::gemm runs the bf16 kernel, with the same bits at
   if (!bf16_runs_here()) return;
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  // Large enough for ops::gemm to cut them into blocks: by rows (the whole B packed once) and,
-  // with transposed operands, by columns (the whole A packed once).
+  // Large enough for ops::gemm to cut them into blocks (how, it decides from the shape and the
+  // thread count), and cut by rows (the whole B packed once) and by columns (the whole A packed
+  // once) into 3 and 8 blocks whatever it decides; plain and transposed operands.
   struct Case {
     Eigen::Index m, k, n;
     bool ta, tb;
@@ -332,6 +333,14 @@ TEST_CASE("Under Autocast, ops::gemm runs the bf16 kernel, with the same bits at
     CHECK(one == serial);
     CHECK(two == serial);
     CHECK(relative_gap(one, fp32) > 1e-4);
+    set_num_threads(2);
+    for (bool rows : {true, false})
+      for (Eigen::Index count : {3, 8}) {
+        std::vector<float> cut(m * n);
+        ops::gemm_bf16_blocks(a, b, cut.data(), m, false, rows, count);
+        CHECK_MESSAGE(cut == serial, (rows ? "rows" : "columns") << " in " << count << " blocks");
+      }
+    set_num_threads(threads);
     // B packed once (a convolution's weights, shared by its chunks' products), cut into blocks
     // by rows, or by columns on the portable kernel when C is wider: the same bits again.
     const ops::Bf16PackedB packed = ops::pack_bf16_b(b);
@@ -414,7 +423,7 @@ TEST_CASE("On AMX and AVX512_BF16, a matrix read from a table (a whole-plane con
   // Element (i, k) = src[(i / rg) * row_step + (k / kg) * k_step + taps[(i % rg) * tap_row + (k % kg) * tap_k]].
   // Groups of 4 by 4 (2x2 planes, packed without gathers) with a k-block edge inside (k 600) and
   // rows past a panel (136, 4 past 132) and within one (20); 4 by 4 taps reaching past 16 floats;
-  // groups of 2 by 2 (1x2 planes), 1 by 1 (1x1 planes) and 3 by 5 (an odd k).
+  // groups of 2 by 2 (1x2 planes), 1 by 1 (1x1 planes; k 301 too, an odd k) and 3 by 5 (k 295).
   struct Case {
     int rg, kg;
     long row_step, k_step;
@@ -424,7 +433,7 @@ TEST_CASE("On AMX and AVX512_BF16, a matrix read from a table (a whole-plane con
   const Case cases[] = {{4, 4, 9 * 150, 9, 4, 1, 9, 136, 600, 70},  {4, 4, 9, 9 * 40, 1, 4, 9, 160, 20 * 4, 33},
                         {4, 4, 9, 9 * 5, 1, 4, 9, 20, 4 * 30, 5},     {4, 4, 25, 25 * 7, 4, 1, 25, 28, 4 * 70, 9},
                         {2, 2, 9, 9 * 40, 1, 2, 9, 2 * 33, 2 * 40, 7}, {1, 1, 9 * 300, 9, 0, 0, 9, 70, 300, 12},
-                        {3, 5, 7 * 90, 7, 5, 1, 7, 3 * 11, 5 * 60, 4}};
+                        {3, 5, 7 * 90, 7, 5, 1, 7, 3 * 11, 5 * 59, 4},  {1, 1, 9 * 301, 9, 0, 0, 9, 70, 301, 12}};
   for (const Case& cs : cases) {
     CAPTURE(cs.rg);
     CAPTURE(cs.kg);

@@ -1197,9 +1197,9 @@ inline void gemm_bf16_blocks(const MatRef& a, const MatRef& b, float* c, Eigen::
 }
 
 // The same with B packed by pack_bf16_b (a layer's weights, shared by the products of a
-// batch's chunks, rounded once for all of them), cut into ops::gemm's blocks: rows of C, each
+// batch's chunks, rounded once for all of them), cut into block_count's blocks: rows of C, each
 // block reading the one packed B (on the portable kernel, which packs as it multiplies, columns
-// where C is wider than tall, as ops::gemm cuts them). gemm_bf16_serial's bits.
+// where C is wider than tall). gemm_bf16_serial's bits.
 inline void gemm_bf16_blocks(const MatRef& a, const Bf16PackedB& b, float* c, Eigen::Index ldc, bool accumulate) {
   using namespace detail::bf16;
   const Eigen::Index m = a.out_rows(), n = b.b.out_cols(), k = a.out_cols();

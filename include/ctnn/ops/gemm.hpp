@@ -250,7 +250,7 @@ inline void gemm_blocks(const MatRef& a, const MatRef& b, const MutMatRef& c, bo
   // Cut as ctnn's fp32 kernel's products are (splits_rows, one block per thread): ctnn's own
   // kernels, and under bf16 the AVX512_BF16 and portable ones, whose results do not depend on
   // where blocks start either. There it measured faster at 13 of ResNet50_layer4's 18 1x1
-  // product shapes (forward, input and weight gradients), up to 1.35x (1024 x 400 x 1024), level
+  // product shapes (forward, input and weight gradients), up to 1.43x (1600 x 128 x 512), level
   // at the others (AMD Zen 4, 2 threads, operands in cache), than m >= n and block_count. The
   // AMX kernel keeps the blocks it was measured with.
   const bool own = precision == Precision::fp32 ? gemm_backend() == GemmBackend::eigen

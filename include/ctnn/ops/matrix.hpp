@@ -63,8 +63,9 @@ inline MatRef logical_cols(const MatRef& a, Eigen::Index c0, Eigen::Index nc) {
 
 // How many blocks an extent of a product with `work` multiply-adds is cut into: a function of
 // the problem alone (never of the thread count), so every output element is computed by the
-// same code path whatever the threads (ctnn's own fp32 kernel, whose sums do not depend on
-// where blocks start, takes thread_block_count's instead). None under ~16M
+// same code path whatever the threads (ctnn's own fp32 kernel and, under bf16, the AVX512_BF16
+// and portable kernels, whose sums do not depend on where blocks start, take
+// thread_block_count's instead; ops::gemm). None under ~16M
 // multiply-adds (every block re-packs the operand it shares with the others, so small products
 // stay whole), at most eight, none shorter than 16, and otherwise an even number, so that two or
 // four threads get equal shares: five equal blocks on two threads left one thread working on
@@ -76,17 +77,17 @@ inline Eigen::Index block_count(Eigen::Index extent, long work) {
   return std::clamp<Eigen::Index>(extent / 16, 1, blocks);
 }
 
-// The blocks of ops::gemm on ctnn's own fp32 kernel, whose every element has the same bits
-// wherever the blocks start (test_ops), so that its blocks may follow the thread count without
-// the result doing so: one block per thread (none shorter than 16), from 2^18 multiply-adds on.
-// Each block packs again the operand it shares with the others, a block w rows or columns wide
-// about 1/w of a float per multiply-add, from L3 at ResNet50_layer4's 1x1 shapes, so more blocks
-// than threads cost time: on Zen 3 (2 threads, ResNet50_layer4 training, 10 alternating runs of
-// ctnn-bench), at most one block per thread made training 218 -> 239 img/s (median; faster in
-// 9 runs of 10). And products under block_count's 16M multiply-adds, which it leaves whole,
-// ran 1.5-1.9x faster in two blocks (ResNet's 64- and 128-channel 1x1 layers, the classifier).
-// Packing the shared operand once per product instead (session 14: by both threads into one
-// buffer, or once per thread) was no faster in runs of calls as layers make them.
+// The blocks of ops::gemm on ctnn's own fp32 kernel (and the non-AMX bf16 ones), whose every
+// element has the same bits wherever the blocks start (test_ops, test_bf16), so that its blocks may
+// follow the thread count without the result doing so: one block per thread (none shorter than 16),
+// from 2^18 multiply-adds on. Each block packs again the operand it shares with the others, a block
+// w rows or columns wide about 1/w of a float per multiply-add, from L3 at ResNet50_layer4's 1x1
+// shapes, so more blocks than threads cost time: on Zen 3 (2 threads, ResNet50_layer4 training, 10
+// alternating runs of ctnn-bench), at most one block per thread made training 218 -> 239 img/s
+// (median; faster in 9 runs of 10). And products under block_count's 16M multiply-adds, which it
+// leaves whole, ran 1.5-1.9x faster in two blocks (ResNet's 64- and 128-channel 1x1 layers, the
+// classifier). Packing the shared operand once per product instead (session 14: by both threads
+// into one buffer, or once per thread) was no faster in runs of calls as layers make them.
 inline Eigen::Index thread_block_count(Eigen::Index extent, long work, int threads) {
   if (work < (long{1} << 18)) return 1;
   return std::clamp<Eigen::Index>(extent / 16, 1, std::max(1, threads));

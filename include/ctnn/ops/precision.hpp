@@ -14,7 +14,8 @@
 // - on the AVX512_BF16 and portable kernels, the 3x3 layers that fp32 runs as Winograd
 //   convolutions (F(4x4, 3x3) on planes of 8x8 and up: most of VGG16; F(2x2, 3x3) on 3x3 to 7x7
 //   planes) stay fp32 Winograd, which multiplies 4x or 2.25x less than a direct product and so
-//   beats the AVX512_BF16 kernel's 2x rate, let alone the portable kernel's, which is fp32's
+//   beats the AVX512_BF16 kernel's 2x rate or is level with it (ResNet's 7x7 layers, where its
+//   smaller error decides), let alone the portable kernel's, which is fp32's
 //   (ops/conv2d.hpp, winograd_now). On the AMX kernel, and for the other 3x3 layers, they run
 //   as bf16 products: bf16 has no Winograd, whose transforms would magnify its rounding.
 //
