@@ -247,12 +247,16 @@ inline void gemm_blocks(const MatRef& a, const MatRef& b, const MutMatRef& c, bo
   const Eigen::Index m = a.out_rows(), n = b.out_cols();
   eigen_assert(a.out_cols() == b.out_rows() && c.rows == m && c.cols == n);
   if (m == 0 || n == 0) return;
-  // Cut as ctnn's fp32 kernel's products are (splits_rows, one block per thread): ctnn's own
-  // kernels, and under bf16 the AVX512_BF16 and portable ones, whose results do not depend on
-  // where blocks start either. There it measured faster at 13 of ResNet50_layer4's 18 1x1
-  // product shapes (forward, input and weight gradients), up to 1.43x (1600 x 128 x 512), level
-  // at the others (AMD Zen 4, 2 threads, operands in cache), than m >= n and block_count. The
-  // AMX kernel keeps the blocks it was measured with.
+  // ctnn's own kernel: one block per thread (thread_block_count), by splits_rows. OpenBLAS keeps
+  // block_count's blocks: its sums do depend on where a block starts (its `Zen` kernels,
+  // ResNet's 1x1 shapes cut into 2, 3 or 8 blocks: thousands of elements differ in their last
+  // bits from the whole product), so blocks that followed the threads would make its results
+  // depend on the thread count (and one block per thread gained it 3.5 % on Zen 3, faster in 6
+  // runs of 10). Under bf16 the AVX512_BF16 and portable kernels, whose results do not depend on
+  // where blocks start either, are cut as ctnn's fp32 kernel is: faster at 13 of ResNet50_layer4's
+  // 18 1x1 product shapes (forward, input and weight gradients), up to 1.43x (1600 x 128 x 512),
+  // level at the others (AMD Zen 4, 2 threads, operands in cache), than m >= n and block_count.
+  // The AMX kernel keeps the blocks it was measured with.
   const bool own = precision == Precision::fp32 ? gemm_backend() == GemmBackend::eigen
                                                 : bf16_kernel() != Bf16Kernel::amx;
   const bool split_rows = own ? splits_rows(m, n, num_threads()) : m >= n;
@@ -264,11 +268,6 @@ inline void gemm_blocks(const MatRef& a, const MatRef& b, const MutMatRef& c, bo
     if (map) map_channels(c.data, *map, static_cast<int>(n), static_cast<std::size_t>(m), static_cast<std::size_t>(c.ld));
     return;
   }
-  // ctnn's own kernel: one block per thread (thread_block_count). OpenBLAS keeps block_count's
-  // blocks: its sums do depend on where a block starts (its `Zen` kernels, ResNet's 1x1 shapes
-  // cut into 2, 3 or 8 blocks: thousands of elements differ in their last bits from the whole
-  // product), so blocks that followed the threads would make its results depend on the thread
-  // count (and one block per thread gained it 3.5 % on Zen 3, faster in 6 runs of 10).
   for_each_block(blocks, extent, [&](Eigen::Index s, Eigen::Index l) {
     if (split_rows) return product_into(c.data + s, c.ld, logical_rows(a, s, l), b, accumulate, precision, map);
     const ChannelMap part = map ? map->from(s) : ChannelMap{};  // the block's columns are channels s, ...
