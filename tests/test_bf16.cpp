@@ -124,8 +124,13 @@ ConvSums conv_sums(const std::vector<double>& x, const std::vector<double>& w, c
   return r;
 }
 
+bool same_bits(std::span<const float> a, std::span<const float> b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [](float p, float q) { return std::bit_cast<std::uint32_t>(p) == std::bit_cast<std::uint32_t>(q); });
+}
+
 // `bf16_products`: whether the layer multiplies in bf16 under the policy (false for the Winograd
-// layers that stay fp32 off AMX, whose output must then be fp32's bit for bit).
+// layers that stay fp32 off AMX, whose output and gradients must then be fp32's bit for bit).
 template <int Cin, int Cout, int K, int S, int P, int H>
 void conv_bf16(const char* name, bool bf16_products = true) {
   using In = Shape<Cin, H, H>;
@@ -139,6 +144,11 @@ void conv_bf16(const char* name, bool bf16_products = true) {
   const auto dy = batch_from<Out>(g, "dy");
   const std::vector<float> y32 = net.forward(x).to_nchw();
   Batch<In> dx;
+  net.zero_grad();
+  net.backward(x, dy, dx);
+  const std::vector<float> dx32 = dx.to_nchw();
+  const std::vector<float> dw32(conv.weight.gradient().begin(), conv.weight.gradient().end());
+  const std::vector<float> db32(conv.bias.gradient().begin(), conv.bias.gradient().end());
   std::vector<float> y16;
   {
     Autocast bf16(Precision::bf16);
@@ -154,7 +164,11 @@ void conv_bf16(const char* name, bool bf16_products = true) {
   expect_bf16(dx.to_nchw(), g["dx"].values, std::string(name) + " dx");
   expect_bf16(conv.weight.gradient(), g["dweight"].values, std::string(name) + " dweight");
   expect_bf16(conv.bias.gradient(), g["dbias"].values, std::string(name) + " dbias");
-  if (bf16_products) {
+  if (!bf16_products) {
+    CHECK_MESSAGE(same_bits(dx.to_nchw(), dx32), name << ": dx of a layer that stays fp32 must be fp32's");
+    CHECK_MESSAGE(same_bits(conv.weight.gradient(), dw32), name << ": dweight of a layer that stays fp32 must be fp32's");
+    CHECK_MESSAGE(same_bits(conv.bias.gradient(), db32), name << ": dbias of a layer that stays fp32 must be fp32's");
+  } else {
     const ConvSums r = conv_sums(g["x"].values, g["weight"].values, g["bias"].values, g["dy"].values,
                                  static_cast<int>(g["x"].shape[0]), Cin, Cout, K, S, P, H);
     expect_sums(y16, r.y, r.y_terms, std::string(name) + " y");
@@ -163,9 +177,7 @@ void conv_bf16(const char* name, bool bf16_products = true) {
     expect_sums(conv.bias.gradient(), r.db, r.dw_terms, std::string(name) + " dbias");
   }
   // The scope restored fp32: the same forward again, bit for bit.
-  const std::vector<float> again = net.forward(x).to_nchw();
-  CHECK(std::equal(again.begin(), again.end(), y32.begin(),
-                   [](float a, float b) { return std::bit_cast<std::uint32_t>(a) == std::bit_cast<std::uint32_t>(b); }));
+  CHECK(same_bits(net.forward(x).to_nchw(), y32));
 }
 
 }  // namespace
