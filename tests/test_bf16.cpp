@@ -684,16 +684,22 @@ TEST_CASE("Conv2d under bf16 matches PyTorch's autocast: forward, input, weight 
 
 TEST_CASE("Conv2d under bf16 cut into chunks (its weights rounded once for all) against double sums of its rounded operands") {
   if (!bf16_runs_here()) return;
-  // 64 -> 64 3x3 unpadded, 9x9 planes to 7x7 (not a Winograd layer): im2col products under
-  // bf16, in chunks of whole images (small planes: each chunk's product cut over the threads),
-  // every chunk multiplying the weights packed once per pass.
-  constexpr int kN = 40, kC = 64, kH = 9, kOut = 7;
+  // 64 -> 64 3x3 with stride 2, 13x13 planes to 7x7 (not a Winograd layer, and not one whose
+  // patches AMX packs from the input, which it does at stride 1): im2col products under bf16 on
+  // every kernel, in chunks of whole images (small planes: each chunk's product cut over the
+  // threads), every chunk multiplying the weights packed once per pass.
+  constexpr int kN = 40, kC = 64, kH = 13, kOut = 7;
   using In = Shape<kC, kH, kH>;
   using Out = Shape<kC, kOut, kOut>;
-  static_assert(!ops::ConvShape{kC, kH, kH, kC, 3, 1, 0}.image_parallel());
-  static_assert(Conv2d<kC, kC, 3, 1, 0>::bind<In>::winograd_plan().tile == 0);
-  REQUIRE(ops::detail::conv_chunk({kC, kH, kH, kC, 3, 1, 0}, kN) < kN);
-  Network<In, Sequential<Conv2d<kC, kC, 3, 1, 0>>> net;
+  constexpr ops::ConvShape shape{kC, kH, kH, kC, 3, 2, 1};
+  static_assert(!shape.image_parallel() && shape.out_height() == kOut);
+  static_assert(Conv2d<kC, kC, 3, 2, 1>::bind<In>::winograd_plan().tile == 0);
+  REQUIRE(ops::detail::conv_chunk(shape, kN) < kN);
+  {
+    const Autocast bf16(Precision::bf16);
+    REQUIRE_FALSE(ops::bf16_fuses_im2col(shape.geometry(kN)));
+  }
+  Network<In, Sequential<Conv2d<kC, kC, 3, 2, 1>>> net;
   auto& conv = net.root().get<0>();
   std::mt19937 rng(17);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -709,7 +715,7 @@ TEST_CASE("Conv2d under bf16 cut into chunks (its weights rounded once for all) 
   Batch<Out> dy;
   x.from_nchw(xv.data(), kN);
   dy.from_nchw(dyv.data(), kN);
-  const ConvSums r = conv_sums(xd, w, b, dyd, kN, kC, kC, 3, 1, 0, kH);
+  const ConvSums r = conv_sums(xd, w, b, dyd, kN, kC, kC, 3, 2, 1, kH);
   for (int threads : {1, 2}) {
     const int before = num_threads();
     set_num_threads(threads);
