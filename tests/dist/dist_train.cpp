@@ -18,13 +18,16 @@
 //                                              C and D are two correct runs that add in another
 //                                              order (--rotate), the network's own rounding noise
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <ctnn/ctnn.hpp>
 #include <ctnn/dist/data_parallel.hpp>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <string>
@@ -127,6 +130,13 @@ int train(const dist::Communicator& comm, const Options& o) {
   return 0;
 }
 
+// A run gone to NaN or infinity must fail every comparison, whichever way it leans: a NaN
+// compares false with any limit, so it would pass a check that two runs differ, and be skipped
+// by a running maximum.
+void require_finite(double v, const std::string& where) {
+  if (!std::isfinite(v)) throw std::runtime_error("non-finite value " + std::to_string(v) + " at " + where);
+}
+
 std::map<std::string, std::vector<double>> read(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error("cannot read " + path);
@@ -139,12 +149,14 @@ std::map<std::string, std::vector<double>> read(const std::string& path) {
     v.resize(n);
     f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(n * sizeof(double)));
     if (!f) throw std::runtime_error(path + " is truncated at " + name);
+    for (std::size_t i = 0; i < n; ++i) require_finite(v[i], path + ": " + name + "[" + std::to_string(i) + "]");
   }
   if (out.empty()) throw std::runtime_error(path + " holds nothing");
   return out;
 }
 
-// The largest difference between A and B, relative to each tensor's largest magnitude.
+// The largest difference between A and B, relative to each tensor's largest magnitude. A limit
+// of 0 asks for the same bits (-0 and +0 differ).
 int compare(const std::string& a_path, const std::string& b_path, double limit, bool expect_differ) {
   const auto a = read(a_path), b = read(b_path);
   if (a.size() != b.size()) throw std::runtime_error("the two files hold different tensors");
@@ -156,7 +168,9 @@ int compare(const std::string& a_path, const std::string& b_path, double limit, 
     double scale = 1e-30;
     for (double x : va) scale = std::max(scale, std::abs(x));
     for (std::size_t i = 0; i < va.size(); ++i) {
-      const double d = std::abs(va[i] - it->second[i]) / scale;
+      double d = std::abs(va[i] - it->second[i]) / scale;
+      if (limit == 0.0 && std::bit_cast<std::uint64_t>(va[i]) != std::bit_cast<std::uint64_t>(it->second[i]))
+        d = std::max(d, std::numeric_limits<double>::min());
       if (d > worst) worst = d, where = name + "[" + std::to_string(i) + "]";
     }
   }
@@ -182,6 +196,8 @@ int compare_checkpoints(const std::string& a_path, const std::string& b_path, do
     double scale = 1e-30;
     for (float x : va) scale = std::max(scale, std::abs(static_cast<double>(x)));
     for (std::size_t i = 0; i < va.size(); ++i) {
+      require_finite(va[i], a_path + ": " + name + "[" + std::to_string(i) + "]");
+      require_finite(vb[i], b_path + ": " + name + "[" + std::to_string(i) + "]");
       const double d = std::abs(static_cast<double>(va[i]) - vb[i]) / scale;
       if (d > worst) worst = d, where = name + "[" + std::to_string(i) + "]";
     }
@@ -204,7 +220,10 @@ int compare_logs(const std::string& a_path, const std::string& b_path, double li
       if (line.empty() || line[0] == '#') continue;
       std::vector<double> v;
       std::stringstream ss(line);
-      for (std::string cell; std::getline(ss, cell, ',');) v.push_back(std::stod(cell));
+      for (std::string cell; std::getline(ss, cell, ',');) {
+        v.push_back(std::stod(cell));
+        require_finite(v.back(), path + ": row " + std::to_string(out.size() + 1));
+      }
       out.push_back(v);
     }
     return out;
@@ -233,8 +252,11 @@ double distance(const std::map<std::string, std::vector<double>>& a, const std::
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  if (argc == 8 && std::strcmp(argv[1], "--compare") == 0 && std::strcmp(argv[4], "--within") == 0) {
+// The --compare forms: 0 when the check holds, 1 when it does not, 2 on an error (an unreadable
+// or non-finite file), so that a check expected to fail (1) is not passed by a broken run.
+int compare_main(int argc, char** argv) {
+  if (argc < 6) throw std::invalid_argument("usage: --compare A B --max-diff|--differ LIMIT (or --within, --checkpoints, --logs)");
+  if (argc == 8 && std::strcmp(argv[4], "--within") == 0) {
     const auto a = read(argv[2]);
     const double ab = distance(a, read(argv[3])), cd = distance(read(argv[5]), read(argv[6]));
     // The reference never counts as less than one float rounding (2^-24) of every weight: on a
@@ -249,17 +271,20 @@ int main(int argc, char** argv) {
     std::printf("distance %.3g, reference distance %.3g (floor %.3g), allowed %.3g\n", ab, cd, floor, allowed);
     return ab <= allowed ? 0 : 1;
   }
-  if (argc >= 6 && std::strcmp(argv[1], "--compare") == 0 && std::strcmp(argv[4], "--checkpoints") == 0)
+  if (argc >= 6 && std::strcmp(argv[4], "--checkpoints") == 0)
     return compare_checkpoints(argv[2], argv[3], std::stod(argv[5]), std::vector<std::string>(argv + 6, argv + argc));
-  if (argc == 6 && std::strcmp(argv[1], "--compare") == 0 && std::strcmp(argv[4], "--logs") == 0)
-    return compare_logs(argv[2], argv[3], std::stod(argv[5]));
+  if (argc == 6 && std::strcmp(argv[4], "--logs") == 0) return compare_logs(argv[2], argv[3], std::stod(argv[5]));
+  if (argc != 6) throw std::invalid_argument("--compare A B --max-diff|--differ LIMIT takes nothing more");
+  return compare(argv[2], argv[3], std::stod(argv[5]), std::strcmp(argv[4], "--differ") == 0);
+}
+
+int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "--compare") == 0) {
-    if (argc != 6) return 2;
     try {
-      return compare(argv[2], argv[3], std::stod(argv[5]), std::strcmp(argv[4], "--differ") == 0);
+      return compare_main(argc, argv);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "dist_train: %s\n", e.what());
-      return 1;
+      return 2;
     }
   }
   dist::Environment env(argc, argv);
