@@ -136,8 +136,25 @@ TEST_CASE("Trainer over an AnyNetwork (as ctnn-train runs it): the same run, bit
   CHECK(any_log.str() == direct_log.str());
   const auto p = any.parameters(), q = direct.parameters();
   CHECK(std::equal(p.begin(), p.end(), q.begin(), q.end()));  // exact: the same arithmetic in the same order
-  // Buffers too (BatchNorm's running statistics), seen through the state walk.
+  // Buffers and counters too (BatchNorm's running statistics and batch counts), seen through
+  // the state walk, bit for bit.
   CHECK(any.state_entries().size() == direct.state_entries().size());
+  const auto slots_any = io::detail::slots_of(any), slots_direct = io::detail::slots_of(direct);
+  REQUIRE(slots_any.size() == slots_direct.size());
+  const auto same_bits = [](std::span<const float> x, std::span<const float> y) {
+    return std::equal(x.begin(), x.end(), y.begin(), y.end(),
+                      [](float u, float v) { return std::bit_cast<std::uint32_t>(u) == std::bit_cast<std::uint32_t>(v); });
+  };
+  for (std::size_t i = 0; i < slots_any.size(); ++i) {
+    CAPTURE(slots_direct[i].name);
+    CHECK(slots_any[i].name == slots_direct[i].name);
+    if (slots_direct[i].counter) {
+      REQUIRE(slots_any[i].counter);
+      CHECK(*slots_any[i].counter == *slots_direct[i].counter);
+    } else {
+      CHECK(same_bits(slots_any[i].values, slots_direct[i].values));
+    }
+  }
   const auto a = evaluate(any, test), d = evaluate(direct, test);
   CHECK(a.correct == d.correct);
   CHECK(a.confusion == d.confusion);
