@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <system_error>
 #include <map>
 #include <ostream>
 #include <stdexcept>
@@ -181,7 +182,10 @@ inline data::Dataset synthetic_split(long n, std::uint64_t seed, data::Split spl
 // The data every example runs on: --synthetic N's generated split, else CIFAR-10's from `dir`.
 inline data::Dataset dataset(long synthetic, std::uint64_t seed, const std::string& dir, data::Split split) {
   if (synthetic > 0) return synthetic_split(synthetic, seed, split);
-  if (!std::filesystem::is_directory(dir)) throw UsageError(missing_data_help(dir));
+  // A folder it may not look at (an error code other than "no such file") is
+  // load_cifar10's to report, with the reason, not a raw filesystem exception.
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec) && (!ec || io::missing(ec))) throw UsageError(missing_data_help(dir));
   return data::load_cifar10(dir, split);
 }
 
