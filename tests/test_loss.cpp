@@ -1,6 +1,8 @@
 // CrossEntropyLoss: PyTorch parity, numerical stability and label validation.
 #include "support/check.hpp"
 
+#include <limits>
+
 using namespace ctnn;
 using namespace ctnn::test;
 
@@ -40,12 +42,20 @@ TEST_CASE("CrossEntropyLoss rejects bad labels with a message naming the sample"
                        std::invalid_argument);
 }
 
-TEST_CASE("argmax picks the largest logit, the first of a tie") {
+TEST_CASE("argmax picks the largest logit, the first of a tie, and the first NaN, as torch.max(outputs, 1)") {
   Batch<Features<4>> logits(2);
   logits.fill(0.0f);
   logits(0, 2, 0, 0) = 5.0f;
   CHECK(argmax(logits, 0) == 2);
   CHECK(argmax(logits, 1) == 0);
+  // Rows and the indices PyTorch 1.13's torch.max(t, 1) returns for them: [1, 0, 1, 0, 3].
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const float rows[5][4] = {{1, nan, 3, nan}, {nan, 1, 2, 0}, {2, 5, 5, 1}, {0, 0, 0, 0}, {1, 2, inf, nan}};
+  Batch<Features<4>> t(5);
+  for (int i = 0; i < 5; ++i)
+    for (int k = 0; k < 4; ++k) t(i, k, 0, 0) = rows[i][k];
+  const int want[5] = {1, 0, 1, 0, 3};
+  for (int i = 0; i < 5; ++i) CHECK(argmax(t, i) == want[i]);
 }
 
 TEST_CASE("CrossEntropyLoss over shares of a batch: the parts add up to the whole batch's mean") {

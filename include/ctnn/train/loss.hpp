@@ -59,12 +59,17 @@ class CrossEntropyLoss {
   Logits grad_;
 };
 
-// Index of the largest logit of each sample (the predicted class).
+// Index of the largest logit of each sample (the predicted class), as torch.max(outputs, 1)
+// picks it: the first of a tie, and a NaN counts as larger than any number (the first NaN wins),
+// so a diverged network's prediction is the class PyTorch would report.
 template <int Classes>
 inline int argmax(const Batch<Features<Classes>>& logits, int sample) {
   int best = 0;
-  for (int k = 1; k < Classes; ++k)
-    if (logits(sample, k, 0, 0) > logits(sample, best, 0, 0)) best = k;
+  for (int k = 1; k < Classes; ++k) {
+    const float v = logits(sample, k, 0, 0), b = logits(sample, best, 0, 0);
+    if (std::isnan(b)) break;
+    if (v > b || std::isnan(v)) best = k;
+  }
   return best;
 }
 
