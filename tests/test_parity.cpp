@@ -195,6 +195,16 @@ void parity(const std::string& model) {
   net->eval();
   const double e_eval = scaled_error(net->forward(x).to_nchw(), expected.at("logits_eval").floats());
   CHECK_MESSAGE(e_eval <= 1e-4, "logits_eval: " << e_eval);
+  // The same under NoGrad, as evaluate() and ctnn-eval run it: each Conv2d then applies the
+  // BatchNorm and ReLU after it in its own epilogue, buffers are given back as the forward goes,
+  // and the second pass reuses the transforms of the weights the first one cached.
+  {
+    const NoGrad no_grad;
+    for (int pass = 1; pass <= 2; ++pass) {
+      const double e = scaled_error(net->forward(x).to_nchw(), expected.at("logits_eval").floats());
+      CHECK_MESSAGE(e <= 1e-4, "logits_eval under NoGrad, pass " << pass << ": " << e);
+    }
+  }
 
   // Training mode: BatchNorm normalises with batch statistics, which amplifies rounding (in
   // ResNet's layer4 each channel has only 4 x 2 x 2 = 16 values), so here the tolerance is
