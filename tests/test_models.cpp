@@ -81,6 +81,39 @@ TEST_CASE("ResNet50_layer4 has the assignment's layers, quirks included, in PyTo
   CHECK(wide.num_parameters() == 14'750'730 + 90 * 1025);
 }
 
+namespace {
+// E[w^4] / E[w^2]^2 of a tensor: 3 for a normal distribution, 1.8 for a uniform one, so that the
+// shape of an initialisation is checked, not only its spread.
+double kurtosis(std::span<const float> w) {
+  double m2 = 0, m4 = 0;
+  for (float v : w) {
+    const double q = static_cast<double>(v) * v;
+    m2 += q;
+    m4 += q * q;
+  }
+  const double n = static_cast<double>(w.size());
+  return (m4 / n) / ((m2 / n) * (m2 / n));
+}
+
+// BatchNorm's PyTorch defaults, for every BatchNorm layer of a network.
+template <class Net>
+int check_batchnorm_defaults(Net& net) {
+  int count = 0;
+  net.for_each_layer([&](auto& layer, const std::string& name) {
+    if constexpr (requires { layer.running_mean; layer.num_batches_tracked; }) {
+      ++count;
+      INFO(name);
+      for (float w : layer.weight.data()) CHECK(w == 1.0f);
+      for (float b : layer.bias.data()) CHECK(b == 0.0f);
+      for (float m : layer.running_mean) CHECK(m == 0.0f);
+      for (float v : layer.running_var) CHECK(v == 1.0f);
+      CHECK(layer.num_batches_tracked == 0);
+    }
+  });
+  return count;
+}
+}  // namespace
+
 TEST_CASE("VGG16 initialisation: conv weights N(0, sqrt(2/(9*out))), conv biases zero") {
   VGG16 net(42);
   int convs = 0;
@@ -98,15 +131,21 @@ TEST_CASE("VGG16 initialisation: conv weights N(0, sqrt(2/(9*out))), conv biases
       INFO(name);
       CHECK(std::sqrt(sq / n) == doctest::Approx(expected_std).epsilon(0.05));
       CHECK(std::abs(sum / n) < 0.05 * expected_std);
+      CHECK(std::abs(kurtosis(layer.weight.data()) - 3.0) < 0.5);  // normal (the smallest has 1,728 values)
       for (float b : layer.bias.data()) CHECK(b == 0.0f);
     }
   });
   CHECK(convs == 12);
-  // The classifier keeps PyTorch's defaults: Linear U(+-1/sqrt(512)), BatchNorm1d weight 1.
+  // The classifier keeps PyTorch's defaults: Linear weight and bias U(+-1/sqrt(512)) (the
+  // weight's largest value near the bound: uniform over it, not narrower), BatchNorm1d's.
   auto& fc1 = net.root().get<2>().get<1>();
-  for (float w : fc1.weight.data()) CHECK(std::abs(w) <= 1.0 / std::sqrt(512.0));
-  auto& bn = net.root().get<2>().get<2>();
-  for (float w : bn.weight.data()) CHECK(w == 1.0f);
+  double mx = 0;
+  for (float w : fc1.weight.data()) mx = std::max(mx, std::abs(static_cast<double>(w)));
+  CHECK(mx <= 1.0 / std::sqrt(512.0));
+  CHECK(mx > 0.99 / std::sqrt(512.0));
+  CHECK(std::abs(kurtosis(fc1.weight.data()) - 1.8) < 0.1);
+  for (float b : fc1.bias.data()) CHECK(std::abs(b) <= 1.0 / std::sqrt(512.0));
+  CHECK(check_batchnorm_defaults(net) == 1);
 }
 
 TEST_CASE("ResNet50_layer4 initialisation: xavier_uniform weights, default biases") {
@@ -121,12 +160,20 @@ TEST_CASE("ResNet50_layer4 initialisation: xavier_uniform weights, default biase
       INFO(name);
       CHECK(mx <= a);
       CHECK(mx > 0.9 * a);
+      CHECK(std::abs(kurtosis(layer.weight.data()) - 1.8) < 0.1);  // uniform (the smallest has 9,408 values)
       for (float b : layer.bias.data()) CHECK(std::abs(b) <= 1.0 / std::sqrt(L::in_channels * k2));
     }
   });
+  // fc: xavier_uniform too (PyTorch's default bound, 1/sqrt(1024), is less than half of it), its
+  // bias PyTorch's default; every BatchNorm2d PyTorch's defaults.
   auto& fc = net.root().get<6>();
   const double a = std::sqrt(6.0 / (1024 + 10));
-  for (float w : fc.weight.data()) CHECK(std::abs(w) <= a);
+  double mx = 0;
+  for (float w : fc.weight.data()) mx = std::max(mx, std::abs(static_cast<double>(w)));
+  CHECK(mx <= a);
+  CHECK(mx > 0.9 * a);
+  for (float b : fc.bias.data()) CHECK(std::abs(b) <= 1.0 / std::sqrt(1024.0));
+  CHECK(check_batchnorm_defaults(net) == 53);
 }
 
 TEST_CASE("The same seed gives the same network; another seed another") {
