@@ -68,27 +68,54 @@ TEST_CASE("Trainer: the loss goes down on a learnable task and the log reads lik
   CHECK(log.str().find("Epoch [2/2], Step [20/20] Loss: ") != std::string::npos);
 
   std::ifstream csv(trainer.csv_path());
-  std::string header, line, last;
+  std::string header, line;
   std::getline(csv, header);
   CHECK(header == "epoch,step,loss,running_loss,lr");
-  std::getline(csv, line);
-  const double first_loss = std::stod(line.substr(line.find(',', 2) + 1));
-  int rows = 1;
-  while (std::getline(csv, line)) {
-    last = line;
-    ++rows;
+  // Every row in order; its running loss the mean of the epoch's losses so far, as main.py's
+  // running_loss / (i + 1) (the losses as logged, to 6 digits: within 1e-5).
+  std::vector<double> losses;
+  double sum = 0.0;
+  for (int want_epoch = 1, want_step = 1; std::getline(csv, line);) {
+    std::vector<double> f;
+    std::stringstream cells(line);
+    for (std::string cell; std::getline(cells, cell, ',');) f.push_back(std::stod(cell));
+    REQUIRE(f.size() == 5);
+    CHECK(f[0] == want_epoch);
+    CHECK(f[1] == want_step);
+    if (want_step == 1) sum = 0.0;
+    sum += f[2];
+    CHECK(f[3] == doctest::Approx(sum / want_step).epsilon(1e-5));
+    losses.push_back(f[2]);
+    if (++want_step > 20) want_step = 1, ++want_epoch;
   }
-  CHECK(rows == 40);
-  const double last_loss = std::stod(last.substr(last.find(',', 2) + 1));
-  INFO("loss " << first_loss << " -> " << last_loss);
-  CHECK(last_loss < 0.5 * first_loss);
+  CHECK(losses.size() == 40);
+  INFO("loss " << losses.front() << " -> " << losses.back());
+  CHECK(losses.back() < 0.5 * losses.front());
 
   const auto r = evaluate(net, test);
   CHECK(r.total == 200);
-  long sum = 0;
-  for (const auto& row : r.confusion)
-    for (long v : row) sum += v;
-  CHECK(sum == 200);
+  // Its counts against a recount: batches of 7, with gradients on (no BatchNorm folded into the
+  // convolutions), each prediction counted by hand.
+  std::array<std::array<long, 10>, 10> confusion{};
+  long correct = 0;
+  {
+    net.eval();
+    data::DataLoader loader(test, data::LoaderOptions::test(7));
+    data::LoaderBatch b;
+    loader.start_epoch(0);
+    while (loader.next(b)) {
+      const auto& logits = net.forward(b.images);
+      for (int i = 0; i < b.size(); ++i) {
+        const int p = argmax(logits, i);
+        ++confusion[b.labels[i]][p];
+        correct += p == b.labels[i];
+      }
+    }
+    net.train();
+  }
+  CHECK(r.correct == correct);
+  CHECK(r.confusion == confusion);
+  CHECK(r.accuracy() == doctest::Approx(100.0 * correct / 200));
   INFO("accuracy " << r.accuracy());
   CHECK(r.accuracy() > 50.0);  // chance is 10%
   CHECK(net.is_training());    // evaluate restores the mode it found
