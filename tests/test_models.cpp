@@ -274,3 +274,44 @@ TEST_CASE("Training and evaluation modes differ where PyTorch's do") {
   CHECK(t1 != t2);  // fresh dropout masks every forward
   CHECK(t1 != e1);
 }
+
+TEST_CASE("VGG16's two dropout layers, in training: p = 0.5, kept values doubled, masks of their own") {
+  VGG16 net(1);
+  const auto x = random_batch<Shape<3, 32, 32>>(32, 3);
+  net.train();
+  net.forward(x);
+  auto& classifier = net.root().get<2>();
+  auto& first = classifier.get<0>();   // classifier.0, after Flatten
+  auto& second = classifier.get<4>();  // classifier.4, after BatchNorm1d and ReLU
+  CHECK(first.seed() != second.seed());
+  const float* in[2] = {net.root().get<1>().output().data(), classifier.get<3>().output().data()};
+  const float* out[2] = {first.output().data(), second.output().data()};
+  const std::size_t n = first.output().size();
+  REQUIRE(n == second.output().size());
+  // kept[l][i]: whether layer l kept value i (known where its input is not zero).
+  std::vector<int> kept[2] = {std::vector<int>(n, -1), std::vector<int>(n, -1)};
+  for (int l = 0; l < 2; ++l) {
+    long known = 0, ones = 0, wrong = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (in[l][i] == 0.0f) continue;
+      wrong += out[l][i] != 0.0f && out[l][i] != 2.0f * in[l][i];  // zeroed, or scaled by 1 / (1 - p) exactly
+      kept[l][i] = out[l][i] != 0.0f;
+      ++known;
+      ones += kept[l][i];
+    }
+    CAPTURE(l);
+    CHECK(wrong == 0);
+    REQUIRE(known > 4000);
+    CHECK(std::abs(static_cast<double>(ones) / known - 0.5) < 0.03);  // 16,384 values, ReLU's zeros aside
+  }
+  // Independent masks: where the first kept a value the second keeps half, and where it dropped
+  // one too (one seed for both would keep exactly the same values).
+  long both[2][2] = {};
+  for (std::size_t i = 0; i < n; ++i)
+    if (kept[0][i] >= 0 && kept[1][i] >= 0) ++both[kept[0][i]][kept[1][i]];
+  for (int k = 0; k < 2; ++k) {
+    const long total = both[k][0] + both[k][1];
+    REQUIRE(total > 1000);
+    CHECK(std::abs(static_cast<double>(both[k][1]) / total - 0.5) < 0.05);
+  }
+}
