@@ -66,9 +66,10 @@ TEST_CASE("SGD with momentum and weight decay: three steps of a small network ma
 
 namespace {
 // Three steps of `Opt` alone on the fixture's flat parameter and gradients; the parameter and
-// the optimizer's state (named as torch.optim's) against PyTorch's, bit for bit.
+// the optimizer's state (named as torch.optim's) against PyTorch's, bit for bit. With
+// `decay_after`, the learning rate is divided by 3 after that step (main.py's update_lr).
 template <class Opt>
-void optimizer_alone(const Golden& g, const std::string& label, typename Opt::Options options) {
+void optimizer_alone(const Golden& g, const std::string& label, typename Opt::Options options, int decay_after = 0) {
   std::vector<float> p = g.floats("p0"), grad(p.size());
   Opt opt(p, grad, options);
   for (int step = 1; step <= 3; ++step) {
@@ -76,6 +77,7 @@ void optimizer_alone(const Golden& g, const std::string& label, typename Opt::Op
     REQUIRE(gs.size() == grad.size());
     std::copy(gs.begin(), gs.end(), grad.begin());  // in place: the optimizer holds a span of it
     opt.step();
+    if (step == decay_after) opt.set_lr(opt.lr() / 3);
   }
   CHECK_MESSAGE(bit_patterns(p) == bit_patterns(g.floats(label + ".param")), label);
   struct Bits : StateVisitor {
@@ -101,6 +103,7 @@ TEST_CASE("Adam and SGD alone give PyTorch's bits, parameters and state") {
   // the compiler chose which product to fuse.
   const Golden g("optim_steps");
   optimizer_alone<Adam>(g, "adam", {.lr = 1e-3});
+  optimizer_alone<Adam>(g, "adam_decay", {.lr = 1e-3}, /*decay_after=*/2);
   optimizer_alone<Adam>(g, "adam_custom", {.lr = 0.02, .beta1 = 0.8, .beta2 = 0.99, .eps = 1e-6});
   optimizer_alone<SGD>(g, "sgd", {.lr = 0.1, .momentum = 0.9, .dampening = 0.1, .weight_decay = 5e-4});
   optimizer_alone<SGD>(g, "nesterov", {.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-4, .nesterov = true});

@@ -293,7 +293,9 @@ def case_optim_steps(name, seed):
     """Three steps of each optimizer alone on one flat parameter, from the same gradients: the
     update rules' bits, without a network's forward and backward around them. 101 elements: a
     vectorised body and a scalar tail in PyTorch's kernels and in ctnn's. Gradients span six
-    decades, so that v's g^2 term and the weight decay term round in every way."""
+    decades, so that v's g^2 term and the weight decay term round in every way. adam_decay: the
+    learning rate divided by 3 after the second step, as main.py's update_lr sets param_groups'
+    lr between steps."""
     start(seed)
     n = 101
     p0 = torch.randn(n) * 0.05
@@ -304,6 +306,7 @@ def case_optim_steps(name, seed):
         fx.add("g%d" % i, g)
     runs = [
         ("adam", lambda ps: torch.optim.Adam(ps, lr=1e-3), ["exp_avg", "exp_avg_sq"]),
+        ("adam_decay", lambda ps: torch.optim.Adam(ps, lr=1e-3), ["exp_avg", "exp_avg_sq"]),
         ("adam_custom", lambda ps: torch.optim.Adam(ps, lr=0.02, betas=(0.8, 0.99), eps=1e-6),
          ["exp_avg", "exp_avg_sq"]),
         ("sgd", lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, dampening=0.1, weight_decay=5e-4),
@@ -314,9 +317,12 @@ def case_optim_steps(name, seed):
     for label, make, state_names in runs:
         p = p0.clone().requires_grad_(True)
         opt = make([p])
-        for g in grads:
+        for step, g in enumerate(grads, start=1):
             p.grad = g.clone()
             opt.step()
+            if label == "adam_decay" and step == 2:
+                for group in opt.param_groups:
+                    group["lr"] = group["lr"] / 3
         fx.add(label + ".param", p)
         for key in state_names:
             fx.add(label + "." + key, opt.state[p][key])
