@@ -131,7 +131,7 @@ TEST_CASE("VGG16 initialisation: conv weights N(0, sqrt(2/(9*out))), conv biases
       INFO(name);
       CHECK(std::sqrt(sq / n) == doctest::Approx(expected_std).epsilon(0.05));
       CHECK(std::abs(sum / n) < 0.05 * expected_std);
-      CHECK(std::abs(kurtosis(layer.weight.data()) - 3.0) < 0.5);  // normal (the smallest has 1,728 values)
+      CHECK(std::abs(kurtosis(layer.weight.data()) - 3.0) < 0.6);  // normal (the smallest has 1,728 values: 5 sd)
       for (float b : layer.bias.data()) CHECK(b == 0.0f);
     }
   });
@@ -160,7 +160,7 @@ TEST_CASE("ResNet50_layer4 initialisation: xavier_uniform weights, default biase
       INFO(name);
       CHECK(mx <= a);
       CHECK(mx > 0.9 * a);
-      CHECK(std::abs(kurtosis(layer.weight.data()) - 1.8) < 0.1);  // uniform (the smallest has 9,408 values)
+      CHECK(std::abs(kurtosis(layer.weight.data()) - 1.8) < 0.1);  // uniform (the smallest has 4,096 values: 5.6 sd)
       for (float b : layer.bias.data()) CHECK(std::abs(b) <= 1.0 / std::sqrt(L::in_channels * k2));
     }
   });
