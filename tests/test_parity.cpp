@@ -432,6 +432,49 @@ void expect_same(const StateDict& a, const StateDict& b) {
   for (const auto& item : a) CHECK_MESSAGE(identical(item.second, b.at(item.first)), item.first);
 }
 
+// The assignment's batch of 100 (make_parity.py's <model>_batch100.pt), forward only: the
+// evaluation logits under NoGrad, as ctnn-eval and evaluate() compute them, and the training
+// forward's logits and loss, with the tolerances of the batch of 4 above; through the schedules
+// a batch of 4 does not take (chunks of images and their weight-gradient groups, Winograd's parts
+// by transform point, products cut over the threads).
+template <class Net>
+void parity_full_batch(const std::string& model) {
+  if (skipped()) return;
+  const fs::path dir = parity_dir();
+  const StateDict full = read_checkpoint(dir / (model + "_batch100.pt"));
+  auto net = std::make_unique<Net>(12345);  // every value is then overwritten by the checkpoint
+  load_state_dict(*net, read_checkpoint(dir / (model + ".ckpt")), true, (dir / (model + ".ckpt")).string());
+  constexpr int kFull = 100;
+  REQUIRE(full.at("x").shape() == TensorShape{kFull, 3, 32, 32});
+  const std::vector<float> x_nchw = full.at("x").floats();
+  typename Net::Input x;
+  x.from_nchw(x_nchw.data(), kFull);
+  std::vector<int> labels;
+  for (std::int64_t l : full.at("labels").int64s()) labels.push_back(static_cast<int>(l));
+
+  net->eval();
+  double e_eval = 0.0;
+  {
+    const NoGrad no_grad;
+    e_eval = scaled_error(net->forward(x).to_nchw(), full.at("logits_eval").floats());
+  }
+  CHECK_MESSAGE(e_eval <= 1e-4, "logits_eval, batch of 100: " << e_eval);
+
+  net->train();
+  disable_dropout(*net);
+  CrossEntropyLoss<10> criterion;
+  const auto& logits = net->forward(x);
+  const double torch_error = scaled_error(full.at("logits_train").floats(), full.at("logits_train64").floats());
+  const double rtol = std::max(1e-4, 3 * torch_error);
+  const double e_train = scaled_error(logits.to_nchw(), full.at("logits_train").floats());
+  CHECK_MESSAGE(e_train <= rtol, "logits_train, batch of 100: " << e_train << " (allowed " << rtol << ")");
+  const float loss = criterion.forward(logits, labels), want = full.at("loss").floats()[0];
+  const double e_loss = std::abs(loss - want) / std::abs(want);
+  CHECK_MESSAGE(e_loss <= rtol, "loss, batch of 100: " << loss << " vs " << want);
+  MESSAGE(model << " vs PyTorch, batch of 100: logits eval " << e_eval << ", train " << e_train << ", loss " << e_loss
+                << " (PyTorch float32 vs float64: " << torch_error << ")");
+}
+
 }  // namespace
 
 TEST_CASE("VGG16 matches PyTorch: logits, loss, gradients and one Adam step, from PyTorch's checkpoint") {
@@ -440,6 +483,11 @@ TEST_CASE("VGG16 matches PyTorch: logits, loss, gradients and one Adam step, fro
 
 TEST_CASE("ResNet50_layer4 matches PyTorch: logits, loss, gradients and one Adam step, from PyTorch's checkpoint") {
   parity<ResNet50_layer4<10>>("resnet50");
+}
+
+TEST_CASE("VGG16 and ResNet50_layer4 match PyTorch on the assignment's batch of 100: logits and loss") {
+  parity_full_batch<VGG16>("vgg16");
+  parity_full_batch<ResNet50_layer4<10>>("resnet50");
 }
 
 TEST_CASE("bf16: VGG16 matches PyTorch's autocast in evaluation") { parity_bf16<VGG16>("vgg16", false); }

@@ -22,6 +22,9 @@ assignment's networks (built by assignment_models.py exactly as the report defin
                                    evaluation and training step under torch.autocast("cpu",
                                    torch.bfloat16), for ctnn's bf16 policy, and
                                    autocast_conv_sums_fp32 (1 or 0: autocast_probe.py)
+    OUT_DIR/<model>_batch100.pt    x, labels (100 images), logits_eval, and the training-mode
+                                   forward's logits_train and loss, with logits_train64 and loss64
+                                   from the same forward in float64
 
 and, for the reader's format tests, a few small files in the forms PyTorch writes:
 
@@ -46,6 +49,7 @@ import sys
 
 OUT_DIR = sys.argv[1] if len(sys.argv) > 1 else None
 BATCH = 4
+BATCH_FULL = 100
 SKIP = 77
 
 
@@ -169,6 +173,30 @@ def generate():
         for key, p in model16.named_parameters():
             bf16['grad.' + key] = p.grad.detach().clone()
         torch.save(bf16, out(name + '_bf16.pt'))
+
+        # The assignment's batch of 100, forward only: evaluation logits, and the training
+        # forward's logits and loss with their float64 counterparts; the schedules a batch of 4
+        # does not reach (chunks of images, Winograd's parts, products cut over threads).
+        g100 = torch.Generator().manual_seed(300 + seed)
+        x100 = torch.randn(BATCH_FULL, 3, 32, 32, generator=g100)
+        labels100 = torch.randint(0, 10, (BATCH_FULL,), generator=g100)
+        full = collections.OrderedDict(x=x100, labels=labels100)
+        for dtype in (torch.float32, torch.float64):
+            m = MODELS[name]().to(dtype)
+            m.load_state_dict(torch.load(out(name + '.ckpt')))
+            suffix = '' if dtype == torch.float32 else '64'
+            with torch.no_grad():
+                if dtype == torch.float32:
+                    m.eval()
+                    full['logits_eval'] = m(x100)
+                m.train()
+                for module in m.modules():
+                    if isinstance(module, nn.Dropout):
+                        module.p = 0.0
+                logits_full = m(x100.to(dtype))
+                full['logits_train' + suffix] = logits_full.float()
+                full['loss' + suffix] = nn.CrossEntropyLoss()(logits_full, labels100).float()
+        torch.save(full, out(name + '_batch100.pt'))
         print('%s: %d state_dict entries, loss %.6f -> %s' % (name, len(model.state_dict()), loss.item(), OUT_DIR))
 
     # The forms of file the reader must accept (and two it must refuse with a clear message).
