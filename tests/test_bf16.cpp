@@ -124,11 +124,6 @@ ConvSums conv_sums(const std::vector<double>& x, const std::vector<double>& w, c
   return r;
 }
 
-bool same_bits(std::span<const float> a, std::span<const float> b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
-                    [](float p, float q) { return std::bit_cast<std::uint32_t>(p) == std::bit_cast<std::uint32_t>(q); });
-}
-
 // `bf16_products`: whether the layer multiplies in bf16 under the policy (false for the Winograd
 // layers that stay fp32 off AMX, whose output and gradients must then be fp32's bit for bit).
 template <int Cin, int Cout, int K, int S, int P, int H>
@@ -146,9 +141,8 @@ void conv_bf16(const char* name, bool bf16_products = true) {
   Batch<In> dx;
   net.zero_grad();
   net.backward(x, dy, dx);
-  const std::vector<float> dx32 = dx.to_nchw();
-  const std::vector<float> dw32(conv.weight.gradient().begin(), conv.weight.gradient().end());
-  const std::vector<float> db32(conv.bias.gradient().begin(), conv.bias.gradient().end());
+  const auto dx32 = bit_patterns(dx.to_nchw()), dw32 = bit_patterns(conv.weight.gradient()),
+             db32 = bit_patterns(conv.bias.gradient());
   std::vector<float> y16;
   {
     Autocast bf16(Precision::bf16);
@@ -157,7 +151,7 @@ void conv_bf16(const char* name, bool bf16_products = true) {
     if (bf16_products)
       CHECK_MESSAGE(relative_gap(y, y32) > 1e-4, name << ": bf16 output equals fp32's: the policy was not applied");
     else
-      CHECK_MESSAGE(y == y32, name << ": a Winograd layer must stay fp32 off AMX");
+      CHECK_MESSAGE(bit_patterns(y) == bit_patterns(y32), name << ": a Winograd layer must stay fp32 off AMX");
     net.zero_grad();
     net.backward(x, dy, dx);
   }
@@ -165,9 +159,9 @@ void conv_bf16(const char* name, bool bf16_products = true) {
   expect_bf16(conv.weight.gradient(), g["dweight"].values, std::string(name) + " dweight");
   expect_bf16(conv.bias.gradient(), g["dbias"].values, std::string(name) + " dbias");
   if (!bf16_products) {
-    CHECK_MESSAGE(same_bits(dx.to_nchw(), dx32), name << ": dx of a layer that stays fp32 must be fp32's");
-    CHECK_MESSAGE(same_bits(conv.weight.gradient(), dw32), name << ": dweight of a layer that stays fp32 must be fp32's");
-    CHECK_MESSAGE(same_bits(conv.bias.gradient(), db32), name << ": dbias of a layer that stays fp32 must be fp32's");
+    CHECK_MESSAGE(bit_patterns(dx.to_nchw()) == dx32, name << ": dx of a layer that stays fp32 must be fp32's");
+    CHECK_MESSAGE(bit_patterns(conv.weight.gradient()) == dw32, name << ": dweight of a layer that stays fp32 must be fp32's");
+    CHECK_MESSAGE(bit_patterns(conv.bias.gradient()) == db32, name << ": dbias of a layer that stays fp32 must be fp32's");
   } else {
     const ConvSums r = conv_sums(g["x"].values, g["weight"].values, g["bias"].values, g["dy"].values,
                                  static_cast<int>(g["x"].shape[0]), Cin, Cout, K, S, P, H);
@@ -177,7 +171,7 @@ void conv_bf16(const char* name, bool bf16_products = true) {
     expect_sums(conv.bias.gradient(), r.db, r.dw_terms, std::string(name) + " dbias");
   }
   // The scope restored fp32: the same forward again, bit for bit.
-  CHECK(same_bits(net.forward(x).to_nchw(), y32));
+  CHECK(bit_patterns(net.forward(x).to_nchw()) == bit_patterns(y32));
 }
 
 }  // namespace

@@ -95,6 +95,13 @@ double kurtosis(std::span<const float> w) {
   return (m4 / n) / ((m2 / n) * (m2 / n));
 }
 
+// The largest magnitude in a tensor: near a uniform initialisation's bound, and within it.
+double largest(std::span<const float> w) {
+  double mx = 0;
+  for (float v : w) mx = std::max(mx, std::abs(static_cast<double>(v)));
+  return mx;
+}
+
 // BatchNorm's PyTorch defaults, for every BatchNorm layer of a network.
 template <class Net>
 int check_batchnorm_defaults(Net& net) {
@@ -139,8 +146,7 @@ TEST_CASE("VGG16 initialisation: conv weights N(0, sqrt(2/(9*out))), conv biases
   // The classifier keeps PyTorch's defaults: Linear weight and bias U(+-1/sqrt(512)) (the
   // weight's largest value near the bound: uniform over it, not narrower), BatchNorm1d's.
   auto& fc1 = net.root().get<2>().get<1>();
-  double mx = 0;
-  for (float w : fc1.weight.data()) mx = std::max(mx, std::abs(static_cast<double>(w)));
+  const double mx = largest(fc1.weight.data());
   CHECK(mx <= 1.0 / std::sqrt(512.0));
   CHECK(mx > 0.99 / std::sqrt(512.0));
   CHECK(std::abs(kurtosis(fc1.weight.data()) - 1.8) < 0.1);
@@ -155,8 +161,7 @@ TEST_CASE("ResNet50_layer4 initialisation: xavier_uniform weights, default biase
     if constexpr (ctnn::layer_traits<L>::init_role == ctnn::InitRole::convolution) {
       const int k2 = L::kernel_size * L::kernel_size;
       const double a = std::sqrt(6.0 / (L::in_channels * k2 + L::out_channels * k2));
-      double mx = 0;
-      for (float w : layer.weight.data()) mx = std::max(mx, std::abs(static_cast<double>(w)));
+      const double mx = largest(layer.weight.data());
       INFO(name);
       CHECK(mx <= a);
       CHECK(mx > 0.9 * a);
@@ -168,8 +173,7 @@ TEST_CASE("ResNet50_layer4 initialisation: xavier_uniform weights, default biase
   // bias PyTorch's default; every BatchNorm2d PyTorch's defaults.
   auto& fc = net.root().get<6>();
   const double a = std::sqrt(6.0 / (1024 + 10));
-  double mx = 0;
-  for (float w : fc.weight.data()) mx = std::max(mx, std::abs(static_cast<double>(w)));
+  const double mx = largest(fc.weight.data());
   CHECK(mx <= a);
   CHECK(mx > 0.9 * a);
   for (float b : fc.bias.data()) CHECK(std::abs(b) <= 1.0 / std::sqrt(1024.0));

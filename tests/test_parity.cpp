@@ -170,6 +170,17 @@ void add_activation_pattern(Net& net, StateDict& out) {
   });
 }
 
+// A make_parity.py file's batch: its n images into x (the network's input), its labels returned.
+template <class Input>
+std::vector<int> parity_batch(const StateDict& d, int n, Input& x) {
+  REQUIRE(d.at("x").shape() == TensorShape{n, 3, 32, 32});
+  const std::vector<float> nchw = d.at("x").floats();
+  x.from_nchw(nchw.data(), n);
+  std::vector<int> labels;
+  for (std::int64_t l : d.at("labels").int64s()) labels.push_back(static_cast<int>(l));
+  return labels;
+}
+
 template <class Net>
 void parity(const std::string& model) {
   if (skipped()) return;
@@ -182,12 +193,8 @@ void parity(const std::string& model) {
   NamedState state;
   net->visit_state(state);
 
-  const std::vector<float> x_nchw = expected.at("x").floats();
-  REQUIRE(expected.at("x").shape() == TensorShape{kBatch, 3, 32, 32});
   typename Net::Input x;
-  x.from_nchw(x_nchw.data(), kBatch);
-  std::vector<int> labels;
-  for (std::int64_t l : expected.at("labels").int64s()) labels.push_back(static_cast<int>(l));
+  const std::vector<int> labels = parity_batch(expected, kBatch, x);
 
   // Logits in evaluation mode: float32 sums of up to 4,608 products per value through 14 (VGG)
   // or 54 (ResNet) weight layers, in another order than PyTorch's. Rounding leaves ~1e-6 of the
@@ -365,9 +372,7 @@ void parity_bf16(const std::string& model, bool train) {
   NamedState state;
   net->visit_state(state);
   typename Net::Input x;
-  x.from_nchw(fp32.at("x").floats().data(), kBatch);
-  std::vector<int> labels;
-  for (std::int64_t l : fp32.at("labels").int64s()) labels.push_back(static_cast<int>(l));
+  const std::vector<int> labels = parity_batch(fp32, kBatch, x);
 
   if (train && bf16.at("autocast_conv_sums_fp32").int64s().front() == 0) {
     std::cout << "CTNN_PARITY_SKIPPED: PyTorch's autocast sums its convolutions in bf16 on this CPU (no AVX512_BF16 or "
@@ -444,13 +449,8 @@ void parity_full_batch(const std::string& model) {
   const StateDict full = read_checkpoint(dir / (model + "_batch100.pt"));
   auto net = std::make_unique<Net>(12345);  // every value is then overwritten by the checkpoint
   load_state_dict(*net, read_checkpoint(dir / (model + ".ckpt")), true, (dir / (model + ".ckpt")).string());
-  constexpr int kFull = 100;
-  REQUIRE(full.at("x").shape() == TensorShape{kFull, 3, 32, 32});
-  const std::vector<float> x_nchw = full.at("x").floats();
   typename Net::Input x;
-  x.from_nchw(x_nchw.data(), kFull);
-  std::vector<int> labels;
-  for (std::int64_t l : full.at("labels").int64s()) labels.push_back(static_cast<int>(l));
+  const std::vector<int> labels = parity_batch(full, 100, x);
 
   net->eval();
   double e_eval = 0.0;

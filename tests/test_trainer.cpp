@@ -169,10 +169,6 @@ TEST_CASE("Trainer over an AnyNetwork (as ctnn-train runs it): the same run, bit
   CHECK(any.state_entries().size() == direct.state_entries().size());
   const auto slots_any = io::detail::slots_of(any), slots_direct = io::detail::slots_of(direct);
   REQUIRE(slots_any.size() == slots_direct.size());
-  const auto same_bits = [](std::span<const float> x, std::span<const float> y) {
-    return std::equal(x.begin(), x.end(), y.begin(), y.end(),
-                      [](float u, float v) { return std::bit_cast<std::uint32_t>(u) == std::bit_cast<std::uint32_t>(v); });
-  };
   for (std::size_t i = 0; i < slots_any.size(); ++i) {
     CAPTURE(slots_direct[i].name);
     CHECK(slots_any[i].name == slots_direct[i].name);
@@ -180,7 +176,7 @@ TEST_CASE("Trainer over an AnyNetwork (as ctnn-train runs it): the same run, bit
       REQUIRE(slots_any[i].counter);
       CHECK(*slots_any[i].counter == *slots_direct[i].counter);
     } else {
-      CHECK(same_bits(slots_any[i].values, slots_direct[i].values));
+      CHECK(bit_patterns(slots_any[i].values) == bit_patterns(slots_direct[i].values));
     }
   }
   const auto a = evaluate(any, test), d = evaluate(direct, test);

@@ -88,6 +88,12 @@ def generate():
     def out(name):
         return os.path.join(OUT_DIR, name)
 
+    def without_dropout(model):
+        """Dropout's p set to 0: deterministic training steps, comparable with ctnn's."""
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+
     def perturb(model, seed):
         """Moves every BatchNorm affine parameter, VGG's zero conv biases and the running
         statistics off their initial values (two training-mode forwards on random data)."""
@@ -119,9 +125,7 @@ def generate():
             expected['logits_eval'] = model(x)
 
         model.train()
-        for m in model.modules():
-            if isinstance(m, nn.Dropout):
-                m.p = 0.0
+        without_dropout(model)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         optimizer.zero_grad()
         logits = model(x)
@@ -140,9 +144,7 @@ def generate():
         model64 = MODELS[name]().double()
         model64.load_state_dict(torch.load(out(name + '.ckpt')))
         model64.train()
-        for m in model64.modules():
-            if isinstance(m, nn.Dropout):
-                m.p = 0.0
+        without_dropout(model64)
         logits64 = model64(x.double())
         loss64 = nn.CrossEntropyLoss()(logits64, labels)
         loss64.backward()
@@ -155,9 +157,7 @@ def generate():
         # the same checkpoint: what ctnn's bf16 policy is compared with (test_parity.cpp).
         model16 = MODELS[name]()
         model16.load_state_dict(torch.load(out(name + '.ckpt')))
-        for m in model16.modules():
-            if isinstance(m, nn.Dropout):
-                m.p = 0.0
+        without_dropout(model16)
         bf16 = collections.OrderedDict()
         bf16['autocast_conv_sums_fp32'] = torch.tensor([int(autocast_conv_sums_fp32())])
         model16.eval()
@@ -190,9 +190,7 @@ def generate():
                     m.eval()
                     full['logits_eval'] = m(x100)
                 m.train()
-                for module in m.modules():
-                    if isinstance(module, nn.Dropout):
-                        module.p = 0.0
+                without_dropout(m)
                 logits_full = m(x100.to(dtype))
                 full['logits_train' + suffix] = logits_full.float()
                 full['loss' + suffix] = nn.CrossEntropyLoss()(logits_full, labels100).float()
