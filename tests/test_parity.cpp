@@ -11,6 +11,7 @@
 //                           tests/pytorch/check_train_step.py (test `parity_train_step`) repeats
 //                           the step in PyTorch on exactly that pattern, which allows a tight
 //                           gradient comparison (see "Gradients" below);
+//   <model>_ctnn_step100.pt the same for the assignment's batch of 100 (parity_full_batch);
 //   <model>_ctnn.ckpt,      ctnn's checkpoint of the stepped network and its eval-mode logits:
 //   <model>_ctnn_logits.pt  tests/pytorch/check_roundtrip.py (test `parity_roundtrip`) loads the
 //                           checkpoint with weights_only=True and strict=True and compares.
@@ -139,6 +140,12 @@ struct NamedState : StateVisitor {
   void counter(const std::string& name, std::int64_t& v) override { counters[name] = &v; }
 };
 
+// Each of `tensors` as `<prefix><key>`, shaped as the checkpoint's parameter of that key.
+void add_parameters(StateDict& out, const std::string& prefix, const std::map<std::string, std::span<float>>& tensors,
+                    const StateDict& initial) {
+  for (const auto& [key, data] : tensors) out.insert_or_assign(prefix + key, Tensor::from_floats(initial.at(key).shape(), data));
+}
+
 // Adam's first step moves a parameter by lr * g / (|g| + eps) (m^ = g, v^ = g^2 at t = 1).
 double adam_first_move(double g) { return kLr * g / (std::abs(g) + kAdamEps); }
 
@@ -168,6 +175,19 @@ void add_activation_pattern(Net& net, StateDict& out) {
       out.insert_or_assign("maxpool." + name, Tensor::from_int64(shape, nchw));
     }
   });
+}
+
+// What check_train_step.py reads of a training step: the activation pattern, logits and loss
+// of the forward and every parameter's gradient; `after.<key>` is added after the optimiser's step.
+template <class Net>
+StateDict step_record(Net& net, const NamedState& state, const StateDict& initial, const std::vector<float>& logits,
+                      float loss) {
+  StateDict step;
+  add_activation_pattern(net, step);
+  step.insert_or_assign("logits_train", Tensor::from_floats({static_cast<int>(logits.size() / 10), 10}, logits));
+  step.insert_or_assign("loss", Tensor::from_floats({}, std::vector<float>{loss}));
+  add_parameters(step, "grad.", state.gradients, initial);
+  return step;
 }
 
 // A make_parity.py file's batch: its n images into x (the network's input), its labels returned.
@@ -254,14 +274,10 @@ void parity(const std::string& model) {
                                                               exact.at("grad." + key).floats()));
   const double rtol_grad = std::max(1e-4, 3 * torch_grad_error);
   Worst w_grad;
-  StateDict step;
-  add_activation_pattern(*net, step);
-  step.insert_or_assign("logits_train", Tensor::from_floats({kBatch, 10}, logits_train));
-  step.insert_or_assign("loss", Tensor::from_floats({}, std::vector<float>{loss}));
+  StateDict step = step_record(*net, state, initial, logits_train, loss);
   for (const auto& key : state.parameter_keys) {
     const std::span<const float> g = state.gradients[key];
     const std::vector<float> g_torch = expected.at("grad." + key).floats();
-    step.insert_or_assign("grad." + key, Tensor::from_floats(expected.at("grad." + key).shape(), g));
     if (cancelled.count(key)) {
       const double weight_scale = max_abs(expected.at("grad." + key.substr(0, key.size() - 4) + "weight").floats());
       CHECK_MESSAGE(max_abs(g) <= 1e-3 * weight_scale, key << ": ctnn's gradient " << max_abs(g) << " is not noise");
@@ -314,8 +330,8 @@ void parity(const std::string& model) {
     CHECK_MESSAGE(excess_torch <= 0.0, "after." << key << "[" << worst_torch << "]: PyTorch " << torch_after[worst_torch]
                                                 << " from " << p0[worst_torch] << " with gradient "
                                                 << g_torch[worst_torch] << " is not the formula's Adam step");
-    step.insert_or_assign("after." + key, Tensor::from_floats(initial.at(key).shape(), p));
   }
+  add_parameters(step, "after.", state.values, initial);
   for (const auto& [name, data] : state.buffers) {
     const std::string& key = name;  // doctest's message lambda cannot capture a binding in clang < 16
     const double e = scaled_error(data, expected.at("after." + key).floats());
@@ -437,18 +453,20 @@ void expect_same(const StateDict& a, const StateDict& b) {
   for (const auto& item : a) CHECK_MESSAGE(identical(item.second, b.at(item.first)), item.first);
 }
 
-// The assignment's batch of 100 (make_parity.py's <model>_batch100.pt), forward only: the
-// evaluation logits under NoGrad, as ctnn-eval and evaluate() compute them, and the training
-// forward's logits and loss, with the tolerances of the batch of 4 above; through the schedules
-// a batch of 4 does not take (chunks of images and their weight-gradient groups, Winograd's parts
-// by transform point, products cut over the threads).
+// The assignment's batch of 100 (make_parity.py's <model>_batch100.pt): the evaluation logits
+// under NoGrad, as ctnn-eval and evaluate() compute them, and the training forward's logits and
+// loss, with the tolerances of the batch of 4 above; through the schedules a batch of 4 does not
+// take (chunks of images and their weight-gradient groups, Winograd's parts by transform point,
+// products cut over the threads). The step's gradients and Adam's move are compared by
+// check_train_step.py only, on ctnn's activation pattern.
 template <class Net>
 void parity_full_batch(const std::string& model) {
   if (skipped()) return;
   const fs::path dir = parity_dir();
   const StateDict full = read_checkpoint(dir / (model + "_batch100.pt"));
+  const StateDict initial = read_checkpoint(dir / (model + ".ckpt"));
   auto net = std::make_unique<Net>(12345);  // every value is then overwritten by the checkpoint
-  load_state_dict(*net, read_checkpoint(dir / (model + ".ckpt")), true, (dir / (model + ".ckpt")).string());
+  load_state_dict(*net, initial, true, (dir / (model + ".ckpt")).string());
   typename Net::Input x;
   const std::vector<int> labels = parity_batch(full, 100, x);
 
@@ -468,11 +486,25 @@ void parity_full_batch(const std::string& model) {
   const double rtol = std::max(1e-4, 3 * torch_error);
   const double e_train = scaled_error(logits.to_nchw(), full.at("logits_train").floats());
   CHECK_MESSAGE(e_train <= rtol, "logits_train, batch of 100: " << e_train << " (allowed " << rtol << ")");
+  const std::vector<float> logits_train = logits.to_nchw();
   const float loss = criterion.forward(logits, labels), want = full.at("loss").floats()[0];
   const double e_loss = std::abs(loss - want) / std::abs(want);
   CHECK_MESSAGE(e_loss <= rtol, "loss, batch of 100: " << loss << " vs " << want);
   MESSAGE(model << " vs PyTorch, batch of 100: logits eval " << e_eval << ", train " << e_train << ", loss " << e_loss
                 << " (PyTorch float32 vs float64: " << torch_error << ")");
+
+  // The step's gradients and Adam's move, for check_train_step.py to repeat on ctnn's activation
+  // pattern: two independent float32 runs of the batch of 100 flip different units at kinks
+  // (ReLU after VGG16's BatchNorm1d), which no tolerance on their gradients could tell from a bug.
+  NamedState state;
+  net->visit_state(state);
+  net->zero_grad();
+  Adam adam(*net, {.lr = kLr});
+  net->backward(x, criterion.grad());
+  StateDict step = step_record(*net, state, initial, logits_train, loss);
+  adam.step();
+  add_parameters(step, "after.", state.values, initial);
+  write_checkpoint(dir / (model + "_ctnn_step100.pt"), step);
 }
 
 }  // namespace
@@ -485,7 +517,7 @@ TEST_CASE("ResNet50_layer4 matches PyTorch: logits, loss, gradients and one Adam
   parity<ResNet50_layer4<10>>("resnet50");
 }
 
-TEST_CASE("VGG16 and ResNet50_layer4 match PyTorch on the assignment's batch of 100: logits and loss") {
+TEST_CASE("VGG16 and ResNet50_layer4 match PyTorch on the assignment's batch of 100: logits and loss (and write the step)") {
   parity_full_batch<VGG16>("vgg16");
   parity_full_batch<ResNet50_layer4<10>>("resnet50");
 }

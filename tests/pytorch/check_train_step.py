@@ -11,7 +11,8 @@ PyTorch's own float32 gradients differ from its float64 ones by ~2% (L2): no com
 independent runs can be tighter than that. On one and the same activation pattern, though, the
 step is a smooth function, and two float32 computations of it agree to ~1e-4.
 
-tests/test_parity.cpp leaves `<model>_ctnn_step.pt` in DIR (written by ctnn's checkpoint writer):
+tests/test_parity.cpp leaves `<model>_ctnn_step.pt` (make_parity.py's batch of 4) and
+`<model>_ctnn_step100.pt` (its batch of 100, the assignment's) in DIR, written by ctnn's checkpoint writer:
 every ReLU mask ("relu.<module>", 1 where ctnn's ReLU output is > 0) and max-pool choice
 ("maxpool.<module>", index within the input plane), ctnn's logits and loss, every gradient
 ("grad.<key>") and the state after one Adam step ("after.<key>"). This script loads PyTorch's
@@ -99,11 +100,22 @@ def main():
                         out.add('%s.%s.bias' % (prefix, name) if prefix else name + '.bias')
         return out
 
-    for name in ['vgg16', 'resnet50']:
-        ctnn = torch.load(os.path.join(out_dir, name + '_ctnn_step.pt'), weights_only=True)
-        expected = torch.load(os.path.join(out_dir, name + '_expected.pt'), weights_only=True)
+    def load(file):
+        return torch.load(os.path.join(out_dir, file), weights_only=True)
+
+    # make_parity.py's batch of 4 (its float64 run in <model>_float64.pt) and the assignment's
+    # batch of 100 (float64 logits beside float32 ones in <model>_batch100.pt).
+    for name, batch in [('vgg16', 4), ('resnet50', 4), ('vgg16', 100), ('resnet50', 100)]:
+        if batch == 4:
+            ctnn, data = load(name + '_ctnn_step.pt'), load(name + '_expected.pt')
+            logits64 = load(name + '_float64.pt')['logits_train']
+        else:
+            ctnn, data = load(name + '_ctnn_step100.pt'), load(name + '_batch100.pt')
+            logits64 = data['logits_train64']
+        x, labels = data['x'], data['labels']
+        label = '%s, batch of %d' % (name, batch)
         model = MODELS[name]()
-        model.load_state_dict(torch.load(os.path.join(out_dir, name + '.ckpt'), weights_only=True))
+        model.load_state_dict(load(name + '.ckpt'))
         patterned = []
         for module_name, module in list(model.named_modules()):
             for child_name, child in list(module.named_children()):
@@ -119,20 +131,20 @@ def main():
                 patterned.append((full, getattr(module, child_name)))
         check(sum(1 for k in ctnn if k.startswith(('relu.', 'maxpool.'))) ==
               sum(1 for _, m in patterned if not isinstance(m, nn.Dropout)),
-              '%s: ctnn recorded another number of ReLU/max-pool layers' % name)
+              '%s: ctnn recorded another number of ReLU/max-pool layers' % label)
 
         model.train()
         optimizer = torch.optim.Adam(model.parameters(), lr=LR)
         optimizer.zero_grad()
-        logits = model(expected['x'])
-        loss = nn.CrossEntropyLoss()(logits, expected['labels'])
+        logits = model(x)
+        loss = nn.CrossEntropyLoss()(logits, labels)
         loss.backward()
 
         # PyTorch's own float32 rounding at each kink: the same forward in float64 on the same
         # pattern (a copy taken before any weight changes), compared at every layer's input.
         model64 = copy.deepcopy(model).double()
         with torch.no_grad():
-            model64(expected['x'].double())
+            model64(x.double())
         modules64 = dict(model64.named_modules())
         flips = sum(m.flips for _, m in patterned if not isinstance(m, nn.Dropout))
         worst_flip, worst_margin = 0.0, 0.0
@@ -144,16 +156,15 @@ def main():
             worst_flip = max(worst_flip, m.worst)
             worst_margin = max(worst_margin, m.worst / allowed)
             check(m.worst <= allowed, '%s: ctnn chose differently at a value %.3g of %s\'s scale from the kink '
-                  '(allowed %.3g: PyTorch\'s own float32 error there is %.3g)' % (name, m.worst, full, allowed, noise))
+                  '(allowed %.3g: PyTorch\'s own float32 error there is %.3g)' % (label, m.worst, full, allowed, noise))
         # As in test_parity.cpp: 1e-4, or three times PyTorch's own float32 error (against its
         # float64 run of make_parity.py) if that is larger: training-mode BatchNorm amplifies
         # rounding, up to ~1e-4 of the logits in ResNet.
-        exact = torch.load(os.path.join(out_dir, name + '_float64.pt'), weights_only=True)
-        rtol = max(1e-4, 3 * scaled(expected['logits_train'], exact['logits_train']))
+        rtol = max(1e-4, 3 * scaled(data['logits_train'], logits64))
         e_logits = scaled(ctnn['logits_train'], logits.detach())
-        check(e_logits <= rtol, '%s: logits differ by %.3g (allowed %.3g)' % (name, e_logits, rtol))
+        check(e_logits <= rtol, '%s: logits differ by %.3g (allowed %.3g)' % (label, e_logits, rtol))
         e_loss = abs(ctnn['loss'].item() - loss.item()) / loss.item()
-        check(e_loss <= rtol, '%s: loss %.7g vs %.7g' % (name, ctnn['loss'].item(), loss.item()))
+        check(e_loss <= rtol, '%s: loss %.7g vs %.7g' % (label, ctnn['loss'].item(), loss.item()))
 
         params = dict(model.named_parameters())
         cancelled = cancelled_biases(model)
@@ -163,12 +174,12 @@ def main():
             if key in cancelled:
                 scale = params[key[:-4] + 'weight'].grad.abs().max().item()
                 check(g_ctnn.abs().max().item() <= 1e-3 * scale and g_torch.abs().max().item() <= 1e-3 * scale,
-                      '%s: %s is not noise' % (name, key))
+                      '%s: %s is not noise' % (label, key))
                 continue
             e = scaled(g_ctnn, g_torch)
             if e > worst_grad:
                 worst_grad, worst_key = e, key
-            check(e <= 1e-3, '%s: grad.%s differs by %.3g of its largest value' % (name, key, e))
+            check(e <= 1e-3, '%s: grad.%s differs by %.3g of its largest value' % (label, key, e))
 
         g_before = {key: p.grad.clone() for key, p in params.items()}
         optimizer.step()
@@ -180,13 +191,13 @@ def main():
             allowed = (move(ctnn['grad.' + key]) - move(g_before[key])).abs() + 1e-6 * p.detach().double().abs() + 1e-9
             excess = ((ctnn['after.' + key].double() - p.detach().double()).abs() - allowed).max().item()
             worst_excess = max(worst_excess, excess)
-            check(excess <= 0, '%s: after.%s differs beyond the moves\' difference by %.3g' % (name, key, excess))
+            check(excess <= 0, '%s: after.%s differs beyond the moves\' difference by %.3g' % (label, key, excess))
 
         print('%s: ctnn\'s step repeated in PyTorch on ctnn\'s activation pattern (%d units where PyTorch\'s own '
               'values would choose differently, all within %.2g of the layer\'s scale from the kink, at most %.2g of the '
               'allowance): logits %.2g, '
               'loss %.2g, gradients %.2g of their tensor\'s largest value (%s); after Adam within allowance '
-              '(worst margin %.3g)' % (name, flips, worst_flip, worst_margin, e_logits, e_loss, worst_grad, worst_key, worst_excess))
+              '(worst margin %.3g)' % (label, flips, worst_flip, worst_margin, e_logits, e_loss, worst_grad, worst_key, worst_excess))
 
     check.finish()
 

@@ -174,7 +174,8 @@ def generate():
             bf16['grad.' + key] = p.grad.detach().clone()
         torch.save(bf16, out(name + '_bf16.pt'))
 
-        # The assignment's batch of 100, forward only: evaluation logits, and the training
+        # The assignment's batch of 100, forward only (check_train_step.py repeats ctnn's
+        # step on it, on ctnn's activation pattern): evaluation logits, and the training
         # forward's logits and loss with their float64 counterparts; the schedules a batch of 4
         # does not reach (chunks of images, Winograd's parts, products cut over threads).
         g100 = torch.Generator().manual_seed(300 + seed)
