@@ -35,40 +35,17 @@ Deterministic (fixed seeds, one thread). Without PyTorch it writes OUT_DIR/SKIPP
 import collections
 import copy
 import os
-import shutil
 import sys
 
-OUT_DIR = sys.argv[1] if len(sys.argv) == 2 else None
-SKIP = 77
+import parity_common
 
 
 def main():
-    if OUT_DIR is None:
-        sys.exit('usage: make_checkpoint_forms.py OUT_DIR')
-    if os.path.isdir(OUT_DIR):
-        shutil.rmtree(OUT_DIR)
-    os.makedirs(OUT_DIR)
-    try:
-        import torch  # noqa: F401
-    except ImportError as e:
-        with open(os.path.join(OUT_DIR, 'SKIPPED'), 'w') as f:
-            f.write('PyTorch is not installed for %s (%s): apt-get install python3-torch\n' % (sys.executable, e))
-        print('SKIPPED: PyTorch is not installed (apt-get install python3-torch)')
-        sys.exit(SKIP)
-    generate()
-
-
-def generate():
-    import torch
+    out_dir, torch, MODELS = parity_common.start('make_checkpoint_forms.py', fresh=True)
     import torch.nn as nn
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from assignment_models import MODELS
-
-    torch.set_num_threads(1)
-
     def out(name):
-        return os.path.join(OUT_DIR, name)
+        return os.path.join(out_dir, name)
 
     def small_net(seed):
         torch.manual_seed(seed)
@@ -161,7 +138,7 @@ def generate():
     half = copy.deepcopy(resnet).half().state_dict()
     torch.save(half, out('resnet50_half.ckpt'))
     torch.save(floats_of(half), out('resnet50_half_expected.ckpt'))
-    print('checkpoint forms (PyTorch %s) -> %s' % (torch.__version__, OUT_DIR))
+    print('checkpoint forms (PyTorch %s) -> %s' % (torch.__version__, out_dir))
 
 
 if __name__ == '__main__':

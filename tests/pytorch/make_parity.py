@@ -43,50 +43,22 @@ OUT_DIR/SKIPPED with the reason and exits with 77 (CTest's SKIP_RETURN_CODE for 
 outputs are removed first in any case, so nothing stale is ever compared.
 """
 
+import collections
 import os
-import shutil
-import sys
 
-OUT_DIR = sys.argv[1] if len(sys.argv) > 1 else None
+import parity_common
+
 BATCH = 4
 BATCH_FULL = 100
-SKIP = 77
-
-
-def fresh_out_dir():
-    if os.path.isdir(OUT_DIR):
-        shutil.rmtree(OUT_DIR)
-    os.makedirs(OUT_DIR)
 
 
 def main():
-    if OUT_DIR is None:
-        sys.exit('usage: make_parity.py OUT_DIR')
-    fresh_out_dir()
-    try:
-        import torch  # noqa: F401
-    except ImportError as e:
-        with open(os.path.join(OUT_DIR, 'SKIPPED'), 'w') as f:
-            f.write('PyTorch is not installed for %s (%s): apt-get install python3-torch\n' % (sys.executable, e))
-        print('SKIPPED: PyTorch is not installed (apt-get install python3-torch)')
-        sys.exit(SKIP)
-    generate()
-
-
-def generate():
-    import collections
-
-    import torch
+    out_dir, torch, MODELS = parity_common.start('make_parity.py', fresh=True)
     import torch.nn as nn
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from assignment_models import MODELS
     from autocast_probe import autocast_conv_sums_fp32
 
-    torch.set_num_threads(1)
-
     def out(name):
-        return os.path.join(OUT_DIR, name)
+        return os.path.join(out_dir, name)
 
     def without_dropout(model):
         """Dropout's p set to 0: deterministic training steps, comparable with ctnn's."""
@@ -196,7 +168,7 @@ def generate():
                 full['logits_train' + suffix] = logits_full.float()
                 full['loss' + suffix] = nn.CrossEntropyLoss()(logits_full, labels100).float()
         torch.save(full, out(name + '_batch100.pt'))
-        print('%s: %d state_dict entries, loss %.6f -> %s' % (name, len(model.state_dict()), loss.item(), OUT_DIR))
+        print('%s: %d state_dict entries, loss %.6f -> %s' % (name, len(model.state_dict()), loss.item(), out_dir))
 
     # The forms of file the reader must accept (and two it must refuse with a clear message).
     torch.manual_seed(7)
