@@ -343,6 +343,19 @@ TrainerOptions three_short_epochs() {
   o.model_name = "drop";
   return o;
 }
+
+// Sets the stop flag to `signal` as a signal handler would (train/stop.hpp) when step `step` is
+// reported: observers hear of a step before the trainer looks at the flag, so it is as if the
+// signal came during that step.
+struct SignalAtStep : TrainingObserver {
+  std::atomic<int>& flag;
+  long step;
+  int signal;
+  SignalAtStep(std::atomic<int>& f, long s, int sig) : flag(f), step(s), signal(sig) {}
+  void on_step(const StepReport& r) override {
+    if (r.total_steps == step) flag = signal;
+  }
+};
 }  // namespace
 
 TEST_CASE("Trainer writes main.py's checkpoints, and --resume after a stop gives bit-identical weights") {
@@ -479,17 +492,11 @@ TEST_CASE("Trainer: a stop request ends the run after the step in progress, savi
   DropNet a(1);
   Trainer<DropNet>(a, o).fit(train, log);
 
-  // The flag as a signal handler sets it (train/stop.hpp), here in the middle of step 13.
+  // The flag as a signal handler sets it, here in the middle of step 13.
   const TempDir parts("ctnn_test_trainer_stop_parts");
   o.out_dir = parts.path;
   std::atomic<int> flag{0};
-  struct Signaller : TrainingObserver {
-    std::atomic<int>& flag;
-    explicit Signaller(std::atomic<int>& f) : flag(f) {}
-    void on_step(const StepReport& r) override {
-      if (r.total_steps == 13) flag = SIGTERM;
-    }
-  } signaller(flag);
+  SignalAtStep signaller(flag, 13, SIGTERM);
   DropNet b(1);
   Trainer<DropNet> stopped(b, o);
   stopped.add_observer(signaller);
@@ -913,13 +920,7 @@ TEST_CASE("Trainer: a stop request during the run's last step leaves a finished 
   TrainerOptions o = three_short_epochs();
   o.out_dir = dir.path;
   std::atomic<int> flag{0};
-  struct Signaller : TrainingObserver {
-    std::atomic<int>& flag;
-    explicit Signaller(std::atomic<int>& f) : flag(f) {}
-    void on_step(const StepReport& r) override {
-      if (r.total_steps == 30) flag = SIGINT;
-    }
-  } signaller(flag);
+  SignalAtStep signaller(flag, 30, SIGINT);
   DropNet net(1);
   Trainer<DropNet> trainer(net, o);
   trainer.add_observer(signaller);
