@@ -112,6 +112,12 @@ LoaderOptions options_for(benchmark::State& state, LoaderOptions opts) {
   return opts;
 }
 
+// The loader's four configurations: 1 or 2 threads, with and without a prefetching thread.
+void threads_and_prefetch(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"threads", "prefetch"})->Args({1, 0})->Args({2, 0})->Args({1, 1})->Args({2, 1});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
 // A training epoch (shuffle, crop, flip, ToTensor, Normalize, batches of 100) from memory.
 void BM_Cifar10_TrainEpoch(benchmark::State& state) {
   const Dataset* data = real_train(state);
@@ -123,13 +129,7 @@ void BM_Cifar10_TrainEpoch(benchmark::State& state) {
   report(state, loader.epoch_size(), opts.batch_size);
 }
 BENCHMARK(BM_Cifar10_TrainEpoch)
-    ->ArgNames({"threads", "prefetch"})
-    ->Args({1, 0})
-    ->Args({2, 0})
-    ->Args({1, 1})
-    ->Args({2, 1})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+    ->Apply(threads_and_prefetch);
 
 // The whole pipeline end to end: read the training split from disk, then one augmented epoch.
 void BM_Cifar10_ReadAugmentBatch(benchmark::State& state) {
@@ -151,13 +151,7 @@ void BM_Cifar10_ReadAugmentBatch(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * images);
 }
 BENCHMARK(BM_Cifar10_ReadAugmentBatch)
-    ->ArgNames({"threads", "prefetch"})
-    ->Args({1, 0})
-    ->Args({2, 0})
-    ->Args({1, 1})
-    ->Args({2, 1})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+    ->Apply(threads_and_prefetch);
 
 // The test-time pipeline (fixed order, ToTensor + Normalize) over the training images.
 void BM_Cifar10_EvalEpoch(benchmark::State& state) {
