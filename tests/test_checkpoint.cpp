@@ -160,14 +160,7 @@ void push_tensor(pickle::Writer& w, std::int64_t numel, std::int64_t offset, con
   };
   w.global("torch._utils", "_rebuild_tensor_v2");
   w.op('(');
-  w.op('(');
-  w.string("storage");
-  w.global("torch", "FloatStorage");
-  w.string("0");
-  w.string("cpu");
-  w.integer(numel);
-  w.op('t');
-  w.op('Q');
+  test::storage_reference(w, "FloatStorage", "0", "cpu", numel);
   w.integer(offset);
   ints(size);
   ints(stride);
@@ -926,14 +919,7 @@ TEST_CASE("The plain data of torch.load(weights_only=True) is read as data; othe
     pickle::Writer w;
     auto tensor_args = [&](std::int64_t numel) {
       w.op('(');
-      w.op('(');
-      w.string("storage");
-      w.global("torch", "FloatStorage");
-      w.string("0");
-      w.string("cuda:0");
-      w.integer(numel);
-      w.op('t');
-      w.op('Q');
+      test::storage_reference(w, "FloatStorage", "0", "cuda:0", numel);
       w.integer(0);
       w.integer(numel);
       w.tuple_end(1);
@@ -1003,14 +989,7 @@ TEST_CASE("The plain data of torch.load(weights_only=True) is read as data; othe
     w.string("old");
     w.global("torch._utils", "_rebuild_tensor");
     w.op('(');
-    w.op('(');
-    w.string("storage");
-    w.global("torch", "FloatStorage");
-    w.string("0");
-    w.string("cpu");
-    w.integer(2);
-    w.op('t');
-    w.op('Q');
+    test::storage_reference(w, "FloatStorage", "0", "cpu", 2);
     w.integer(1);
     w.integer(1);
     w.tuple_end(1);

@@ -61,6 +61,20 @@ struct PyValue {
   }
 };
 
+// The persistent id torch.save pickles for a tensor's storage, ('storage', torch.<type>, key,
+// device, numel), loaded by BINPERSID: the first argument of _rebuild_tensor(_v2).
+inline void storage_reference(io::pickle::Writer& w, const std::string& type, const std::string& key,
+                              const std::string& device, std::int64_t numel) {
+  w.op('(');
+  w.string("storage");
+  w.global("torch", type);
+  w.string(key);
+  w.string(device);
+  w.integer(numel);
+  w.op('t');
+  w.op('Q');
+}
+
 // torch.save(value): protocol 2 opcodes, each tensor contiguous in a storage record of its own
 // dtype, little-endian; records data.pkl, data/0..N-1, version under `prefix`.
 inline std::vector<std::uint8_t> nested_checkpoint(const PyValue& root, const std::string& prefix = "archive") {
@@ -81,14 +95,8 @@ inline std::vector<std::uint8_t> nested_checkpoint(const PyValue& root, const st
           const io::Tensor& t = v.tensor;
           w.global("torch._utils", "_rebuild_tensor_v2");
           w.op('(');
-          w.op('(');
-          w.string("storage");
-          w.global("torch", io::detail::info(t.dtype()).storage);
-          w.string(std::to_string(tensors.size()));
-          w.string("cpu");
-          w.integer(static_cast<std::int64_t>(t.numel()));
-          w.op('t');
-          w.op('Q');
+          storage_reference(w, io::detail::info(t.dtype()).storage, std::to_string(tensors.size()), "cpu",
+                            static_cast<std::int64_t>(t.numel()));
           w.integer(0);
           ints(t.shape());
           ints(io::contiguous_strides(t.shape()));
