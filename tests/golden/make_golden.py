@@ -198,24 +198,11 @@ def case_batchnorm(name, seed, module_cls, x_shape):
     return fx
 
 
-def case_relu(name, seed):
-    start(seed)
-    x = torch.randn(2, 3, 4, 4, requires_grad=True)
-    y = F.relu(x)
-    dy = torch.randn(y.shape)
-    y.backward(dy)
-    fx = Fixture(name)
-    fx.add("x", x)
-    fx.add("dy", dy)
-    fx.add("y", y)
-    fx.add("dx", x.grad)
-    return fx
-
-
-def case_pool(name, seed, pool, n, c, hw):
+def case_map(name, seed, f, n, c, hw):
+    """A layer without parameters (ReLU, pooling): y = f(x) and dx for a random dy."""
     start(seed)
     x = torch.randn(n, c, hw, hw, requires_grad=True)
-    y = pool(x)
+    y = f(x)
     dy = torch.randn(y.shape)
     y.backward(dy)
     fx = Fixture(name)
@@ -388,13 +375,13 @@ def build_cases():
     # Enough values a channel (288) that a variance summed in another order or precision misses
     # PyTorch's last bit somewhere: test_batchnorm compares this one's forward bit for bit.
     cases.append(("batchnorm2d_wide", lambda s: case_batchnorm("batchnorm2d_wide", s, nn.BatchNorm2d, (8, 4, 6, 6))))
-    cases.append(("relu", lambda s: case_relu("relu", s)))
+    cases.append(("relu", lambda s: case_map("relu", s, F.relu, 2, 3, 4)))
     for name, n, c, hw, k, st, p in MAXPOOL_CONFIGS:
         cases.append((name, lambda s, name=name, n=n, c=c, hw=hw, k=k, st=st, p=p:
-                      case_pool(name, s, nn.MaxPool2d(k, stride=st, padding=p), n, c, hw)))
+                      case_map(name, s, nn.MaxPool2d(k, stride=st, padding=p), n, c, hw)))
     for name, n, c, hw, k, st in AVGPOOL_CONFIGS:
         cases.append((name, lambda s, name=name, n=n, c=c, hw=hw, k=k, st=st:
-                      case_pool(name, s, nn.AvgPool2d(k, stride=st), n, c, hw)))
+                      case_map(name, s, nn.AvgPool2d(k, stride=st), n, c, hw)))
     cases.append(("cross_entropy", lambda s: case_cross_entropy("cross_entropy", s)))
     cases.append(("adam_small_net", lambda s: case_small_net(
         "adam_small_net", s, lambda p: torch.optim.Adam(p, lr=1e-3))))
