@@ -2,6 +2,7 @@
 // the diagnosis that names the layer where it first appeared by its state_dict key.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -20,12 +21,23 @@ namespace ctnn {
 // True when every value is finite. A test of the exponent bits, so it vectorises and holds even
 // under -ffinite-math-only; one pass over the data, threaded for large arrays. About 0.1 ms
 // per million values on one core (memory bound).
+//
+// Threads share blocks, each block's lanes reduced by `simd`: not the combined `parallel for simd
+// reduction(...)`, whose reduction clang 14 at -O1 and -Og compiles to keep one vector lane's
+// result (a NaN at 15 of every 16 positions went unseen with AVX-512, 3 of 4 with SSE2).
 inline bool all_finite(std::span<const float> v) {
+  constexpr std::size_t kBlock = 4096;
   const float* p = v.data();
   const std::size_t n = v.size();
   std::uint32_t bad = 0;
-  CTNN_OMP(parallel for simd schedule(static) reduction(| : bad) if (n > kThreadedScan))
-  for (std::size_t i = 0; i < n; ++i) bad |= (std::bit_cast<std::uint32_t>(p[i]) & 0x7f800000u) == 0x7f800000u;
+  CTNN_OMP(parallel for schedule(static) reduction(| : bad) if (n > kThreadedScan))
+  for (std::size_t b = 0; b < n; b += kBlock) {
+    const std::size_t end = std::min(n, b + kBlock);
+    std::uint32_t block = 0;
+    CTNN_OMP(simd reduction(| : block))
+    for (std::size_t i = b; i < end; ++i) block |= (std::bit_cast<std::uint32_t>(p[i]) & 0x7f800000u) == 0x7f800000u;
+    bad |= block;
+  }
   return bad == 0;
 }
 
