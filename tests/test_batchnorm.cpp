@@ -7,6 +7,17 @@ using namespace ctnn::test;
 
 namespace {
 
+// PyTorch computes a BatchNorm's y = x * alpha + beta as one fused multiply-add (its kernels run
+// on AVX2 and up, where the fixtures were made); ctnn fuses it where the build's target has FMA
+// (Eigen's pmadd, ops/batchnorm.hpp). Built for a target without FMA (CTNN_NATIVE=OFF on
+// x86-64), ctnn rounds twice, as PyTorch does on such a CPU: y is then compared within
+// expect_parity's tolerance, not bit for bit.
+#ifdef EIGEN_VECTORIZE_FMA
+constexpr bool kTargetFuses = true;
+#else
+constexpr bool kTargetFuses = false;
+#endif
+
 // `exact`: the training forward's output and running statistics bit for bit as PyTorch's too
 // (BatchNorm2d, whose CPU arithmetic ops/batchnorm.hpp follows operation for operation; PyTorch
 // sums a BatchNorm1d's (N, C) batch in another order, per thread).
@@ -41,7 +52,7 @@ void bn_parity(const char* name, bool exact = false) {
       return bit_patterns(v);
     };
     const auto stats = [](const auto& buffer) { return bit_patterns(std::span<const float>(buffer.data(), buffer.size())); };
-    CHECK(bit_patterns(y) == floats("y"));
+    if (kTargetFuses) CHECK(bit_patterns(y) == floats("y"));
     CHECK(stats(bn.running_mean) == floats("running_mean_after"));
     CHECK(stats(bn.running_var) == floats("running_var_after"));
   }
@@ -52,7 +63,9 @@ void bn_parity(const char* name, bool exact = false) {
   set_values(bn.running_mean, g.floats("running_mean_after"));
   set_values(bn.running_var, g.floats("running_var_after"));
   const auto y_eval = net.forward(batch_from<In>(g, "x_eval")).to_nchw();
-  CHECK_MESSAGE(bit_patterns(y_eval) == bit_patterns(g.floats("y_eval")), std::string(name));
+  expect_parity(y_eval, g["y_eval"].values, std::string(name) + " y_eval");
+  if (kTargetFuses) CHECK_MESSAGE(bit_patterns(y_eval) == bit_patterns(g.floats("y_eval")), std::string(name));
+  else MESSAGE("this build's target has no FMA: y compared within tolerance, not bit for bit (PyTorch's fixtures fuse)");
   CHECK(bn.num_batches_tracked == 1);  // evaluation does not count
 }
 
