@@ -16,6 +16,14 @@
 #include "ctnn/core/threading.hpp"
 #include "ctnn/layers/leaf.hpp"
 
+// Training stops on a NaN or infinite loss or gradient before the optimizer's step, and refuses
+// NaN options and snapshot values; -ffinite-math-only (part of -ffast-math) lets the compiler
+// assume no value is NaN or infinite and delete those tests, and a run would then go on with NaN
+// weights. The rest of -ffast-math may stay.
+#if defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__
+#error "ctnn's training checks for NaN and infinity, which -ffinite-math-only (part of -ffast-math) removes: add -fno-finite-math-only"
+#endif
+
 namespace ctnn {
 
 // True when every value is finite. A test of the exponent bits, so it vectorises and holds even
