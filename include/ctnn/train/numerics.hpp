@@ -26,9 +26,9 @@
 
 namespace ctnn {
 
-// True when every value is finite. A test of the exponent bits, so it vectorises and holds even
-// under -ffinite-math-only; one pass over the data, threaded for large arrays. About 0.1 ms
-// per million values on one core (memory bound).
+// True when every value is finite. A test of the exponent bits, so it vectorises; one pass over
+// the data, threaded for large arrays. About 0.1 ms per million values on one core (memory
+// bound).
 //
 // Threads share blocks, each block's lanes reduced by `simd`: not the combined `parallel for simd
 // reduction(...)`, whose reduction clang 14 at -O1 and -Og compiles to keep one vector lane's
