@@ -35,7 +35,6 @@ Deterministic (fixed seeds, one thread). Without PyTorch it writes OUT_DIR/SKIPP
 import collections
 import copy
 import os
-import sys
 
 import parity_common
 
