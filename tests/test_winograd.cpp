@@ -16,6 +16,8 @@
 #include <ctnn/ctnn.hpp>
 #include <ctnn/ops/winograd.hpp>
 
+#include "support/direct_conv.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -50,37 +52,10 @@ Problem make(int cin, int cout, int h, int wd, int n, unsigned seed) {
   return p;
 }
 
-// Exact (double) references in the channel-major layout.
-struct Reference {
-  std::vector<double> y, dx, dw;
-};
-
-Reference direct(const Problem& p) {
+// The exact values, from tests/support/direct_conv.hpp.
+ctnn::test::DirectConv direct(const Problem& p) {
   const auto& s = p.s;
-  const int H = s.height, W = s.width, N = s.batch;
-  const std::size_t plane = std::size_t(H) * W, cs = plane * N;
-  Reference r;
-  r.y.assign(std::size_t(s.out_channels) * cs, 0.0);
-  r.dx.assign(std::size_t(s.in_channels) * cs, 0.0);
-  r.dw.assign(p.w.size(), 0.0);
-  for (int k = 0; k < s.out_channels; ++k)
-    for (int c = 0; c < s.in_channels; ++c)
-      for (int n = 0; n < N; ++n)
-        for (int y = 0; y < H; ++y)
-          for (int x = 0; x < W; ++x)
-            for (int i = 0; i < 3; ++i)
-              for (int j = 0; j < 3; ++j) {
-                const int iy = y - 1 + i, ix = x - 1 + j;
-                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                const std::size_t xi = c * cs + n * plane + iy * W + ix, yi = k * cs + n * plane + y * W + x,
-                                  wi = (std::size_t(k) * s.in_channels + c) * 9 + i * 3 + j;
-                r.y[yi] += double(p.w[wi]) * p.x[xi];
-                r.dx[xi] += double(p.w[wi]) * p.dy[yi];
-                r.dw[wi] += double(p.x[xi]) * p.dy[yi];
-              }
-  for (int k = 0; k < s.out_channels; ++k)
-    for (std::size_t e = 0; e < cs; ++e) r.y[k * cs + e] += p.b[k];
-  return r;
+  return ctnn::test::direct_conv({s.in_channels, s.height, s.width, s.out_channels, 3, 1, 1}, s.batch, p.x, p.w, p.b, p.dy);
 }
 
 double rel_error(const std::vector<float>& got, const std::vector<double>& want) {
@@ -130,7 +105,7 @@ TEST_CASE("Winograd F(2x2,3x3) and F(4x4,3x3) match a direct convolution in doub
   };
   for (const auto& c : cases) {
     const Problem p = make(c.cin, c.cout, c.h, c.w, c.n, unsigned(c.cin * 131 + c.h * 7 + c.w));
-    const Reference ref = direct(p);
+    const auto ref = direct(p);
     for (int tile : {2, 4})
       for (int mode = 0; mode < 3; ++mode) {
         const bool by_point = mode > 0, small_parts = mode == 2;
@@ -182,7 +157,7 @@ void check_layer(const char* what) {
   const Problem p = make(In::channels, Out::channels, In::height, In::width, n, 11);
   std::copy(p.w.begin(), p.w.end(), conv.weight.value);
   std::copy(p.b.begin(), p.b.end(), conv.bias.value);
-  const Reference ref = direct(p);
+  const auto ref = direct(p);
   Batch<In> x(n);
   std::copy(p.x.begin(), p.x.end(), x.data());  // the test's layout is the batch layout
   Batch<Out> dy(n);
@@ -192,16 +167,13 @@ void check_layer(const char* what) {
   Batch<In> dx;
   net->zero_grad();
   net->backward(x, dy, dx);
-  std::vector<double> db(Out::channels, 0.0);
-  for (int k = 0; k < Out::channels; ++k)
-    for (std::size_t e = 0; e < dy.channel_stride(); ++e) db[k] += dy.channel(k)[e];
   CAPTURE(what);
   // The kernels' bounds, by the layer's tile size.
   const double bound = bound_for_tile(std::decay_t<decltype(conv)>::winograd_plan().tile);
   CHECK(rel_error(yv, ref.y) < bound);
   CHECK(rel_error({dx.data(), dx.data() + dx.size()}, ref.dx) < bound);
   CHECK(rel_error({conv.weight.grad, conv.weight.grad + p.w.size()}, ref.dw) < bound);
-  CHECK(rel_error({conv.bias.grad, conv.bias.grad + Out::channels}, db) < 1e-6);
+  CHECK(rel_error({conv.bias.grad, conv.bias.grad + Out::channels}, ref.db) < 1e-6);
 }
 
 TEST_CASE("Conv2d layers take the Winograd path where planned, and match the direct convolution") {
